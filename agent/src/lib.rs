@@ -1,0 +1,5 @@
+#![forbid(unsafe_code)]
+//! Vantage's agent: the probe pipeline and the `check` command that runs it once.
+
+pub mod check;
+pub mod probe;

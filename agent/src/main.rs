@@ -1,0 +1,79 @@
+//! `vantage-agent`: probes HTTPS endpoints from where it runs.
+
+use std::io::IsTerminal;
+
+use clap::{Parser, Subcommand};
+use vantage_agent::check::{self, CheckArgs};
+
+#[derive(Debug, Parser)]
+#[command(name = "vantage-agent", version, about = "Probes HTTPS endpoints from the outside: DNS, TCP, TLS, certificate, HTTP.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Probe one URL now and explain what a visitor would hit (exit 0 ok, 1 warning, 2 critical, 3 unknown).
+    Check(CheckArgs),
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // Usage errors are "unknown" in the plugin convention; help and version are fine.
+            std::process::exit(if e.use_stderr() { check::exit::UNKNOWN } else { check::exit::OK });
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VANTAGE_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let code = match cli.command {
+        Command::Check(args) => run_check(args),
+    };
+    std::process::exit(code);
+}
+
+fn run_check(args: CheckArgs) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vantage-agent: cannot start the runtime: {e}");
+            return check::exit::UNKNOWN;
+        }
+    };
+    match runtime.block_on(args.run()) {
+        Ok(report) => {
+            if args.json {
+                match serde_json::to_string_pretty(&report) {
+                    Ok(json) => println!("{json}"),
+                    Err(e) => {
+                        eprintln!("vantage-agent: cannot encode the report: {e}");
+                        return check::exit::UNKNOWN;
+                    }
+                }
+            } else {
+                let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+                print!("{}", check::render_human(&report, color));
+            }
+            check::exit_code(&report)
+        }
+        Err(e) => {
+            eprintln!("vantage-agent: {e}");
+            check::exit::UNKNOWN
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,276 @@
+//! Stage 4, the certificate: facts about the served chain (x509-parser) and a verdict against
+//! the trust roots (webpki, through rustls). When a certificate has several faults the trust
+//! fault is reported first, then validity dates, then the name: a self-signed certificate that
+//! also expired is, first of all, a certificate nobody should trust.
+
+use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_name};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
+use rustls::pki_types::SignatureVerificationAlgorithm;
+use rustls::{CertificateError, RootCertStore};
+use time::OffsetDateTime;
+use vantage_shared::failure::FailureCode;
+use vantage_shared::report::{rfc3339, CertHealth, CertReport, ChainCert};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+use x509_parser::public_key::PublicKey;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("the server sent no certificate")]
+    Missing,
+    #[error("{subject} expired on {not_after}")]
+    Expired { subject: String, not_after: String },
+    #[error("{subject} is not valid before {not_before}")]
+    NotYetValid { subject: String, not_before: String },
+    #[error("the certificate covers {sans:?}, not {host}")]
+    HostnameMismatch { host: String, sans: Vec<String> },
+    #[error("{subject} is self-signed")]
+    SelfSigned { subject: String },
+    #[error("the chain ends at {root}, which is not a trusted root")]
+    UntrustedRoot { root: String },
+    #[error("the issuer {issuer} was neither served nor trusted")]
+    ChainIncomplete { issuer: String },
+    #[error("{detail}")]
+    Invalid { detail: String },
+}
+
+impl CertError {
+    pub fn code(&self) -> FailureCode {
+        match self {
+            CertError::Missing | CertError::Invalid { .. } => FailureCode::CertInvalid,
+            CertError::Expired { .. } => FailureCode::CertExpired,
+            CertError::NotYetValid { .. } => FailureCode::CertNotYetValid,
+            CertError::HostnameMismatch { .. } => FailureCode::CertHostnameMismatch,
+            CertError::SelfSigned { .. } => FailureCode::CertSelfSigned,
+            CertError::UntrustedRoot { .. } => FailureCode::CertUntrustedRoot,
+            CertError::ChainIncomplete { .. } => FailureCode::CertChainIncomplete,
+        }
+    }
+}
+
+/// What x509-parser reads from one certificate.
+struct Facts {
+    subject: String,
+    issuer: String,
+    subject_raw: Vec<u8>,
+    issuer_raw: Vec<u8>,
+    not_before: i64,
+    not_after: i64,
+    sans: Vec<String>,
+    key: String,
+    signature_algorithm: String,
+    sha256: String,
+}
+
+fn read_facts(der: &CertificateDer<'_>) -> Result<Facts, CertError> {
+    let (_, cert) = X509Certificate::from_der(der.as_ref())
+        .map_err(|e| CertError::Invalid { detail: format!("malformed certificate: {e}") })?;
+    let sans = match cert.subject_alternative_name() {
+        Ok(Some(ext)) => ext
+            .value
+            .general_names
+            .iter()
+            .filter_map(|name| match name {
+                GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+                GeneralName::IPAddress(bytes) => ip_from_bytes(bytes).map(|ip| ip.to_string()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let registry = x509_parser::objects::oid_registry();
+    let key_alg = &cert.public_key().algorithm.algorithm;
+    let key = match cert.public_key().parsed() {
+        Ok(PublicKey::RSA(rsa)) => format!("RSA {}", rsa.key_size()),
+        Ok(PublicKey::EC(ec)) => format!("ECDSA P-{}", ec.key_size()),
+        _ => x509_parser::objects::oid2sn(key_alg, registry).unwrap_or("unknown").to_owned(),
+    };
+    let sig = &cert.signature_algorithm.algorithm;
+    let signature_algorithm = x509_parser::objects::oid2sn(sig, registry)
+        .map(str::to_owned)
+        .unwrap_or_else(|_| sig.to_id_string());
+    Ok(Facts {
+        subject: cert.subject().to_string(),
+        issuer: cert.issuer().to_string(),
+        subject_raw: cert.subject().as_raw().to_vec(),
+        issuer_raw: cert.issuer().as_raw().to_vec(),
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+        sans,
+        key,
+        signature_algorithm,
+        sha256: sha256_hex(der.as_ref()),
+    })
+}
+
+fn ip_from_bytes(bytes: &[u8]) -> Option<std::net::IpAddr> {
+    match bytes.len() {
+        4 => Some(<[u8; 4]>::try_from(bytes).ok()?.into()),
+        16 => Some(<[u8; 16]>::try_from(bytes).ok()?.into()),
+        _ => None,
+    }
+}
+
+/// Lowercase hex SHA-256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, data);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn timestamp(secs: i64) -> String {
+    OffsetDateTime::from_unix_timestamp(secs).map(rfc3339).unwrap_or_else(|_| secs.to_string())
+}
+
+/// Thresholds for certificate health, in days.
+#[derive(Debug, Clone, Copy)]
+pub struct Thresholds {
+    pub warn_days: u32,
+    pub critical_days: u32,
+}
+
+/// Facts about the served chain and, when it does not hold up, why.
+pub struct Inspection {
+    pub report: Option<CertReport>,
+    pub verdict: Result<(), CertError>,
+}
+
+/// Everything the verifier needs besides the chain.
+pub struct TrustContext<'a> {
+    pub roots: &'a RootCertStore,
+    pub algorithms: &'a [&'a dyn SignatureVerificationAlgorithm],
+}
+
+pub fn inspect(
+    chain: &[CertificateDer<'_>],
+    server_name: &ServerName<'_>,
+    trust: &TrustContext<'_>,
+    thresholds: Thresholds,
+    now: OffsetDateTime,
+) -> Inspection {
+    if chain.is_empty() {
+        return Inspection { report: None, verdict: Err(CertError::Missing) };
+    }
+    let facts: Result<Vec<Facts>, CertError> = chain.iter().map(read_facts).collect();
+    let facts = match facts {
+        Ok(facts) => facts,
+        Err(e) => return Inspection { report: None, verdict: Err(e) },
+    };
+    let verdict = judge(chain, &facts, server_name, trust, now.unix_timestamp());
+    let leaf = &facts[0];
+    let earliest = facts.iter().map(|f| f.not_after).min().unwrap_or(leaf.not_after);
+    let seconds_left = earliest - now.unix_timestamp();
+    let report = CertReport {
+        subject: leaf.subject.clone(),
+        issuer: leaf.issuer.clone(),
+        sans: leaf.sans.clone(),
+        not_before: timestamp(leaf.not_before),
+        not_after: timestamp(leaf.not_after),
+        days_remaining: seconds_left.div_euclid(86_400),
+        health: CertHealth::classify(seconds_left, thresholds.warn_days, thresholds.critical_days),
+        sha256: leaf.sha256.clone(),
+        earliest_expiry: timestamp(earliest),
+        key: leaf.key.clone(),
+        signature_algorithm: leaf.signature_algorithm.clone(),
+        trusted: verdict.is_ok(),
+        chain: facts
+            .iter()
+            .map(|f| ChainCert {
+                subject: f.subject.clone(),
+                issuer: f.issuer.clone(),
+                not_after: timestamp(f.not_after),
+                sha256: f.sha256.clone(),
+            })
+            .collect(),
+    };
+    Inspection { report: Some(report), verdict }
+}
+
+fn is_time_error(e: &rustls::Error) -> bool {
+    matches!(
+        e,
+        rustls::Error::InvalidCertificate(
+            CertificateError::Expired
+                | CertificateError::ExpiredContext { .. }
+                | CertificateError::NotValidYet
+                | CertificateError::NotValidYetContext { .. }
+        )
+    )
+}
+
+/// Trust, then dates, then name.
+fn judge(
+    chain: &[CertificateDer<'_>],
+    facts: &[Facts],
+    server_name: &ServerName<'_>,
+    trust: &TrustContext<'_>,
+    now: i64,
+) -> Result<(), CertError> {
+    let leaf = ParsedCertificate::try_from(&chain[0])
+        .map_err(|e| CertError::Invalid { detail: format!("the leaf certificate cannot be used: {e}") })?;
+    let verify_at = |secs: i64| {
+        let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs.max(0) as u64));
+        verify_server_cert_signed_by_trust_anchor(&leaf, trust.roots, &chain[1..], at, trust.algorithms)
+    };
+
+    // Trust is judged at a moment when the dates do not get in the way: now, or else a moment
+    // inside the validity of the served certificates.
+    let mut moments = vec![now];
+    for f in facts {
+        moments.extend([f.not_before + 1, f.not_after - 1, f.not_before / 2 + f.not_after / 2]);
+    }
+    let trust_result = moments
+        .into_iter()
+        .map(verify_at)
+        .find(|r| !matches!(r, Err(e) if is_time_error(e)))
+        .unwrap_or(Ok(()));
+    if let Err(e) = trust_result {
+        return Err(trust_fault(e, facts));
+    }
+
+    // Dates: any served certificate, leaf or chain.
+    if let Some(f) = facts.iter().find(|f| f.not_after <= now) {
+        return Err(CertError::Expired { subject: f.subject.clone(), not_after: timestamp(f.not_after) });
+    }
+    if let Some(f) = facts.iter().find(|f| f.not_before > now) {
+        return Err(CertError::NotYetValid { subject: f.subject.clone(), not_before: timestamp(f.not_before) });
+    }
+    // The path used may also run through a trusted root that expired.
+    if let Err(e) = verify_at(now) {
+        return Err(match e {
+            e if is_time_error(&e) => CertError::Expired { subject: "a certificate in the path".into(), not_after: e.to_string() },
+            other => trust_fault(other, facts),
+        });
+    }
+
+    verify_server_name(&leaf, server_name).map_err(|e| match e {
+        rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => CertError::HostnameMismatch { host: server_name.to_str().into_owned(), sans: facts[0].sans.clone() },
+        other => CertError::Invalid { detail: other.to_string() },
+    })
+}
+
+fn trust_fault(error: rustls::Error, facts: &[Facts]) -> CertError {
+    match error {
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+            let leaf = &facts[0];
+            if leaf.subject_raw == leaf.issuer_raw {
+                return CertError::SelfSigned { subject: leaf.subject.clone() };
+            }
+            // Follow issuer names through what was served; reaching a self-issued certificate
+            // means the whole chain was there and only its root is not trusted.
+            let mut current = leaf;
+            for _ in 0..facts.len() {
+                match facts.iter().find(|f| f.subject_raw == current.issuer_raw) {
+                    Some(issuer) if issuer.subject_raw == issuer.issuer_raw => {
+                        return CertError::UntrustedRoot { root: issuer.subject.clone() };
+                    }
+                    Some(issuer) => current = issuer,
+                    None => break,
+                }
+            }
+            CertError::ChainIncomplete { issuer: current.issuer.clone() }
+        }
+        other => CertError::Invalid { detail: other.to_string() },
+    }
+}

@@ -1,0 +1,187 @@
+//! The lab's servers: real TLS (rustls) and plain HTTP listeners on loopback, and hostile peers
+//! that stall, lie about TLS or flood headers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+use super::pki::Identity;
+
+/// How an HTTP server answers every request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// This status and body for every path.
+    Page { status: u16, body: &'static str },
+    /// `302` to `/landing` for `/`, `200` for every other path.
+    RedirectOnce,
+    /// `302` to a new path for every path, forever.
+    RedirectLoop,
+    /// Never answers (the connection stays open).
+    Stall,
+    /// A status line followed by this many bytes of headers.
+    HugeHeaders(usize),
+    /// Bytes that are not HTTP at all.
+    Garbage,
+}
+
+/// Misbehaviour before any TLS is spoken.
+#[derive(Debug, Clone, Copy)]
+pub enum Hostile {
+    /// Accepts TCP, then says nothing.
+    StallAfterAccept,
+    /// Answers the ClientHello with a `protocol_version` alert, as a TLS 1.0-only server does.
+    ProtocolVersionAlert,
+    /// Answers the ClientHello with a plain-text HTTP error, as a non-TLS port does.
+    NotTls,
+}
+
+/// A rustls server config serving `identity`, speaking HTTP/1.1.
+pub fn server_config(identity: &Identity) -> Arc<ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(identity.chain.clone(), identity.key.clone_key())
+        .expect("lab certificates are well formed");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+pub async fn serve_tls(listener: TcpListener, config: Arc<ServerConfig>, reply: Reply) {
+    let acceptor = TlsAcceptor::from(config);
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let acceptor = acceptor.clone();
+        let reply = reply.clone();
+        tokio::spawn(async move {
+            if let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                respond(tls, &reply).await;
+            }
+        });
+    }
+}
+
+pub async fn serve_plain(listener: TcpListener, reply: Reply) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let reply = reply.clone();
+        tokio::spawn(async move { respond(tcp, &reply).await });
+    }
+}
+
+pub async fn serve_hostile(listener: TcpListener, hostile: Hostile) {
+    loop {
+        let Ok((mut tcp, _)) = listener.accept().await else { continue };
+        tokio::spawn(async move {
+            let mut hello = [0u8; 4096];
+            match hostile {
+                Hostile::StallAfterAccept => {
+                    let _ = tcp.read(&mut hello).await;
+                    std::future::pending::<()>().await;
+                }
+                Hostile::ProtocolVersionAlert => {
+                    let _ = tcp.read(&mut hello).await;
+                    // TLS record: alert, version 3.1, length 2, fatal(2) protocol_version(70).
+                    let _ = tcp.write_all(&[0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x46]).await;
+                }
+                Hostile::NotTls => {
+                    let _ = tcp.read(&mut hello).await;
+                    let _ = tcp
+                        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                }
+            }
+            let _ = tcp.shutdown().await;
+        });
+    }
+}
+
+/// Reads one request head (bounded) and answers it as `reply` says.
+async fn respond<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, reply: &Reply) {
+    if let Reply::Stall = reply {
+        std::future::pending::<()>().await;
+    }
+    let Some(path) = read_request_path(&mut stream).await else { return };
+    let response = match reply {
+        Reply::Page { status, body } => page(*status, body, None),
+        Reply::RedirectOnce if path == "/" => page(302, "", Some("/landing")),
+        Reply::RedirectOnce => page(200, "landed", None),
+        Reply::RedirectLoop => {
+            let next = path.trim_start_matches("/loop/").parse::<u32>().unwrap_or(0) + 1;
+            page(302, "", Some(&format!("/loop/{next}")))
+        }
+        Reply::HugeHeaders(bytes) => {
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\n").await;
+            let line = format!("x-filler: {}\r\n", "a".repeat(1000));
+            let mut sent = 0;
+            while sent < *bytes {
+                if stream.write_all(line.as_bytes()).await.is_err() {
+                    return;
+                }
+                sent += line.len();
+            }
+            b"\r\n".to_vec()
+        }
+        Reply::Garbage => b"SSH-2.0-definitely-not-http\r\n\r\n".to_vec(),
+        Reply::Stall => unreachable!("handled above"),
+    };
+    let _ = stream.write_all(&response).await;
+    let _ = stream.shutdown().await;
+}
+
+fn page(status: u16, body: &str, location: Option<&str>) -> Vec<u8> {
+    let location = location.map(|l| format!("location: {l}\r\n")).unwrap_or_default();
+    format!(
+        "HTTP/1.1 {status} Lab\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{location}connection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+async fn read_request_path<S: AsyncRead + Unpin>(stream: &mut S) -> Option<String> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    let read = async {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+            let n = stream.read(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        Some(())
+    };
+    tokio::time::timeout(Duration::from_secs(5), read).await.ok()??;
+    let line = head.split(|&b| b == b'\r').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    line.split(' ').nth(1).map(str::to_owned)
+}
+
+/// Binds `ip:port` (port 0 for any).
+pub async fn bind(ip: &str, port: u16) -> std::io::Result<TcpListener> {
+    TcpListener::bind(SocketAddr::new(ip.parse().expect("lab addresses are literals"), port)).await
+}
+
+/// A listener whose accept queue is full, so new connection attempts go unanswered (SYNs are
+/// dropped) and the connecting side times out. Returns the listener and the connections that fill
+/// the queue; keep both alive.
+pub async fn black_hole() -> std::io::Result<(tokio::net::TcpListener, Vec<TcpStream>)> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind("127.0.0.1:0".parse().expect("literal"))?;
+    let listener = socket.listen(0)?;
+    let addr = listener.local_addr()?;
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        match tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => fillers.push(stream),
+            _ => break,
+        }
+    }
+    Ok((listener, fillers))
+}

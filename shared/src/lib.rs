@@ -1,0 +1,14 @@
+#![forbid(unsafe_code)]
+//! What Vantage's agent and coordinator both speak: failure codes with their causes and hints,
+//! the probe report, target URLs and durations. The `lab` feature adds local scenario servers.
+
+pub mod duration;
+pub mod failure;
+#[cfg(feature = "lab")]
+pub mod lab;
+pub mod report;
+pub mod target;
+
+pub use failure::{Failure, FailureCode, Stage};
+pub use report::{CertHealth, ProbeReport, ProbeStatus};
+pub use target::{TargetError, TargetUrl};
