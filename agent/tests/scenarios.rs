@@ -47,7 +47,7 @@ macro_rules! scenarios {
 scenarios!(
     healthy, cert_warning, cert_critical,
     cert_expired, cert_expired_intermediate, cert_not_yet_valid, cert_hostname_mismatch,
-    cert_wildcard_two_labels, cert_self_signed, cert_untrusted_root, cert_chain_incomplete,
+    cert_wildcard_two_labels, cert_wildcard_one_label, cert_self_signed, cert_untrusted_root, cert_chain_incomplete,
     cert_bad_signature, cert_wrong_purpose, cert_faults_ordered, cert_dates_before_name,
     http_5xx, http_unexpected_status, http_expected_status, http_redirect, http_no_follow,
     http_too_many_redirects, http_body_mismatch, http_body_match, http_timeout, http_huge_headers,

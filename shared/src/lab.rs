@@ -249,6 +249,9 @@ async fn build(dir: &Path) -> Result<(Vec<Scenario>, SocketAddr), LabError> {
         let addr = tls_server(&id, ok_page()).await?;
         b.tls(name, summary, &h, addr, &[], down(code));
     }
+    let id = inter.identity(&LeafSpec::new(&[&wildcard]), &[&inter])?;
+    let addr = tls_server(&id, ok_page()).await?;
+    b.tls("cert_wildcard_one_label", "a wildcard certificate covering exactly one label", &host("wild"), addr, &[], up(Ok, 0));
     {
         // Several faults at once: the trust fault is reported before dates and names.
         let h = host("everything-wrong");

@@ -213,16 +213,17 @@ fn judge(
     };
 
     // Trust is judged at a moment when the dates do not get in the way: now, or else a moment
-    // inside the validity of the served certificates.
-    let mut moments = vec![now];
-    for f in facts {
-        moments.extend([f.not_before + 1, f.not_after - 1, f.not_before / 2 + f.not_after / 2]);
-    }
-    let trust_result = moments
-        .into_iter()
-        .map(verify_at)
-        .find(|r| !matches!(r, Err(e) if is_time_error(e)))
-        .unwrap_or(Ok(()));
+    // inside the validity of one of the served certificates.
+    let at_now = verify_at(now);
+    let trust_result = match &at_now {
+        Err(e) if is_time_error(e) => facts
+            .iter()
+            .flat_map(|f| [f.not_before + 1, f.not_after - 1, f.not_before / 2 + f.not_after / 2])
+            .map(verify_at)
+            .find(|r| !matches!(r, Err(e) if is_time_error(e)))
+            .unwrap_or(Ok(())),
+        other => other.clone(),
+    };
     if let Err(e) = trust_result {
         return Err(trust_fault(e, facts));
     }
@@ -234,12 +235,10 @@ fn judge(
     if let Some(f) = facts.iter().find(|f| f.not_before > now) {
         return Err(CertError::NotYetValid { subject: f.subject.clone(), not_before: timestamp(f.not_before) });
     }
-    // The path used may also run through a trusted root that expired.
-    if let Err(e) = verify_at(now) {
-        return Err(match e {
-            e if is_time_error(&e) => CertError::Expired { subject: "a certificate in the path".into(), not_after: e.to_string() },
-            other => trust_fault(other, facts),
-        });
+    // The served certificates are in date, yet the path is not: it runs through a trusted
+    // certificate that is not (a root from the trust store).
+    if let Err(e) = at_now {
+        return Err(CertError::Invalid { detail: format!("the path to a trusted root is not valid now: {e}") });
     }
 
     verify_server_name(&leaf, server_name).map_err(|e| match e {

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
+use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 use vantage_shared::failure::FailureCode;
@@ -73,39 +73,42 @@ pub struct Response {
 
 /// Sends one GET for `url` over `io` and reads the answer, all within `budget`.
 pub async fn get(io: impl Io, h2: bool, url: &TargetUrl, read_body: bool, budget: Duration) -> Result<Response, HttpError> {
-    let deadline = tokio::time::Instant::now() + budget;
     let io = TokioIo::new(io);
-    let (response, connection) = tokio::time::timeout_at(deadline, async {
+    let exchange = async {
         if h2 {
             let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
                 .max_header_list_size(MAX_HEADER_BYTES as u32)
                 .handshake(io)
                 .await
                 .map_err(HttpError::from_hyper)?;
-            let connection = tokio::spawn(conn);
-            let request = request(url, url.to_string())?;
             let sent = Instant::now();
-            let response = sender.send_request(request).await.map_err(HttpError::from_hyper);
-            Ok::<_, HttpError>((response.map(|r| (r, sent.elapsed())), connection))
+            let send = sender.send_request(request(url, url.to_string())?);
+            receive(conn, send, sent, read_body).await
         } else {
             let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
                 .max_buf_size(MAX_HEADER_BYTES)
                 .handshake(io)
                 .await
                 .map_err(HttpError::from_hyper)?;
-            let connection = tokio::spawn(conn);
-            let request = request(url, url.path_and_query())?;
             let sent = Instant::now();
-            let response = sender.send_request(request).await.map_err(HttpError::from_hyper);
-            Ok((response.map(|r| (r, sent.elapsed())), connection))
+            let send = sender.send_request(request(url, url.path_and_query())?);
+            receive(conn, send, sent, read_body).await
         }
-    })
-    .await
-    .map_err(|_| HttpError::Timeout { after: budget })??;
-    // The connection task ends with this function, whatever the server still sends.
-    let _abort = AbortOnDrop(connection);
-    let (response, ttfb) = response?;
+    };
+    tokio::time::timeout(budget, exchange).await.map_err(|_| HttpError::Timeout { after: budget })?
+}
 
+/// Awaits the response (and the body, when asked) while driving the connection in the same task:
+/// no task is spawned per probe, and nothing outlives it.
+async fn receive<C, S>(conn: C, send: S, sent: Instant, read_body: bool) -> Result<Response, HttpError>
+where
+    C: Future<Output = Result<(), hyper::Error>>,
+    S: Future<Output = Result<hyper::Response<Incoming>, hyper::Error>>,
+{
+    let mut conn = std::pin::pin!(conn);
+    let mut conn_done = false;
+    let response = drive(conn.as_mut(), &mut conn_done, send).await.map_err(HttpError::from_hyper)?;
+    let ttfb = sent.elapsed();
     let status = response.status().as_u16();
     let version = match response.version() {
         hyper::Version::HTTP_2 => "HTTP/2",
@@ -118,37 +121,45 @@ pub async fn get(io: impl Io, h2: bool, url: &TargetUrl, read_body: bool, budget
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let body = if read_body {
-        let mut body = response.into_body();
-        let mut collected = Vec::new();
-        let read = async {
-            while collected.len() < MAX_BODY_BYTES {
-                match body.frame().await {
-                    None => break,
-                    Some(Err(e)) => return Err(HttpError::from_hyper(e)),
-                    Some(Ok(frame)) => {
-                        if let Ok(data) = frame.into_data() {
-                            let room = MAX_BODY_BYTES - collected.len();
-                            collected.extend_from_slice(&data[..data.len().min(room)]);
-                        }
-                    }
-                }
-            }
-            Ok(())
-        };
-        tokio::time::timeout_at(deadline, read).await.map_err(|_| HttpError::Timeout { after: budget })??;
-        Some(collected)
+        Some(drive(conn.as_mut(), &mut conn_done, read_limited(response.into_body())).await?)
     } else {
         None
     };
     Ok(Response { status, version, location, ttfb, body })
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<Result<(), hyper::Error>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+/// Polls `work` to completion, polling the connection alongside until it ends.
+async fn drive<T>(
+    mut conn: std::pin::Pin<&mut impl Future<Output = Result<(), hyper::Error>>>,
+    conn_done: &mut bool,
+    work: impl Future<Output = T>,
+) -> T {
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut work => return out,
+            _ = conn.as_mut(), if !*conn_done => *conn_done = true,
+        }
     }
+}
+
+/// The first `MAX_BODY_BYTES` of a body.
+async fn read_limited(mut body: Incoming) -> Result<Vec<u8>, HttpError> {
+    let mut collected = Vec::new();
+    while collected.len() < MAX_BODY_BYTES {
+        match body.frame().await {
+            None => break,
+            Some(Err(e)) => return Err(HttpError::from_hyper(e)),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    let room = MAX_BODY_BYTES - collected.len();
+                    collected.extend_from_slice(&data[..data.len().min(room)]);
+                }
+            }
+        }
+    }
+    Ok(collected)
 }
 
 fn request(url: &TargetUrl, uri: String) -> Result<hyper::Request<Empty<Bytes>>, HttpError> {

@@ -1,0 +1,218 @@
+//! `vantage-agent check` as a user meets it: the JSON contract's facts, the human report, the
+//! exit codes for bad input, and bounded time and memory against hostile servers.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{check, lab, strings};
+
+fn json_of(name: &str, extra: &[&str]) -> (serde_json::Value, support::Run) {
+    let mut args = lab().scenario(name).check_args();
+    args.extend(strings(extra));
+    args.push("--json".into());
+    let run = check(&args);
+    (run.json(), run)
+}
+
+fn is_rfc3339_utc(s: &serde_json::Value) -> bool {
+    let s = s.as_str().unwrap_or_default();
+    s.len() == 20 && s.ends_with('Z') && s.as_bytes()[10] == b'T'
+}
+
+#[test]
+fn healthy_site_reports_every_fact_of_the_json_contract() {
+    let (json, run) = json_of("healthy", &[]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert_eq!(json["status"], "up");
+    assert!(json["failure"].is_null());
+    assert!(json["url"].as_str().unwrap().starts_with("https://healthy.vantage.test:"));
+
+    let cert = &json["cert"];
+    assert_eq!(cert["subject"], "CN=healthy.vantage.test");
+    assert_eq!(cert["issuer"], "CN=Vantage Lab Intermediate CA, O=Vantage Lab");
+    assert_eq!(cert["sans"], serde_json::json!(["healthy.vantage.test"]));
+    assert_eq!(cert["health"], "ok");
+    assert_eq!(cert["days_remaining"], 90);
+    assert_eq!(cert["key"], "ECDSA P-256");
+    assert_eq!(cert["signature_algorithm"], "ecdsa-with-SHA256");
+    assert_eq!(cert["trusted"], true);
+    for field in ["not_before", "not_after", "earliest_expiry"] {
+        assert!(is_rfc3339_utc(&cert[field]), "{field}: {}", cert[field]);
+    }
+    let sha = cert["sha256"].as_str().unwrap();
+    assert!(sha.len() == 64 && sha.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{sha}");
+    let chain = cert["chain"].as_array().unwrap();
+    assert_eq!(chain.len(), 2, "leaf and intermediate are served");
+    assert_eq!(chain[0]["sha256"], cert["sha256"]);
+    assert_eq!(chain[1]["subject"], "CN=Vantage Lab Intermediate CA, O=Vantage Lab");
+    assert_eq!(chain[1]["issuer"], "CN=Vantage Lab Root CA, O=Vantage Lab");
+    assert!(is_rfc3339_utc(&chain[1]["not_after"]));
+
+    assert_eq!(json["tls"]["version"], "TLSv1.3");
+    assert!(json["tls"]["cipher"].as_str().unwrap().starts_with("TLS13_"));
+    assert_eq!(json["tls"]["alpn"], "http/1.1", "the lab server picks http/1.1 from the offered h2, http/1.1");
+    assert_eq!(json["http"]["status"], 200);
+    for stage in ["connect", "tls", "ttfb", "total"] {
+        assert!(json["timings_ms"][stage].as_f64().unwrap() > 0.0, "timing {stage}");
+    }
+    assert!(json["timings_ms"]["dns"].is_null(), "--resolve pins the name: no lookup happened");
+    assert_eq!(json["backends"].as_array().unwrap().len(), 1);
+    assert_eq!(json["backends"][0]["status"], "up");
+    assert_eq!(json["backends"][0]["cert_sha256"], cert["sha256"]);
+    assert!(is_rfc3339_utc(&json["checked_at"]));
+}
+
+#[test]
+fn earliest_expiry_comes_from_the_whole_chain() {
+    // The intermediate expired; the leaf itself has two months left.
+    let (json, _) = json_of("cert_expired_intermediate", &[]);
+    let cert = &json["cert"];
+    assert_ne!(cert["earliest_expiry"], cert["not_after"]);
+    assert_eq!(cert["earliest_expiry"], cert["chain"][1]["not_after"]);
+    assert_eq!(cert["health"], "expired");
+    assert!(cert["days_remaining"].as_i64().unwrap() < 0);
+    assert!(json["failure"]["detail"].as_str().unwrap().contains("Expired Intermediate"), "{}", json["failure"]);
+}
+
+#[test]
+fn dns_lookup_lists_the_resolved_addresses_and_its_time() {
+    let (json, run) = json_of("dns_resolves", &[]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert_eq!(json["addresses"], serde_json::json!(["127.0.0.1"]));
+    assert!(json["timings_ms"]["dns"].as_f64().unwrap() > 0.0);
+    let (json, _) = json_of("dns_unexpected_address", &[]);
+    assert!(json["failure"]["detail"].as_str().unwrap().contains("127.0.0.1"), "names the unexpected address");
+}
+
+#[test]
+fn redirects_are_followed_and_listed() {
+    let (json, _) = json_of("http_redirect", &[]);
+    assert_eq!(json["http"]["status"], 200);
+    assert_eq!(json["http"]["redirects"][0]["status"], 302);
+    assert!(json["http"]["final_url"].as_str().unwrap().ends_with("/landing"));
+    let (json, _) = json_of("http_no_follow", &[]);
+    assert_eq!(json["http"]["status"], 302);
+    assert_eq!(json["http"]["redirects"], serde_json::json!([]));
+    let (json, _) = json_of("http_too_many_redirects", &[]);
+    assert_eq!(json["http"]["redirects"].as_array().unwrap().len(), 5);
+}
+
+#[test]
+fn all_backends_lists_each_backend_with_its_certificate() {
+    let (json, _) = json_of("all_backends_one_bad", &[]);
+    let backends = json["backends"].as_array().unwrap();
+    assert_eq!(backends.len(), 2);
+    assert_eq!(backends[0]["status"], "up");
+    assert_eq!(backends[1]["status"], "down");
+    assert_eq!(backends[1]["failure"]["code"], "cert_expired");
+    assert!(backends[1]["address"].as_str().unwrap().starts_with("127.0.0.3:"));
+    assert_ne!(backends[0]["cert_sha256"], backends[1]["cert_sha256"]);
+    // The report's facts are the failing backend's.
+    assert_eq!(json["cert"]["sha256"], backends[1]["cert_sha256"]);
+}
+
+#[test]
+fn warning_thresholds_follow_the_flags() {
+    // 20 days left: a warning by default, ok with --warn-days 10, critical with --critical-days 21.
+    let (json, run) = json_of("cert_warning", &["--warn-days", "10"]);
+    assert_eq!((json["cert"]["health"].as_str(), run.code), (Some("ok"), 0));
+    let (json, run) = json_of("cert_warning", &["--warn-days", "40", "--critical-days", "21"]);
+    assert_eq!((json["cert"]["health"].as_str(), run.code), (Some("critical"), 2));
+}
+
+#[test]
+fn human_report_reads_stage_by_stage_with_cause_and_fix() {
+    let run = check(&lab().scenario("cert_expired").check_args());
+    assert_eq!(run.code, 2);
+    let out = &run.stdout;
+    for expected in [
+        "✓ dns",
+        "✓ connect",
+        "✓ tls",
+        "TLSv1.3",
+        "✗ certificate",
+        "CN=expired.vantage.test",
+        "· http",
+        "not reached",
+        "DOWN  cert_expired  A certificate in the served chain has expired.",
+        "fix:   Renew the certificate",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    assert!(!out.contains('\x1b'), "no colour when stdout is not a terminal:\n{out}");
+
+    let run = check(&lab().scenario("healthy").check_args());
+    assert_eq!(run.code, 0);
+    assert!(run.stdout.contains("✓ http") && run.stdout.contains("200 HTTP/1.1"), "{}", run.stdout);
+    assert!(run.stdout.contains("\nUP  in "), "{}", run.stdout);
+}
+
+#[test]
+fn colour_only_on_a_terminal() {
+    // `script` gives the child a pseudo-terminal as stdout.
+    let args = lab().scenario("cert_expired").check_args().join(" ");
+    let bin = env!("CARGO_BIN_EXE_vantage-agent");
+    let out = std::process::Command::new("script")
+        .args(["-qec", &format!("{bin} check {args}"), "/dev/null"])
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("script(1) from util-linux runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\x1b[31m✗\x1b[0m"), "a red cross on a terminal:\n{text}");
+}
+
+#[test]
+fn bad_input_exits_3_with_one_clear_sentence() {
+    let long = format!("https://{}.example/", "a.".repeat(130));
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (strings(&["not a url"]), "is not a valid URL"),
+        (strings(&["ftp://example.com/"]), "unsupported scheme \"ftp\""),
+        (strings(&["gopher://example.com/"]), "only http and https can be probed"),
+        (strings(&["https://example.com:0/"]), "port 0"),
+        (strings(&["https:///"]), "no host name"),
+        (strings(&[&long]), "too long"),
+        (strings(&["https://example.com/", "--timeout", "soon"]), "invalid duration"),
+        (strings(&["https://example.com/", "--expect-status", "700"]), "700"),
+        (strings(&["https://example.com/", "--resolve", "example.com"]), "is not HOST:IP"),
+        (strings(&["https://example.com/", "--nameserver", "dns.example"]), "is not an IP address"),
+        (strings(&["https://example.com/", "--ca-file", "/nonexistent/ca.pem"]), "cannot read CA file"),
+        (strings(&["https://example.com/", "--critical-days", "40"]), "must not be more than --warn-days"),
+        (strings(&["https://example.com/", "--bogus-flag"]), "unexpected argument"),
+        (strings(&[]), "required"),
+    ];
+    for (args, expected) in cases {
+        let run = check(&args);
+        assert_eq!(run.code, 3, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains(expected), "{args:?}: expected {expected:?} in {:?}", run.stderr);
+        assert!(!run.stderr.contains("panicked") && !run.stderr.contains("RUST_BACKTRACE"), "{args:?}: {}", run.stderr);
+        assert!(run.stdout.is_empty(), "{args:?}: nothing on stdout, got {:?}", run.stdout);
+    }
+}
+
+#[test]
+fn ca_file_without_certificates_is_refused() {
+    let path = lab().dir().join("empty.pem");
+    std::fs::write(&path, "not a certificate\n").unwrap();
+    let run = check(&strings(&["https://example.com/", "--ca-file", path.to_str().unwrap()]));
+    assert_eq!(run.code, 3);
+    assert!(run.stderr.contains("holds no PEM certificate"), "{}", run.stderr);
+}
+
+/// Hostile servers end in a classified failure within the timeout, with the probe's memory
+/// bounded (a 4 MiB header flood must not be buffered).
+#[test]
+fn hostile_servers_are_classified_within_the_timeout_with_bounded_memory() {
+    for (name, code) in [
+        ("http_huge_headers", "http_protocol_error"),
+        ("tls_handshake_timeout", "tls_handshake_timeout"),
+        ("http_timeout", "http_timeout"),
+    ] {
+        let started = Instant::now();
+        let (json, run) = json_of(name, &[]);
+        let took = started.elapsed();
+        assert_eq!(json["failure"]["code"], code, "{name}");
+        assert!(took < Duration::from_secs(8), "{name} took {took:?}; the lab gives stalling servers a 2s timeout");
+        assert!(run.peak_rss_kib < 32 * 1024, "{name}: peak RSS {} KiB", run.peak_rss_kib);
+    }
+}
