@@ -8,10 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let descriptors = protox::compile(protos, ["."])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(
-        out.join("vantage_descriptor.bin"),
-        prost::Message::encode_to_vec(&descriptors),
-    )?;
+    std::fs::write(out.join("vantage_descriptor.bin"), prost::Message::encode_to_vec(&descriptors))?;
     prost_build::Config::new().compile_fds(descriptors)?;
     Ok(())
 }

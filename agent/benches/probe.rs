@@ -38,8 +38,28 @@ async fn bare_probe(config: Arc<rustls::ClientConfig>, addr: std::net::SocketAdd
     let mut tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.expect("handshake");
     let request = format!("GET / HTTP/1.1\r\nhost: {host}:{}\r\nuser-agent: bare\r\naccept: */*\r\n\r\n", addr.port());
     tls.write_all(request.as_bytes()).await.expect("write");
-    let mut response = Vec::new();
-    let _ = tls.read_to_end(&mut response).await; // the lab closes after one response
+    // Read the head, then the body its content-length announces (the lab keeps connections alive).
+    let mut response = Vec::with_capacity(1024);
+    let mut buf = [0u8; 4096];
+    let body_len = loop {
+        let n = tls.read(&mut buf).await.expect("read");
+        assert!(n > 0, "the server closed early");
+        response.extend_from_slice(&buf[..n]);
+        if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&response[..end]).expect("ascii head");
+            let length = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .expect("content-length");
+            break end + 4 + length;
+        }
+    };
+    while response.len() < body_len {
+        let n = tls.read(&mut buf).await.expect("read");
+        assert!(n > 0, "the server closed early");
+        response.extend_from_slice(&buf[..n]);
+    }
     assert!(response.starts_with(b"HTTP/1.1 200"), "bare GET failed");
     200
 }
@@ -103,8 +123,14 @@ fn main() {
     let pipeline_rate = total / pipeline_cpu.as_secs_f64();
     let bare_rate = total / bare_cpu.as_secs_f64();
     println!("probes per CPU-second, {} probes each, {rounds} alternating rounds:", probes * rounds);
-    println!("  full pipeline (vantage probe):       {pipeline_rate:>8.0}/s  ({:.0}/s wall)", total / pipeline_wall.as_secs_f64());
-    println!("  bare tokio-rustls connect+TLS+GET:   {bare_rate:>8.0}/s  ({:.0}/s wall)", total / bare_wall.as_secs_f64());
+    println!(
+        "  full pipeline (vantage probe):       {pipeline_rate:>8.0}/s  ({:.0}/s wall)",
+        total / pipeline_wall.as_secs_f64()
+    );
+    println!(
+        "  bare tokio-rustls connect+TLS+GET:   {bare_rate:>8.0}/s  ({:.0}/s wall)",
+        total / bare_wall.as_secs_f64()
+    );
     println!("  ratio pipeline/bare:                 {:>8.2}", pipeline_rate / bare_rate);
 
     // Peak RSS of one real `check` process.

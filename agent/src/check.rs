@@ -12,7 +12,7 @@ use vantage_shared::failure::Stage;
 use vantage_shared::report::{CertHealth, ProbeReport, ProbeStatus};
 use vantage_shared::target::TargetUrl;
 
-use crate::probe::{cert::Thresholds, Prober, ProberConfig, Target};
+use crate::probe::{Prober, ProberConfig, Target, cert::Thresholds};
 
 /// Nagios/Icinga plugin exit codes.
 pub mod exit {
@@ -245,7 +245,11 @@ pub fn render_human(report: &ProbeReport, color: bool) -> String {
                     cert.days_remaining,
                     cert.earliest_expiry
                 );
-                let _ = writeln!(out, "  {}", if cert.health == CertHealth::Critical { p.bad(&text) } else { p.warn(&text) });
+                let _ = writeln!(
+                    out,
+                    "  {}",
+                    if cert.health == CertHealth::Critical { p.bad(&text) } else { p.warn(&text) }
+                );
             }
             _ => {}
         }
@@ -335,7 +339,10 @@ mod tests {
 
     #[test]
     fn resolve_and_nameserver_flags_parse() {
-        assert_eq!(parse_resolve("Shop.example:192.0.2.7").unwrap(), ("shop.example".into(), "192.0.2.7".parse().unwrap()));
+        assert_eq!(
+            parse_resolve("Shop.example:192.0.2.7").unwrap(),
+            ("shop.example".into(), "192.0.2.7".parse().unwrap())
+        );
         assert_eq!(parse_resolve("h:::1").unwrap().1, "::1".parse::<IpAddr>().unwrap());
         assert_eq!(parse_resolve("h:[2001:db8::1]").unwrap().1, "2001:db8::1".parse::<IpAddr>().unwrap());
         assert!(parse_resolve("nocolon").is_err());

@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use vantage_agent::check::{self, CheckArgs};
 
 #[derive(Debug, Parser)]
-#[command(name = "vantage-agent", version, about = "Probes HTTPS endpoints from the outside: DNS, TCP, TLS, certificate, HTTP.")]
+#[command(
+    name = "vantage-agent",
+    version,
+    about = "Probes HTTPS endpoints from the outside: DNS, TCP, TLS, certificate, HTTP."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

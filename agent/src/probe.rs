@@ -22,7 +22,7 @@ use time::OffsetDateTime;
 use tracing::Instrument;
 use vantage_shared::failure::Failure;
 use vantage_shared::report::{
-    rfc3339, BackendReport, CertReport, HttpReport, ProbeReport, ProbeStatus, Redirect, Timings, TlsReport,
+    BackendReport, CertReport, HttpReport, ProbeReport, ProbeStatus, Redirect, Timings, TlsReport, rfc3339,
 };
 use vantage_shared::target::{TargetHost, TargetUrl};
 
@@ -429,12 +429,7 @@ impl Outcome {
 }
 
 fn http_report(response: &http::Response, url: &TargetUrl, redirects: Vec<Redirect>) -> HttpReport {
-    HttpReport {
-        status: response.status,
-        version: response.version.to_owned(),
-        redirects,
-        final_url: url.to_string(),
-    }
+    HttpReport { status: response.status, version: response.version.to_owned(), redirects, final_url: url.to_string() }
 }
 
 fn remaining(deadline: Instant) -> Duration {

@@ -12,7 +12,10 @@ struct Netns(String);
 impl Netns {
     fn create() -> Netns {
         let name = format!("vantage-unreach-{}", std::process::id());
-        let status = Command::new("ip").args(["netns", "add", &name]).status().expect("`ip` from iproute2 runs (.ci/setup installs it)");
+        let status = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("`ip` from iproute2 runs (.ci/setup installs it)");
         assert!(status.success(), "`ip netns add` needs root");
         Netns(name)
     }

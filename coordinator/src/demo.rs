@@ -14,6 +14,10 @@ pub struct DemoArgs {
     /// Show the full `check` report of these scenarios (repeatable; `all` for every one).
     #[arg(long = "show", value_name = "SCENARIO")]
     show: Vec<String>,
+    /// Keep serving the scenarios after the table (until Ctrl-C), to run `vantage-agent check`
+    /// against them by hand.
+    #[arg(long)]
+    serve: bool,
 }
 
 /// `check` arguments parsed exactly as the agent's command line parses them.
@@ -34,8 +38,11 @@ pub fn run(demo: DemoArgs) -> anyhow::Result<()> {
         }
     }
 
-    println!("Vantage demo: {} scenarios served on loopback, each probed like `vantage-agent check`.\n", lab.scenarios.len());
-    println!("{:<27} {:<9} {:<24} {:>4}  {}", "SCENARIO", "STATUS", "DIAGNOSIS", "EXIT", "WHAT IS BEING SERVED");
+    println!(
+        "Vantage demo: {} scenarios served on loopback, each probed like `vantage-agent check`.\n",
+        lab.scenarios.len()
+    );
+    println!("{:<27} {:<9} {:<24} {:>4}  WHAT IS BEING SERVED", "SCENARIO", "STATUS", "DIAGNOSIS", "EXIT");
     let mut wrong = Vec::new();
     for scenario in &lab.scenarios {
         let line = CheckLine::try_parse_from(std::iter::once("check".to_owned()).chain(scenario.check_args()))
@@ -57,6 +64,13 @@ pub fn run(demo: DemoArgs) -> anyhow::Result<()> {
         }
     }
     println!();
+    if demo.serve {
+        println!("Serving every scenario until Ctrl-C; each row's command is `vantage-agent check` plus:");
+        for scenario in &lab.scenarios {
+            println!("  {:<27} {}", scenario.name, scenario.check_args().join(" "));
+        }
+        runtime.block_on(tokio::signal::ctrl_c()).context("waiting for Ctrl-C")?;
+    }
     if wrong.is_empty() {
         println!("Every scenario was diagnosed as expected. Try `--show cert_expired` for a full report,");
         println!("or `vantage-agent check https://your.site/` against a real endpoint.");

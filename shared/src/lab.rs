@@ -81,21 +81,33 @@ pub enum LabError {
 }
 
 impl Lab {
-    /// Starts every scenario. Blocks briefly while listeners bind.
+    /// Starts every scenario, keeping its files in the system's temporary directory. Blocks
+    /// briefly while listeners bind.
     pub fn start() -> Result<Lab, LabError> {
+        Lab::start_in(&std::env::temp_dir())
+    }
+
+    /// Starts every scenario, keeping its files in a new directory under `base`.
+    pub fn start_in(base: &Path) -> Result<Lab, LabError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("vantage-lab")
             .enable_all()
             .build()?;
-        let dir = std::env::temp_dir().join(format!(
+        let dir = base.join(format!(
             "vantage-lab-{}-{}",
             std::process::id(),
             LAB_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir)?;
         let built = runtime.block_on(build(&dir));
-        let mut lab = Lab { scenarios: Vec::new(), ca_file: dir.join("lab-ca.pem"), dns: "0.0.0.0:0".parse().expect("literal"), dir, runtime: Some(runtime) };
+        let mut lab = Lab {
+            scenarios: Vec::new(),
+            ca_file: dir.join("lab-ca.pem"),
+            dns: "0.0.0.0:0".parse().expect("literal"),
+            dir,
+            runtime: Some(runtime),
+        };
         let (scenarios, dns) = built?;
         lab.scenarios = scenarios;
         lab.dns = dns;
@@ -104,24 +116,12 @@ impl Lab {
 
     /// The scenario called `name`.
     pub fn scenario(&self, name: &str) -> &Scenario {
-        self.scenarios
-            .iter()
-            .find(|s| s.name == name)
-            .unwrap_or_else(|| panic!("no lab scenario {name:?}"))
+        self.scenarios.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no lab scenario {name:?}"))
     }
 
     /// Where the lab keeps its files.
     pub fn dir(&self) -> &Path {
         &self.dir
-    }
-
-    /// Serves `identity` over TLS on a fresh loopback port with `reply`, returning the address.
-    pub fn serve_tls(&self, identity: &pki::Identity, reply: Reply) -> Result<SocketAddr, LabError> {
-        let runtime = self.runtime.as_ref().expect("runtime lives as long as the lab");
-        let listener = runtime.block_on(server::bind("127.0.0.1", 0))?;
-        let addr = listener.local_addr()?;
-        runtime.spawn(server::serve_tls(listener, server::server_config(identity), reply));
-        Ok(addr)
     }
 }
 
@@ -148,13 +148,17 @@ impl Builder {
     }
 
     /// A TLS scenario on `addr` reached as `host`, trusting the lab CA.
-    fn tls(&mut self, name: &'static str, summary: &'static str, host: &str, addr: SocketAddr, extra: &[&str], outcome: Outcome) {
-        let mut args = vec![
-            "--resolve".to_owned(),
-            format!("{host}:{}", addr.ip()),
-            "--ca-file".to_owned(),
-            self.ca_file.clone(),
-        ];
+    fn tls(
+        &mut self,
+        name: &'static str,
+        summary: &'static str,
+        host: &str,
+        addr: SocketAddr,
+        extra: &[&str],
+        outcome: Outcome,
+    ) {
+        let mut args =
+            vec!["--resolve".to_owned(), format!("{host}:{}", addr.ip()), "--ca-file".to_owned(), self.ca_file.clone()];
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         self.add(name, summary, format!("https://{host}:{}/", addr.port()), args, outcome);
     }
@@ -210,7 +214,7 @@ async fn build(dir: &Path) -> Result<(Vec<Scenario>, SocketAddr), LabError> {
         ("cert_warning", 20, "a certificate with 20 days left (warning under 30)", Warning, 1),
         ("cert_critical", 3, "a certificate with 3 days left (critical under 7)", Critical, 2),
     ] {
-        let h = host(name);
+        let h = host(&name.replace('_', "-"));
         let id = inter.identity(&LeafSpec::new(&[&h]).valid(-60, days), &[&inter])?;
         let addr = tls_server(&id, ok_page()).await?;
         b.tls(name, summary, &h, addr, &[], up(health, exit));
@@ -224,26 +228,79 @@ async fn build(dir: &Path) -> Result<(Vec<Scenario>, SocketAddr), LabError> {
     let wildcard = format!("*.{DOMAIN}");
     let expired_inter = root.intermediate("Vantage Lab Expired Intermediate CA", -400, -2)?;
     let cert_cases: Vec<(&'static str, &'static str, String, pki::Identity, FailureCode)> = vec![
-        ("cert_expired", "the leaf certificate expired two days ago", host("expired"),
-            inter.identity(&LeafSpec::new(&[&host("expired")]).valid(-92, -2), &[&inter])?, CertExpired),
-        ("cert_expired_intermediate", "a valid leaf served with an intermediate that expired", host("expired-chain"),
-            expired_inter.identity(&LeafSpec::new(&[&host("expired-chain")]).valid(-30, 60), &[&expired_inter])?, CertExpired),
-        ("cert_not_yet_valid", "a certificate whose validity starts in three days", host("future"),
-            inter.identity(&LeafSpec::new(&[&host("future")]).valid(3, 93), &[&inter])?, CertNotYetValid),
-        ("cert_hostname_mismatch", "the server presents a certificate for another name", host("mismatch"),
-            inter.identity(&LeafSpec::new(&[&host("other")]), &[&inter])?, CertHostnameMismatch),
-        ("cert_wildcard_two_labels", "a wildcard certificate asked to cover two labels", format!("a.deep.{DOMAIN}"),
-            inter.identity(&LeafSpec::new(&[&wildcard]), &[&inter])?, CertHostnameMismatch),
-        ("cert_self_signed", "a self-signed certificate", self_signed_host.clone(),
-            pki::self_signed(&LeafSpec::new(&[&self_signed_host]))?, CertSelfSigned),
-        ("cert_untrusted_root", "a full chain up to a root nobody trusts", host("private-ca"),
-            untrusted_inter.identity(&LeafSpec::new(&[&host("private-ca")]), &[&untrusted_inter, &untrusted_root])?, CertUntrustedRoot),
-        ("cert_chain_incomplete", "the leaf is served without its intermediate", host("no-intermediate"),
-            inter.identity(&LeafSpec::new(&[&host("no-intermediate")]), &[])?, CertChainIncomplete),
-        ("cert_bad_signature", "a leaf whose signature does not verify against its issuer", host("forged"),
-            impostor.identity(&LeafSpec::new(&[&host("forged")]), &[&inter])?, CertInvalid),
-        ("cert_wrong_purpose", "a client-authentication certificate served as a server certificate", host("client-cert"),
-            inter.identity(&LeafSpec::new(&[&host("client-cert")]).purpose(ExtendedKeyUsagePurpose::ClientAuth), &[&inter])?, CertInvalid),
+        (
+            "cert_expired",
+            "the leaf certificate expired two days ago",
+            host("expired"),
+            inter.identity(&LeafSpec::new(&[&host("expired")]).valid(-92, -2), &[&inter])?,
+            CertExpired,
+        ),
+        (
+            "cert_expired_intermediate",
+            "a valid leaf served with an intermediate that expired",
+            host("expired-chain"),
+            expired_inter.identity(&LeafSpec::new(&[&host("expired-chain")]).valid(-30, 60), &[&expired_inter])?,
+            CertExpired,
+        ),
+        (
+            "cert_not_yet_valid",
+            "a certificate whose validity starts in three days",
+            host("future"),
+            inter.identity(&LeafSpec::new(&[&host("future")]).valid(3, 93), &[&inter])?,
+            CertNotYetValid,
+        ),
+        (
+            "cert_hostname_mismatch",
+            "the server presents a certificate for another name",
+            host("mismatch"),
+            inter.identity(&LeafSpec::new(&[&host("other")]), &[&inter])?,
+            CertHostnameMismatch,
+        ),
+        (
+            "cert_wildcard_two_labels",
+            "a wildcard certificate asked to cover two labels",
+            format!("a.deep.{DOMAIN}"),
+            inter.identity(&LeafSpec::new(&[&wildcard]), &[&inter])?,
+            CertHostnameMismatch,
+        ),
+        (
+            "cert_self_signed",
+            "a self-signed certificate",
+            self_signed_host.clone(),
+            pki::self_signed(&LeafSpec::new(&[&self_signed_host]))?,
+            CertSelfSigned,
+        ),
+        (
+            "cert_untrusted_root",
+            "a full chain up to a root nobody trusts",
+            host("private-ca"),
+            untrusted_inter.identity(&LeafSpec::new(&[&host("private-ca")]), &[&untrusted_inter, &untrusted_root])?,
+            CertUntrustedRoot,
+        ),
+        (
+            "cert_chain_incomplete",
+            "the leaf is served without its intermediate",
+            host("no-intermediate"),
+            inter.identity(&LeafSpec::new(&[&host("no-intermediate")]), &[])?,
+            CertChainIncomplete,
+        ),
+        (
+            "cert_bad_signature",
+            "a leaf whose signature does not verify against its issuer",
+            host("forged"),
+            impostor.identity(&LeafSpec::new(&[&host("forged")]), &[&inter])?,
+            CertInvalid,
+        ),
+        (
+            "cert_wrong_purpose",
+            "a client-authentication certificate served as a server certificate",
+            host("client-cert"),
+            inter.identity(
+                &LeafSpec::new(&[&host("client-cert")]).purpose(ExtendedKeyUsagePurpose::ClientAuth),
+                &[&inter],
+            )?,
+            CertInvalid,
+        ),
     ];
     for (name, summary, h, id, code) in cert_cases {
         let addr = tls_server(&id, ok_page()).await?;
@@ -251,32 +308,101 @@ async fn build(dir: &Path) -> Result<(Vec<Scenario>, SocketAddr), LabError> {
     }
     let id = inter.identity(&LeafSpec::new(&[&wildcard]), &[&inter])?;
     let addr = tls_server(&id, ok_page()).await?;
-    b.tls("cert_wildcard_one_label", "a wildcard certificate covering exactly one label", &host("wild"), addr, &[], up(Ok, 0));
+    b.tls(
+        "cert_wildcard_one_label",
+        "a wildcard certificate covering exactly one label",
+        &host("wild"),
+        addr,
+        &[],
+        up(Ok, 0),
+    );
     {
         // Several faults at once: the trust fault is reported before dates and names.
         let h = host("everything-wrong");
         let leaf = pki::self_signed(&LeafSpec::new(&[&host("someone-else")]).valid(-400, -10))?;
         let addr = tls_server(&leaf, ok_page()).await?;
-        b.tls("cert_faults_ordered", "self-signed, expired and for another name: trust is reported first", &h, addr, &[], down(CertSelfSigned));
+        b.tls(
+            "cert_faults_ordered",
+            "self-signed, expired and for another name: trust is reported first",
+            &h,
+            addr,
+            &[],
+            down(CertSelfSigned),
+        );
         let leaf = inter.identity(&LeafSpec::new(&[&host("someone-else")]).valid(-400, -10), &[&inter])?;
         let h = host("expired-and-mismatched");
         let addr = tls_server(&leaf, ok_page()).await?;
-        b.tls("cert_dates_before_name", "expired and for another name: dates are reported before the name", &h, addr, &[], down(CertExpired));
+        b.tls(
+            "cert_dates_before_name",
+            "expired and for another name: dates are reported before the name",
+            &h,
+            addr,
+            &[],
+            down(CertExpired),
+        );
     }
 
     // HTTP answers.
     let http_cases: Vec<(&'static str, &'static str, Reply, &[&str], Outcome)> = vec![
-        ("http_5xx", "the application answers 503", Reply::Page { status: 503, body: "upstream down" }, &[], down(Http5xx)),
-        ("http_unexpected_status", "the page answers 404", Reply::Page { status: 404, body: "not found" }, &[], down(HttpUnexpectedStatus)),
-        ("http_expected_status", "a 404 that the operator expects", Reply::Page { status: 404, body: "gone" }, &["--expect-status", "404"], up(Ok, 0)),
+        (
+            "http_5xx",
+            "the application answers 503",
+            Reply::Page { status: 503, body: "upstream down" },
+            &[],
+            down(Http5xx),
+        ),
+        (
+            "http_unexpected_status",
+            "the page answers 404",
+            Reply::Page { status: 404, body: "not found" },
+            &[],
+            down(HttpUnexpectedStatus),
+        ),
+        (
+            "http_expected_status",
+            "a 404 that the operator expects",
+            Reply::Page { status: 404, body: "gone" },
+            &["--expect-status", "404"],
+            up(Ok, 0),
+        ),
         ("http_redirect", "a redirect to a page that answers 200", Reply::RedirectOnce, &[], up(Ok, 0)),
-        ("http_no_follow", "a redirect reported as is with --no-follow", Reply::RedirectOnce, &["--no-follow"], up(Ok, 0)),
+        (
+            "http_no_follow",
+            "a redirect reported as is with --no-follow",
+            Reply::RedirectOnce,
+            &["--no-follow"],
+            up(Ok, 0),
+        ),
         ("http_too_many_redirects", "a redirect loop", Reply::RedirectLoop, &[], down(HttpTooManyRedirects)),
-        ("http_body_mismatch", "a maintenance page served with 200", Reply::Page { status: 200, body: "down for maintenance" }, &["--expect-body", "Welcome"], down(HttpBodyMismatch)),
+        (
+            "http_body_mismatch",
+            "a maintenance page served with 200",
+            Reply::Page { status: 200, body: "down for maintenance" },
+            &["--expect-body", "Welcome"],
+            down(HttpBodyMismatch),
+        ),
         ("http_body_match", "the expected text is on the page", ok_page(), &["--expect-body", "Welcome"], up(Ok, 0)),
-        ("http_timeout", "the server completes TLS, then never answers", Reply::Stall, &["--timeout", "2s"], down(HttpTimeout)),
-        ("http_huge_headers", "the server sends 4 MiB of headers", Reply::HugeHeaders(4 << 20), &[], down(HttpProtocolError)),
-        ("http_garbage", "the server answers with something that is not HTTP", Reply::Garbage, &[], down(HttpProtocolError)),
+        (
+            "http_timeout",
+            "the server completes TLS, then never answers",
+            Reply::Stall,
+            &["--timeout", "2s"],
+            down(HttpTimeout),
+        ),
+        (
+            "http_huge_headers",
+            "the server sends 4 MiB of headers",
+            Reply::HugeHeaders(4 << 20),
+            &[],
+            down(HttpProtocolError),
+        ),
+        (
+            "http_garbage",
+            "the server answers with something that is not HTTP",
+            Reply::Garbage,
+            &[],
+            down(HttpProtocolError),
+        ),
     ];
     for (name, summary, reply, extra, outcome) in http_cases {
         let h = host(&name.replace('_', "-"));
@@ -290,26 +416,54 @@ async fn build(dir: &Path) -> Result<(Vec<Scenario>, SocketAddr), LabError> {
     let addr = listener.local_addr()?;
     tokio::spawn(server::serve_plain(listener, ok_page()));
     let h = host("plain");
-    b.add("plain_http", "a plain http:// site (no TLS stages)", format!("http://{h}:{}/", addr.port()),
+    b.add(
+        "plain_http",
+        "a plain http:// site (no TLS stages)",
+        format!("http://{h}:{}/", addr.port()),
         vec!["--resolve".into(), format!("{h}:{}", addr.ip())],
-        Outcome { status: ProbeStatus::Up, code: None, health: None, exit: 0 });
+        Outcome { status: ProbeStatus::Up, code: None, health: None, exit: 0 },
+    );
 
     // Names and addresses in every spelling: an IDN host (probed as punycode) and an IPv6 literal.
     let idn_ascii = format!("xn--bcher-kva.{DOMAIN}");
     let id = inter.identity(&LeafSpec::new(&[&idn_ascii]), &[&inter])?;
     let addr = tls_server(&id, ok_page()).await?;
-    b.tls("idn_host", "an internationalized host name, probed as punycode", &format!("bücher.{DOMAIN}"), addr, &[], up(Ok, 0));
+    b.tls(
+        "idn_host",
+        "an internationalized host name, probed as punycode",
+        &format!("bücher.{DOMAIN}"),
+        addr,
+        &[],
+        up(Ok, 0),
+    );
     let listener = server::bind("::1", 0).await?;
     let port = listener.local_addr()?.port();
     let id = inter.identity(&LeafSpec::new(&["::1"]), &[&inter])?;
     tokio::spawn(server::serve_tls(listener, server::server_config(&id), ok_page()));
-    b.add("ipv6_literal", "an IPv6 literal URL with a certificate for the address", format!("https://[::1]:{port}/"),
-        vec!["--ca-file".into(), b.ca_file.clone()], up(Ok, 0));
+    b.add(
+        "ipv6_literal",
+        "an IPv6 literal URL with a certificate for the address",
+        format!("https://[::1]:{port}/"),
+        vec!["--ca-file".into(), b.ca_file.clone()],
+        up(Ok, 0),
+    );
 
     // TLS failures.
     for (name, summary, hostile, extra, code) in [
-        ("tls_handshake_timeout", "the server accepts TCP, then says nothing", Hostile::StallAfterAccept, &["--timeout", "2s"][..], TlsHandshakeTimeout),
-        ("tls_protocol_version", "a server that only speaks TLS 1.0", Hostile::ProtocolVersionAlert, &[][..], TlsProtocolVersion),
+        (
+            "tls_handshake_timeout",
+            "the server accepts TCP, then says nothing",
+            Hostile::StallAfterAccept,
+            &["--timeout", "2s"][..],
+            TlsHandshakeTimeout,
+        ),
+        (
+            "tls_protocol_version",
+            "a server that only speaks TLS 1.0",
+            Hostile::ProtocolVersionAlert,
+            &[][..],
+            TlsProtocolVersion,
+        ),
         ("tls_handshake_failed", "a plain-HTTP port reached over https", Hostile::NotTls, &[][..], TlsHandshakeFailed),
     ] {
         let addr = hostile_server(hostile).await?;
@@ -325,7 +479,14 @@ async fn build(dir: &Path) -> Result<(Vec<Scenario>, SocketAddr), LabError> {
         let _keep = (hole, fillers);
         std::future::pending::<()>().await
     });
-    b.tls("tcp_timeout", "connection attempts go unanswered", &host("black-hole"), hole_addr, &["--timeout", "2s"], down(TcpTimeout));
+    b.tls(
+        "tcp_timeout",
+        "connection attempts go unanswered",
+        &host("black-hole"),
+        hole_addr,
+        &["--timeout", "2s"],
+        down(TcpTimeout),
+    );
 
     // All backends: one of two addresses serves an expired certificate.
     let h = host("backends");
@@ -337,9 +498,12 @@ async fn build(dir: &Path) -> Result<(Vec<Scenario>, SocketAddr), LabError> {
     tokio::spawn(server::serve_tls(second, server::server_config(&bad), ok_page()));
     let backend_args = |all: bool| {
         let mut args = vec![
-            "--resolve".to_owned(), format!("{h}:127.0.0.2"),
-            "--resolve".to_owned(), format!("{h}:127.0.0.3"),
-            "--ca-file".to_owned(), b.ca_file.clone(),
+            "--resolve".to_owned(),
+            format!("{h}:127.0.0.2"),
+            "--resolve".to_owned(),
+            format!("{h}:127.0.0.3"),
+            "--ca-file".to_owned(),
+            b.ca_file.clone(),
         ];
         if all {
             args.push("--all-backends".into());
@@ -347,11 +511,20 @@ async fn build(dir: &Path) -> Result<(Vec<Scenario>, SocketAddr), LabError> {
         args
     };
     let (all, first_only) = (backend_args(true), backend_args(false));
-    b.add("all_backends_one_bad", "two backends behind one name, one serving an expired certificate",
-        format!("https://{h}:{port}/"), all,
-        Outcome { status: ProbeStatus::Degraded, code: Some(CertExpired), health: Some(Expired), exit: 1 });
-    b.add("first_backend_only", "the same two backends without --all-backends: only the first is probed",
-        format!("https://{h}:{port}/"), first_only, up(Ok, 0));
+    b.add(
+        "all_backends_one_bad",
+        "two backends behind one name, one serving an expired certificate",
+        format!("https://{h}:{port}/"),
+        all,
+        Outcome { status: ProbeStatus::Degraded, code: Some(CertExpired), health: Some(Expired), exit: 1 },
+    );
+    b.add(
+        "first_backend_only",
+        "the same two backends without --all-backends: only the first is probed",
+        format!("https://{h}:{port}/"),
+        first_only,
+        up(Ok, 0),
+    );
 
     // DNS, through the lab's own DNS server.
     let www = host("www");
@@ -376,15 +549,43 @@ async fn build(dir: &Path) -> Result<(Vec<Scenario>, SocketAddr), LabError> {
     let port = www_addr.port();
     let dns_cases: Vec<(&'static str, &'static str, String, Vec<String>, Outcome)> = vec![
         ("dns_resolves", "a name the lab's DNS server resolves", www.clone(), ns(dns_addr, &[]), up(Ok, 0)),
-        ("dns_expected_address", "the name resolves to the expected address", www.clone(),
-            ns(dns_addr, &["--expect-ip", &www_addr.ip().to_string()]), up(Ok, 0)),
-        ("dns_unexpected_address", "the name resolves somewhere unexpected", www.clone(),
-            ns(dns_addr, &["--expect-ip", "127.0.0.9"]), down(DnsUnexpectedAddress)),
+        (
+            "dns_expected_address",
+            "the name resolves to the expected address",
+            www.clone(),
+            ns(dns_addr, &["--expect-ip", &www_addr.ip().to_string()]),
+            up(Ok, 0),
+        ),
+        (
+            "dns_unexpected_address",
+            "the name resolves somewhere unexpected",
+            www.clone(),
+            ns(dns_addr, &["--expect-ip", "127.0.0.9"]),
+            down(DnsUnexpectedAddress),
+        ),
         ("dns_nxdomain", "a name that does not exist", host("nowhere"), ns(dns_addr, &[]), down(DnsNxdomain)),
-        ("dns_no_records", "a name with a TXT record and no address", host("txt-only"), ns(dns_addr, &[]), down(DnsNoRecords)),
+        (
+            "dns_no_records",
+            "a name with a TXT record and no address",
+            host("txt-only"),
+            ns(dns_addr, &[]),
+            down(DnsNoRecords),
+        ),
         ("dns_servfail", "the DNS server fails (SERVFAIL)", host("servfail"), ns(dns_addr, &[]), down(DnsError)),
-        ("dns_refused", "the DNS server refuses to answer (REFUSED)", host("refused"), ns(dns_addr, &[]), down(DnsError)),
-        ("dns_timeout", "the DNS server never answers", www.clone(), ns(silent_addr, &["--timeout", "2s"]), down(DnsTimeout)),
+        (
+            "dns_refused",
+            "the DNS server refuses to answer (REFUSED)",
+            host("refused"),
+            ns(dns_addr, &[]),
+            down(DnsError),
+        ),
+        (
+            "dns_timeout",
+            "the DNS server never answers",
+            www.clone(),
+            ns(silent_addr, &["--timeout", "2s"]),
+            down(DnsTimeout),
+        ),
     ];
     for (name, summary, h, args, outcome) in dns_cases {
         b.add(name, summary, format!("https://{h}:{port}/"), args, outcome);

@@ -154,9 +154,7 @@ pub struct ProbeReport {
 /// Formats a time as RFC 3339 in UTC, to the second (`2026-11-25T10:09:23Z`).
 pub fn rfc3339(t: time::OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
-    );
+    let format = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     t.format(&format).unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 

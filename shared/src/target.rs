@@ -157,11 +157,13 @@ mod tests {
     fn refuses_what_cannot_be_probed() {
         let long = format!("https://{}.com/", "a.".repeat(130));
         let label = format!("https://{}.com/", "a".repeat(64));
-        let cases: &[(&str, fn(&TargetError) -> bool)] = &[
+        type Expect = fn(&TargetError) -> bool;
+        let cases: &[(&str, Expect)] = &[
             ("not a url", |e| matches!(e, TargetError::Invalid { .. })),
             ("ftp://example.com/", |e| matches!(e, TargetError::Scheme { .. })),
             ("https://example.com:0/", |e| matches!(e, TargetError::PortZero { .. })),
-            ("https:///path", |e| matches!(e, TargetError::EmptyHost { .. })),
+            ("https://", |e| matches!(e, TargetError::EmptyHost { .. })),
+            ("https:///", |e| matches!(e, TargetError::EmptyHost { .. })),
             ("https://:443/", |e| matches!(e, TargetError::EmptyHost { .. } | TargetError::Invalid { .. })),
             (&long, |e| matches!(e, TargetError::HostTooLong { .. })),
             (&label, |e| matches!(e, TargetError::LabelTooLong { .. })),

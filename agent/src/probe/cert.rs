@@ -4,13 +4,13 @@
 //! also expired is, first of all, a certificate nobody should trust.
 
 use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_name};
+use rustls::pki_types::SignatureVerificationAlgorithm;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
-use rustls::pki_types::SignatureVerificationAlgorithm;
 use rustls::{CertificateError, RootCertStore};
 use time::OffsetDateTime;
 use vantage_shared::failure::FailureCode;
-use vantage_shared::report::{rfc3339, CertHealth, CertReport, ChainCert};
+use vantage_shared::report::{CertHealth, CertReport, ChainCert, rfc3339};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 use x509_parser::public_key::PublicKey;
 
@@ -86,9 +86,8 @@ fn read_facts(der: &CertificateDer<'_>) -> Result<Facts, CertError> {
         _ => x509_parser::objects::oid2sn(key_alg, registry).unwrap_or("unknown").to_owned(),
     };
     let sig = &cert.signature_algorithm.algorithm;
-    let signature_algorithm = x509_parser::objects::oid2sn(sig, registry)
-        .map(str::to_owned)
-        .unwrap_or_else(|_| sig.to_id_string());
+    let signature_algorithm =
+        x509_parser::objects::oid2sn(sig, registry).map(str::to_owned).unwrap_or_else(|_| sig.to_id_string());
     Ok(Facts {
         subject: cert.subject().to_string(),
         issuer: cert.issuer().to_string(),

@@ -12,7 +12,7 @@ use vantage_shared::failure::FailureCode;
 pub enum ConnectError {
     #[error("{addr} refused the connection")]
     Refused { addr: SocketAddr },
-    #[error("{addr} did not answer within {after:?}")]
+    #[error("{addr} did not answer within {:.1}s", after.as_secs_f64())]
     Timeout { addr: SocketAddr, after: Duration },
     #[error("{addr} is unreachable: {source}")]
     Unreachable { addr: SocketAddr, source: std::io::Error },

@@ -6,12 +6,12 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{
     ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError as WireError, NetError};
-use hickory_resolver::TokioResolver;
 use vantage_shared::failure::FailureCode;
 use vantage_shared::target::TargetHost;
 
@@ -21,7 +21,7 @@ pub enum DnsError {
     NxDomain { name: String },
     #[error("{name} has no A or AAAA records")]
     NoRecords { name: String },
-    #[error("no answer for {name} within {after:?}")]
+    #[error("no answer for {name} after {:.1}s", after.as_secs_f64())]
     Timeout { name: String, after: Duration },
     #[error("resolving {name} failed: {detail}")]
     Server { name: String, detail: String },
@@ -106,14 +106,13 @@ impl Resolver {
         if let Some(ips) = self.pinned.get(&name.to_ascii_lowercase()) {
             return Ok((ips.clone(), Source::Pinned));
         }
-        let resolver = self
-            .resolver
-            .as_ref()
-            .ok_or_else(|| DnsError::Setup(self.setup_error.clone().unwrap_or_default()))?;
+        let resolver =
+            self.resolver.as_ref().ok_or_else(|| DnsError::Setup(self.setup_error.clone().unwrap_or_default()))?;
         // A trailing dot: the name is absolute, no search domains are tried.
+        let started = std::time::Instant::now();
         let lookup = tokio::time::timeout(budget, resolver.lookup_ip(format!("{name}.")));
         let result = lookup.await.map_err(|_| DnsError::Timeout { name: name.clone(), after: budget })?;
-        let found = result.map_err(|e| classify(name, e, budget))?;
+        let found = result.map_err(|e| classify(name, e, started.elapsed()))?;
         let mut ips: Vec<IpAddr> = found.iter().collect();
         ips.dedup();
         if ips.is_empty() {
@@ -123,7 +122,7 @@ impl Resolver {
     }
 }
 
-fn classify(name: &str, error: NetError, budget: Duration) -> DnsError {
+fn classify(name: &str, error: NetError, waited: Duration) -> DnsError {
     let name = name.to_owned();
     if error.is_nx_domain() {
         DnsError::NxDomain { name }
@@ -131,7 +130,7 @@ fn classify(name: &str, error: NetError, budget: Duration) -> DnsError {
         DnsError::NoRecords { name }
     } else {
         match error {
-            NetError::Timeout => DnsError::Timeout { name, after: budget },
+            NetError::Timeout => DnsError::Timeout { name, after: waited },
             NetError::Dns(WireError::ResponseCode(code)) => {
                 DnsError::Server { name, detail: format!("the server answered {code}") }
             }

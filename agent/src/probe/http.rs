@@ -18,7 +18,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    #[error("no response within {after:?}")]
+    #[error("no complete response within {:.1}s", after.as_secs_f64())]
     Timeout { after: Duration },
     #[error("{detail}")]
     Protocol { detail: String },
@@ -72,7 +72,13 @@ pub struct Response {
 }
 
 /// Sends one GET for `url` over `io` and reads the answer, all within `budget`.
-pub async fn get(io: impl Io, h2: bool, url: &TargetUrl, read_body: bool, budget: Duration) -> Result<Response, HttpError> {
+pub async fn get(
+    io: impl Io,
+    h2: bool,
+    url: &TargetUrl,
+    read_body: bool,
+    budget: Duration,
+) -> Result<Response, HttpError> {
     let io = TokioIo::new(io);
     let exchange = async {
         if h2 {
@@ -115,11 +121,7 @@ where
         hyper::Version::HTTP_10 => "HTTP/1.0",
         _ => "HTTP/1.1",
     };
-    let location = response
-        .headers()
-        .get(hyper::header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let location = response.headers().get(hyper::header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let body = if read_body {
         Some(drive(conn.as_mut(), &mut conn_done, read_limited(response.into_body())).await?)
     } else {

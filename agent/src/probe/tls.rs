@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::Resumption;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{AlertDescription, ClientConfig, DigitallySignedStruct, PeerIncompatible, SignatureScheme};
@@ -17,7 +17,7 @@ use vantage_shared::failure::FailureCode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("the TLS handshake did not finish within {after:?}")]
+    #[error("the TLS handshake did not finish within {:.1}s", after.as_secs_f64())]
     Timeout { after: Duration },
     #[error("no TLS version in common: {detail}")]
     ProtocolVersion { detail: String },
@@ -97,10 +97,8 @@ pub async fn handshake(
         Some(other) => format!("{other:?}"),
         None => "unknown".to_owned(),
     };
-    let cipher = conn
-        .negotiated_cipher_suite()
-        .map(|s| s.suite().as_str().unwrap_or("unknown").to_owned())
-        .unwrap_or_default();
+    let cipher =
+        conn.negotiated_cipher_suite().map(|s| s.suite().as_str().unwrap_or("unknown").to_owned()).unwrap_or_default();
     let alpn = conn.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
     let chain = conn
         .peer_certificates()

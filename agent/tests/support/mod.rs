@@ -11,7 +11,8 @@ use vantage_shared::lab::Lab;
 /// The lab, started once for all tests of this binary.
 pub fn lab() -> &'static Lab {
     static LAB: OnceLock<Lab> = OnceLock::new();
-    LAB.get_or_init(|| Lab::start().expect("the scenario lab starts"))
+    // Under target/tmp: a static is never dropped, so its files stay behind for the next run.
+    LAB.get_or_init(|| Lab::start_in(std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))).expect("the scenario lab starts"))
 }
 
 /// What one run of the binary did.

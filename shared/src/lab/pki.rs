@@ -2,8 +2,8 @@
 //! fault a scenario needs. Nothing here is ever written to the repository.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    SanType,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::{Duration, OffsetDateTime};
@@ -53,11 +53,7 @@ impl Ca {
     /// An intermediate signed by this CA, valid between the given offsets from now.
     pub fn intermediate(&self, name: &str, valid_from_days: i64, valid_to_days: i64) -> LabResult<Ca> {
         let now = OffsetDateTime::now_utc();
-        let params = ca_params(
-            name,
-            now + Duration::days(valid_from_days),
-            now + Duration::days(valid_to_days),
-        )?;
+        let params = ca_params(name, now + Duration::days(valid_from_days), now + Duration::days(valid_to_days))?;
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Ca { pem: cert.pem(), cert: cert.der().clone(), issuer: Issuer::new(params, key) })

@@ -57,6 +57,8 @@ pub async fn serve_tls(listener: TcpListener, config: Arc<ServerConfig>, reply: 
     let acceptor = TlsAcceptor::from(config);
     loop {
         let Ok((tcp, _)) = listener.accept().await else { continue };
+        // As web servers do on keep-alive connections: small responses go out at once.
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let reply = reply.clone();
         tokio::spawn(async move {
@@ -70,6 +72,7 @@ pub async fn serve_tls(listener: TcpListener, config: Arc<ServerConfig>, reply: 
 pub async fn serve_plain(listener: TcpListener, reply: Reply) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else { continue };
+        let _ = tcp.set_nodelay(true);
         let reply = reply.clone();
         tokio::spawn(async move { respond(tcp, &reply).await });
     }
@@ -92,9 +95,7 @@ pub async fn serve_hostile(listener: TcpListener, hostile: Hostile) {
                 }
                 Hostile::NotTls => {
                     let _ = tcp.read(&mut hello).await;
-                    let _ = tcp
-                        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
-                        .await;
+                    let _ = tcp.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").await;
                 }
             }
             let _ = tcp.shutdown().await;
@@ -102,43 +103,51 @@ pub async fn serve_hostile(listener: TcpListener, hostile: Hostile) {
     }
 }
 
-/// Reads one request head (bounded) and answers it as `reply` says.
+/// Answers requests as `reply` says, keeping the connection open between requests as HTTP/1.1
+/// servers do, until the client closes it or stays idle.
 async fn respond<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, reply: &Reply) {
     if let Reply::Stall = reply {
         std::future::pending::<()>().await;
     }
-    let Some(path) = read_request_path(&mut stream).await else { return };
-    let response = match reply {
-        Reply::Page { status, body } => page(*status, body, None),
-        Reply::RedirectOnce if path == "/" => page(302, "", Some("/landing")),
-        Reply::RedirectOnce => page(200, "landed", None),
-        Reply::RedirectLoop => {
-            let next = path.trim_start_matches("/loop/").parse::<u32>().unwrap_or(0) + 1;
-            page(302, "", Some(&format!("/loop/{next}")))
-        }
-        Reply::HugeHeaders(bytes) => {
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\n").await;
-            let line = format!("x-filler: {}\r\n", "a".repeat(1000));
-            let mut sent = 0;
-            while sent < *bytes {
-                if stream.write_all(line.as_bytes()).await.is_err() {
-                    return;
-                }
-                sent += line.len();
+    while let Some(path) = read_request_path(&mut stream).await {
+        let response = match reply {
+            Reply::Page { status, body } => page(*status, body, None),
+            Reply::RedirectOnce if path == "/" => page(302, "", Some("/landing")),
+            Reply::RedirectOnce => page(200, "landed", None),
+            Reply::RedirectLoop => {
+                let next = path.trim_start_matches("/loop/").parse::<u32>().unwrap_or(0) + 1;
+                page(302, "", Some(&format!("/loop/{next}")))
             }
-            b"\r\n".to_vec()
+            Reply::HugeHeaders(bytes) => {
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\n").await;
+                let line = format!("x-filler: {}\r\n", "a".repeat(1000));
+                let mut sent = 0;
+                while sent < *bytes {
+                    if stream.write_all(line.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    sent += line.len();
+                }
+                let _ = stream.write_all(b"\r\n").await;
+                break;
+            }
+            Reply::Garbage => {
+                let _ = stream.write_all(b"SSH-2.0-definitely-not-http\r\n\r\n").await;
+                break;
+            }
+            Reply::Stall => unreachable!("handled above"),
+        };
+        if stream.write_all(&response).await.is_err() {
+            return;
         }
-        Reply::Garbage => b"SSH-2.0-definitely-not-http\r\n\r\n".to_vec(),
-        Reply::Stall => unreachable!("handled above"),
-    };
-    let _ = stream.write_all(&response).await;
+    }
     let _ = stream.shutdown().await;
 }
 
 fn page(status: u16, body: &str, location: Option<&str>) -> Vec<u8> {
     let location = location.map(|l| format!("location: {l}\r\n")).unwrap_or_default();
     format!(
-        "HTTP/1.1 {status} Lab\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{location}connection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} Lab\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{location}\r\n{body}",
         body.len()
     )
     .into_bytes()
