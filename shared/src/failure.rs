@@ -194,6 +194,15 @@ mod tests {
     }
 
     #[test]
+    fn readme_documents_every_code() {
+        let readme = include_str!("../../README.md");
+        for code in FailureCode::ALL {
+            let row = format!("| `{code}` | {} | {} | {} |", code.stage().as_str(), code.cause(), code.hint());
+            assert!(readme.contains(&row), "README.md lacks the row {row}");
+        }
+    }
+
+    #[test]
     fn codes_are_unique() {
         let mut seen = std::collections::HashSet::new();
         for code in FailureCode::ALL {
