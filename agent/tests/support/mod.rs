@@ -12,7 +12,9 @@ use vantage_shared::lab::Lab;
 pub fn lab() -> &'static Lab {
     static LAB: OnceLock<Lab> = OnceLock::new();
     // Under target/tmp: a static is never dropped, so its files stay behind for the next run.
-    LAB.get_or_init(|| Lab::start_in(std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))).expect("the scenario lab starts"))
+    LAB.get_or_init(|| {
+        Lab::start_in(std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))).expect("the scenario lab starts")
+    })
 }
 
 /// What one run of the binary did.

@@ -1,0 +1,440 @@
+//! The coordinator's durable state in one redb file, behind domain words: targets, agents,
+//! results (history and the newest per target and region), verdicts with their transitions, and
+//! incidents. No redb type leaves this module. Calls block: run them off the async threads.
+
+use std::path::Path;
+
+use prost::Message;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use vantage_proto::v1::{HistoryEntry, Incident, TargetSpec};
+
+// Table names carry a version suffix; a change of encoding gets a new table.
+const TARGETS: TableDefinition<&str, &[u8]> = TableDefinition::new("targets_v1");
+const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents_v1");
+/// Last committed batch sequence per agent name, for dropping redelivered batches.
+const SEQUENCES: TableDefinition<&str, u64> = TableDefinition::new("agent_sequences_v1");
+/// (url, region) → newest result.
+const LATEST: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("latest_v1");
+/// (url, checked_at ms, region, agent sequence, index in batch) → result.
+const RESULTS: TableDefinition<(&str, i64, &str, u64, u32), &[u8]> = TableDefinition::new("results_v1");
+const VERDICTS: TableDefinition<&str, &[u8]> = TableDefinition::new("verdicts_v1");
+/// (url, at ms) → the verdict entered then.
+const TRANSITIONS: TableDefinition<(&str, i64), &[u8]> = TableDefinition::new("transitions_v1");
+/// (url, opened ms) → incident.
+const INCIDENTS: TableDefinition<(&str, i64), &[u8]> = TableDefinition::new("incidents_v1");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] redb::DatabaseError),
+    #[error("storage: {0}")]
+    Storage(#[from] redb::StorageError),
+    #[error("transaction: {0}")]
+    Transaction(#[from] redb::TransactionError),
+    #[error("table: {0}")]
+    Table(#[from] redb::TableError),
+    #[error("commit: {0}")]
+    Commit(#[from] redb::CommitError),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+}
+
+/// What the store remembers about an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    pub name: String,
+    pub region: String,
+    pub version: String,
+    pub last_seen_ms: i64,
+}
+
+/// A target's current verdict, as last decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerdictRecord {
+    /// `UP`, `DEGRADED`, `DOWN` or `UNKNOWN`.
+    pub verdict: String,
+    pub cause: Option<String>,
+    pub since_ms: i64,
+    pub failing_regions: Vec<String>,
+}
+
+/// One result as stored: which target, when, and the entry the API returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredResult {
+    pub url: String,
+    pub at_ms: i64,
+    pub entry: HistoryEntry,
+}
+
+/// Whether a batch was new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOutcome {
+    Committed,
+    /// Already committed earlier (a redelivery); nothing was written.
+    Duplicate,
+}
+
+/// What a verdict change does to incidents.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IncidentChange {
+    None,
+    Open(Incident),
+    /// Close the target's open incident at this time.
+    Close {
+        at_ms: i64,
+    },
+}
+
+pub struct Store {
+    db: Database,
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+impl Store {
+    /// Opens (or creates) `vantage.redb` in `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|source| StoreError::DataDir { path: dir.display().to_string(), source })?;
+        let db = Database::create(dir.join("vantage.redb"))?;
+        let txn = db.begin_write()?;
+        {
+            txn.open_table(TARGETS)?;
+            txn.open_table(AGENTS)?;
+            txn.open_table(SEQUENCES)?;
+            txn.open_table(LATEST)?;
+            txn.open_table(RESULTS)?;
+            txn.open_table(VERDICTS)?;
+            txn.open_table(TRANSITIONS)?;
+            txn.open_table(INCIDENTS)?;
+        }
+        txn.commit()?;
+        Ok(Store { db })
+    }
+
+    /// Inserts or replaces a target; true when it is new.
+    pub fn upsert_target(&self, spec: &TargetSpec) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write()?;
+        let created = txn.open_table(TARGETS)?.insert(spec.url.as_str(), spec.encode_to_vec().as_slice())?.is_none();
+        txn.commit()?;
+        Ok(created)
+    }
+
+    /// Removes a target and its current verdict and newest results (history stays until it
+    /// ages out); true when it existed.
+    pub fn delete_target(&self, url: &str) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write()?;
+        let existed = txn.open_table(TARGETS)?.remove(url)?.is_some();
+        txn.open_table(VERDICTS)?.remove(url)?;
+        txn.open_table(LATEST)?.retain(|(u, _), _| u != url)?;
+        txn.commit()?;
+        Ok(existed)
+    }
+
+    pub fn targets(&self) -> Result<Vec<TargetSpec>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(TARGETS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (_, value) = row?;
+            out.push(TargetSpec::decode(value.value()).map_err(corrupt)?);
+        }
+        Ok(out)
+    }
+
+    pub fn record_agent(&self, agent: &AgentRecord) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        let bytes = serde_json::to_vec(agent).map_err(corrupt)?;
+        txn.open_table(AGENTS)?.insert(agent.name.as_str(), bytes.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(AGENTS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (_, value) = row?;
+            out.push(serde_json::from_slice(value.value()).map_err(corrupt)?);
+        }
+        Ok(out)
+    }
+
+    /// Commits one agent batch in one write transaction: the history rows, the newest result per
+    /// (target, region) where these are newer, and the agent's sequence. A sequence at or below
+    /// the last committed one is a redelivery and writes nothing.
+    pub fn record_batch(
+        &self,
+        agent: &str,
+        sequence: u64,
+        results: &[StoredResult],
+    ) -> Result<BatchOutcome, StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut sequences = txn.open_table(SEQUENCES)?;
+            if sequences.get(agent)?.is_some_and(|last| last.value() >= sequence) {
+                return Ok(BatchOutcome::Duplicate);
+            }
+            sequences.insert(agent, sequence)?;
+            let mut history = txn.open_table(RESULTS)?;
+            let mut latest = txn.open_table(LATEST)?;
+            for (index, result) in results.iter().enumerate() {
+                let bytes = result.entry.encode_to_vec();
+                let region = result.entry.region.as_str();
+                history
+                    .insert((result.url.as_str(), result.at_ms, region, sequence, index as u32), bytes.as_slice())?;
+                let newer = match latest.get((result.url.as_str(), region))? {
+                    Some(current) => {
+                        let current = HistoryEntry::decode(current.value()).map_err(corrupt)?;
+                        entry_ms(&current) <= result.at_ms
+                    }
+                    None => true,
+                };
+                if newer {
+                    latest.insert((result.url.as_str(), region), bytes.as_slice())?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(BatchOutcome::Committed)
+    }
+
+    /// The newest result of every (target, region).
+    pub fn latest(&self) -> Result<Vec<StoredResult>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(LATEST)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (key, value) = row?;
+            let entry = HistoryEntry::decode(value.value()).map_err(corrupt)?;
+            out.push(StoredResult { url: key.value().0.to_owned(), at_ms: entry_ms(&entry), entry });
+        }
+        Ok(out)
+    }
+
+    /// A target's results between two times (Unix ms, inclusive), newest first, optionally
+    /// for one region.
+    pub fn history(
+        &self,
+        url: &str,
+        region: Option<&str>,
+        since_ms: i64,
+        until_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredResult>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(RESULTS)?;
+        let mut out = Vec::new();
+        let range = table.range((url, since_ms, "", 0u64, 0u32)..=(url, until_ms, "\u{10ffff}", u64::MAX, u32::MAX))?;
+        for row in range.rev() {
+            let (key, value) = row?;
+            let (_, at_ms, row_region, _, _) = key.value();
+            if region.is_some_and(|r| r != row_region) {
+                continue;
+            }
+            let entry = HistoryEntry::decode(value.value()).map_err(corrupt)?;
+            out.push(StoredResult { url: url.to_owned(), at_ms, entry });
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes results older than `before_ms`; returns how many.
+    pub fn prune_results(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut removed = 0;
+        txn.open_table(RESULTS)?.retain(|(_, at_ms, _, _, _), _| {
+            let keep = at_ms >= before_ms;
+            removed += u64::from(!keep);
+            keep
+        })?;
+        txn.commit()?;
+        Ok(removed)
+    }
+
+    /// Records a verdict change with its transition and incident change, in one transaction.
+    pub fn record_verdict(
+        &self,
+        url: &str,
+        record: &VerdictRecord,
+        incident: &IncidentChange,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let bytes = serde_json::to_vec(record).map_err(corrupt)?;
+            txn.open_table(VERDICTS)?.insert(url, bytes.as_slice())?;
+            txn.open_table(TRANSITIONS)?.insert((url, record.since_ms), bytes.as_slice())?;
+            let mut incidents = txn.open_table(INCIDENTS)?;
+            match incident {
+                IncidentChange::None => {}
+                IncidentChange::Open(new) => {
+                    let opened = new
+                        .opened
+                        .map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+                        .unwrap_or(record.since_ms);
+                    incidents.insert((url, opened), new.encode_to_vec().as_slice())?;
+                }
+                IncidentChange::Close { at_ms } => {
+                    let open: Vec<(i64, Incident)> = incidents
+                        .range((url, i64::MIN)..=(url, i64::MAX))?
+                        .filter_map(Result::ok)
+                        .filter_map(|(k, v)| Some((k.value().1, Incident::decode(v.value()).ok()?)))
+                        .filter(|(_, i)| i.closed.is_none())
+                        .collect();
+                    for (opened, mut incident) in open {
+                        incident.closed = Some(timestamp(*at_ms));
+                        incidents.insert((url, opened), incident.encode_to_vec().as_slice())?;
+                    }
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn verdicts(&self) -> Result<Vec<(String, VerdictRecord)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(VERDICTS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (key, value) = row?;
+            out.push((key.value().to_owned(), serde_json::from_slice(value.value()).map_err(corrupt)?));
+        }
+        Ok(out)
+    }
+
+    /// A target's verdict transitions, oldest first.
+    pub fn transitions(&self, url: &str) -> Result<Vec<VerdictRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(TRANSITIONS)?;
+        let mut out = Vec::new();
+        for row in table.range((url, i64::MIN)..=(url, i64::MAX))? {
+            let (_, value) = row?;
+            out.push(serde_json::from_slice(value.value()).map_err(corrupt)?);
+        }
+        Ok(out)
+    }
+
+    /// Incidents, newest first: of one target, or of all when `url` is empty.
+    pub fn incidents(&self, url: &str, open_only: bool) -> Result<Vec<Incident>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(INCIDENTS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (key, value) = row?;
+            if !url.is_empty() && key.value().0 != url {
+                continue;
+            }
+            let incident = Incident::decode(value.value()).map_err(corrupt)?;
+            if !open_only || incident.closed.is_none() {
+                out.push(incident);
+            }
+        }
+        out.sort_by_key(|i| std::cmp::Reverse(i.opened.map(|t| (t.seconds, t.nanos))));
+        Ok(out)
+    }
+}
+
+/// When a stored entry's probe ran, Unix ms.
+pub fn entry_ms(entry: &HistoryEntry) -> i64 {
+    entry
+        .result
+        .as_ref()
+        .and_then(|r| r.checked_at)
+        .map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+        .unwrap_or(0)
+}
+
+pub fn timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vantage_proto::v1::{ProbeResult, ProbeStatus};
+
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("vantage-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn result(url: &str, region: &str, at_ms: i64, status: ProbeStatus) -> StoredResult {
+        let entry = HistoryEntry {
+            region: region.into(),
+            agent: format!("agent-{region}"),
+            result: Some(ProbeResult {
+                url: url.into(),
+                status: status as i32,
+                checked_at: Some(timestamp(at_ms)),
+                ..Default::default()
+            }),
+            retried: false,
+        };
+        StoredResult { url: url.into(), at_ms, entry }
+    }
+
+    #[test]
+    fn batches_commit_once_and_survive_reopening() {
+        let dir = temp_dir("batches");
+        let u = "https://a.example/";
+        {
+            let store = Store::open(&dir).unwrap();
+            let batch = vec![result(u, "eu", 1_000, ProbeStatus::Up), result(u, "us", 1_500, ProbeStatus::Down)];
+            assert_eq!(store.record_batch("agent-1", 7, &batch).unwrap(), BatchOutcome::Committed);
+            assert_eq!(store.record_batch("agent-1", 7, &batch).unwrap(), BatchOutcome::Duplicate);
+            assert_eq!(store.record_batch("agent-1", 6, &batch).unwrap(), BatchOutcome::Duplicate);
+            // An older result redelivered later does not replace the newest.
+            let late = vec![result(u, "eu", 500, ProbeStatus::Down)];
+            assert_eq!(store.record_batch("agent-1", 8, &late).unwrap(), BatchOutcome::Committed);
+        }
+        let store = Store::open(&dir).unwrap();
+        let history = store.history(u, None, 0, i64::MAX, 10).unwrap();
+        assert_eq!(
+            history.iter().map(|r| r.at_ms).collect::<Vec<_>>(),
+            vec![1_500, 1_000, 500],
+            "newest first, no duplicates"
+        );
+        assert_eq!(store.history(u, Some("eu"), 0, i64::MAX, 10).unwrap().len(), 2);
+        assert_eq!(store.history(u, None, 600, 1_200, 10).unwrap().len(), 1);
+        let mut latest = store.latest().unwrap();
+        latest.sort_by_key(|r| r.entry.region.clone());
+        assert_eq!(latest.iter().map(|r| r.at_ms).collect::<Vec<_>>(), vec![1_000, 1_500]);
+        assert_eq!(store.prune_results(1_200).unwrap(), 2);
+        assert_eq!(store.history(u, None, 0, i64::MAX, 10).unwrap().len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn verdicts_transitions_and_incidents() {
+        let dir = temp_dir("verdicts");
+        let store = Store::open(&dir).unwrap();
+        let u = "https://a.example/";
+        let down = VerdictRecord {
+            verdict: "DOWN".into(),
+            cause: Some("cert_expired".into()),
+            since_ms: 10_000,
+            failing_regions: vec!["eu".into()],
+        };
+        let incident = Incident { url: u.into(), opened: Some(timestamp(10_000)), ..Default::default() };
+        store.record_verdict(u, &down, &IncidentChange::Open(incident)).unwrap();
+        assert_eq!(store.incidents(u, true).unwrap().len(), 1);
+        let up = VerdictRecord { verdict: "UP".into(), cause: None, since_ms: 20_000, failing_regions: vec![] };
+        store.record_verdict(u, &up, &IncidentChange::Close { at_ms: 20_000 }).unwrap();
+        assert!(store.incidents(u, true).unwrap().is_empty());
+        let all = store.incidents("", false).unwrap();
+        assert_eq!(all[0].closed, Some(timestamp(20_000)));
+        assert_eq!(store.verdicts().unwrap(), vec![(u.to_owned(), up)]);
+        assert_eq!(store.transitions(u).unwrap().len(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

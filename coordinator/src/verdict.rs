@@ -1,0 +1,250 @@
+//! Quorum verdicts, as DESIGN.md defines them: pure functions from each region's opinion and the
+//! target's quorum to one verdict and its cause. No clocks, no I/O: every rule is table-tested.
+
+use vantage_shared::failure::FailureCode;
+
+/// What one region currently thinks of a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Opinion {
+    /// The newest result passed.
+    Up,
+    /// A probe failed and the agent's immediate retry failed too.
+    Down,
+    /// Some backends fail, others pass.
+    Partial,
+    /// No connected agent in the region, or the newest result is too old.
+    Unknown,
+}
+
+/// The consolidated state of a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    Up,
+    Degraded,
+    Down,
+    Unknown,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Up => "UP",
+            Verdict::Degraded => "DEGRADED",
+            Verdict::Down => "DOWN",
+            Verdict::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+/// One region's opinion and, when it is down or partial, the failure code it saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionOpinion {
+    pub region: String,
+    pub opinion: Opinion,
+    pub code: Option<FailureCode>,
+}
+
+/// The verdict with what explains it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    /// The failure code most failing regions agree on.
+    pub cause: Option<FailureCode>,
+    /// Regions whose opinion is down or partial, in input order.
+    pub failing: Vec<String>,
+    /// The quorum that was applied.
+    pub quorum: usize,
+}
+
+/// The default quorum: a strict majority of `regions`.
+pub fn majority(regions: usize) -> usize {
+    regions / 2 + 1
+}
+
+/// The quorum in force: the target's own (capped at its region count), or a strict majority.
+pub fn effective_quorum(configured: u32, regions: usize) -> usize {
+    match configured {
+        0 => majority(regions),
+        q => (q as usize).min(regions.max(1)),
+    }
+}
+
+/// Decides a target's verdict from its regions' opinions and quorum `q`:
+/// 1. DOWN if at least q regions are down;
+/// 2. else UNKNOWN if fewer than q regions hold a known opinion;
+/// 3. else DEGRADED if any region is down or partial;
+/// 4. else UP.
+pub fn decide(opinions: &[RegionOpinion], quorum: usize) -> Decision {
+    let quorum = quorum.max(1);
+    let count = |o: Opinion| opinions.iter().filter(|r| r.opinion == o).count();
+    let down = count(Opinion::Down);
+    let known = opinions.len() - count(Opinion::Unknown);
+    let failing: Vec<&RegionOpinion> =
+        opinions.iter().filter(|r| matches!(r.opinion, Opinion::Down | Opinion::Partial)).collect();
+    let verdict = if down >= quorum {
+        Verdict::Down
+    } else if known < quorum {
+        Verdict::Unknown
+    } else if !failing.is_empty() {
+        Verdict::Degraded
+    } else {
+        Verdict::Up
+    };
+    Decision {
+        verdict,
+        cause: agreed_cause(&failing),
+        failing: failing.iter().map(|r| r.region.clone()).collect(),
+        quorum,
+    }
+}
+
+/// The code most failing regions report; down regions outweigh partial ones, and a tie goes to
+/// the code of the earlier pipeline stage (the root cause more often than not).
+fn agreed_cause(failing: &[&RegionOpinion]) -> Option<FailureCode> {
+    let mut tally: Vec<(FailureCode, usize, usize)> = Vec::new(); // (code, down votes, all votes)
+    for r in failing {
+        let Some(code) = r.code else { continue };
+        let down = usize::from(r.opinion == Opinion::Down);
+        match tally.iter_mut().find(|(c, _, _)| *c == code) {
+            Some(entry) => {
+                entry.1 += down;
+                entry.2 += 1;
+            }
+            None => tally.push((code, down, 1)),
+        }
+    }
+    let order = |code: FailureCode| FailureCode::ALL.iter().position(|c| *c == code).unwrap_or(usize::MAX);
+    tally
+        .into_iter()
+        .max_by(|a, b| (a.1, a.2).cmp(&(b.1, b.2)).then_with(|| order(b.0).cmp(&order(a.0))))
+        .map(|(code, _, _)| code)
+}
+
+/// The newest result a region reported for a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observation {
+    /// When the probe ran (the agent's clock), Unix milliseconds.
+    pub at_ms: i64,
+    pub status: vantage_shared::ProbeStatus,
+    pub code: Option<FailureCode>,
+}
+
+/// A region's opinion from its newest result: `unknown` when no agent of the region is connected
+/// or the result is older than 2 × interval + timeout (a silent region is never up or down).
+/// Failed results are already retry-confirmed by the agent, so a failure is `down`.
+pub fn opinion(
+    newest: Option<&Observation>,
+    region_connected: bool,
+    now_ms: i64,
+    interval_ms: i64,
+    timeout_ms: i64,
+) -> (Opinion, Option<FailureCode>) {
+    let Some(obs) = newest else { return (Opinion::Unknown, None) };
+    if !region_connected || now_ms - obs.at_ms > 2 * interval_ms + timeout_ms {
+        return (Opinion::Unknown, None);
+    }
+    match obs.status {
+        vantage_shared::ProbeStatus::Up => (Opinion::Up, None),
+        vantage_shared::ProbeStatus::Degraded => (Opinion::Partial, obs.code),
+        vantage_shared::ProbeStatus::Down => (Opinion::Down, obs.code),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use FailureCode::*;
+    use Opinion::*;
+
+    fn regions(spec: &[(Opinion, Option<FailureCode>)]) -> Vec<RegionOpinion> {
+        spec.iter()
+            .enumerate()
+            .map(|(i, (opinion, code))| RegionOpinion { region: format!("r{i}"), opinion: *opinion, code: *code })
+            .collect()
+    }
+
+    #[test]
+    fn quorum_defaults_to_a_strict_majority() {
+        for (n, q) in [(1, 1), (2, 2), (3, 2), (4, 3), (5, 3), (6, 4)] {
+            assert_eq!(majority(n), q, "{n} regions");
+            assert_eq!(effective_quorum(0, n), q);
+        }
+        assert_eq!(effective_quorum(1, 3), 1);
+        assert_eq!(effective_quorum(5, 3), 3, "a quorum above the region count is capped");
+    }
+
+    #[test]
+    fn every_rule_of_the_design() {
+        let e = Some(CertExpired);
+        let r = Some(TcpRefused);
+        #[rustfmt::skip]
+        let cases: &[(&str, &[(Opinion, Option<FailureCode>)], usize, Verdict, Option<FailureCode>)] = &[
+            // Rule 1: DOWN once q regions are down, whatever the others say.
+            ("all down", &[(Down, e), (Down, e), (Down, e)], 2, Verdict::Down, e),
+            ("exactly q down", &[(Down, e), (Down, e), (Up, None)], 2, Verdict::Down, e),
+            ("q down, rest unknown", &[(Down, e), (Down, e), (Unknown, None)], 2, Verdict::Down, e),
+            ("quorum 1: one region is enough", &[(Down, r), (Up, None), (Up, None)], 1, Verdict::Down, r),
+            // One region's bad network never makes a target DOWN.
+            ("one of three down", &[(Down, r), (Up, None), (Up, None)], 2, Verdict::Degraded, r),
+            // Rule 2: UNKNOWN when fewer than q regions know.
+            ("all silent", &[(Unknown, None), (Unknown, None), (Unknown, None)], 2, Verdict::Unknown, None),
+            ("one known of three", &[(Up, None), (Unknown, None), (Unknown, None)], 2, Verdict::Unknown, None),
+            ("one down, two silent", &[(Down, e), (Unknown, None), (Unknown, None)], 2, Verdict::Unknown, e),
+            ("no regions at all", &[], 1, Verdict::Unknown, None),
+            // Rule 3: DEGRADED when any known region fails but no quorum is down.
+            ("one partial", &[(Partial, e), (Up, None), (Up, None)], 2, Verdict::Degraded, e),
+            ("all partial", &[(Partial, e), (Partial, e), (Partial, e)], 2, Verdict::Degraded, e),
+            ("down and partial below quorum", &[(Down, r), (Partial, e), (Up, None)], 2, Verdict::Degraded, r),
+            ("silent region ignored when q know", &[(Down, r), (Up, None), (Unknown, None)], 2, Verdict::Degraded, r),
+            // Rule 4: UP.
+            ("all up", &[(Up, None), (Up, None), (Up, None)], 2, Verdict::Up, None),
+            ("q up, one silent", &[(Up, None), (Up, None), (Unknown, None)], 2, Verdict::Up, None),
+            ("single region up", &[(Up, None)], 1, Verdict::Up, None),
+            // Ties: two regions each way with quorum 2 is DOWN (rule 1 comes first).
+            ("2 down 2 up, q=2", &[(Down, e), (Down, e), (Up, None), (Up, None)], 2, Verdict::Down, e),
+            ("2 down 2 up, q=3", &[(Down, e), (Down, e), (Up, None), (Up, None)], 3, Verdict::Degraded, e),
+        ];
+        for (name, spec, quorum, verdict, cause) in cases {
+            let decision = decide(&regions(spec), *quorum);
+            assert_eq!(decision.verdict, *verdict, "{name}");
+            assert_eq!(decision.cause, *cause, "{name}: cause");
+        }
+    }
+
+    #[test]
+    fn failing_regions_are_named() {
+        let decision = decide(&regions(&[(Up, None), (Down, Some(TcpTimeout)), (Partial, Some(CertExpired))]), 2);
+        assert_eq!(decision.failing, vec!["r1", "r2"]);
+    }
+
+    #[test]
+    fn cause_is_what_most_failing_regions_agree_on() {
+        let d = decide(&regions(&[(Down, Some(TcpTimeout)), (Down, Some(CertExpired)), (Down, Some(CertExpired))]), 2);
+        assert_eq!(d.cause, Some(CertExpired));
+        // Down regions outweigh partial ones.
+        let d = decide(
+            &regions(&[(Down, Some(TcpTimeout)), (Partial, Some(CertExpired)), (Partial, Some(CertExpired))]),
+            2,
+        );
+        assert_eq!(d.cause, Some(TcpTimeout));
+        // A tie goes to the earlier stage.
+        let d = decide(&regions(&[(Down, Some(Http5xx)), (Down, Some(DnsTimeout)), (Up, None)]), 2);
+        assert_eq!(d.cause, Some(DnsTimeout));
+    }
+
+    #[test]
+    fn opinions_from_the_newest_result() {
+        use vantage_shared::ProbeStatus as S;
+        let obs = |status, code| Observation { at_ms: 100_000, status, code };
+        let (interval, timeout) = (10_000, 5_000);
+        let at = |now, o: &Observation, connected| opinion(Some(o), connected, now, interval, timeout);
+        assert_eq!(at(101_000, &obs(S::Up, None), true), (Up, None));
+        assert_eq!(at(101_000, &obs(S::Down, Some(TcpRefused)), true), (Down, Some(TcpRefused)));
+        assert_eq!(at(101_000, &obs(S::Degraded, Some(CertExpired)), true), (Partial, Some(CertExpired)));
+        // Silent regions: no agent connected, or nothing new for 2 × interval + timeout.
+        assert_eq!(at(101_000, &obs(S::Down, Some(TcpRefused)), false), (Unknown, None));
+        assert_eq!(at(125_000, &obs(S::Up, None), true), (Up, None), "exactly at the limit still counts");
+        assert_eq!(at(125_001, &obs(S::Up, None), true), (Unknown, None));
+        assert_eq!(opinion(None, true, 0, interval, timeout), (Unknown, None));
+    }
+}
