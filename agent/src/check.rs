@@ -43,7 +43,7 @@ pub struct CheckArgs {
     #[arg(long = "expect-ip", value_name = "IP")]
     pub expect_ips: Vec<IpAddr>,
     /// The response body must contain this text (the first 1 MiB is searched).
-    #[arg(long = "expect-body", value_name = "TEXT")]
+    #[arg(long = "expect-body", value_name = "TEXT", value_parser = parse_body_text)]
     pub expect_body: Option<String>,
     /// Probe every resolved address with the target's name, not just the first that answers.
     #[arg(long)]
@@ -75,10 +75,16 @@ fn parse_resolve(s: &str) -> Result<(String, IpAddr), String> {
     let (host, ip) = s.split_once(':').ok_or_else(|| format!("{s:?} is not HOST:IP"))?;
     let ip = ip.trim_start_matches('[').trim_end_matches(']');
     let ip: IpAddr = ip.parse().map_err(|_| format!("{ip:?} in {s:?} is not an IP address"))?;
+    // URLs' hosts are compared without their trailing dot.
+    let host = host.trim_end_matches('.');
     if host.is_empty() {
         return Err(format!("{s:?} has no host name"));
     }
     Ok((host.to_ascii_lowercase(), ip))
+}
+
+fn parse_body_text(s: &str) -> Result<String, String> {
+    if s.is_empty() { Err("the expected text must not be empty".into()) } else { Ok(s.to_owned()) }
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
@@ -257,9 +263,15 @@ pub fn render_human(report: &ProbeReport, color: bool) -> String {
     out
 }
 
-/// The backend whose facts the report shows: the failing one, or else the first.
+/// The backend whose facts the report shows: the one whose certificate the report carries.
 fn shown_backend(report: &ProbeReport) -> Option<&vantage_shared::report::BackendReport> {
-    report.backends.iter().find(|b| b.failure.is_some()).or(report.backends.first())
+    let sha = report.cert.as_ref().map(|c| &c.sha256);
+    report
+        .backends
+        .iter()
+        .find(|b| b.failure.is_some())
+        .or_else(|| report.backends.iter().find(|b| sha.is_some() && b.cert_sha256.as_ref() == sha))
+        .or(report.backends.first())
 }
 
 fn stage_line(report: &ProbeReport, stage: Stage) -> (Option<f64>, String) {
@@ -297,12 +309,16 @@ fn stage_line(report: &ProbeReport, stage: Stage) -> (Option<f64>, String) {
         }
         Stage::Certificate => {
             let facts = report.cert.as_ref().map(|c| {
+                let expiry = if c.earliest_expiry == c.not_after {
+                    format!("expires {}", c.not_after)
+                } else {
+                    format!("expires {}, the chain first at {}", c.not_after, c.earliest_expiry)
+                };
                 format!(
-                    "{} (issuer {}); SANs {}; expires {} ({} days, {})",
+                    "{} (issuer {}); SANs {}; {expiry} ({} days, {})",
                     c.subject,
                     c.issuer,
                     c.sans.join(", "),
-                    c.not_after,
                     c.days_remaining,
                     c.health.as_str()
                 )
@@ -347,6 +363,8 @@ mod tests {
         assert_eq!(parse_resolve("h:[2001:db8::1]").unwrap().1, "2001:db8::1".parse::<IpAddr>().unwrap());
         assert!(parse_resolve("nocolon").is_err());
         assert!(parse_resolve(":192.0.2.1").is_err());
+        assert_eq!(parse_resolve("shop.example.:192.0.2.7").unwrap().0, "shop.example");
+        assert!(parse_body_text("").is_err());
         assert_eq!(parse_nameserver("192.0.2.53").unwrap(), "192.0.2.53:53".parse().unwrap());
         assert_eq!(parse_nameserver("127.0.0.1:5353").unwrap(), "127.0.0.1:5353".parse().unwrap());
         assert!(parse_nameserver("dns.example").is_err());

@@ -31,6 +31,11 @@ fn main() {
             std::process::exit(if e.use_stderr() { check::exit::UNKNOWN } else { check::exit::OK });
         }
     };
+    // A bug must still end like any plugin failure: one sentence and exit 3 ("unknown").
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("vantage-agent: internal error: {info}");
+        std::process::exit(check::exit::UNKNOWN);
+    }));
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VANTAGE_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
@@ -51,9 +56,9 @@ fn run_check(args: CheckArgs) -> i32 {
     };
     match runtime.block_on(args.run()) {
         Ok(report) => {
-            if args.json {
+            let text = if args.json {
                 match serde_json::to_string_pretty(&report) {
-                    Ok(json) => println!("{json}"),
+                    Ok(json) => json + "\n",
                     Err(e) => {
                         eprintln!("vantage-agent: cannot encode the report: {e}");
                         return check::exit::UNKNOWN;
@@ -61,8 +66,10 @@ fn run_check(args: CheckArgs) -> i32 {
                 }
             } else {
                 let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-                print!("{}", check::render_human(&report, color));
-            }
+                check::render_human(&report, color)
+            };
+            // A closed pipe (`check … | head`) is the reader's choice, not an error.
+            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
             check::exit_code(&report)
         }
         Err(e) => {

@@ -74,6 +74,8 @@ pub struct ProberConfig {
 pub enum SetupError {
     #[error("cannot read CA file {path}: {reason}")]
     CaFile { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Resolver(#[from] dns::ResolverSetupError),
 }
 
 /// Runs probes. Cheap to clone; build one and reuse it.
@@ -109,7 +111,7 @@ impl Prober {
         let pinned = config.pinned.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
         Ok(Prober {
             inner: Arc::new(Inner {
-                resolver: dns::Resolver::new(&config.nameservers, pinned),
+                resolver: dns::Resolver::new(&config.nameservers, pinned)?,
                 roots,
                 tls: tls::client_config(provider.clone()),
                 provider,
@@ -175,8 +177,11 @@ impl Prober {
             }
             let mut outcomes: Vec<(usize, Outcome)> = Vec::new();
             while let Some(joined) = tasks.join_next().await {
-                if let Ok(pair) = joined {
-                    outcomes.push(pair);
+                match joined {
+                    Ok(pair) => outcomes.push(pair),
+                    // A bug, not a finding about the target: let it surface as one.
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Err(e) => panic!("a backend probe was cancelled: {e}"),
                 }
             }
             outcomes.sort_by_key(|(i, _)| *i);
@@ -199,10 +204,17 @@ impl Prober {
                 status: if o.failure.is_some() { ProbeStatus::Down } else { ProbeStatus::Up },
                 failure: o.failure.clone(),
                 cert_sha256: o.cert.as_ref().map(|c| c.sha256.clone()),
+                cert_health: o.cert.as_ref().map(|c| c.health),
+                cert_days_remaining: o.cert.as_ref().map(|c| c.days_remaining),
             })
             .collect();
-        // The report's stage facts are the failing backend's, or the first's when all pass.
-        let shown = outcomes.into_iter().enumerate().min_by_key(|(i, o)| (o.failure.is_none(), *i)).map(|(_, o)| o);
+        // The report's stage facts are the first failing backend's; when all pass, those of the
+        // backend whose certificate is closest to expiry (one bad backend is not averaged away).
+        let rank = |o: &Outcome| {
+            let days = o.cert.as_ref().map_or(i64::MAX, |c| c.days_remaining);
+            (o.failure.is_none(), days)
+        };
+        let shown = outcomes.into_iter().enumerate().min_by_key(|(i, o)| (rank(o), *i)).map(|(_, o)| o);
         if let Some(o) = shown {
             report.failure = o.failure;
             report.cert = o.cert;
@@ -246,8 +258,8 @@ impl Prober {
             }) {
                 Ok(next) => next,
                 Err(reason) => {
-                    let detail = format!("the redirect to {location:?} cannot be followed: {reason}");
-                    outcome.fail(Failure::new(vantage_shared::FailureCode::HttpProtocolError, detail));
+                    let error = http::HttpError::BadRedirect { location, reason };
+                    outcome.fail(Failure::new(error.code(), error.to_string()));
                     return outcome;
                 }
             };
@@ -266,7 +278,13 @@ impl Prober {
                     }
                 }
             };
-            let hop = self.exchange(target, &next, &hop_addrs, deadline).await;
+            let mut hop = self.exchange(target, &next, &hop_addrs, deadline).await;
+            // The facts shown are the failing hop's, or the first TLS hop's (an http:// URL that
+            // redirects to https:// is judged by the certificate it ends up at).
+            if hop.failure.is_some() || outcome.cert.is_none() {
+                outcome.cert = hop.cert.take().or(outcome.cert.take());
+                outcome.tls = hop.tls.take().or(outcome.tls.take());
+            }
             if let Some(failure) = hop.failure {
                 let detail = format!("following the redirect to {next}: {}", failure.detail);
                 outcome.fail(Failure { detail, ..failure });
@@ -284,10 +302,13 @@ impl Prober {
         let mut stage_start = Instant::now();
         let mut tcp = None;
         let mut first_error = None;
-        for addr in addrs {
+        for (i, addr) in addrs.iter().enumerate() {
             outcome.address = *addr;
             let span = tracing::info_span!("connect", %addr);
-            match connect::connect(*addr, remaining(deadline)).instrument(span).await {
+            // Each address gets its share of what remains, so one black-holed address does not
+            // use up the time the others need.
+            let share = remaining(deadline) / (addrs.len() - i) as u32;
+            match connect::connect(*addr, share).instrument(span).await {
                 Ok(stream) => {
                     tcp = Some(stream);
                     break;
@@ -307,11 +328,10 @@ impl Prober {
         outcome.connect_ms = Some(ms(stage_start.elapsed()));
 
         if !url.is_tls() {
-            stage_start = Instant::now();
             let result = http::get(tcp, false, url, target.expect_body.is_some(), remaining(deadline))
                 .instrument(tracing::info_span!("http"))
                 .await;
-            outcome.record_response(result, stage_start);
+            outcome.record_response(result);
             return outcome;
         }
 
@@ -320,8 +340,9 @@ impl Prober {
             TargetHost::Ip(ip) => ServerName::IpAddress((*ip).into()),
             TargetHost::Name(name) => match ServerName::try_from(name.clone()) {
                 Ok(name) => name,
-                Err(e) => {
-                    outcome.fail(Failure::new(vantage_shared::FailureCode::TlsHandshakeFailed, e.to_string()));
+                Err(_) => {
+                    let error = tls::TlsError::InvalidServerName { name: name.clone() };
+                    outcome.fail(Failure::new(error.code(), error.to_string()));
                     return outcome;
                 }
             },
@@ -357,12 +378,11 @@ impl Prober {
             return outcome;
         }
 
-        stage_start = Instant::now();
         let h2 = handshake.alpn.as_deref() == Some("h2");
         let result = http::get(handshake.stream, h2, url, target.expect_body.is_some(), remaining(deadline))
             .instrument(tracing::info_span!("http"))
             .await;
-        outcome.record_response(result, stage_start);
+        outcome.record_response(result);
         outcome
     }
 }
@@ -400,14 +420,14 @@ impl Outcome {
         self.failure = Some(failure);
     }
 
-    fn record_response(&mut self, result: Result<http::Response, http::HttpError>, started: Instant) {
+    fn record_response(&mut self, result: Result<http::Response, http::HttpError>) {
         match result {
             Ok(response) => {
                 self.ttfb_ms = Some(ms(response.ttfb));
                 self.response = Some(response);
             }
             Err(e) => {
-                self.ttfb_ms = Some(ms(started.elapsed()));
+                // No first byte arrived: ttfb stays unset; the time spent shows in the total.
                 self.fail(Failure::new(e.code(), e.to_string()));
             }
         }

@@ -99,6 +99,34 @@ fn redirects_are_followed_and_listed() {
 }
 
 #[test]
+fn http2_is_negotiated_and_reported() {
+    let (json, run) = json_of("http2", &[]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert_eq!(json["tls"]["alpn"], "h2");
+    assert_eq!(json["http"]["version"], "HTTP/2");
+    assert_eq!(json["http"]["status"], 200);
+}
+
+#[test]
+fn a_redirect_to_https_is_judged_by_the_certificate_it_reaches() {
+    let (json, _) = json_of("http_to_https_redirect", &[]);
+    assert!(json["url"].as_str().unwrap().starts_with("http://"));
+    assert!(json["http"]["final_url"].as_str().unwrap().starts_with("https://secure.vantage.test:"));
+    assert_eq!(json["cert"]["subject"], "CN=secure.vantage.test");
+    assert_eq!(json["tls"]["version"], "TLSv1.3");
+}
+
+#[test]
+fn all_backends_shows_the_certificate_closest_to_expiry() {
+    let (json, _) = json_of("all_backends_one_expiring", &[]);
+    let backends = json["backends"].as_array().unwrap();
+    assert_eq!(backends[0]["cert_health"], "ok");
+    assert_eq!(backends[1]["cert_health"], "critical");
+    assert_eq!(backends[1]["cert_days_remaining"], 3);
+    assert_eq!(json["cert"]["sha256"], backends[1]["cert_sha256"]);
+}
+
+#[test]
 fn all_backends_lists_each_backend_with_its_certificate() {
     let (json, _) = json_of("all_backends_one_bad", &[]);
     let backends = json["backends"].as_array().unwrap();

@@ -37,7 +37,7 @@ fn no_route_to_the_address_is_tcp_unreachable() {
     assert_eq!(json["failure"]["stage"], "connect");
     assert_eq!(run.code, 2);
 
-    // The same with a name pinned to that address, and IPv6.
+    // The same for an IPv6 literal.
     args = strings(&["check", "https://[2001:db8::10]/", "--json", "--timeout", "3s"]);
     let run = agent_under(&["ip", "netns", "exec", &ns.0], &args);
     assert_eq!(run.json()["failure"]["code"], "tcp_unreachable", "{}", run.stdout);

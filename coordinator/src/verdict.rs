@@ -178,7 +178,8 @@ mod tests {
         let e = Some(CertExpired);
         let r = Some(TcpRefused);
         #[rustfmt::skip]
-        let cases: &[(&str, &[(Opinion, Option<FailureCode>)], usize, Verdict, Option<FailureCode>)] = &[
+        type Case<'a> = (&'a str, &'a [(Opinion, Option<FailureCode>)], usize, Verdict, Option<FailureCode>);
+        let cases: &[Case] = &[
             // Rule 1: DOWN once q regions are down, whatever the others say.
             ("all down", &[(Down, e), (Down, e), (Down, e)], 2, Verdict::Down, e),
             ("exactly q down", &[(Down, e), (Down, e), (Up, None)], 2, Verdict::Down, e),

@@ -316,6 +316,37 @@ async fn build(dir: &Path) -> Result<(Vec<Scenario>, SocketAddr), LabError> {
         &[],
         up(Ok, 0),
     );
+    // An extra, expired certificate served after a valid chain (an old cross-sign) is not on the
+    // path: the site works.
+    let h = host("stale-extra");
+    let id = inter.identity(&LeafSpec::new(&[&h]), &[&inter, &expired_inter])?;
+    let addr = tls_server(&id, ok_page()).await?;
+    b.tls(
+        "cert_stale_extra_in_chain",
+        "a valid chain followed by an unrelated expired certificate",
+        &h,
+        addr,
+        &[],
+        up(Ok, 0),
+    );
+    // HTTP/2, as most sites negotiate it.
+    for (name, summary, stall, extra, outcome) in [
+        ("http2", "a site that speaks HTTP/2", false, &[][..], up(Ok, 0)),
+        (
+            "http2_timeout",
+            "an HTTP/2 site that never answers the request",
+            true,
+            &["--timeout", "2s"][..],
+            down(HttpTimeout),
+        ),
+    ] {
+        let h = host(&name.replace('_', "-"));
+        let id = inter.identity(&LeafSpec::new(&[&h]), &[&inter])?;
+        let listener = server::bind("127.0.0.1", 0).await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move { server::serve_h2(listener, &id, stall).await });
+        b.tls(name, summary, &h, addr, extra, outcome);
+    }
     {
         // Several faults at once: the trust fault is reported before dates and names.
         let h = host("everything-wrong");
@@ -391,8 +422,8 @@ async fn build(dir: &Path) -> Result<(Vec<Scenario>, SocketAddr), LabError> {
         ),
         (
             "http_huge_headers",
-            "the server sends 4 MiB of headers",
-            Reply::HugeHeaders(4 << 20),
+            "the server sends headers without end (256 MiB)",
+            Reply::HugeHeaders(256 << 20),
             &[],
             down(HttpProtocolError),
         ),
@@ -422,6 +453,31 @@ async fn build(dir: &Path) -> Result<(Vec<Scenario>, SocketAddr), LabError> {
         format!("http://{h}:{}/", addr.port()),
         vec!["--resolve".into(), format!("{h}:{}", addr.ip())],
         Outcome { status: ProbeStatus::Up, code: None, health: None, exit: 0 },
+    );
+
+    // An http:// site that redirects to https://, where the certificate has 3 days left: the
+    // probe follows and judges the certificate it ends up at.
+    let secure = host("secure");
+    let id = inter.identity(&LeafSpec::new(&[&secure]).valid(-60, 3), &[&inter])?;
+    let secure_addr = tls_server(&id, ok_page()).await?;
+    let listener = server::bind("127.0.0.1", 0).await?;
+    let addr = listener.local_addr()?;
+    let to = format!("https://{secure}:{}/", secure_addr.port());
+    tokio::spawn(server::serve_plain(listener, Reply::RedirectTo(to)));
+    let h = host("insecure");
+    b.add(
+        "http_to_https_redirect",
+        "http:// redirecting to https:// with a certificate 3 days from expiry",
+        format!("http://{h}:{}/", addr.port()),
+        vec![
+            "--resolve".into(),
+            format!("{h}:{}", addr.ip()),
+            "--resolve".into(),
+            format!("{secure}:{}", secure_addr.ip()),
+            "--ca-file".into(),
+            b.ca_file.clone(),
+        ],
+        up(Critical, 2),
     );
 
     // Names and addresses in every spelling: an IDN host (probed as punycode) and an IPv6 literal.
@@ -460,6 +516,13 @@ async fn build(dir: &Path) -> Result<(Vec<Scenario>, SocketAddr), LabError> {
         (
             "tls_protocol_version",
             "a server that only speaks TLS 1.0",
+            Hostile::Tls10ServerHello,
+            &[][..],
+            TlsProtocolVersion,
+        ),
+        (
+            "tls_protocol_version_alert",
+            "a server that refuses TLS 1.2 and 1.3 with an alert",
             Hostile::ProtocolVersionAlert,
             &[][..],
             TlsProtocolVersion,
@@ -517,6 +580,30 @@ async fn build(dir: &Path) -> Result<(Vec<Scenario>, SocketAddr), LabError> {
         format!("https://{h}:{port}/"),
         all,
         Outcome { status: ProbeStatus::Degraded, code: Some(CertExpired), health: Some(Expired), exit: 1 },
+    );
+    // Two backends that both work, one with a certificate 3 days from expiry: all pass, and the
+    // report shows (and the exit code follows) the one closest to expiry.
+    let h2 = host("expiring-backend");
+    let fresh = inter.identity(&LeafSpec::new(&[&h2]), &[&inter])?;
+    let expiring = inter.identity(&LeafSpec::new(&[&h2]).valid(-60, 3), &[&inter])?;
+    let (first, second) = bind_pair("127.0.0.4", "127.0.0.5").await?;
+    let port2 = first.local_addr()?.port();
+    tokio::spawn(server::serve_tls(first, server::server_config(&fresh), ok_page()));
+    tokio::spawn(server::serve_tls(second, server::server_config(&expiring), ok_page()));
+    b.add(
+        "all_backends_one_expiring",
+        "two working backends, one with a certificate 3 days from expiry",
+        format!("https://{h2}:{port2}/"),
+        vec![
+            "--resolve".into(),
+            format!("{h2}:127.0.0.4"),
+            "--resolve".into(),
+            format!("{h2}:127.0.0.5"),
+            "--ca-file".into(),
+            b.ca_file.clone(),
+            "--all-backends".into(),
+        ],
+        up(Critical, 2),
     );
     b.add(
         "first_backend_only",

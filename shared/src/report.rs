@@ -131,6 +131,8 @@ pub struct BackendReport {
     pub status: ProbeStatus,
     pub failure: Option<Failure>,
     pub cert_sha256: Option<String>,
+    pub cert_health: Option<CertHealth>,
+    pub cert_days_remaining: Option<i64>,
 }
 
 /// Everything one probe found. With several backends, the top-level stage facts are those of the

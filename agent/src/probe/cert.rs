@@ -156,7 +156,15 @@ pub fn inspect(
     };
     let verdict = judge(chain, &facts, server_name, trust, now.unix_timestamp());
     let leaf = &facts[0];
-    let earliest = facts.iter().map(|f| f.not_after).min().unwrap_or(leaf.not_after);
+    // With a path valid now, an expired served certificate is not on it: it does not count.
+    let path_valid = matches!(verdict, Ok(()) | Err(CertError::HostnameMismatch { .. }));
+    let now_ts = now.unix_timestamp();
+    let earliest = facts
+        .iter()
+        .filter(|f| !path_valid || f.not_after > now_ts)
+        .map(|f| f.not_after)
+        .min()
+        .unwrap_or(leaf.not_after);
     let seconds_left = earliest - now.unix_timestamp();
     let report = CertReport {
         subject: leaf.subject.clone(),
@@ -227,16 +235,18 @@ fn judge(
         return Err(trust_fault(e, facts));
     }
 
-    // Dates: any served certificate, leaf or chain.
-    if let Some(f) = facts.iter().find(|f| f.not_after <= now) {
-        return Err(CertError::Expired { subject: f.subject.clone(), not_after: timestamp(f.not_after) });
-    }
-    if let Some(f) = facts.iter().find(|f| f.not_before > now) {
-        return Err(CertError::NotYetValid { subject: f.subject.clone(), not_before: timestamp(f.not_before) });
-    }
-    // The served certificates are in date, yet the path is not: it runs through a trusted
-    // certificate that is not (a root from the trust store).
+    // Dates, when the path is not valid now: the first served certificate, leaf or chain, out of
+    // its dates. When the path is valid, an expired extra certificate in the served chain (an
+    // old cross-sign, say) is not on it and breaks nothing.
     if let Err(e) = at_now {
+        if let Some(f) = facts.iter().find(|f| f.not_after <= now) {
+            return Err(CertError::Expired { subject: f.subject.clone(), not_after: timestamp(f.not_after) });
+        }
+        if let Some(f) = facts.iter().find(|f| f.not_before > now) {
+            return Err(CertError::NotYetValid { subject: f.subject.clone(), not_before: timestamp(f.not_before) });
+        }
+        // The served certificates are in date, yet the path is not: it runs through a trusted
+        // certificate that is not (a root from the trust store).
         return Err(CertError::Invalid { detail: format!("the path to a trusted root is not valid now: {e}") });
     }
 

@@ -27,9 +27,12 @@ pub enum DnsError {
     Server { name: String, detail: String },
     #[error("{name} resolves to {unexpected:?}, which is not among the expected {expected:?}")]
     UnexpectedAddress { name: String, unexpected: Vec<IpAddr>, expected: Vec<IpAddr> },
-    #[error("the resolver could not be set up: {0}")]
-    Setup(String),
 }
+
+/// The local resolver configuration is unusable: a problem here, not at the target.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up DNS resolution: {0}")]
+pub struct ResolverSetupError(String);
 
 impl DnsError {
     pub fn code(&self) -> FailureCode {
@@ -37,7 +40,7 @@ impl DnsError {
             DnsError::NxDomain { .. } => FailureCode::DnsNxdomain,
             DnsError::NoRecords { .. } => FailureCode::DnsNoRecords,
             DnsError::Timeout { .. } => FailureCode::DnsTimeout,
-            DnsError::Server { .. } | DnsError::Setup(_) => FailureCode::DnsError,
+            DnsError::Server { .. } => FailureCode::DnsError,
             DnsError::UnexpectedAddress { .. } => FailureCode::DnsUnexpectedAddress,
         }
     }
@@ -55,15 +58,17 @@ pub enum Source {
 
 /// Resolves names the way the probe needs: all addresses, fresh each time (no cache).
 pub struct Resolver {
-    resolver: Option<TokioResolver>,
-    setup_error: Option<String>,
+    resolver: TokioResolver,
     pinned: HashMap<String, Vec<IpAddr>>,
 }
 
 impl Resolver {
     /// `nameservers` empty means the system's (`/etc/resolv.conf`). `pinned` maps lower-case
     /// names to the addresses `--resolve` gave.
-    pub fn new(nameservers: &[SocketAddr], pinned: HashMap<String, Vec<IpAddr>>) -> Resolver {
+    pub fn new(
+        nameservers: &[SocketAddr],
+        pinned: HashMap<String, Vec<IpAddr>>,
+    ) -> Result<Resolver, ResolverSetupError> {
         let built = if nameservers.is_empty() {
             hickory_resolver::system_conf::read_system_conf()
                 .map_err(|e| format!("cannot read the system resolver configuration: {e}"))
@@ -91,10 +96,7 @@ impl Resolver {
                 .build()
                 .map_err(|e| format!("cannot build the resolver: {e}"))
         });
-        match resolver {
-            Ok(resolver) => Resolver { resolver: Some(resolver), setup_error: None, pinned },
-            Err(e) => Resolver { resolver: None, setup_error: Some(e), pinned },
-        }
+        Ok(Resolver { resolver: resolver.map_err(ResolverSetupError)?, pinned })
     }
 
     /// Every address of `host`, within `budget`.
@@ -106,11 +108,9 @@ impl Resolver {
         if let Some(ips) = self.pinned.get(&name.to_ascii_lowercase()) {
             return Ok((ips.clone(), Source::Pinned));
         }
-        let resolver =
-            self.resolver.as_ref().ok_or_else(|| DnsError::Setup(self.setup_error.clone().unwrap_or_default()))?;
         // A trailing dot: the name is absolute, no search domains are tried.
         let started = std::time::Instant::now();
-        let lookup = tokio::time::timeout(budget, resolver.lookup_ip(format!("{name}.")));
+        let lookup = tokio::time::timeout(budget, self.resolver.lookup_ip(format!("{name}.")));
         let result = lookup.await.map_err(|_| DnsError::Timeout { name: name.clone(), after: budget })?;
         let found = result.map_err(|e| classify(name, e, started.elapsed()))?;
         let mut ips: Vec<IpAddr> = found.iter().collect();

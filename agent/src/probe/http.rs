@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Bytes, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::sync::{Arc, Mutex};
+
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use vantage_shared::failure::FailureCode;
 use vantage_shared::target::TargetUrl;
@@ -30,13 +32,15 @@ pub enum HttpError {
     TooManyRedirects { limit: usize, location: String },
     #[error("the first {searched} bytes of the body do not contain {expected:?}")]
     BodyMismatch { expected: String, searched: usize },
+    #[error("the redirect to {location:?} cannot be followed: {reason}")]
+    BadRedirect { location: String, reason: String },
 }
 
 impl HttpError {
     pub fn code(&self) -> FailureCode {
         match self {
             HttpError::Timeout { .. } => FailureCode::HttpTimeout,
-            HttpError::Protocol { .. } => FailureCode::HttpProtocolError,
+            HttpError::Protocol { .. } | HttpError::BadRedirect { .. } => FailureCode::HttpProtocolError,
             HttpError::ServerError { .. } => FailureCode::Http5xx,
             HttpError::UnexpectedStatus { .. } => FailureCode::HttpUnexpectedStatus,
             HttpError::TooManyRedirects { .. } => FailureCode::HttpTooManyRedirects,
@@ -80,9 +84,12 @@ pub async fn get(
     budget: Duration,
 ) -> Result<Response, HttpError> {
     let io = TokioIo::new(io);
+    // HTTP/2 runs its connection and streams on spawned tasks; they end with this probe.
+    let executor = ProbeExecutor::default();
+    let _abort = AbortOnDrop(executor.clone());
     let exchange = async {
         if h2 {
-            let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            let (mut sender, conn) = hyper::client::conn::http2::Builder::new(executor.clone())
                 .max_header_list_size(MAX_HEADER_BYTES as u32)
                 .handshake(io)
                 .await
@@ -104,8 +111,8 @@ pub async fn get(
     tokio::time::timeout(budget, exchange).await.map_err(|_| HttpError::Timeout { after: budget })?
 }
 
-/// Awaits the response (and the body, when asked) while driving the connection in the same task:
-/// no task is spawned per probe, and nothing outlives it.
+/// Awaits the response (and the body, when asked) while driving the connection in the same task
+/// (HTTP/1.1 then needs no task of its own).
 async fn receive<C, S>(conn: C, send: S, sent: Instant, read_body: bool) -> Result<Response, HttpError>
 where
     C: Future<Output = Result<(), hyper::Error>>,
@@ -142,6 +149,31 @@ async fn drive<T>(
             biased;
             out = &mut work => return out,
             _ = conn.as_mut(), if !*conn_done => *conn_done = true,
+        }
+    }
+}
+
+/// Spawns hyper's background tasks and remembers them, so they can be stopped together.
+#[derive(Clone, Default)]
+struct ProbeExecutor(Arc<Mutex<Vec<tokio::task::AbortHandle>>>);
+
+impl<F> hyper::rt::Executor<F> for ProbeExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        let handle = tokio::spawn(future).abort_handle();
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(handle);
+    }
+}
+
+struct AbortOnDrop(ProbeExecutor);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in self.0.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).drain(..) {
+            task.abort();
         }
     }
 }

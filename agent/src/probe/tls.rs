@@ -23,6 +23,8 @@ pub enum TlsError {
     ProtocolVersion { detail: String },
     #[error("the TLS handshake failed: {detail}")]
     Failed { detail: String },
+    #[error("{name:?} cannot be sent as a TLS server name")]
+    InvalidServerName { name: String },
 }
 
 impl TlsError {
@@ -30,7 +32,7 @@ impl TlsError {
         match self {
             TlsError::Timeout { .. } => FailureCode::TlsHandshakeTimeout,
             TlsError::ProtocolVersion { .. } => FailureCode::TlsProtocolVersion,
-            TlsError::Failed { .. } => FailureCode::TlsHandshakeFailed,
+            TlsError::Failed { .. } | TlsError::InvalidServerName { .. } => FailureCode::TlsHandshakeFailed,
         }
     }
 

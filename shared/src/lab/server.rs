@@ -19,6 +19,8 @@ pub enum Reply {
     Page { status: u16, body: &'static str },
     /// `302` to `/landing` for `/`, `200` for every other path.
     RedirectOnce,
+    /// `302` to this absolute URL for `/`.
+    RedirectTo(String),
     /// `302` to a new path for every path, forever.
     RedirectLoop,
     /// Never answers (the connection stays open).
@@ -34,8 +36,11 @@ pub enum Reply {
 pub enum Hostile {
     /// Accepts TCP, then says nothing.
     StallAfterAccept,
-    /// Answers the ClientHello with a `protocol_version` alert, as a TLS 1.0-only server does.
+    /// Answers the ClientHello with a `protocol_version` alert, as a server whose oldest
+    /// version is newer than the client's does.
     ProtocolVersionAlert,
+    /// Answers the ClientHello with a TLS 1.0 ServerHello, as a TLS 1.0-only server does.
+    Tls10ServerHello,
     /// Answers the ClientHello with a plain-text HTTP error, as a non-TLS port does.
     NotTls,
 }
@@ -56,7 +61,7 @@ pub fn server_config(identity: &Identity) -> Arc<ServerConfig> {
 pub async fn serve_tls(listener: TcpListener, config: Arc<ServerConfig>, reply: Reply) {
     let acceptor = TlsAcceptor::from(config);
     loop {
-        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let Ok((tcp, _)) = accept(&listener).await else { continue };
         // As web servers do on keep-alive connections: small responses go out at once.
         let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
@@ -71,7 +76,7 @@ pub async fn serve_tls(listener: TcpListener, config: Arc<ServerConfig>, reply: 
 
 pub async fn serve_plain(listener: TcpListener, reply: Reply) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let Ok((tcp, _)) = accept(&listener).await else { continue };
         let _ = tcp.set_nodelay(true);
         let reply = reply.clone();
         tokio::spawn(async move { respond(tcp, &reply).await });
@@ -80,18 +85,28 @@ pub async fn serve_plain(listener: TcpListener, reply: Reply) {
 
 pub async fn serve_hostile(listener: TcpListener, hostile: Hostile) {
     loop {
-        let Ok((mut tcp, _)) = listener.accept().await else { continue };
+        let Ok((mut tcp, _)) = accept(&listener).await else { continue };
         tokio::spawn(async move {
             let mut hello = [0u8; 4096];
             match hostile {
                 Hostile::StallAfterAccept => {
-                    let _ = tcp.read(&mut hello).await;
-                    std::future::pending::<()>().await;
+                    // Say nothing; notice when the client gives up, so nothing leaks.
+                    while matches!(tcp.read(&mut hello).await, Ok(n) if n > 0) {}
                 }
                 Hostile::ProtocolVersionAlert => {
                     let _ = tcp.read(&mut hello).await;
                     // TLS record: alert, version 3.1, length 2, fatal(2) protocol_version(70).
                     let _ = tcp.write_all(&[0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 0x46]).await;
+                }
+                Hostile::Tls10ServerHello => {
+                    let _ = tcp.read(&mut hello).await;
+                    // Handshake record (TLS 1.0): ServerHello, version 3.1, a fixed random, no
+                    // session id, TLS_RSA_WITH_AES_128_CBC_SHA, no compression, no extensions.
+                    let mut record = vec![0x16, 0x03, 0x01, 0x00, 0x2a, 0x02, 0x00, 0x00, 0x26, 0x03, 0x01];
+                    record.extend_from_slice(&[0x42; 32]);
+                    record.extend_from_slice(&[0x00, 0x00, 0x2f, 0x00]);
+                    let _ = tcp.write_all(&record).await;
+                    while matches!(tcp.read(&mut hello).await, Ok(n) if n > 0) {}
                 }
                 Hostile::NotTls => {
                     let _ = tcp.read(&mut hello).await;
@@ -107,13 +122,17 @@ pub async fn serve_hostile(listener: TcpListener, hostile: Hostile) {
 /// servers do, until the client closes it or stays idle.
 async fn respond<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, reply: &Reply) {
     if let Reply::Stall = reply {
-        std::future::pending::<()>().await;
+        // Never answer; notice when the client gives up, so nothing leaks.
+        let mut buf = [0u8; 1024];
+        while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+        return;
     }
     while let Some(path) = read_request_path(&mut stream).await {
         let response = match reply {
             Reply::Page { status, body } => page(*status, body, None),
             Reply::RedirectOnce if path == "/" => page(302, "", Some("/landing")),
             Reply::RedirectOnce => page(200, "landed", None),
+            Reply::RedirectTo(url) => page(302, "", Some(url)),
             Reply::RedirectLoop => {
                 let next = path.trim_start_matches("/loop/").parse::<u32>().unwrap_or(0) + 1;
                 page(302, "", Some(&format!("/loop/{next}")))
@@ -170,6 +189,41 @@ async fn read_request_path<S: AsyncRead + Unpin>(stream: &mut S) -> Option<Strin
     let line = head.split(|&b| b == b'\r').next()?;
     let line = std::str::from_utf8(line).ok()?;
     line.split(' ').nth(1).map(str::to_owned)
+}
+
+/// Accepts a connection; after an error (out of file descriptors, say) waits a little rather than
+/// spinning.
+async fn accept(listener: &TcpListener) -> std::io::Result<(TcpStream, SocketAddr)> {
+    let accepted = listener.accept().await;
+    if accepted.is_err() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    accepted
+}
+
+/// Serves HTTP/2 over TLS (ALPN `h2`): a page, or no answer at all when `stall` is set.
+pub async fn serve_h2(listener: TcpListener, identity: &Identity, stall: bool) {
+    let mut config = (*server_config(identity)).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    loop {
+        let Ok((tcp, _)) = accept(&listener).await else { continue };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await else { return };
+            let service = hyper::service::service_fn(move |_request| async move {
+                if stall {
+                    std::future::pending::<()>().await;
+                }
+                let body = http_body_util::Full::new(hyper::body::Bytes::from_static(b"Welcome over HTTP/2"));
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(body))
+            });
+            let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+        });
+    }
 }
 
 /// Binds `ip:port` (port 0 for any).
