@@ -22,10 +22,9 @@ pub mod exit {
     pub const UNKNOWN: i32 = 3;
 }
 
-#[derive(Debug, Clone, Args)]
-pub struct CheckArgs {
-    /// The URL to probe (https:// or http://).
-    pub url: String,
+/// How probes reach the world: shared by `check` and `run`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct NetworkArgs {
     /// DNS server to ask instead of the system's (repeatable).
     #[arg(long = "nameserver", value_name = "IP:PORT", value_parser = parse_nameserver)]
     pub nameservers: Vec<SocketAddr>,
@@ -36,6 +35,26 @@ pub struct CheckArgs {
     /// Also trust the CA certificates in this PEM file (repeatable).
     #[arg(long = "ca-file", value_name = "PEM")]
     pub ca_files: Vec<PathBuf>,
+}
+
+impl NetworkArgs {
+    pub fn prober_config(&self) -> ProberConfig {
+        let mut pinned: HashMap<String, Vec<IpAddr>> = HashMap::new();
+        for (host, ip) in &self.resolve {
+            // IDN names pinned by their Unicode spelling match the punycode the URL holds.
+            let host = url::Host::parse(host).map(|h| h.to_string()).unwrap_or_else(|_| host.clone());
+            pinned.entry(host).or_default().push(*ip);
+        }
+        ProberConfig { nameservers: self.nameservers.clone(), pinned, ca_files: self.ca_files.clone() }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    /// The URL to probe (https:// or http://).
+    pub url: String,
+    #[command(flatten)]
+    pub network: NetworkArgs,
     /// Accept only these final HTTP statuses (repeatable; default: any 2xx or 3xx).
     #[arg(long = "expect-status", value_name = "CODE", value_parser = clap::value_parser!(u16).range(100..=599))]
     pub expect_status: Vec<u16>,
@@ -113,17 +132,7 @@ impl CheckArgs {
         if self.critical_days > self.warn_days {
             return Err(CheckError::Thresholds { warn: self.warn_days, critical: self.critical_days });
         }
-        let mut pinned: HashMap<String, Vec<IpAddr>> = HashMap::new();
-        for (host, ip) in &self.resolve {
-            // IDN names pinned by their Unicode spelling match the punycode the URL holds.
-            let host = url::Host::parse(host).map(|h| h.to_string()).unwrap_or_else(|_| host.clone());
-            pinned.entry(host).or_default().push(*ip);
-        }
-        let prober = Prober::new(ProberConfig {
-            nameservers: self.nameservers.clone(),
-            pinned,
-            ca_files: self.ca_files.clone(),
-        })?;
+        let prober = Prober::new(self.network.prober_config())?;
         let mut target = Target::new(url);
         target.timeout = self.timeout;
         target.expect_ips = self.expect_ips.clone();

@@ -3,3 +3,7 @@
 
 pub mod check;
 pub mod probe;
+pub mod run;
+pub mod scheduler;
+pub mod session;
+pub mod wire;

@@ -20,6 +20,8 @@ struct Cli {
 enum Command {
     /// Probe one URL now and explain what a visitor would hit (exit 0 ok, 1 warning, 2 critical, 3 unknown).
     Check(CheckArgs),
+    /// Connect to a coordinator and probe the targets it assigns, reporting results back.
+    Run(vantage_agent::run::RunArgs),
 }
 
 fn main() {
@@ -37,13 +39,57 @@ fn main() {
         std::process::exit(check::exit::UNKNOWN);
     }));
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VANTAGE_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VANTAGE_LOG").unwrap_or_else(
+            |_| match cli.command {
+                Command::Run(_) => "info".into(),
+                Command::Check(_) => "warn".into(),
+            },
+        ))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let code = match cli.command {
         Command::Check(args) => run_check(args),
+        Command::Run(args) => run_agent(args),
     };
     std::process::exit(code);
+}
+
+fn run_agent(args: vantage_agent::run::RunArgs) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vantage-agent: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    let config = args.config();
+    tracing::info!(agent = config.name, region = config.region, coordinator = config.coordinator, "starting");
+    let result = runtime.block_on(async {
+        tokio::select! {
+            result = vantage_agent::run::run(config) => result.map_err(|e| e.to_string()),
+            _ = shutdown_signal() => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("vantage-agent: {e}");
+            1
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM (what systemd and Kubernetes send).
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
 
 fn run_check(args: CheckArgs) -> i32 {

@@ -452,6 +452,12 @@ fn http_report(response: &http::Response, url: &TargetUrl, redirects: Vec<Redire
     HttpReport { status: response.status, version: response.version.to_owned(), redirects, final_url: url.to_string() }
 }
 
+/// A protobuf duration as a std one (`None` when absent or negative).
+pub fn duration_of(d: Option<&prost_types::Duration>) -> Option<Duration> {
+    let d = d?;
+    Some(Duration::new(u64::try_from(d.seconds).ok()?, u32::try_from(d.nanos).ok()?))
+}
+
 fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }

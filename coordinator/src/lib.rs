@@ -2,5 +2,13 @@
 //! Vantage's coordinator: the store, quorum verdicts, assignment of targets to agents, the gRPC
 //! services and the operator commands.
 
+pub mod assign;
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod serve;
+pub mod service;
+pub mod spec;
+pub mod status;
 pub mod store;
 pub mod verdict;

@@ -1,12 +1,23 @@
-//! `vantage-coordinator`: for now, the `demo` command, which serves every failure scenario on
-//! loopback and diagnoses each with the agent's probe pipeline.
+//! `vantage-coordinator`: serves the agents and the API, and gives operators the consolidated
+//! status; `demo` runs the whole system locally.
 
 mod demo;
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
 use clap::{Parser, Subcommand};
+use vantage_coordinator::hub::HubOptions;
+use vantage_coordinator::serve::{self, ServeOptions};
+use vantage_coordinator::status;
 
 #[derive(Debug, Parser)]
-#[command(name = "vantage-coordinator", version, about = "Vantage's coordinator.")]
+#[command(
+    name = "vantage-coordinator",
+    version,
+    about = "Vantage's coordinator: quorum verdicts from agents in many regions."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -14,15 +25,67 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve every failure scenario locally (real TLS servers, a real DNS server) and show how
-    /// Vantage diagnoses each one.
+    /// Run the coordinator: agents connect to it, operators query it.
+    Serve(ServeArgs),
+    /// Show the consolidated status of every target.
+    Status(status::StatusArgs),
+    /// Add, remove or list targets.
+    Targets(status::TargetsArgs),
+    /// Run a coordinator, three agents in three regions and the scenario lab's targets locally,
+    /// and show the live status.
     Demo(demo::DemoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// gRPC address for agents and the API.
+    #[arg(long, default_value = "127.0.0.1:7700", env = "VANTAGE_LISTEN")]
+    listen: SocketAddr,
+    /// HTTP address (`/healthz`, `/v1/status`).
+    #[arg(long, default_value = "127.0.0.1:7701", env = "VANTAGE_HTTP_LISTEN")]
+    http_listen: SocketAddr,
+    /// Where the database lives.
+    #[arg(long, env = "VANTAGE_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Targets file (TOML).
+    #[arg(long, env = "VANTAGE_CONFIG")]
+    config: Option<PathBuf>,
+    /// How long results are kept.
+    #[arg(long, default_value = "7d", value_parser = duration, env = "VANTAGE_RETENTION")]
+    retention: Duration,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    vantage_shared::duration::parse_duration(s).map_err(|e| e.to_string())
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VANTAGE_LOG").unwrap_or_else(
+            |_| match cli.command {
+                Command::Serve(_) => "info".into(),
+                _ => "warn".into(),
+            },
+        ))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vantage-coordinator: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
-        Command::Demo(args) => demo::run(args),
+        Command::Serve(args) => runtime.block_on(run_serve(args)),
+        Command::Status(args) => runtime.block_on(status::run_status(args)),
+        Command::Targets(args) => runtime.block_on(status::run_targets(args)),
+        Command::Demo(args) => {
+            drop(runtime);
+            demo::run(args)
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -30,6 +93,38 @@ fn main() -> std::process::ExitCode {
             eprintln!("vantage-coordinator: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut running = serve::start(ServeOptions {
+        listen: args.listen,
+        http_listen: Some(args.http_listen),
+        data_dir: args.data_dir,
+        config: args.config,
+        retention: args.retention,
+        hub: HubOptions::default(),
+    })
+    .await?;
+    tokio::select! {
+        result = running.wait() => result,
+        _ = shutdown_signal() => {
+            tracing::info!("shutting down");
+            running.shutdown().await;
+            Ok(())
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM (what systemd and Kubernetes send).
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }
 

@@ -24,18 +24,19 @@ const TRANSITIONS: TableDefinition<(&str, i64), &[u8]> = TableDefinition::new("t
 /// (url, opened ms) → incident.
 const INCIDENTS: TableDefinition<(&str, i64), &[u8]> = TableDefinition::new("incidents_v1");
 
+// redb's errors are carried as text beside their kind (not as sources), so each is told once.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]
-    Database(#[from] redb::DatabaseError),
+    Database(redb::DatabaseError),
     #[error("storage: {0}")]
-    Storage(#[from] redb::StorageError),
+    Storage(redb::StorageError),
     #[error("transaction: {0}")]
-    Transaction(#[from] redb::TransactionError),
+    Transaction(redb::TransactionError),
     #[error("table: {0}")]
-    Table(#[from] redb::TableError),
+    Table(redb::TableError),
     #[error("commit: {0}")]
-    Commit(#[from] redb::CommitError),
+    Commit(redb::CommitError),
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
     #[error("cannot create the data directory {path}: {source}")]
@@ -91,6 +92,24 @@ pub enum IncidentChange {
 pub struct Store {
     db: Database,
 }
+
+macro_rules! from_redb {
+    ($($source:ty => $variant:ident),*) => {
+        $(impl From<$source> for StoreError {
+            fn from(e: $source) -> Self {
+                StoreError::$variant(e)
+            }
+        })*
+    };
+}
+
+from_redb!(
+    redb::DatabaseError => Database,
+    redb::StorageError => Storage,
+    redb::TransactionError => Transaction,
+    redb::TableError => Table,
+    redb::CommitError => Commit
+);
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
@@ -378,7 +397,7 @@ mod tests {
                 checked_at: Some(timestamp(at_ms)),
                 ..Default::default()
             }),
-            retried: false,
+            ..Default::default()
         };
         StoredResult { url: url.into(), at_ms, entry }
     }

@@ -160,6 +160,11 @@ pub fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&format).unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
+/// Reads an RFC 3339 time back as Unix seconds.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok().map(|t| t.unix_timestamp())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,5 +185,6 @@ mod tests {
     fn rfc3339_is_utc_to_the_second() {
         let t = time::macros::datetime!(2026-11-25 10:09:23.5 +02:00);
         assert_eq!(rfc3339(t), "2026-11-25T08:09:23Z");
+        assert_eq!(parse_rfc3339("2026-11-25T08:09:23Z"), Some(t.unix_timestamp()));
     }
 }

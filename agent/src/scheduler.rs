@@ -1,0 +1,227 @@
+//! Runs each assigned target at its interval. First runs are spread over the interval by a hash
+//! of agent and target (10,000 targets do not fire in one burst), a failed probe is retried once
+//! after a second before it is reported, and run-now requests go ahead of the queue.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, mpsc};
+use vantage_proto::v1::{TargetResult, TargetSpec};
+
+use crate::probe::{Prober, Target};
+use crate::wire;
+
+/// The pause before the one retry of a failed probe.
+pub const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// What the session asks of the scheduler.
+#[derive(Debug)]
+pub enum Command {
+    /// Replace every target.
+    Assign(Vec<TargetSpec>),
+    Change {
+        upserted: Vec<TargetSpec>,
+        removed: Vec<String>,
+    },
+    RunNow {
+        id: String,
+        url: String,
+    },
+}
+
+struct Scheduled {
+    target: Target,
+    interval: Duration,
+    generation: u64,
+}
+
+/// Where in its interval a target first runs: stable per agent and target, spread evenly.
+pub fn phase(agent: &str, url: &str, interval: Duration) -> Duration {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in agent.bytes().chain([0]).chain(url.bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    let millis = interval.as_millis().max(1) as u64;
+    Duration::from_millis(h.wrapping_mul(0xff51_afd7_ed55_8ccd) % millis)
+}
+
+pub struct Scheduler {
+    agent: String,
+    prober: Prober,
+    results: mpsc::Sender<TargetResult>,
+    limit: Arc<Semaphore>,
+    targets: HashMap<String, Scheduled>,
+    queue: BinaryHeap<Reverse<(Instant, String, u64)>>,
+    generation: u64,
+}
+
+impl Scheduler {
+    /// `concurrency` bounds how many probes run at once.
+    pub fn new(agent: &str, prober: Prober, results: mpsc::Sender<TargetResult>, concurrency: usize) -> Scheduler {
+        Scheduler {
+            agent: agent.to_owned(),
+            prober,
+            results,
+            limit: Arc::new(Semaphore::new(concurrency.max(1))),
+            targets: HashMap::new(),
+            queue: BinaryHeap::new(),
+            generation: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    fn upsert(&mut self, spec: &TargetSpec, now: Instant) {
+        let target = match wire::target(spec) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(url = spec.url, error = e, "ignoring a target the probe cannot take");
+                return;
+            }
+        };
+        let interval = crate::probe::duration_of(spec.interval.as_ref())
+            .unwrap_or(Duration::from_secs(60))
+            .max(Duration::from_secs(1));
+        self.generation += 1;
+        let first = now + phase(&self.agent, &spec.url, interval);
+        self.queue.push(Reverse((first, spec.url.clone(), self.generation)));
+        self.targets.insert(spec.url.clone(), Scheduled { target, interval, generation: self.generation });
+    }
+
+    pub fn apply(&mut self, command: Command) {
+        let now = Instant::now();
+        match command {
+            Command::Assign(specs) => {
+                // Unchanged targets keep their phase; others are (re)scheduled.
+                let keep: HashMap<String, Scheduled> = std::mem::take(&mut self.targets);
+                self.queue.retain(|Reverse((_, url, _))| specs.iter().any(|s| &s.url == url));
+                for spec in &specs {
+                    match keep.get(&spec.url) {
+                        Some(old) if wire::target(spec).is_ok_and(|t| same(&t, &old.target)) => {
+                            let old = keep.get(&spec.url).expect("just matched");
+                            self.targets.insert(
+                                spec.url.clone(),
+                                Scheduled {
+                                    target: old.target.clone(),
+                                    interval: old.interval,
+                                    generation: old.generation,
+                                },
+                            );
+                        }
+                        _ => self.upsert(spec, now),
+                    }
+                }
+                tracing::info!(targets = self.targets.len(), "assignment received");
+            }
+            Command::Change { upserted, removed } => {
+                for url in removed {
+                    self.targets.remove(&url);
+                }
+                for spec in &upserted {
+                    self.upsert(spec, now);
+                }
+                tracing::info!(targets = self.targets.len(), "assignment changed");
+            }
+            Command::RunNow { id, url } => match self.targets.get(&url) {
+                Some(s) => self.spawn(s.target.clone(), Some(id)),
+                None => tracing::warn!(url, "run-now for a target this agent is not assigned"),
+            },
+        }
+    }
+
+    /// When the next probe is due.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.queue.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// Starts every probe that is due and schedules its next run.
+    pub fn run_due(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, url, generation))) = self.queue.peek().cloned() {
+            if at > now {
+                break;
+            }
+            self.queue.pop();
+            let Some(s) = self.targets.get(&url) else { continue };
+            if s.generation != generation {
+                continue; // rescheduled since
+            }
+            let (target, interval) = (s.target.clone(), s.interval);
+            // Keep the phase; if the agent fell behind, skip ahead instead of bursting.
+            let mut next = at + interval;
+            while next <= now {
+                next += interval;
+            }
+            self.queue.push(Reverse((next, url, generation)));
+            self.spawn(target, None);
+        }
+    }
+
+    fn spawn(&self, target: Target, run_now: Option<String>) {
+        let (prober, results, limit) = (self.prober.clone(), self.results.clone(), self.limit.clone());
+        tokio::spawn(async move {
+            let Ok(_permit) = limit.acquire_owned().await else { return };
+            let result = probe_with_retry(&prober, &target).await;
+            let _ = results.send(TargetResult { run_now_id: run_now.unwrap_or_default(), ..result }).await;
+        });
+    }
+}
+
+fn same(a: &Target, b: &Target) -> bool {
+    format!("{a:?}") == format!("{b:?}")
+}
+
+/// Probes once; a failure is retried after `RETRY_DELAY`, and the retry's result is the one
+/// reported (a passing retry notes the failure before it).
+pub async fn probe_with_retry(prober: &Prober, target: &Target) -> TargetResult {
+    let started = std::time::SystemTime::now();
+    let first = prober.probe(target).await;
+    if first.failure.is_none() {
+        return TargetResult {
+            target_url: target.url.to_string(),
+            result: Some(wire::result(&first, started)),
+            ..Default::default()
+        };
+    }
+    tokio::time::sleep(RETRY_DELAY).await;
+    let started = std::time::SystemTime::now();
+    let second = prober.probe(target).await;
+    let first_failure_code = match (&first.failure, &second.failure) {
+        (Some(f), None) => f.code.as_str().to_owned(),
+        _ => String::new(),
+    };
+    TargetResult {
+        target_url: target.url.to_string(),
+        result: Some(wire::result(&second, started)),
+        run_now_id: String::new(),
+        retried: true,
+        first_failure_code,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_runs_are_spread_over_the_interval() {
+        let interval = Duration::from_secs(60);
+        let mut buckets = [0usize; 60];
+        for i in 0..10_000 {
+            let p = phase("agent-1", &format!("https://t{i}.example/"), interval);
+            assert!(p < interval);
+            buckets[p.as_secs() as usize] += 1;
+        }
+        // 10,000 targets over 60 one-second buckets: about 167 each, never a burst.
+        assert!(buckets.iter().all(|&n| (100..250).contains(&n)), "{buckets:?}");
+    }
+}

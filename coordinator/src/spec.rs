@@ -1,0 +1,167 @@
+//! Target specifications: defaults filled in and every field checked, the same way for the API
+//! and the config file, so a target in the store is always one an agent can probe.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use vantage_proto::v1::TargetSpec;
+use vantage_shared::TargetUrl;
+
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_WARN_DAYS: u32 = 30;
+pub const DEFAULT_CRITICAL_DAYS: u32 = 7;
+const MAX_REGIONS: usize = 64;
+const MAX_NAME: usize = 64;
+
+/// A field that cannot be accepted, named so the operator can find it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct SpecError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+fn bad(field: &'static str, reason: impl Into<String>) -> SpecError {
+    SpecError { field, reason: reason.into() }
+}
+
+pub fn to_duration(d: Option<&prost_types::Duration>) -> Option<Duration> {
+    d.and_then(|d| {
+        let secs = u64::try_from(d.seconds).ok()?;
+        Some(Duration::new(secs, u32::try_from(d.nanos).ok()?))
+    })
+}
+
+pub fn from_duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
+}
+
+/// Checks `spec` and fills in its defaults; the URL becomes its normalized form.
+pub fn normalize(mut spec: TargetSpec) -> Result<TargetSpec, SpecError> {
+    let url = TargetUrl::parse(&spec.url).map_err(|e| bad("url", e.to_string()))?;
+    spec.url = url.to_string();
+    let interval = match spec.interval.as_ref() {
+        None => DEFAULT_INTERVAL,
+        Some(d) => to_duration(Some(d)).ok_or_else(|| bad("interval", "must not be negative"))?,
+    };
+    if interval < Duration::from_secs(1) {
+        return Err(bad("interval", format!("{interval:?} is shorter than the minimum of 1s")));
+    }
+    if interval > Duration::from_secs(86_400) {
+        return Err(bad("interval", "must be at most 1 day"));
+    }
+    let timeout = match spec.timeout.as_ref() {
+        None => DEFAULT_TIMEOUT.min(interval / 2),
+        Some(d) => to_duration(Some(d)).ok_or_else(|| bad("timeout", "must not be negative"))?,
+    };
+    if timeout < Duration::from_millis(100) {
+        return Err(bad("timeout", "must be at least 100ms"));
+    }
+    if timeout >= interval {
+        return Err(bad("timeout", format!("{timeout:?} must be shorter than the interval ({interval:?})")));
+    }
+    spec.interval = Some(from_duration(interval));
+    spec.timeout = Some(from_duration(timeout));
+    if spec.regions.len() > MAX_REGIONS {
+        return Err(bad("regions", format!("at most {MAX_REGIONS} regions")));
+    }
+    for region in &spec.regions {
+        check_name("regions", region)?;
+    }
+    let mut regions = spec.regions.clone();
+    regions.sort();
+    regions.dedup();
+    if regions.len() != spec.regions.len() {
+        return Err(bad("regions", "a region is listed twice"));
+    }
+    if !spec.regions.is_empty() && spec.quorum as usize > spec.regions.len() {
+        return Err(bad("quorum", format!("{} is more than the {} regions listed", spec.quorum, spec.regions.len())));
+    }
+    if let Some(code) = spec.expect_status.iter().find(|c| !(100..=599).contains(*c)) {
+        return Err(bad("expect_status", format!("{code} is not an HTTP status (100-599)")));
+    }
+    for ip in &spec.expect_ips {
+        ip.parse::<IpAddr>().map_err(|_| bad("expect_ips", format!("{ip:?} is not an IP address")))?;
+    }
+    if spec.warn_days == 0 {
+        spec.warn_days = DEFAULT_WARN_DAYS;
+    }
+    if spec.critical_days == 0 {
+        spec.critical_days = DEFAULT_CRITICAL_DAYS.min(spec.warn_days);
+    }
+    if spec.critical_days > spec.warn_days {
+        return Err(bad(
+            "critical_days",
+            format!("{} is more than warn_days ({})", spec.critical_days, spec.warn_days),
+        ));
+    }
+    Ok(spec)
+}
+
+/// Region and agent names: short, printable, no spaces.
+pub fn check_name(field: &'static str, name: &str) -> Result<(), SpecError> {
+    if name.is_empty() || name.len() > MAX_NAME {
+        return Err(bad(field, format!("{name:?} must be 1 to {MAX_NAME} characters")));
+    }
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        return Err(bad(field, format!("{name:?} may hold only letters, digits, '-', '_' and '.'")));
+    }
+    Ok(())
+}
+
+/// A target's interval and timeout.
+pub fn timing(spec: &TargetSpec) -> (Duration, Duration) {
+    (
+        to_duration(spec.interval.as_ref()).unwrap_or(DEFAULT_INTERVAL),
+        to_duration(spec.timeout.as_ref()).unwrap_or(DEFAULT_TIMEOUT),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(url: &str) -> TargetSpec {
+        TargetSpec { url: url.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn defaults_are_filled_in() {
+        let s = normalize(spec("https://Shop.Example.com")).unwrap();
+        assert_eq!(s.url, "https://shop.example.com/");
+        assert_eq!(timing(&s), (DEFAULT_INTERVAL, DEFAULT_TIMEOUT));
+        assert_eq!((s.warn_days, s.critical_days), (30, 7));
+        let mut short = spec("https://a.example/");
+        short.interval = Some(from_duration(Duration::from_secs(5)));
+        assert_eq!(timing(&normalize(short).unwrap()).1, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases: Vec<(TargetSpec, &str)> = vec![
+            (spec("ftp://a.example/"), "url"),
+            (
+                TargetSpec { interval: Some(from_duration(Duration::from_millis(500))), ..spec("https://a.example/") },
+                "interval",
+            ),
+            (
+                TargetSpec {
+                    interval: Some(from_duration(Duration::from_secs(10))),
+                    timeout: Some(from_duration(Duration::from_secs(10))),
+                    ..spec("https://a.example/")
+                },
+                "timeout",
+            ),
+            (TargetSpec { regions: vec!["eu west".into()], ..spec("https://a.example/") }, "regions"),
+            (TargetSpec { regions: vec!["eu".into(), "eu".into()], ..spec("https://a.example/") }, "regions"),
+            (TargetSpec { regions: vec!["eu".into()], quorum: 2, ..spec("https://a.example/") }, "quorum"),
+            (TargetSpec { expect_status: vec![700], ..spec("https://a.example/") }, "expect_status"),
+            (TargetSpec { expect_ips: vec!["nope".into()], ..spec("https://a.example/") }, "expect_ips"),
+            (TargetSpec { warn_days: 5, critical_days: 9, ..spec("https://a.example/") }, "critical_days"),
+        ];
+        for (s, field) in cases {
+            assert_eq!(normalize(s.clone()).unwrap_err().field, field, "{s:?}");
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! `vantage-coordinator status` and `targets`: the operator's view over the gRPC API. One row per
+//! target: verdict, which regions fail, the cause, certificate days left and latency.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use tonic::transport::{Channel, Endpoint};
+use vantage_proto::v1::coordinator_client::CoordinatorClient;
+use vantage_proto::v1::*;
+
+fn ts(t: Option<&prost_types::Timestamp>) -> serde_json::Value {
+    match t.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t.seconds).ok()) {
+        Some(t) => vantage_shared::report::rfc3339(t).into(),
+        None => serde_json::Value::Null,
+    }
+}
+
+pub fn verdict_name(v: i32) -> &'static str {
+    match Verdict::try_from(v).unwrap_or(Verdict::Unspecified) {
+        Verdict::Up => "UP",
+        Verdict::Degraded => "DEGRADED",
+        Verdict::Down => "DOWN",
+        Verdict::Unknown | Verdict::Unspecified => "UNKNOWN",
+    }
+}
+
+fn opinion_name(o: i32) -> &'static str {
+    match Opinion::try_from(o).unwrap_or(Opinion::Unspecified) {
+        Opinion::Up => "up",
+        Opinion::Down => "down",
+        Opinion::Partial => "partial",
+        Opinion::Unknown | Opinion::Unspecified => "unknown",
+    }
+}
+
+fn health_name(h: i32) -> &'static str {
+    match CertHealth::try_from(h).unwrap_or(CertHealth::Unspecified) {
+        CertHealth::Ok => "ok",
+        CertHealth::Warning => "warning",
+        CertHealth::Critical => "critical",
+        CertHealth::Expired => "expired",
+        CertHealth::Unspecified => "unknown",
+    }
+}
+
+/// A target's status as JSON (the `--json` output and `/v1/status`).
+pub fn to_json(s: &TargetStatus) -> serde_json::Value {
+    serde_json::json!({
+        "url": s.url,
+        "verdict": verdict_name(s.verdict),
+        "cause": s.cause.as_ref().map(|c| serde_json::json!({"code": c.code, "message": c.message, "hint": c.hint})),
+        "since": ts(s.since.as_ref()),
+        "cert": s.cert.as_ref().map(|c| serde_json::json!({
+            "days_remaining": c.days_remaining, "health": health_name(c.health), "not_after": c.not_after,
+        })),
+        "quorum": s.quorum,
+        "failing_regions": s.failing_regions,
+        "regions": s.regions.iter().map(|r| serde_json::json!({
+            "region": r.region,
+            "opinion": opinion_name(r.opinion),
+            "last_result_time": ts(r.last_result_time.as_ref()),
+            "failure_code": Some(&r.failure_code).filter(|c| !c.is_empty()),
+            "latency_ms": r.latency_ms,
+            "agent": r.agent,
+            "detail": Some(&r.detail).filter(|d| !d.is_empty()),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The consolidated table.
+pub fn render_table(statuses: &[TargetStatus], color: bool) -> String {
+    let paint = |code: &str, text: String| if color { format!("\x1b[{code}m{text}\x1b[0m") } else { text };
+    let width = statuses.iter().map(|s| s.url.len()).max().unwrap_or(6).max(6);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:<8}  {:<24}  {:<24}  {:<13}  {:>8}",
+        "TARGET", "VERDICT", "FAILING REGIONS", "CAUSE", "CERTIFICATE", "LATENCY"
+    );
+    for s in statuses {
+        let verdict = verdict_name(s.verdict);
+        let colored = match verdict {
+            "UP" => paint("32", format!("{verdict:<8}")),
+            "DEGRADED" => paint("33", format!("{verdict:<8}")),
+            "DOWN" => paint("31", format!("{verdict:<8}")),
+            _ => paint("2", format!("{verdict:<8}")),
+        };
+        let failing = if s.failing_regions.is_empty() {
+            format!("0/{}", s.regions.len())
+        } else {
+            format!("{}/{} {}", s.failing_regions.len(), s.regions.len(), s.failing_regions.join(","))
+        };
+        let cause = s.cause.as_ref().map_or("-".to_owned(), |c| c.code.clone());
+        let cert =
+            s.cert.as_ref().map_or("-".to_owned(), |c| format!("{}d {}", c.days_remaining, health_name(c.health)));
+        let latency = s
+            .regions
+            .iter()
+            .filter(|r| r.last_result_time.is_some())
+            .map(|r| r.latency_ms)
+            .fold(None, |max: Option<f64>, l| Some(max.map_or(l, |m| m.max(l))))
+            .map_or("-".to_owned(), |l| format!("{l:.0} ms"));
+        let _ = writeln!(out, "{:<width$}  {colored}  {failing:<24}  {cause:<24}  {cert:<13}  {latency:>8}", s.url);
+    }
+    out
+}
+
+pub async fn client(addr: &str) -> anyhow::Result<CoordinatorClient<Channel>> {
+    let endpoint =
+        Endpoint::from_shared(addr.to_owned()).with_context(|| format!("{addr:?} is not a coordinator URL"))?;
+    let channel = endpoint
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the coordinator at {addr}"))?;
+    Ok(CoordinatorClient::new(channel))
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The coordinator's gRPC address.
+    #[arg(long, default_value = "http://127.0.0.1:7700", env = "VANTAGE_COORDINATOR")]
+    pub addr: String,
+    /// Keep the table up to date as verdicts change (until Ctrl-C).
+    #[arg(long)]
+    pub watch: bool,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub async fn run_status(args: StatusArgs) -> anyhow::Result<()> {
+    let mut client = client(&args.addr).await?;
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    if !args.watch {
+        let statuses =
+            client.list_status(ListStatusRequest::default()).await.map_err(status_error)?.into_inner().targets;
+        if args.json {
+            let json: Vec<_> = statuses.iter().map(to_json).collect();
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "targets": json }))?);
+        } else {
+            print!("{}", render_table(&statuses, color));
+        }
+        return Ok(());
+    }
+    let mut stream = client.watch_status(WatchStatusRequest::default()).await.map_err(status_error)?.into_inner();
+    let mut current: BTreeMap<String, TargetStatus> = BTreeMap::new();
+    while let Some(status) = stream.message().await.map_err(status_error)? {
+        if args.json {
+            println!("{}", serde_json::to_string(&to_json(&status))?);
+            continue;
+        }
+        current.insert(status.url.clone(), status);
+        let statuses: Vec<TargetStatus> = current.values().cloned().collect();
+        if color {
+            print!("\x1b[2J\x1b[H");
+        }
+        println!("{}", render_table(&statuses, color));
+    }
+    anyhow::bail!("the coordinator closed the stream")
+}
+
+/// A gRPC error as one sentence.
+pub fn status_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("the coordinator refused: {} ({:?})", status.message(), status.code())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TargetsCommand {
+    /// Add or replace a target.
+    Add(AddTarget),
+    /// Remove a target.
+    Rm { url: String },
+    /// List targets.
+    Ls,
+}
+
+#[derive(Debug, Args)]
+pub struct TargetsArgs {
+    #[arg(long, default_value = "http://127.0.0.1:7700", env = "VANTAGE_COORDINATOR", global = true)]
+    pub addr: String,
+    #[command(subcommand)]
+    pub command: TargetsCommand,
+}
+
+#[derive(Debug, Args)]
+pub struct AddTarget {
+    pub url: String,
+    /// How often each region probes it (default 60s).
+    #[arg(long, value_parser = duration)]
+    pub interval: Option<std::time::Duration>,
+    /// Time limit for one probe (default 10s).
+    #[arg(long, value_parser = duration)]
+    pub timeout: Option<std::time::Duration>,
+    /// A region that probes it (repeatable; default every region with agents).
+    #[arg(long = "region")]
+    pub regions: Vec<String>,
+    /// Regions that must agree before it is DOWN (default a strict majority).
+    #[arg(long, default_value_t = 0)]
+    pub quorum: u32,
+    #[arg(long)]
+    pub all_backends: bool,
+    #[arg(long = "expect-status")]
+    pub expect_status: Vec<u32>,
+    #[arg(long = "expect-ip")]
+    pub expect_ips: Vec<String>,
+    #[arg(long, default_value_t = 0)]
+    pub warn_days: u32,
+    #[arg(long, default_value_t = 0)]
+    pub critical_days: u32,
+}
+
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    vantage_shared::duration::parse_duration(s).map_err(|e| e.to_string())
+}
+
+pub async fn run_targets(args: TargetsArgs) -> anyhow::Result<()> {
+    let mut client = client(&args.addr).await?;
+    match args.command {
+        TargetsCommand::Add(a) => {
+            let spec = TargetSpec {
+                url: a.url,
+                interval: a.interval.map(crate::spec::from_duration),
+                timeout: a.timeout.map(crate::spec::from_duration),
+                regions: a.regions,
+                quorum: a.quorum,
+                all_backends: a.all_backends,
+                expect_status: a.expect_status,
+                expect_ips: a.expect_ips,
+                warn_days: a.warn_days,
+                critical_days: a.critical_days,
+                source: String::new(),
+            };
+            let r = client
+                .upsert_target(UpsertTargetRequest { target: Some(spec) })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let t = r.target.unwrap_or_default();
+            println!("{} {}", if r.created { "added" } else { "updated" }, t.url);
+        }
+        TargetsCommand::Rm { url } => {
+            let r = client
+                .delete_target(DeleteTargetRequest { url: url.clone() })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if !r.deleted {
+                anyhow::bail!("no target {url}");
+            }
+            println!("removed {url}");
+        }
+        TargetsCommand::Ls => {
+            let targets = client.list_targets(ListTargetsRequest {}).await.map_err(status_error)?.into_inner().targets;
+            for t in targets {
+                let (interval, timeout) = crate::spec::timing(&t);
+                let regions = if t.regions.is_empty() { "all regions".to_owned() } else { t.regions.join(",") };
+                println!("{}  every {:?}, timeout {:?}, {regions}, from {}", t.url, interval, timeout, t.source);
+            }
+        }
+    }
+    Ok(())
+}
