@@ -66,7 +66,9 @@ pub async fn run(config: AgentConfig) -> Result<(), crate::probe::SetupError> {
     let (commands_tx, mut commands_rx) = mpsc::channel(64);
     let mut scheduler = Scheduler::new(&config.name, prober, results_tx, config.concurrency);
     let session = SessionConfig { coordinator: config.coordinator, name: config.name, region: config.region };
-    tokio::spawn(session::run(session, Outbox::new(config.outbox_limit), results_rx, commands_tx));
+    // The session ends with this function (the demo runs agents as tasks and stops them).
+    let session = tokio::spawn(session::run(session, Outbox::new(config.outbox_limit), results_rx, commands_tx));
+    let _stop_session = AbortOnDrop(session);
     loop {
         let due = scheduler.next_due().map(tokio::time::Instant::from_std);
         let far = tokio::time::Instant::now() + Duration::from_secs(3600);
@@ -77,5 +79,13 @@ pub async fn run(config: AgentConfig) -> Result<(), crate::probe::SetupError> {
             },
             _ = tokio::time::sleep_until(due.unwrap_or(far)) => scheduler.run_due(),
         }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

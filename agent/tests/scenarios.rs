@@ -46,6 +46,7 @@ macro_rules! scenarios {
 
 scenarios!(
     healthy,
+    regional,
     cert_warning,
     cert_critical,
     cert_expired,

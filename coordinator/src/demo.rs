@@ -1,23 +1,183 @@
-//! `vantage-coordinator demo`: starts the scenario lab (rcgen certificates, real TLS listeners,
-//! a real DNS server, hostile peers, all on loopback), probes every scenario with the agent's
-//! pipeline exactly as `vantage-agent check` would, and prints what each one was diagnosed as.
+//! `vantage-coordinator demo`: the whole system on one machine. It starts the scenario lab
+//! (rcgen certificates, real TLS listeners, a real DNS server, all on loopback), a coordinator on
+//! 127.0.0.1:7700, and three agents in regions eu-west, us-east and ap-south that talk to it over
+//! real gRPC, adds a handful of the lab's sites as targets, and shows the live status table.
+//! `--scenarios` instead probes every lab scenario once, as `vantage-agent check` would.
 
 use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser};
 use vantage_agent::check::{self, CheckArgs};
-use vantage_shared::lab::Lab;
+use vantage_agent::probe::ProberConfig;
+use vantage_agent::run::AgentConfig;
+use vantage_coordinator::hub::HubOptions;
+use vantage_coordinator::serve::{self, ServeOptions};
+use vantage_coordinator::status::{render_table, verdict_name};
+use vantage_proto::v1::{TargetSpec, TargetStatus};
+use vantage_shared::lab::{Lab, Scenario};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Show the full `check` report of these scenarios (repeatable; `all` for every one).
-    #[arg(long = "show", value_name = "SCENARIO")]
-    show: Vec<String>,
-    /// Keep serving the scenarios after the table (until Ctrl-C), to run `vantage-agent check`
-    /// against them by hand.
+    /// gRPC address of the demo's coordinator (grpcurl works against it while the demo runs).
+    #[arg(long, default_value = "127.0.0.1:7700")]
+    listen: SocketAddr,
+    /// HTTP address of the demo's coordinator.
+    #[arg(long, default_value = "127.0.0.1:7701")]
+    http_listen: SocketAddr,
+    /// Print the table once every target has its expected verdict, then exit (0 when all did).
     #[arg(long)]
+    once: bool,
+    /// Instead: probe every lab scenario once, as `vantage-agent check` would, and print a table.
+    #[arg(long)]
+    scenarios: bool,
+    /// With --scenarios: show the full `check` report of these scenarios (repeatable, or `all`).
+    #[arg(long = "show", value_name = "SCENARIO", requires = "scenarios")]
+    show: Vec<String>,
+    /// With --scenarios: keep the lab up afterwards (until Ctrl-C) to run `vantage-agent check`
+    /// against it by hand.
+    #[arg(long, requires = "scenarios")]
     serve: bool,
+}
+
+pub const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
+
+/// The demo's targets and the verdict each must reach.
+const TARGETS: [(&str, &str); 7] = [
+    ("healthy", "UP"),
+    ("cert_warning", "UP"),
+    ("cert_expired", "DOWN"),
+    ("cert_hostname_mismatch", "DOWN"),
+    ("http_5xx", "DOWN"),
+    ("tcp_refused", "DOWN"),
+    ("regional", "DEGRADED"),
+];
+
+/// The region that cannot reach the `regional` target.
+const CUT_OFF_REGION: &str = "ap-south";
+
+pub fn run(demo: DemoArgs) -> anyhow::Result<()> {
+    let lab = Lab::start().context("starting the scenario lab")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    if demo.scenarios {
+        return scenarios(&lab, &runtime, &demo);
+    }
+    runtime.block_on(live(&lab, &demo))
+}
+
+/// `--resolve` pins and `--ca-file`s of a scenario's arguments.
+fn network_of(scenario: &Scenario) -> ProberConfig {
+    let line = CheckLine::try_parse_from(std::iter::once("check".to_owned()).chain(scenario.check_args()));
+    line.map(|l| l.args.network.prober_config()).unwrap_or_default()
+}
+
+async fn live(lab: &Lab, demo: &DemoArgs) -> anyhow::Result<()> {
+    let data_dir = lab.dir().join("coordinator");
+    let running = serve::start(ServeOptions {
+        listen: demo.listen,
+        http_listen: Some(demo.http_listen),
+        data_dir,
+        config: None,
+        retention: Duration::from_secs(86_400),
+        hub: HubOptions { reconnect_grace: Duration::from_secs(2) },
+    })
+    .await
+    .with_context(|| format!("starting the demo coordinator (is something else on {}?)", demo.listen))?;
+    let hub = running.hub.clone();
+
+    let mut network = ProberConfig::default();
+    for (name, _) in TARGETS {
+        let scenario = lab.scenario(name);
+        let spec = TargetSpec {
+            url: scenario.url.clone(),
+            interval: Some(prost_types::Duration { seconds: 5, nanos: 0 }),
+            timeout: Some(prost_types::Duration { seconds: 2, nanos: 0 }),
+            source: "demo".into(),
+            ..Default::default()
+        };
+        hub.upsert_target(spec).await?;
+        let config = network_of(scenario);
+        for (host, ips) in config.pinned {
+            network.pinned.insert(host, ips);
+        }
+        network.ca_files.extend(config.ca_files);
+    }
+    network.ca_files.sort();
+    network.ca_files.dedup();
+    let mut agents = Vec::new();
+    for region in REGIONS {
+        let mut prober = network.clone();
+        if region == CUT_OFF_REGION {
+            // From this region the site's name leads nowhere: nothing listens there.
+            let host = url::Url::parse(&lab.scenario("regional").url)?.host_str().unwrap_or_default().to_owned();
+            prober.pinned.insert(host, vec![[127, 0, 0, 9].into()]);
+        }
+        let config = AgentConfig {
+            coordinator: format!("http://{}", running.addr),
+            region: region.into(),
+            name: format!("agent-{region}"),
+            prober,
+            concurrency: 32,
+            outbox_limit: 10_000,
+        };
+        agents.push(tokio::spawn(async move {
+            if let Err(e) = vantage_agent::run::run(config).await {
+                eprintln!("demo agent failed: {e}");
+            }
+        }));
+    }
+
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    println!(
+        "Vantage demo: a coordinator on {} (HTTP {}), agents in {}.",
+        running.addr,
+        demo.http_listen,
+        REGIONS.join(", ")
+    );
+    println!("Try, in another terminal:  grpcurl -plaintext {} vantage.v1.Coordinator/ListStatus", running.addr);
+    println!("                           vantage-coordinator status --watch\n");
+    let mut changes = hub.subscribe();
+    let mut printed = String::new();
+    let result = loop {
+        let statuses = hub.statuses(&[]);
+        let settled = all_expected(&statuses, lab);
+        let table = render_table(&statuses, color);
+        if demo.once {
+            if settled {
+                print!("{table}");
+                break Ok(());
+            }
+        } else if table != printed {
+            if color {
+                print!("\x1b[2J\x1b[H");
+            }
+            println!("{table}");
+            printed = table;
+        }
+        tokio::select! {
+            _ = changes.recv() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::time::sleep(Duration::from_secs(60)), if demo.once => {
+                print!("{}", render_table(&hub.statuses(&[]), color));
+                break Err(anyhow::anyhow!("not every target reached its expected verdict within a minute"));
+            }
+            _ = tokio::signal::ctrl_c() => break Ok(()),
+        }
+    };
+    for agent in agents {
+        agent.abort();
+    }
+    running.shutdown().await;
+    result
+}
+
+fn all_expected(statuses: &[TargetStatus], lab: &Lab) -> bool {
+    TARGETS.iter().all(|(name, verdict)| {
+        let url = &lab.scenario(name).url;
+        statuses.iter().any(|s| &s.url == url && verdict_name(s.verdict) == *verdict)
+    })
 }
 
 /// `check` arguments parsed exactly as the agent's command line parses them.
@@ -27,9 +187,7 @@ struct CheckLine {
     args: CheckArgs,
 }
 
-pub fn run(demo: DemoArgs) -> anyhow::Result<()> {
-    let lab = Lab::start().context("starting the scenario lab")?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+fn scenarios(lab: &Lab, runtime: &tokio::runtime::Runtime, demo: &DemoArgs) -> anyhow::Result<()> {
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     for name in &demo.show {
         if name != "all" && !lab.scenarios.iter().any(|s| s.name == name) {
@@ -37,9 +195,8 @@ pub fn run(demo: DemoArgs) -> anyhow::Result<()> {
             anyhow::bail!("no scenario {name:?}; the scenarios are: {}", names.join(", "));
         }
     }
-
     println!(
-        "Vantage demo: {} scenarios served on loopback, each probed like `vantage-agent check`.\n",
+        "Vantage scenarios: {} situations served on loopback, each probed like `vantage-agent check`.\n",
         lab.scenarios.len()
     );
     println!("{:<27} {:<9} {:<24} {:>4}  WHAT IS BEING SERVED", "SCENARIO", "STATUS", "DIAGNOSIS", "EXIT");

@@ -73,37 +73,49 @@ pub fn to_json(s: &TargetStatus) -> serde_json::Value {
 /// The consolidated table.
 pub fn render_table(statuses: &[TargetStatus], color: bool) -> String {
     let paint = |code: &str, text: String| if color { format!("\x1b[{code}m{text}\x1b[0m") } else { text };
-    let width = statuses.iter().map(|s| s.url.len()).max().unwrap_or(6).max(6);
+    let rows: Vec<[String; 6]> = statuses
+        .iter()
+        .map(|s| {
+            let failing = if s.failing_regions.is_empty() {
+                format!("0/{}", s.regions.len())
+            } else {
+                format!("{}/{} {}", s.failing_regions.len(), s.regions.len(), s.failing_regions.join(","))
+            };
+            let cause = s.cause.as_ref().map_or("-".to_owned(), |c| c.code.clone());
+            let cert =
+                s.cert.as_ref().map_or("-".to_owned(), |c| format!("{}d {}", c.days_remaining, health_name(c.health)));
+            let latency = s
+                .regions
+                .iter()
+                .filter(|r| r.last_result_time.is_some())
+                .map(|r| r.latency_ms)
+                .fold(None, |max: Option<f64>, l| Some(max.map_or(l, |m| m.max(l))))
+                .map_or("-".to_owned(), |l| format!("{l:.0} ms"));
+            [s.url.clone(), verdict_name(s.verdict).to_owned(), failing, cause, cert, latency]
+        })
+        .collect();
+    let header = ["TARGET", "VERDICT", "FAILING REGIONS", "CAUSE", "CERTIFICATE", "LATENCY"].map(str::to_owned);
+    let width = |i: usize| rows.iter().chain([&header]).map(|r| r[i].chars().count()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..6).map(width).collect();
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<width$}  {:<8}  {:<24}  {:<24}  {:<13}  {:>8}",
-        "TARGET", "VERDICT", "FAILING REGIONS", "CAUSE", "CERTIFICATE", "LATENCY"
-    );
-    for s in statuses {
-        let verdict = verdict_name(s.verdict);
-        let colored = match verdict {
-            "UP" => paint("32", format!("{verdict:<8}")),
-            "DEGRADED" => paint("33", format!("{verdict:<8}")),
-            "DOWN" => paint("31", format!("{verdict:<8}")),
-            _ => paint("2", format!("{verdict:<8}")),
-        };
-        let failing = if s.failing_regions.is_empty() {
-            format!("0/{}", s.regions.len())
-        } else {
-            format!("{}/{} {}", s.failing_regions.len(), s.regions.len(), s.failing_regions.join(","))
-        };
-        let cause = s.cause.as_ref().map_or("-".to_owned(), |c| c.code.clone());
-        let cert =
-            s.cert.as_ref().map_or("-".to_owned(), |c| format!("{}d {}", c.days_remaining, health_name(c.health)));
-        let latency = s
-            .regions
-            .iter()
-            .filter(|r| r.last_result_time.is_some())
-            .map(|r| r.latency_ms)
-            .fold(None, |max: Option<f64>, l| Some(max.map_or(l, |m| m.max(l))))
-            .map_or("-".to_owned(), |l| format!("{l:.0} ms"));
-        let _ = writeln!(out, "{:<width$}  {colored}  {failing:<24}  {cause:<24}  {cert:<13}  {latency:>8}", s.url);
+    for (n, row) in [header].iter().chain(&rows).enumerate() {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            let padded =
+                if i == 5 { format!("{cell:>w$}", w = widths[i]) } else { format!("{cell:<w$}", w = widths[i]) };
+            let padded = match (n, i, cell.as_str()) {
+                (0, _, _) | (_, 0, _) | (_, 2.., _) => padded,
+                (_, 1, "UP") => paint("32", padded),
+                (_, 1, "DEGRADED") => paint("33", padded),
+                (_, 1, "DOWN") => paint("31", padded),
+                _ => paint("2", padded),
+            };
+            line.push_str(&padded);
+            if i < 5 {
+                line.push_str("  ");
+            }
+        }
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     out
 }

