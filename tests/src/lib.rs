@@ -2,6 +2,8 @@
 //! Support for Vantage's end-to-end tests: the real binaries, built once per test run, started as
 //! processes.
 
+pub mod cluster;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -88,12 +90,21 @@ impl Process {
     /// Waits (up to two minutes) for an output line that satisfies `pred`, and returns it.
     pub fn wait_for_line(&self, pred: impl Fn(&str) -> bool) -> String {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let mut recent = std::collections::VecDeque::new();
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) if pred(&line) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("{} never printed the awaited line", self.name),
+                Ok(line) => {
+                    recent.push_back(line);
+                    if recent.len() > 15 {
+                        recent.pop_front();
+                    }
+                }
+                Err(_) => {
+                    let recent: Vec<String> = recent.into();
+                    panic!("{} never printed the awaited line; its last lines:\n{}", self.name, recent.join("\n"))
+                }
             }
         }
     }
@@ -127,4 +138,9 @@ pub fn grpcurl(args: &[&str]) -> String {
 pub fn grpcurl_output(args: &[&str]) -> String {
     let out = Command::new("grpcurl").args(args).output().expect("grpcurl runs (.ci/setup installs it)");
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

@@ -1,0 +1,296 @@
+//! A multi-region Vantage on one machine: a private bridge, one network namespace per region
+//! (each with its own agent process), the coordinator as a real process on the bridge, and TLS
+//! targets served on the bridge address. Regions can be cut off from a target with nftables,
+//! agents and the coordinator can be killed and restarted. Everything is removed on drop.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use vantage_shared::lab::pki::{Ca, LeafSpec};
+use vantage_shared::lab::server::{self, Reply};
+
+use crate::{Process, binary};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// Runs a command that must succeed (ip, nft).
+pub fn sh(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{} runs: {e}", args[0]));
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A target served on the bridge, which the test can stop and start again.
+pub struct Target {
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+    identity: vantage_shared::lab::pki::Identity,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub struct Cluster {
+    pub id: String,
+    pub regions: Vec<String>,
+    bridge: String,
+    pub bridge_ip: IpAddr,
+    dir: PathBuf,
+    runtime: tokio::runtime::Runtime,
+    ca: Ca,
+    ca_file: PathBuf,
+    pub targets: Vec<Target>,
+    pub coordinator: Option<Process>,
+    pub coordinator_addr: SocketAddr,
+    agents: Vec<Option<Process>>,
+}
+
+impl Cluster {
+    /// Builds the network: a bridge with a private /24, and a namespace per region.
+    pub fn new(regions: &[&str]) -> Cluster {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let id = format!("{:04x}", (pid.wrapping_mul(31).wrapping_add(n * 7919)) & 0xffff);
+        let net = format!("10.{}.{}", 100 + (n % 100), pid % 250);
+        let bridge = format!("vtbr{id}");
+        let bridge_ip: IpAddr = format!("{net}.1").parse().expect("literal");
+        sh(&["ip", "link", "add", &bridge, "type", "bridge"]);
+        sh(&["ip", "addr", "add", &format!("{net}.1/24"), "dev", &bridge]);
+        sh(&["ip", "link", "set", &bridge, "up"]);
+        for (i, _) in regions.iter().enumerate() {
+            let ns = format!("vt{id}r{i}");
+            let (outer, inner) = (format!("vt{id}r{i}a"), format!("vt{id}r{i}b"));
+            sh(&["ip", "netns", "add", &ns]);
+            sh(&["ip", "link", "add", &outer, "type", "veth", "peer", "name", &inner]);
+            sh(&["ip", "link", "set", &inner, "netns", &ns]);
+            sh(&["ip", "link", "set", &outer, "master", &bridge]);
+            sh(&["ip", "link", "set", &outer, "up"]);
+            sh(&["ip", "-n", &ns, "addr", "add", &format!("{net}.{}/24", 10 + i), "dev", &inner]);
+            sh(&["ip", "-n", &ns, "link", "set", &inner, "up"]);
+            sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        }
+        let dir = std::env::temp_dir().join(format!("vantage-cluster-{pid}-{n}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let ca = Ca::root("Vantage E2E Root CA").expect("CA");
+        let ca_file = dir.join("ca.pem");
+        std::fs::write(&ca_file, &ca.pem).expect("CA file");
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        Cluster {
+            id,
+            regions: regions.iter().map(|r| (*r).to_owned()).collect(),
+            bridge,
+            bridge_ip,
+            dir,
+            runtime,
+            ca,
+            ca_file,
+            targets: Vec::new(),
+            coordinator: None,
+            coordinator_addr: SocketAddr::new(bridge_ip, 0),
+            agents: regions.iter().map(|_| None).collect(),
+        }
+    }
+
+    fn namespace(&self, region: usize) -> String {
+        format!("vt{}r{region}", self.id)
+    }
+
+    /// Serves `https://NAME.e2e.test:PORT/` on the bridge; `expired` picks an expired certificate.
+    pub fn add_target(&mut self, name: &str, expired: bool) -> usize {
+        let host = format!("{name}.e2e.test");
+        let names = [host.as_str()];
+        let spec = LeafSpec::new(&names);
+        let spec = if expired { spec.valid(-92, -2) } else { spec };
+        let identity = self.ca.identity(&spec, &[]).expect("leaf");
+        let listener = self.runtime.block_on(server::bind(&self.bridge_ip.to_string(), 0)).expect("bind on the bridge");
+        let port = listener.local_addr().expect("addr").port();
+        let config = server::server_config(&identity);
+        let task = self.runtime.spawn(server::serve_tls(listener, config, Reply::Page { status: 200, body: "ok" }));
+        self.targets.push(Target { url: format!("https://{host}:{port}/"), host, port, identity, task: Some(task) });
+        self.targets.len() - 1
+    }
+
+    /// Stops serving a target: its port refuses connections.
+    pub fn stop_target(&mut self, i: usize) {
+        if let Some(task) = self.targets[i].task.take() {
+            task.abort();
+            // Wait until the listener is really gone.
+            let _ = self.runtime.block_on(task);
+        }
+    }
+
+    /// Serves a stopped target again, on the same port.
+    pub fn start_target(&mut self, i: usize) {
+        let t = &self.targets[i];
+        let listener = self.runtime.block_on(server::bind(&self.bridge_ip.to_string(), t.port)).expect("rebind");
+        let config = server::server_config(&t.identity);
+        let task = self.runtime.spawn(server::serve_tls(listener, config, Reply::Page { status: 200, body: "ok" }));
+        self.targets[i].task = Some(task);
+    }
+
+    /// Writes the targets file and starts the coordinator on the bridge.
+    pub fn start_coordinator(&mut self, interval: &str, timeout: &str) {
+        let mut config = String::new();
+        for t in &self.targets {
+            config.push_str(&format!(
+                "[[target]]\nurl = \"{}\"\ninterval = \"{interval}\"\ntimeout = \"{timeout}\"\n\n",
+                t.url
+            ));
+        }
+        let config_file = self.dir.join("vantage.toml");
+        std::fs::write(&config_file, config).expect("config");
+        self.launch_coordinator(SocketAddr::new(self.bridge_ip, 0));
+    }
+
+    fn launch_coordinator(&mut self, listen: SocketAddr) {
+        let config_file = self.dir.join("vantage.toml");
+        let data = self.dir.join("data");
+        let process = Process::start(
+            "vantage-coordinator",
+            &[
+                "serve",
+                "--listen",
+                &listen.to_string(),
+                "--http-listen",
+                &SocketAddr::new(self.bridge_ip, 0).to_string(),
+                "--data-dir",
+                data.to_str().expect("utf-8 path"),
+                "--config",
+                config_file.to_str().expect("utf-8 path"),
+            ],
+        );
+        let line = process.wait_for_line(|l| l.contains("coordinator listening"));
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        self.coordinator_addr = addr;
+        self.coordinator = Some(process);
+    }
+
+    /// SIGKILLs the coordinator.
+    pub fn kill_coordinator(&mut self) {
+        if let Some(mut p) = self.coordinator.take() {
+            p.kill();
+        }
+    }
+
+    /// Starts the coordinator again on the same address and data.
+    pub fn restart_coordinator(&mut self) {
+        self.launch_coordinator(self.coordinator_addr);
+    }
+
+    /// Starts the agent of region `i` in its namespace.
+    pub fn start_agent(&mut self, i: usize) {
+        let region = self.regions[i].clone();
+        let ns = self.namespace(i);
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &ns]).arg(binary("vantage-agent")).args([
+            "run",
+            "--coordinator",
+            &format!("http://{}", self.coordinator_addr),
+            "--region",
+            &region,
+            "--name",
+            &format!("agent-{region}"),
+            "--ca-file",
+            self.ca_file.to_str().expect("utf-8 path"),
+        ]);
+        for t in &self.targets {
+            command.args(["--resolve", &format!("{}:{}", t.host, self.bridge_ip)]);
+        }
+        let process = Process::start_with(&mut command, &format!("agent-{region}"));
+        process.wait_for_line(|l| l.contains("assignment received"));
+        self.agents[i] = Some(process);
+    }
+
+    pub fn start_agents(&mut self) {
+        for i in 0..self.regions.len() {
+            self.start_agent(i);
+        }
+    }
+
+    /// SIGKILLs the agent of region `i` (`ip netns exec` execs it, so the pid is the agent's).
+    pub fn kill_agent(&mut self, i: usize) {
+        if let Some(mut p) = self.agents[i].take() {
+            p.kill();
+        }
+    }
+
+    /// Drops every packet from region `i` to target `t` (an outage seen from one region only).
+    pub fn cut_off(&self, i: usize, t: usize) {
+        let ns = self.namespace(i);
+        let port = self.targets[t].port.to_string();
+        sh(&["ip", "netns", "exec", &ns, "nft", "add", "table", "inet", "vantage_e2e"]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "nft",
+            "add",
+            "chain",
+            "inet",
+            "vantage_e2e",
+            "out",
+            "{ type filter hook output priority 0 ; }",
+        ]);
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "nft",
+            "add",
+            "rule",
+            "inet",
+            "vantage_e2e",
+            "out",
+            "tcp",
+            "dport",
+            &port,
+            "drop",
+        ]);
+    }
+
+    pub fn coordinator_url(&self) -> String {
+        format!("http://{}", self.coordinator_addr)
+    }
+
+    /// `grpcurl -plaintext … vantage.v1.Coordinator/METHOD` with `body`, as JSON.
+    pub fn call(&self, method: &str, body: &str) -> serde_json::Value {
+        let out = crate::grpcurl(&[
+            "-plaintext",
+            "-d",
+            body,
+            &self.coordinator_addr.to_string(),
+            &format!("vantage.v1.Coordinator/{method}"),
+        ]);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{method}: {e}: {out}"))
+    }
+
+    /// A `status --watch --json` process: one JSON line per status change.
+    pub fn watch(&self) -> Process {
+        Process::start("vantage-coordinator", &["status", "--watch", "--json", "--addr", &self.coordinator_url()])
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for agent in &mut self.agents {
+            if let Some(mut p) = agent.take() {
+                p.kill();
+            }
+        }
+        self.kill_coordinator();
+        for i in 0..self.regions.len() {
+            let _ = Command::new("ip").args(["netns", "delete", &self.namespace(i)]).status();
+        }
+        let _ = Command::new("ip").args(["link", "delete", &self.bridge]).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,205 @@
+//! Three regions, each an agent process in its own network namespace on a private bridge, a real
+//! coordinator process, real TLS targets, real faults: the quorum rules of DESIGN.md, observed
+//! from outside through the status stream and grpcurl.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+
+use vantage_e2e::Process;
+use vantage_e2e::cluster::Cluster;
+
+const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
+
+/// A `status --watch --json` stream, remembering every status it has shown.
+struct Watch {
+    process: Process,
+    seen: RefCell<Vec<serde_json::Value>>,
+}
+
+impl Watch {
+    fn new(c: &Cluster) -> Watch {
+        Watch { process: c.watch(), seen: RefCell::new(Vec::new()) }
+    }
+
+    /// Waits for the target's status to satisfy `pred` (its latest status already seen counts);
+    /// returns it and every status of that target seen so far.
+    fn wait_for(
+        &self,
+        url: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> (serde_json::Value, Vec<serde_json::Value>) {
+        let of_target = |seen: &[serde_json::Value]| -> Vec<serde_json::Value> {
+            seen.iter().filter(|s| s["url"] == url).cloned().collect()
+        };
+        let latest = of_target(&self.seen.borrow()).last().cloned();
+        if let Some(status) = latest.filter(|s| pred(s)) {
+            return (status, of_target(&self.seen.borrow()));
+        }
+        let line = self.process.wait_for_line(|l| {
+            let Ok(status) = serde_json::from_str::<serde_json::Value>(l) else { return false };
+            self.seen.borrow_mut().push(status.clone());
+            status["url"] == url && pred(&status)
+        });
+        (serde_json::from_str(&line).expect("json"), of_target(&self.seen.borrow()))
+    }
+}
+
+fn opinions(status: &serde_json::Value) -> Vec<(String, String)> {
+    status["regions"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .map(|r| {
+                    (r["region"].as_str().unwrap_or("").to_owned(), r["opinion"].as_str().unwrap_or("").to_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn all_regions(status: &serde_json::Value, opinion: &str) -> bool {
+    let ops = opinions(status);
+    ops.len() == 3 && ops.iter().all(|(_, o)| o == opinion)
+}
+
+fn cluster_with(targets: &[(&str, bool)]) -> Cluster {
+    let mut c = Cluster::new(&REGIONS);
+    for (name, expired) in targets {
+        c.add_target(name, *expired);
+    }
+    c.start_coordinator("2s", "1s");
+    c.start_agents();
+    c
+}
+
+#[test]
+fn an_expired_certificate_seen_from_every_region_is_down_with_its_cause() {
+    let c = cluster_with(&[("expired", true), ("healthy", false)]);
+    let watch = Watch::new(&c);
+    let (expired, _) = watch.wait_for(&c.targets[0].url, |s| s["verdict"] == "DOWN" && all_regions(s, "down"));
+    assert_eq!(expired["cause"]["code"], "cert_expired");
+    assert_eq!(expired["cert"]["health"], "expired");
+    watch.wait_for(&c.targets[1].url, |s| s["verdict"] == "UP" && all_regions(s, "up"));
+
+    // grpcurl sees the same, with an incident opened for the outage.
+    let status = c.call("ListStatus", &format!("{{\"urls\": [\"{}\"]}}", c.targets[0].url));
+    assert_eq!(status["targets"][0]["verdict"], "VERDICT_DOWN");
+    assert_eq!(status["targets"][0]["failingRegions"].as_array().unwrap().len(), 3);
+    let incidents = c.call("ListIncidents", &format!("{{\"url\": \"{}\", \"open_only\": true}}", c.targets[0].url));
+    assert_eq!(incidents["incidents"][0]["cause"]["code"], "cert_expired");
+}
+
+#[test]
+fn one_region_that_cannot_reach_a_target_makes_it_degraded_never_down() {
+    let c = cluster_with(&[("reachable", false)]);
+    let watch = Watch::new(&c);
+    let url = c.targets[0].url.clone();
+    watch.wait_for(&url, |s| s["verdict"] == "UP" && all_regions(s, "up"));
+    c.cut_off(2, 0); // ap-south drops every packet to the target
+    let (degraded, seen) = watch.wait_for(&url, |s| s["verdict"] == "DEGRADED");
+    assert_eq!(degraded["failing_regions"], serde_json::json!(["ap-south"]));
+    assert_eq!(degraded["cause"]["code"], "tcp_timeout");
+    assert!(seen.iter().all(|s| s["verdict"] != "DOWN"), "one region never makes it DOWN: {seen:?}");
+    // The region keeps failing while the others keep passing; no outage is ever declared.
+    let (_, later) = watch.wait_for(&url, |s| {
+        s["regions"]
+            .as_array()
+            .is_some_and(|rs| rs.iter().any(|r| r["region"] == "ap-south" && r["failure_code"] == "tcp_timeout"))
+    });
+    assert!(later.iter().all(|s| s["verdict"] != "DOWN"));
+    let incidents = c.call("ListIncidents", &format!("{{\"url\": \"{url}\"}}"));
+    assert!(incidents.get("incidents").is_none(), "no incident for a one-region problem: {incidents}");
+}
+
+#[test]
+fn a_killed_agent_leaves_its_region_unknown_and_the_others_decide() {
+    let mut c = cluster_with(&[("expired", true), ("healthy", false)]);
+    let watch = Watch::new(&c);
+    watch.wait_for(&c.targets[0].url, |s| s["verdict"] == "DOWN" && all_regions(s, "down"));
+    watch.wait_for(&c.targets[1].url, |s| s["verdict"] == "UP" && all_regions(s, "up"));
+    c.kill_agent(1); // us-east
+    let region_unknown = |s: &serde_json::Value| opinions(s).iter().any(|(r, o)| r == "us-east" && o == "unknown");
+    let (expired, _) = watch.wait_for(&c.targets[0].url, region_unknown);
+    assert_eq!(expired["verdict"], "DOWN", "two of three regions down is still a quorum: {expired}");
+    let (healthy, _) = watch.wait_for(&c.targets[1].url, region_unknown);
+    assert_eq!(healthy["verdict"], "UP", "{healthy}");
+    let agents = c.call("ListAgents", "{}");
+    let us = agents["agents"].as_array().unwrap().iter().find(|a| a["region"] == "us-east").unwrap().clone();
+    assert!(us.get("connected").is_none(), "proto3 JSON omits false: {us}");
+}
+
+#[test]
+fn a_recovered_target_is_up_again_and_its_incident_closes() {
+    let mut c = cluster_with(&[("flaky", false)]);
+    let watch = Watch::new(&c);
+    let url = c.targets[0].url.clone();
+    watch.wait_for(&url, |s| s["verdict"] == "UP" && all_regions(s, "up"));
+    c.stop_target(0);
+    let (down, _) = watch.wait_for(&url, |s| s["verdict"] == "DOWN");
+    assert_eq!(down["cause"]["code"], "tcp_refused");
+    let open = c.call("ListIncidents", &format!("{{\"url\": \"{url}\", \"open_only\": true}}"));
+    assert_eq!(open["incidents"].as_array().unwrap().len(), 1);
+    c.start_target(0);
+    watch.wait_for(&url, |s| s["verdict"] == "UP");
+    let all = c.call("ListIncidents", &format!("{{\"url\": \"{url}\"}}"));
+    let incidents = all["incidents"].as_array().unwrap();
+    assert_eq!(incidents.len(), 1, "{all}");
+    assert!(incidents[0].get("closed").is_some(), "the incident closed: {all}");
+    assert!(
+        c.call("ListIncidents", &format!("{{\"url\": \"{url}\", \"open_only\": true}}")).get("incidents").is_none()
+    );
+}
+
+fn millis(rfc3339: &serde_json::Value) -> i64 {
+    // grpcurl prints protobuf timestamps as RFC 3339 with fractional seconds.
+    let s = rfc3339.as_str().unwrap_or_default();
+    let (secs, frac) = s.trim_end_matches('Z').split_once('.').unwrap_or((s.trim_end_matches('Z'), "0"));
+    let t = vantage_shared::report::parse_rfc3339(&format!("{secs}Z")).unwrap_or(0);
+    let ms: i64 = format!("{:0<3}", &frac[..frac.len().min(3)]).parse().unwrap_or(0);
+    t * 1000 + ms
+}
+
+#[test]
+fn a_sigkilled_coordinator_loses_nothing_acked_and_counts_nothing_twice() {
+    let mut c = cluster_with(&[("steady", false)]);
+    let url = c.targets[0].url.clone();
+    {
+        let watch = Watch::new(&c);
+        watch.wait_for(&url, |s| s["verdict"] == "UP" && all_regions(s, "up"));
+    }
+    let before = c.call("GetHistory", &format!("{{\"url\": \"{url}\", \"limit\": 1000}}"));
+    let acked_before: usize = before["results"].as_array().map_or(0, Vec::len);
+    assert!(acked_before >= 3);
+
+    c.kill_coordinator();
+    let killed_at = vantage_e2e::now_ms();
+    // The outage: agents keep probing into their outboxes (two intervals at least).
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let restarted_at = vantage_e2e::now_ms();
+    c.restart_coordinator();
+
+    // Every agent reconnects and redelivers; wait on the stream for results newer than the restart.
+    let watch = Watch::new(&c);
+    watch.wait_for(&url, |s| {
+        s["regions"].as_array().is_some_and(|rs| {
+            rs.len() == 3 && rs.iter().all(|r| millis(&r["last_result_time"].clone()) >= restarted_at)
+        })
+    });
+    let history = c.call("GetHistory", &format!("{{\"url\": \"{url}\", \"limit\": 1000}}"));
+    let results = history["results"].as_array().unwrap();
+    assert!(results.len() >= acked_before, "nothing committed before the kill is gone");
+    let mut seen = HashSet::new();
+    for r in results {
+        let key = (r["region"].as_str().unwrap().to_owned(), r["result"]["checkedAt"].as_str().unwrap().to_owned());
+        assert!(seen.insert(key.clone()), "counted twice: {key:?}");
+    }
+    for region in REGIONS {
+        let during = results
+            .iter()
+            .filter(|r| r["region"] == region)
+            .map(|r| millis(&r["result"]["checkedAt"]))
+            .filter(|t| (killed_at..restarted_at).contains(t))
+            .count();
+        assert!(during >= 1, "{region}: the results probed while the coordinator was down were delivered");
+    }
+}
