@@ -136,9 +136,7 @@ impl Hub {
                     s.delete_target(&stale.url)?;
                 }
             }
-            for target in &config_targets {
-                s.upsert_target(target)?;
-            }
+            s.upsert_targets(&config_targets)?;
             Ok((s.targets()?, s.latest()?, s.verdicts()?, s.agents()?, s.incidents("", true)?))
         })
         .await?;

@@ -144,6 +144,19 @@ impl Store {
         Ok(created)
     }
 
+    /// Inserts or replaces many targets in one transaction (a config file's).
+    pub fn upsert_targets(&self, specs: &[TargetSpec]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(TARGETS)?;
+            for spec in specs {
+                table.insert(spec.url.as_str(), spec.encode_to_vec().as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
     /// Removes a target and its current verdict and newest results (history stays until it
     /// ages out); true when it existed.
     pub fn delete_target(&self, url: &str) -> Result<bool, StoreError> {
