@@ -176,7 +176,12 @@ async fn live(lab: &Lab, demo: &DemoArgs) -> anyhow::Result<()> {
 fn all_expected(statuses: &[TargetStatus], lab: &Lab) -> bool {
     TARGETS.iter().all(|(name, verdict)| {
         let url = &lab.scenario(name).url;
-        statuses.iter().any(|s| &s.url == url && verdict_name(s.verdict) == *verdict)
+        // Every region has spoken, and the verdict is the expected one.
+        let known = |s: &TargetStatus| {
+            s.regions.len() == REGIONS.len()
+                && s.regions.iter().all(|r| r.opinion != vantage_proto::v1::Opinion::Unknown as i32)
+        };
+        statuses.iter().any(|s| &s.url == url && verdict_name(s.verdict) == *verdict && known(s))
     })
 }
 
