@@ -68,7 +68,7 @@ fn run_agent(args: vantage_agent::run::RunArgs) -> i32 {
     let result = runtime.block_on(async {
         tokio::select! {
             result = vantage_agent::run::run(config) => result.map_err(|e| e.to_string()),
-            _ = shutdown_signal() => Ok(()),
+            _ = vantage_agent::run::shutdown_signal() => Ok(()),
         }
     });
     match result {
@@ -77,18 +77,6 @@ fn run_agent(args: vantage_agent::run::RunArgs) -> i32 {
             eprintln!("vantage-agent: {e}");
             1
         }
-    }
-}
-
-/// Ctrl-C or SIGTERM (what systemd and Kubernetes send).
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }
 

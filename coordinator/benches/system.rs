@@ -43,8 +43,17 @@ fn result(target: usize, at_ms: i64) -> TargetResult {
             status: ProbeStatus::Up as i32,
             tls_version: "TLSv1.3".into(),
             http_status: 200,
-            timings: Some(Timings { connect_ms: Some(1.0), tls_ms: Some(3.0), ttfb_ms: Some(1.0), total_ms: 5.0, dns_ms: None }),
-            checked_at: Some(prost_types::Timestamp { seconds: at_ms / 1000, nanos: ((at_ms % 1000) * 1_000_000) as i32 }),
+            timings: Some(Timings {
+                connect_ms: Some(1.0),
+                tls_ms: Some(3.0),
+                ttfb_ms: Some(1.0),
+                total_ms: 5.0,
+                dns_ms: None,
+            }),
+            checked_at: Some(prost_types::Timestamp {
+                seconds: at_ms / 1000,
+                nanos: ((at_ms % 1000) * 1_000_000) as i32,
+            }),
             ..Default::default()
         }),
         ..Default::default()
@@ -119,7 +128,9 @@ fn ingest_bare(batches: &[ResultBatch]) -> f64 {
                 };
                 let bytes = entry.encode_to_vec();
                 let at = r.result.as_ref().and_then(|p| p.checked_at).map_or(0, |t| t.seconds * 1000);
-                results.insert((r.target_url.as_str(), at, "bench", batch.sequence, i as u32), bytes.as_slice()).unwrap();
+                results
+                    .insert((r.target_url.as_str(), at, "bench", batch.sequence, i as u32), bytes.as_slice())
+                    .unwrap();
                 latest.insert((r.target_url.as_str(), "bench"), bytes.as_slice()).unwrap();
             }
         }
@@ -214,7 +225,11 @@ async fn agent_rss(targets: usize) -> (f64, f64) {
     let identity = ca.identity(&LeafSpec::new(&["rss.bench.test"]), &[]).unwrap();
     let listener = server::bind("127.0.0.1", 0).await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    tokio::spawn(server::serve_tls(listener, server::server_config(&identity), Reply::Page { status: 200, body: "ok" }));
+    tokio::spawn(server::serve_tls(
+        listener,
+        server::server_config(&identity),
+        Reply::Page { status: 200, body: "ok" },
+    ));
     let config: String = (0..targets)
         .map(|i| format!("[[target]]\nurl = \"https://rss.bench.test:{port}/t{i}\"\ninterval = \"60s\"\n"))
         .collect();
@@ -271,5 +286,7 @@ fn main() {
     );
 
     let (rss, peak) = runtime.block_on(agent_rss(10_000));
-    println!("agent with 10,000 assigned targets (60s interval), after 20s of probing: RSS {rss:.1} MiB, peak {peak:.1} MiB");
+    println!(
+        "agent with 10,000 assigned targets (60s interval), after 20s of probing: RSS {rss:.1} MiB, peak {peak:.1} MiB"
+    );
 }

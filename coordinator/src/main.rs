@@ -108,23 +108,11 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     .await?;
     tokio::select! {
         result = running.wait() => result,
-        _ = shutdown_signal() => {
+        _ = vantage_agent::run::shutdown_signal() => {
             tracing::info!("shutting down");
             running.shutdown().await;
             Ok(())
         }
-    }
-}
-
-/// Ctrl-C or SIGTERM (what systemd and Kubernetes send).
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
     }
 }
 
