@@ -5,6 +5,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc};
@@ -35,6 +36,9 @@ struct Scheduled {
     target: Target,
     interval: Duration,
     generation: u64,
+    /// A run (probe, retry) is under way: the next is skipped rather than queued behind it, so a
+    /// slow network cannot pile up probes.
+    running: Arc<AtomicBool>,
 }
 
 /// Where in its interval a target first runs: stable per agent and target, spread evenly.
@@ -94,7 +98,8 @@ impl Scheduler {
         self.generation += 1;
         let first = now + phase(&self.agent, &spec.url, interval);
         self.queue.push(Reverse((first, spec.url.clone(), self.generation)));
-        self.targets.insert(spec.url.clone(), Scheduled { target, interval, generation: self.generation });
+        let running = Arc::new(AtomicBool::new(false));
+        self.targets.insert(spec.url.clone(), Scheduled { target, interval, generation: self.generation, running });
     }
 
     pub fn apply(&mut self, command: Command) {
@@ -114,6 +119,7 @@ impl Scheduler {
                                     target: old.target.clone(),
                                     interval: old.interval,
                                     generation: old.generation,
+                                    running: old.running.clone(),
                                 },
                             );
                         }
@@ -132,7 +138,7 @@ impl Scheduler {
                 tracing::info!(targets = self.targets.len(), "assignment changed");
             }
             Command::RunNow { id, url } => match self.targets.get(&url) {
-                Some(s) => self.spawn(s.target.clone(), Some(id)),
+                Some(s) => self.spawn(s.target.clone(), Some(id), None),
                 None => tracing::warn!(url, "run-now for a target this agent is not assigned"),
             },
         }
@@ -155,22 +161,28 @@ impl Scheduler {
             if s.generation != generation {
                 continue; // rescheduled since
             }
-            let (target, interval) = (s.target.clone(), s.interval);
+            let (target, interval, running) = (s.target.clone(), s.interval, s.running.clone());
             // Keep the phase; if the agent fell behind, skip ahead instead of bursting.
             let mut next = at + interval;
             while next <= now {
                 next += interval;
             }
-            self.queue.push(Reverse((next, url, generation)));
-            self.spawn(target, None);
+            self.queue.push(Reverse((next, url.clone(), generation)));
+            if running.swap(true, Ordering::AcqRel) {
+                tracing::debug!(url, "previous run still going; this one is skipped");
+                continue;
+            }
+            self.spawn(target, None, Some(running));
         }
     }
 
-    fn spawn(&self, target: Target, run_now: Option<String>) {
+    fn spawn(&self, target: Target, run_now: Option<String>, running: Option<Arc<AtomicBool>>) {
         let (prober, results, limit) = (self.prober.clone(), self.results.clone(), self.limit.clone());
         tokio::spawn(async move {
-            let Ok(_permit) = limit.acquire_owned().await else { return };
-            let result = probe_with_retry(&prober, &target).await;
+            let result = probe_with_retry(&prober, &target, &limit).await;
+            if let Some(running) = running {
+                running.store(false, Ordering::Release);
+            }
             let _ = results.send(TargetResult { run_now_id: run_now.unwrap_or_default(), ..result }).await;
         });
     }
@@ -182,9 +194,13 @@ fn same(a: &Target, b: &Target) -> bool {
 
 /// Probes once; a failure is retried after `RETRY_DELAY`, and the retry's result is the one
 /// reported (a passing retry notes the failure before it).
-pub async fn probe_with_retry(prober: &Prober, target: &Target) -> TargetResult {
+/// Each probe holds one of `limit`'s permits; the pause before the retry holds none.
+pub async fn probe_with_retry(prober: &Prober, target: &Target, limit: &Semaphore) -> TargetResult {
     let started = std::time::SystemTime::now();
-    let first = prober.probe(target).await;
+    let first = {
+        let _permit = limit.acquire().await;
+        prober.probe(target).await
+    };
     if first.failure.is_none() {
         return TargetResult {
             target_url: target.url.to_string(),
@@ -194,7 +210,10 @@ pub async fn probe_with_retry(prober: &Prober, target: &Target) -> TargetResult 
     }
     tokio::time::sleep(RETRY_DELAY).await;
     let started = std::time::SystemTime::now();
-    let second = prober.probe(target).await;
+    let second = {
+        let _permit = limit.acquire().await;
+        prober.probe(target).await
+    };
     let first_failure_code = match (&first.failure, &second.failure) {
         (Some(f), None) => f.code.as_str().to_owned(),
         _ => String::new(),

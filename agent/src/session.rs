@@ -112,7 +112,7 @@ pub async fn run(
 ) {
     let mut backoff = BACKOFF_FIRST;
     loop {
-        match connect_and_serve(&config, &mut outbox, &mut results, &commands).await {
+        match connect_and_serve(&config, &mut outbox, &mut results, &commands, &mut backoff).await {
             Ok(()) => {
                 tracing::warn!("the coordinator closed the stream; reconnecting");
                 backoff = BACKOFF_FIRST;
@@ -144,6 +144,7 @@ async fn connect_and_serve(
     outbox: &mut Outbox,
     results: &mut mpsc::Receiver<TargetResult>,
     commands: &mpsc::Sender<Command>,
+    backoff: &mut Duration,
 ) -> Result<(), String> {
     let endpoint = Endpoint::from_shared(config.coordinator.clone())
         .map_err(|e| format!("{:?} is not a coordinator URL: {e}", config.coordinator))?
@@ -163,6 +164,8 @@ async fn connect_and_serve(
         .map_err(|s| format!("the coordinator refused the session: {}", s.message()))?
         .into_inner();
     tracing::info!(coordinator = config.coordinator, region = config.region, "connected");
+    // A session that came up starts the next outage's backoff from the beginning.
+    *backoff = BACKOFF_FIRST;
     // Whatever was sent and not acked before is sent again; the coordinator drops duplicates.
     for batch in outbox.unacked() {
         send_batch(&tx, batch).await?;

@@ -107,6 +107,10 @@ impl Default for HubOptions {
 pub struct Hub {
     store: Arc<Store>,
     state: Mutex<State>,
+    /// Held from deciding verdicts to committing them, so changes reach the store in order.
+    deciding: tokio::sync::Mutex<()>,
+    /// Tells `CheckNow` calls apart.
+    next_check: std::sync::atomic::AtomicU64,
     watchers: broadcast::Sender<TargetStatus>,
     started: Instant,
     options: HubOptions,
@@ -151,7 +155,15 @@ impl Hub {
             state.agents.insert(record.name.clone(), AgentState { record, session: None });
         }
         let (watchers, _) = broadcast::channel(1024);
-        Ok(Arc::new(Hub { store, state: Mutex::new(state), watchers, started: Instant::now(), options }))
+        Ok(Arc::new(Hub {
+            store,
+            state: Mutex::new(state),
+            deciding: tokio::sync::Mutex::new(()),
+            next_check: std::sync::atomic::AtomicU64::new(0),
+            watchers,
+            started: Instant::now(),
+            options,
+        }))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -245,6 +257,14 @@ impl Hub {
                 // The region is the session's, whatever the result claims.
                 entry.region = region.to_owned();
                 entry.agent = agent.to_owned();
+                // A probe cannot have run after it arrived: an agent clock running ahead must not
+                // make its results look newer than later ones.
+                let arrived = now_ms();
+                if store::entry_ms(&entry) > arrived {
+                    if let Some(result) = entry.result.as_mut() {
+                        result.checked_at = Some(store::timestamp(arrived));
+                    }
+                }
                 StoredResult { at_ms: store::entry_ms(&entry), url, entry }
             })
             .collect();
@@ -300,6 +320,7 @@ impl Hub {
         let key = url.clone();
         let existed = blocking(&self.store, move |s| s.delete_target(&key)).await?;
         let mut state = self.lock();
+        state.open_incidents.remove(&url);
         state.targets.remove(&url);
         state.verdicts.remove(&url);
         state.latest.retain(|(u, _), _| *u != url);
@@ -317,6 +338,7 @@ impl Hub {
     /// Re-decides the verdict of `urls` (all targets when `None`), records changes and tells
     /// watchers.
     pub async fn evaluate(&self, urls: Option<Vec<String>>) {
+        let _deciding = self.deciding.lock().await;
         let now = now_ms();
         let in_grace = self.started.elapsed() < self.options.reconnect_grace;
         let mut changes = Vec::new();
@@ -405,7 +427,7 @@ impl Hub {
     pub async fn check_now(&self, url: &str) -> Result<(TargetStatus, Vec<HistoryEntry>, Vec<String>), HubError> {
         let url =
             vantage_shared::TargetUrl::parse(url).map(|u| u.to_string()).map_err(|_| HubError::NoTarget(url.into()))?;
-        let id = format!("{url}#{}", now_ms());
+        let id = format!("{url}#{}", self.next_check.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let (tx, mut rx) = mpsc::unbounded_channel();
         let (regions, wait) = {
             let mut state = self.lock();
@@ -640,10 +662,14 @@ fn reassign(state: &mut State, changed: &[String]) {
             dead.push(agent.record.name.clone());
         }
     }
-    for name in dead {
-        tracing::warn!(agent = name, "agent stream is full; disconnecting it");
-        if let Some(a) = state.agents.get_mut(&name) {
-            a.session = None;
+    if !dead.is_empty() {
+        for name in dead {
+            tracing::warn!(agent = name, "agent stream is full; disconnecting it");
+            if let Some(a) = state.agents.get_mut(&name) {
+                a.session = None;
+            }
         }
+        // Their targets go to the region's other agents.
+        reassign(state, changed);
     }
 }

@@ -119,7 +119,7 @@ pub struct AdminEndpoint {
 }
 
 fn ms(t: Option<&prost_types::Timestamp>) -> Option<i64> {
-    t.map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+    t.map(|t| t.seconds.saturating_mul(1000).saturating_add(i64::from(t.nanos) / 1_000_000))
 }
 
 type StatusStream = Pin<Box<dyn Stream<Item = Result<TargetStatus, Status>> + Send>>;

@@ -164,6 +164,23 @@ impl Store {
         let existed = txn.open_table(TARGETS)?.remove(url)?.is_some();
         txn.open_table(VERDICTS)?.remove(url)?;
         txn.open_table(LATEST)?.retain(|(u, _), _| u != url)?;
+        // An open incident of a target that is gone is over.
+        let mut incidents = txn.open_table(INCIDENTS)?;
+        let open: Vec<(i64, Incident)> = incidents
+            .range((url, i64::MIN)..=(url, i64::MAX))?
+            .filter_map(Result::ok)
+            .filter_map(|(k, v)| Some((k.value().1, Incident::decode(v.value()).ok()?)))
+            .filter(|(_, i)| i.closed.is_none())
+            .collect();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        for (opened, mut incident) in open {
+            incident.closed = Some(timestamp(now));
+            incidents.insert((url, opened), incident.encode_to_vec().as_slice())?;
+        }
+        drop(incidents);
         txn.commit()?;
         Ok(existed)
     }
@@ -381,7 +398,7 @@ pub fn entry_ms(entry: &HistoryEntry) -> i64 {
         .result
         .as_ref()
         .and_then(|r| r.checked_at)
-        .map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+        .map(|t| t.seconds.saturating_mul(1000).saturating_add(i64::from(t.nanos) / 1_000_000))
         .unwrap_or(0)
 }
 
@@ -467,6 +484,12 @@ mod tests {
         assert_eq!(all[0].closed, Some(timestamp(20_000)));
         assert_eq!(store.verdicts().unwrap(), vec![(u.to_owned(), up)]);
         assert_eq!(store.transitions(u).unwrap().len(), 2);
+        // Deleting a target ends its open incident.
+        let again = Incident { url: u.into(), opened: Some(timestamp(30_000)), ..Default::default() };
+        store.record_verdict(u, &down, &IncidentChange::Open(again)).unwrap();
+        assert_eq!(store.incidents(u, true).unwrap().len(), 1);
+        store.delete_target(u).unwrap();
+        assert!(store.incidents(u, true).unwrap().is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
