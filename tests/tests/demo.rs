@@ -119,6 +119,32 @@ fn grpcurl_lists_describes_and_queries_the_running_demo() {
     .unwrap();
     assert_eq!(incidents["incidents"][0]["cause"]["code"], "cert_expired");
 
+    // The operator's commands against the same coordinator.
+    let coordinator = format!("http://{addr}");
+    let cli = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--addr", &coordinator]);
+        let out = run("vantage-coordinator", &all);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    };
+    let (ok, text) =
+        cli(&["targets", "add", "https://added.vantage.test/", "--interval", "30s", "--region", "eu-west"]);
+    assert!(ok && text.contains("added https://added.vantage.test/"), "{text}");
+    let (ok, text) = cli(&["targets", "ls"]);
+    assert!(ok && text.contains("https://added.vantage.test/  every 30s") && text.contains("eu-west"), "{text}");
+    let (ok, text) = cli(&["targets", "add", "https://added.vantage.test/", "--interval", "1s", "--timeout", "5s"]);
+    assert!(!ok && text.contains("timeout"), "a bad field is named: {text}");
+    let (ok, text) = cli(&["targets", "rm", "https://added.vantage.test/"]);
+    assert!(ok && text.contains("removed"), "{text}");
+    let (ok, text) = cli(&["targets", "rm", "https://added.vantage.test/"]);
+    assert!(!ok && text.contains("no target"), "{text}");
+    let (ok, text) = cli(&["status"]);
+    assert!(ok && text.starts_with("TARGET") && text.contains("DEGRADED"), "{text}");
+    let (ok, text) = cli(&["status", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert!(ok && json["targets"].as_array().unwrap().len() == 7, "{text}");
+
     let bad = vantage_e2e::grpcurl_output(&[
         "-plaintext",
         "-d",
