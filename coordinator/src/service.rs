@@ -5,8 +5,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use vantage_proto::v1::agent_service_server::AgentService;
 use vantage_proto::v1::coordinator_server::Coordinator;
@@ -74,7 +74,7 @@ impl AgentService for AgentEndpoint {
 
 /// Reads an agent's batches until its stream ends; each is acked once committed.
 async fn serve_agent(
-    hub: &Hub,
+    hub: &Arc<Hub>,
     hello: &Hello,
     inbound: &mut Streaming<AgentMessage>,
     tx: &crate::hub::AgentTx,
@@ -97,7 +97,13 @@ async fn serve_agent(
                         (r.target_url, entry)
                     })
                     .collect();
-                let outcome = hub.ingest(&hello.name, &hello.region, batch.sequence, results).await?;
+                // Its own task: if this stream is dropped mid-batch (the session was replaced), the
+                // commit and the live view still finish together.
+                let (ingesting, name, region) = (hub.clone(), hello.name.clone(), hello.region.clone());
+                let outcome =
+                    tokio::spawn(async move { ingesting.ingest(&name, &region, batch.sequence, results).await })
+                        .await
+                        .map_err(|_| Status::internal("ingest task failed"))??;
                 if outcome == BatchOutcome::Duplicate {
                     tracing::debug!(agent = hello.name, sequence = batch.sequence, "duplicate batch dropped");
                 }
@@ -162,11 +168,26 @@ impl Coordinator for AdminEndpoint {
 
     async fn watch_status(&self, _: Request<WatchStatusRequest>) -> Result<Response<StatusStream>, Status> {
         // Subscribe before the snapshot, so no change falls between the two.
-        let changes = tokio_stream::wrappers::BroadcastStream::new(self.hub.subscribe());
-        let snapshot = tokio_stream::iter(self.hub.statuses(&[]).into_iter().map(Ok));
-        // A watcher that falls behind skips to newer changes rather than stalling the hub.
-        let changes = changes.filter_map(|item| item.ok().map(Ok));
-        Ok(Response::new(Box::pin(snapshot.chain(changes))))
+        let mut changes = self.hub.subscribe();
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let hub = self.hub.clone();
+        tokio::spawn(async move {
+            let mut pending: Vec<TargetStatus> = hub.statuses(&[]);
+            loop {
+                for status in pending.drain(..) {
+                    if tx.send(Ok(status)).await.is_err() {
+                        return; // the watcher left
+                    }
+                }
+                match changes.recv().await {
+                    Ok(status) => pending.push(status),
+                    // A watcher that fell behind gets the whole picture again, not a gap.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => pending = hub.statuses(&[]),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn get_history(&self, request: Request<GetHistoryRequest>) -> Result<Response<GetHistoryResponse>, Status> {
