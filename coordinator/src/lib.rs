@@ -6,6 +6,7 @@ pub mod assign;
 pub mod config;
 pub mod http;
 pub mod hub;
+pub mod pki;
 pub mod serve;
 pub mod service;
 pub mod spec;

@@ -31,6 +31,9 @@ enum Command {
     Status(status::StatusArgs),
     /// Add, remove or list targets.
     Targets(status::TargetsArgs),
+    /// Create Vantage's CA and issue coordinator, agent and admin certificates.
+    #[command(subcommand)]
+    Pki(vantage_coordinator::pki::PkiCommand),
     /// Run a coordinator, three agents in three regions and the scenario lab's targets locally,
     /// and show the live status.
     Demo(demo::DemoArgs),
@@ -82,6 +85,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => runtime.block_on(run_serve(args)),
         Command::Status(args) => runtime.block_on(status::run_status(args)),
         Command::Targets(args) => runtime.block_on(status::run_targets(args)),
+        Command::Pki(command) => vantage_coordinator::pki::run(command),
         Command::Demo(args) => {
             drop(runtime);
             demo::run(args)
