@@ -165,22 +165,11 @@ impl Store {
         txn.open_table(VERDICTS)?.remove(url)?;
         txn.open_table(LATEST)?.retain(|(u, _), _| u != url)?;
         // An open incident of a target that is gone is over.
-        let mut incidents = txn.open_table(INCIDENTS)?;
-        let open: Vec<(i64, Incident)> = incidents
-            .range((url, i64::MIN)..=(url, i64::MAX))?
-            .filter_map(Result::ok)
-            .filter_map(|(k, v)| Some((k.value().1, Incident::decode(v.value()).ok()?)))
-            .filter(|(_, i)| i.closed.is_none())
-            .collect();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
-        for (opened, mut incident) in open {
-            incident.closed = Some(timestamp(now));
-            incidents.insert((url, opened), incident.encode_to_vec().as_slice())?;
-        }
-        drop(incidents);
+        close_incidents(&mut txn.open_table(INCIDENTS)?, url, now)?;
         txn.commit()?;
         Ok(existed)
     }
@@ -331,18 +320,7 @@ impl Store {
                         .unwrap_or(record.since_ms);
                     incidents.insert((url, opened), new.encode_to_vec().as_slice())?;
                 }
-                IncidentChange::Close { at_ms } => {
-                    let open: Vec<(i64, Incident)> = incidents
-                        .range((url, i64::MIN)..=(url, i64::MAX))?
-                        .filter_map(Result::ok)
-                        .filter_map(|(k, v)| Some((k.value().1, Incident::decode(v.value()).ok()?)))
-                        .filter(|(_, i)| i.closed.is_none())
-                        .collect();
-                    for (opened, mut incident) in open {
-                        incident.closed = Some(timestamp(*at_ms));
-                        incidents.insert((url, opened), incident.encode_to_vec().as_slice())?;
-                    }
-                }
+                IncidentChange::Close { at_ms } => close_incidents(&mut incidents, url, *at_ms)?,
             }
         }
         txn.commit()?;
@@ -390,6 +368,21 @@ impl Store {
         out.sort_by_key(|i| std::cmp::Reverse(i.opened.map(|t| (t.seconds, t.nanos))));
         Ok(out)
     }
+}
+
+/// Closes every open incident of `url` at `at_ms`.
+fn close_incidents(incidents: &mut redb::Table<(&str, i64), &[u8]>, url: &str, at_ms: i64) -> Result<(), StoreError> {
+    let open: Vec<(i64, Incident)> = incidents
+        .range((url, i64::MIN)..=(url, i64::MAX))?
+        .filter_map(Result::ok)
+        .filter_map(|(k, v)| Some((k.value().1, Incident::decode(v.value()).ok()?)))
+        .filter(|(_, i)| i.closed.is_none())
+        .collect();
+    for (opened, mut incident) in open {
+        incident.closed = Some(timestamp(at_ms));
+        incidents.insert((url, opened), incident.encode_to_vec().as_slice())?;
+    }
+    Ok(())
 }
 
 /// When a stored entry's probe ran, Unix ms.
