@@ -30,7 +30,7 @@ use vantage_shared::target::{TargetHost, TargetUrl};
 pub const MAX_REDIRECTS: usize = 5;
 
 /// What to probe and what to expect of it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Target {
     pub url: TargetUrl,
     /// The whole probe's time limit.

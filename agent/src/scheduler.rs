@@ -76,14 +76,6 @@ impl Scheduler {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.targets.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.targets.is_empty()
-    }
-
     fn upsert(&mut self, spec: &TargetSpec, now: Instant) {
         let target = match wire::target(spec) {
             Ok(t) => t,
@@ -92,9 +84,7 @@ impl Scheduler {
                 return;
             }
         };
-        let interval = crate::probe::duration_of(spec.interval.as_ref())
-            .unwrap_or(Duration::from_secs(60))
-            .max(Duration::from_secs(1));
+        let interval = interval_of(spec);
         self.generation += 1;
         let first = now + phase(&self.agent, &spec.url, interval);
         self.queue.push(Reverse((first, spec.url.clone(), self.generation)));
@@ -107,21 +97,15 @@ impl Scheduler {
         match command {
             Command::Assign(specs) => {
                 // Unchanged targets keep their phase; others are (re)scheduled.
-                let keep: HashMap<String, Scheduled> = std::mem::take(&mut self.targets);
+                let mut keep: HashMap<String, Scheduled> = std::mem::take(&mut self.targets);
                 self.queue.retain(|Reverse((_, url, _))| specs.iter().any(|s| &s.url == url));
                 for spec in &specs {
-                    match keep.get(&spec.url) {
-                        Some(old) if wire::target(spec).is_ok_and(|t| same(&t, &old.target)) => {
-                            let old = keep.get(&spec.url).expect("just matched");
-                            self.targets.insert(
-                                spec.url.clone(),
-                                Scheduled {
-                                    target: old.target.clone(),
-                                    interval: old.interval,
-                                    generation: old.generation,
-                                    running: old.running.clone(),
-                                },
-                            );
+                    match keep.remove(&spec.url) {
+                        Some(old)
+                            if wire::target(spec).is_ok_and(|t| t == old.target)
+                                && interval_of(spec) == old.interval =>
+                        {
+                            self.targets.insert(spec.url.clone(), old);
                         }
                         _ => self.upsert(spec, now),
                     }
@@ -188,8 +172,8 @@ impl Scheduler {
     }
 }
 
-fn same(a: &Target, b: &Target) -> bool {
-    format!("{a:?}") == format!("{b:?}")
+fn interval_of(spec: &TargetSpec) -> Duration {
+    crate::probe::duration_of(spec.interval.as_ref()).unwrap_or(Duration::from_secs(60)).max(Duration::from_secs(1))
 }
 
 /// Probes once; a failure is retried after `RETRY_DELAY`, and the retry's result is the one
@@ -230,6 +214,31 @@ pub async fn probe_with_retry(prober: &Prober, target: &Target, limit: &Semaphor
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn spec(url: &str, interval_secs: i64) -> TargetSpec {
+        TargetSpec {
+            url: url.into(),
+            interval: Some(prost_types::Duration { seconds: interval_secs, nanos: 0 }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_new_assignment_keeps_unchanged_targets_and_reschedules_changed_ones() {
+        let prober = Prober::new(crate::probe::ProberConfig::default()).unwrap();
+        let (tx, _rx) = mpsc::channel(1);
+        let mut scheduler = Scheduler::new("agent-1", prober, tx, 1);
+        let (a, b) = ("https://a.example/", "https://b.example/");
+        scheduler.apply(Command::Assign(vec![spec(a, 60), spec(b, 60)]));
+        let generation = |s: &Scheduler, url: &str| s.targets[url].generation;
+        let (ga, gb) = (generation(&scheduler, a), generation(&scheduler, b));
+        scheduler.apply(Command::Assign(vec![spec(a, 60), spec(b, 30)]));
+        assert_eq!(generation(&scheduler, a), ga, "unchanged: same schedule");
+        assert_ne!(generation(&scheduler, b), gb, "a new interval is a new schedule");
+        assert_eq!(scheduler.targets[b].interval, Duration::from_secs(30));
+        scheduler.apply(Command::Assign(vec![spec(b, 30)]));
+        assert!(!scheduler.targets.contains_key(a));
+    }
 
     #[test]
     fn first_runs_are_spread_over_the_interval() {

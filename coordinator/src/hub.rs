@@ -191,7 +191,7 @@ impl Hub {
             AgentRecord { name: name.into(), region: region.into(), version: version.into(), last_seen_ms: now_ms() };
         let stored = record.clone();
         blocking(&self.store, move |s| s.record_agent(&stored)).await?;
-        let id = {
+        let session = {
             let mut state = self.lock();
             state.next_session += 1;
             let id = state.next_session;
@@ -208,7 +208,7 @@ impl Hub {
         };
         tracing::info!(agent = name, region, version, "agent connected");
         self.evaluate(None).await;
-        Ok(id)
+        Ok(session)
     }
 
     /// Ends every agent stream (at shutdown).
@@ -283,9 +283,7 @@ impl Hub {
             for row in rows {
                 let key = (row.url.clone(), region.to_owned());
                 let newer = state.latest.get(&key).is_none_or(|cur| store::entry_ms(cur) <= row.at_ms);
-                if let Some(waiter) =
-                    row.entry.result.as_ref().and_then(|_| run_now_id(&row.entry)).and_then(|id| state.run_now.get(&id))
-                {
+                if let Some(waiter) = run_now_id(&row.entry).and_then(|id| state.run_now.get(&id)) {
                     let _ = waiter.send(row.entry.clone());
                 }
                 if newer && state.targets.contains_key(&row.url) {
@@ -429,7 +427,7 @@ impl Hub {
             vantage_shared::TargetUrl::parse(url).map(|u| u.to_string()).map_err(|_| HubError::NoTarget(url.into()))?;
         let id = format!("{url}#{}", self.next_check.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let (regions, wait) = {
+        let (regions, asked, deadline) = {
             let mut state = self.lock();
             let spec = state.targets.get(&url).cloned().ok_or_else(|| HubError::NoTarget(url.clone()))?;
             let regions = state.target_regions(&spec);
@@ -448,9 +446,8 @@ impl Hub {
             }
             state.run_now.insert(id.clone(), tx);
             // A probe, the agent's retry after 1 s, a second probe, and time to deliver.
-            (regions, (timeout * 2 + Duration::from_secs(3), asked))
+            (regions, asked, timeout * 2 + Duration::from_secs(3))
         };
-        let (deadline, asked) = wait;
         let mut results: Vec<HistoryEntry> = Vec::new();
         let collect = async {
             while results.len() < asked.len() {

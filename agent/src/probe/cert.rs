@@ -121,7 +121,7 @@ fn timestamp(secs: i64) -> String {
 }
 
 /// Thresholds for certificate health, in days.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Thresholds {
     pub warn_days: u32,
     pub critical_days: u32,
