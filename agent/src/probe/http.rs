@@ -201,6 +201,9 @@ fn request(url: &TargetUrl, uri: String) -> Result<hyper::Request<Empty<Bytes>>,
         .header(hyper::header::HOST, url.authority())
         .header(hyper::header::USER_AGENT, concat!("vantage/", env!("CARGO_PKG_VERSION")))
         .header(hyper::header::ACCEPT, "*/*")
+        // The probe never inflates: a compressed body would hide --expect-body text (and could
+        // be a bomb). Without this header any coding is acceptable (RFC 9110, 12.5.3).
+        .header(hyper::header::ACCEPT_ENCODING, "identity")
         .body(Empty::new())
         .map_err(|e| HttpError::Protocol { detail: format!("cannot build the request: {e}") })
 }
@@ -242,6 +245,13 @@ mod tests {
         assert_eq!(judge_status(503, &[]).unwrap_err().code(), FailureCode::Http5xx);
         assert!(judge_status(503, &[503]).is_ok());
         assert_eq!(judge_status(200, &[204]).unwrap_err().code(), FailureCode::HttpUnexpectedStatus);
+    }
+
+    #[test]
+    fn asks_for_an_uncompressed_body() {
+        let url = TargetUrl::parse("https://example.com/").unwrap();
+        let request = request(&url, url.path_and_query()).unwrap();
+        assert_eq!(request.headers()[hyper::header::ACCEPT_ENCODING], "identity");
     }
 
     #[test]
