@@ -10,7 +10,9 @@ use rustls::client::Resumption;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{AlertDescription, ClientConfig, DigitallySignedStruct, PeerIncompatible, SignatureScheme};
+use rustls::{
+    AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, PeerIncompatible, SignatureScheme,
+};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use vantage_shared::failure::FailureCode;
@@ -25,6 +27,10 @@ pub enum TlsError {
     Failed { detail: String },
     #[error("{name:?} cannot be sent as a TLS server name")]
     InvalidServerName { name: String },
+    /// The served leaf does not parse, so the handshake's signature cannot be checked against
+    /// it: the certificate, not the TLS setup, is what needs fixing.
+    #[error("the server's certificate is malformed: {detail}")]
+    MalformedCertificate { detail: String },
 }
 
 impl TlsError {
@@ -33,6 +39,7 @@ impl TlsError {
             TlsError::Timeout { .. } => FailureCode::TlsHandshakeTimeout,
             TlsError::ProtocolVersion { .. } => FailureCode::TlsProtocolVersion,
             TlsError::Failed { .. } | TlsError::InvalidServerName { .. } => FailureCode::TlsHandshakeFailed,
+            TlsError::MalformedCertificate { .. } => FailureCode::CertInvalid,
         }
     }
 
@@ -52,6 +59,9 @@ impl TlsError {
                 | PeerIncompatible::ServerTlsVersionIsDisabledByOurConfig
                 | PeerIncompatible::SupportedVersionsExtensionRequired,
             ) => TlsError::ProtocolVersion { detail },
+            rustls::Error::InvalidCertificate(CertificateError::BadEncoding) => {
+                TlsError::MalformedCertificate { detail }
+            }
             _ => TlsError::Failed { detail },
         }
     }
@@ -148,5 +158,36 @@ impl ServerCertVerifier for CaptureVerifier {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classify(error: rustls::Error) -> FailureCode {
+        TlsError::from_io(std::io::Error::new(std::io::ErrorKind::InvalidData, error)).code()
+    }
+
+    #[test]
+    fn a_leaf_that_does_not_parse_is_an_invalid_certificate() {
+        assert_eq!(
+            classify(rustls::Error::InvalidCertificate(CertificateError::BadEncoding)),
+            FailureCode::CertInvalid
+        );
+        // A handshake signature that does not verify is a server whose key and certificate
+        // disagree: its TLS setup, not the certificate, is wrong.
+        assert_eq!(
+            classify(rustls::Error::InvalidCertificate(CertificateError::BadSignature)),
+            FailureCode::TlsHandshakeFailed
+        );
+        assert_eq!(
+            classify(rustls::Error::InvalidMessage(rustls::InvalidMessage::HandshakePayloadTooLarge)),
+            FailureCode::TlsHandshakeFailed
+        );
+        assert_eq!(
+            classify(rustls::Error::AlertReceived(AlertDescription::ProtocolVersion)),
+            FailureCode::TlsProtocolVersion
+        );
     }
 }
