@@ -4,8 +4,13 @@
 //! servers, plain HTTP, hostile peers, a closed port, a black hole) and a real DNS server, all on
 //! a runtime of its own, and describes each scenario as the `vantage-agent check` arguments that
 //! reproduce it and the outcome they must produce. Tests, the benchmark and `demo` share it.
+//!
+//! Some servers are built to hurt probes (endless headers and bodies, a 1,000-certificate chain,
+//! malformed DER, random bytes for a ServerHello, a trickled response, a gzip bomb): each must
+//! end in its classified outcome within the timeout, with the probe's memory bounded.
 
 pub mod dns;
+pub mod gzip;
 pub mod pki;
 pub mod server;
 
@@ -13,6 +18,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use rcgen::ExtendedKeyUsagePurpose;
@@ -21,6 +27,7 @@ use tokio::net::UdpSocket;
 use crate::failure::FailureCode;
 use crate::report::{CertHealth, ProbeStatus};
 use dns::Answer;
+use gzip::GzipBomb;
 use pki::{Ca, LeafSpec};
 use server::{Hostile, Reply};
 
@@ -436,7 +443,47 @@ async fn build(dir: &Path) -> Result<(Vec<Scenario>, SocketAddr), LabError> {
             down(HttpProtocolError),
         ),
     ];
-    for (name, summary, reply, extra, outcome) in http_cases {
+    // Hostile HTTP answers. The probe caps the head at 64 KiB and hyper at 100 headers, reads a
+    // body only to look for --expect-body text and then at most 1 MiB of it, and never inflates
+    // (it asks for `Accept-Encoding: identity`).
+    let hostile_http: Vec<(&'static str, &'static str, Reply, &[&str], Outcome)> = vec![
+        (
+            "http_many_headers",
+            "ten thousand one-line headers (60 KB, within the size cap)",
+            Reply::ManyHeaders(10_000),
+            &[],
+            down(HttpProtocolError),
+        ),
+        (
+            "http_endless_body",
+            "a 200 whose chunked body never ends, searched for text: the probe reads 1 MiB of it",
+            Reply::EndlessBody { chunked: true },
+            &["--expect-body", "Welcome"],
+            down(HttpBodyMismatch),
+        ),
+        (
+            "http_endless_body_unread",
+            "a 200 announcing a 1 TiB body, with no body check: the head is all the probe reads",
+            Reply::EndlessBody { chunked: false },
+            &[],
+            up(Ok, 0),
+        ),
+        (
+            "http_gzip_bomb",
+            "a 200 whose gzip body inflates to 10 GiB: the probe never inflates, so the site is up",
+            Reply::GzipBomb(GzipBomb::inflating_to(10 << 30)),
+            &[],
+            up(Ok, 0),
+        ),
+        (
+            "http_slowloris",
+            "the response head trickles in one byte every 500 ms, without end",
+            Reply::Trickle(Duration::from_millis(500)),
+            &["--timeout", "3s"],
+            down(HttpTimeout),
+        ),
+    ];
+    for (name, summary, reply, extra, outcome) in http_cases.into_iter().chain(hostile_http) {
         let h = host(&name.replace('_', "-"));
         let id = inter.identity(&LeafSpec::new(&[&h]), &[&inter])?;
         let addr = tls_server(&id, reply).await?;
@@ -529,10 +576,62 @@ async fn build(dir: &Path) -> Result<(Vec<Scenario>, SocketAddr), LabError> {
             TlsProtocolVersion,
         ),
         ("tls_handshake_failed", "a plain-HTTP port reached over https", Hostile::NotTls, &[][..], TlsHandshakeFailed),
+        (
+            "tls_random_bytes",
+            "pseudo-random bytes without end instead of a ServerHello",
+            Hostile::RandomBytes,
+            &[][..],
+            TlsHandshakeFailed,
+        ),
+        (
+            "tls_random_server_hello",
+            "a well-framed ServerHello record full of random bytes",
+            Hostile::RandomServerHello,
+            &[][..],
+            TlsHandshakeFailed,
+        ),
     ] {
         let addr = hostile_server(hostile).await?;
         b.tls(name, summary, &host(&name.replace('_', "-")), addr, extra, down(code));
     }
+
+    // A chain of 1,000 certificates, each intermediate signed by the one before (about 400 KB:
+    // well inside TLS's 16 MiB message limit, far past the 64 KiB rustls takes for one handshake
+    // message, so the probe stops reading at the message's header).
+    let h = host("thousand-chain");
+    let id = pki::deep_chain(&root, 999, &LeafSpec::new(&[&h]))?;
+    let addr = tls_server(&id, ok_page()).await?;
+    b.tls(
+        "tls_thousand_cert_chain",
+        "a certificate chain 1,000 certificates long",
+        &h,
+        addr,
+        &[],
+        down(TlsHandshakeFailed),
+    );
+
+    // Malformed DER whose outer SEQUENCE claims 4 GiB. In the intermediate, the handshake
+    // completes and the certificate stage finds it; in the leaf, the handshake's signature cannot
+    // be checked against a key that does not parse.
+    let h = host("malformed-intermediate");
+    let mut id = inter.identity(&LeafSpec::new(&[&h]), &[&inter])?;
+    id.chain[1] = pki::malformed(&id.chain[1]);
+    let addr = tls_server(&id, ok_page()).await?;
+    b.tls(
+        "cert_malformed_intermediate",
+        "a valid leaf followed by an intermediate of malformed DER",
+        &h,
+        addr,
+        &[],
+        down(CertInvalid),
+    );
+    let h = host("malformed-leaf");
+    let mut id = inter.identity(&LeafSpec::new(&[&h]), &[&inter])?;
+    id.chain[0] = pki::malformed(&id.chain[0]);
+    let listener = server::bind("127.0.0.1", 0).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(server::serve_tls(listener, server::server_config_unchecked(&id), ok_page()));
+    b.tls("cert_malformed_leaf", "a leaf certificate of malformed DER", &h, addr, &[], down(CertInvalid));
 
     // TCP failures.
     let closed = server::bind("127.0.0.1", 0).await?.local_addr()?; // dropped: the port is closed

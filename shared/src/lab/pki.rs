@@ -80,6 +80,34 @@ impl Ca {
     }
 }
 
+/// A leaf for `spec` at the end of `depth` intermediates under `root`, each signed by the one
+/// before: the served chain is the leaf and every intermediate, `depth + 1` certificates.
+pub fn deep_chain(root: &Ca, depth: usize, spec: &LeafSpec<'_>) -> LabResult<Identity> {
+    let mut issuers: Vec<Ca> = Vec::with_capacity(depth);
+    for i in 1..=depth {
+        let ca = issuers.last().unwrap_or(root).intermediate(&format!("Vantage Lab Chain CA {i}"), -30, 3000)?;
+        issuers.push(ca);
+    }
+    let last = issuers.last().unwrap_or(root);
+    let mut identity = last.identity(spec, &[])?;
+    identity.chain.extend(issuers.iter().rev().map(|ca| ca.cert.clone()));
+    Ok(identity)
+}
+
+/// `der` with its outer SEQUENCE claiming about 4 GiB of content that is not there: malformed
+/// DER that a parser trusting the length would try to allocate or read past.
+pub fn malformed(der: &CertificateDer<'_>) -> CertificateDer<'static> {
+    let bytes = der.as_ref();
+    // Skip the real tag and length (short form, or long form with 0x8N then N octets).
+    let header = match bytes.get(1) {
+        Some(&len) if len & 0x80 != 0 => 2 + usize::from(len & 0x7f),
+        _ => 2,
+    };
+    let mut out = vec![0x30, 0x84, 0xff, 0xff, 0xff, 0xf0];
+    out.extend_from_slice(&bytes[header.min(bytes.len())..]);
+    CertificateDer::from(out)
+}
+
 /// What a leaf certificate looks like.
 pub struct LeafSpec<'a> {
     pub names: &'a [&'a str],

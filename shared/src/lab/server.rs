@@ -1,5 +1,5 @@
 //! The lab's servers: real TLS (rustls) and plain HTTP listeners on loopback, and hostile peers
-//! that stall, lie about TLS or flood headers.
+//! that stall, trickle, lie about TLS, or flood headers, bodies and bytes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use super::gzip::GzipBomb;
 use super::pki::Identity;
 
 /// How an HTTP server answers every request.
@@ -27,6 +28,15 @@ pub enum Reply {
     Stall,
     /// A status line followed by this many bytes of headers.
     HugeHeaders(usize),
+    /// A status line followed by this many one-line headers (`a: b`).
+    ManyHeaders(usize),
+    /// A 200 whose body never ends: chunked, or under a 1 TiB `Content-Length`.
+    EndlessBody { chunked: bool },
+    /// A 200 with `Content-Encoding: gzip` whatever the request asked, whose body inflates to
+    /// gigabytes.
+    GzipBomb(GzipBomb),
+    /// Slowloris in reverse: the response head one byte at a time, this far apart, never ending.
+    Trickle(Duration),
     /// Bytes that are not HTTP at all.
     Garbage,
 }
@@ -43,6 +53,11 @@ pub enum Hostile {
     Tls10ServerHello,
     /// Answers the ClientHello with a plain-text HTTP error, as a non-TLS port does.
     NotTls,
+    /// Answers the ClientHello with pseudo-random bytes, without end.
+    RandomBytes,
+    /// Answers the ClientHello with a well-framed TLS 1.2 ServerHello record whose contents are
+    /// pseudo-random.
+    RandomServerHello,
 }
 
 /// A rustls server config serving `identity`, speaking HTTP/1.1.
@@ -54,6 +69,21 @@ pub fn server_config(identity: &Identity) -> Arc<ServerConfig> {
         .with_no_client_auth()
         .with_single_cert(identity.chain.clone(), identity.key.clone_key())
         .expect("lab certificates are well formed");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// A rustls server config serving `identity`'s chain as is, unchecked: the leaf need not even
+/// parse (rustls checks the key against the leaf only in `with_single_cert`).
+pub fn server_config_unchecked(identity: &Identity) -> Arc<ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let key = provider.key_provider.load_private_key(identity.key.clone_key()).expect("lab keys are well formed");
+    let certified = rustls::sign::CertifiedKey::new(identity.chain.clone(), key);
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default TLS versions")
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Arc::new(config)
 }
@@ -112,6 +142,29 @@ pub async fn serve_hostile(listener: TcpListener, hostile: Hostile) {
                     let _ = tcp.read(&mut hello).await;
                     let _ = tcp.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").await;
                 }
+                Hostile::RandomBytes => {
+                    let _ = tcp.read(&mut hello).await;
+                    let mut random = XorShift(0x9e37_79b9_7f4a_7c15);
+                    let mut chunk = [0u8; 16 * 1024];
+                    loop {
+                        random.fill(&mut chunk);
+                        if tcp.write_all(&chunk).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                Hostile::RandomServerHello => {
+                    let _ = tcp.read(&mut hello).await;
+                    // Handshake record (TLS 1.2), 74 bytes: ServerHello, 70 bytes, version 3.3,
+                    // then 68 pseudo-random bytes where the random, session id, cipher suite,
+                    // compression and extensions belong.
+                    let mut record = vec![0x16, 0x03, 0x03, 0x00, 0x4a, 0x02, 0x00, 0x00, 0x46, 0x03, 0x03];
+                    let mut body = [0u8; 68];
+                    XorShift(0x2545_f491_4f6c_dd1d).fill(&mut body);
+                    record.extend_from_slice(&body);
+                    let _ = tcp.write_all(&record).await;
+                    while matches!(tcp.read(&mut hello).await, Ok(n) if n > 0) {}
+                }
             }
             let _ = tcp.shutdown().await;
         });
@@ -149,6 +202,59 @@ async fn respond<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, reply: &Reply
                 }
                 let _ = stream.write_all(b"\r\n").await;
                 break;
+            }
+            Reply::ManyHeaders(count) => {
+                let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+                for _ in 0..*count {
+                    head.extend_from_slice(b"a: b\r\n");
+                }
+                head.extend_from_slice(b"content-length: 0\r\n\r\n");
+                let _ = stream.write_all(&head).await;
+                break;
+            }
+            Reply::EndlessBody { chunked } => {
+                let filler = [b'z'; 16 * 1024];
+                let (head, chunk) = if *chunked {
+                    let mut chunk = b"4000\r\n".to_vec();
+                    chunk.extend_from_slice(&filler);
+                    chunk.extend_from_slice(b"\r\n");
+                    ("transfer-encoding: chunked", chunk)
+                } else {
+                    ("content-length: 1099511627776", filler.to_vec())
+                };
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n{head}\r\n\r\n");
+                if stream.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                while stream.write_all(&chunk).await.is_ok() {}
+                return;
+            }
+            Reply::GzipBomb(bomb) => {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-encoding: gzip\r\ncontent-length: {}\r\n\r\n",
+                    bomb.compressed_len()
+                );
+                if stream.write_all(head.as_bytes()).await.is_err() || bomb.write_to(&mut stream).await.is_err() {
+                    return;
+                }
+                break;
+            }
+            Reply::Trickle(every) => {
+                let head = b"HTTP/1.1 200 OK\r\n".iter();
+                let endless = b"x-slow: 0123456789\r\n".iter().cycle();
+                // Ten minutes at most, should a client never go away.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+                for byte in head.chain(endless) {
+                    tokio::time::sleep(*every).await;
+                    let sent = async {
+                        stream.write_all(&[*byte]).await?;
+                        stream.flush().await
+                    };
+                    if sent.await.is_err() || tokio::time::Instant::now() > deadline {
+                        return;
+                    }
+                }
+                return;
             }
             Reply::Garbage => {
                 let _ = stream.write_all(b"SSH-2.0-definitely-not-http\r\n\r\n").await;
@@ -189,6 +295,21 @@ async fn read_request_path<S: AsyncRead + Unpin>(stream: &mut S) -> Option<Strin
     let line = head.split(|&b| b == b'\r').next()?;
     let line = std::str::from_utf8(line).ok()?;
     line.split(' ').nth(1).map(str::to_owned)
+}
+
+/// A small deterministic pseudo-random generator (xorshift64): hostile bytes that are the same
+/// on every run.
+struct XorShift(u64);
+
+impl XorShift {
+    fn fill(&mut self, out: &mut [u8]) {
+        for chunk in out.chunks_mut(8) {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            chunk.copy_from_slice(&self.0.to_le_bytes()[..chunk.len()]);
+        }
+    }
 }
 
 /// Accepts a connection; after an error (out of file descriptors, say) waits a little rather than
