@@ -63,8 +63,20 @@ fn run_agent(args: vantage_agent::run::RunArgs) -> i32 {
             return 1;
         }
     };
-    let config = args.config();
-    tracing::info!(agent = config.name, region = config.region, coordinator = config.coordinator, "starting");
+    let config = match args.config() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("vantage-agent: {e:#}");
+            return 1;
+        }
+    };
+    tracing::info!(
+        agent = config.name,
+        region = config.region,
+        coordinator = config.coordinator,
+        mtls = config.tls.is_some(),
+        "starting"
+    );
     let result = runtime.block_on(async {
         tokio::select! {
             result = vantage_agent::run::run(config) => result.map_err(|e| e.to_string()),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use vantage_proto::v1::agent_service_client::AgentServiceClient;
 use vantage_proto::v1::{AgentMessage, Hello, ResultBatch, TargetResult, agent_message, coordinator_message};
 
@@ -100,6 +100,7 @@ pub struct SessionConfig {
     pub coordinator: String,
     pub name: String,
     pub region: String,
+    pub tls: Option<crate::run::ClientTls>,
 }
 
 /// Keeps a session up for as long as the agent runs: results come in on `results`, coordinator
@@ -146,8 +147,16 @@ async fn connect_and_serve(
     commands: &mpsc::Sender<Command>,
     backoff: &mut Duration,
 ) -> Result<(), String> {
-    let endpoint = Endpoint::from_shared(config.coordinator.clone())
-        .map_err(|e| format!("{:?} is not a coordinator URL: {e}", config.coordinator))?
+    let mut endpoint = Endpoint::from_shared(config.coordinator.clone())
+        .map_err(|e| format!("{:?} is not a coordinator URL: {e}", config.coordinator))?;
+    if let Some(tls) = &config.tls {
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&tls.ca_pem))
+            .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem))
+            .timeout(Duration::from_secs(10));
+        endpoint = endpoint.tls_config(tls).map_err(|e| format!("the TLS configuration: {e}"))?;
+    }
+    let endpoint = endpoint
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(20))
@@ -161,7 +170,7 @@ async fn connect_and_serve(
         .max_decoding_message_size(16 << 20)
         .connect(ReceiverStream::new(rx))
         .await
-        .map_err(|s| format!("the coordinator refused the session: {}", s.message()))?
+        .map_err(|s| format!("the coordinator refused the session: {} ({:?})", s.message(), s.code()))?
         .into_inner();
     tracing::info!(coordinator = config.coordinator, region = config.region, "connected");
     // A session that came up starts the next outage's backoff from the beginning.

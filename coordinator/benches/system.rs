@@ -26,12 +26,10 @@ fn temp(name: &str) -> std::path::PathBuf {
 
 fn options(dir: std::path::PathBuf) -> ServeOptions {
     ServeOptions {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        http_listen: None,
-        data_dir: dir,
-        config: None,
-        retention: Duration::from_secs(86_400),
-        hub: HubOptions { reconnect_grace: Duration::from_secs(1) },
+        hub: HubOptions { reconnect_grace: Duration::from_secs(1), ..HubOptions::default() },
+        // Capacity is measured here, not the per-agent pace (`--agent-rate`).
+        agent_rate: u32::MAX,
+        ..ServeOptions::local("127.0.0.1:0".parse().unwrap(), dir)
     }
 }
 
@@ -70,9 +68,15 @@ fn batches(count: usize, targets: usize) -> Vec<ResultBatch> {
         .collect()
 }
 
-async fn ingest_via_grpc(batches: Vec<ResultBatch>) -> f64 {
+async fn ingest_via_grpc(batches: Vec<ResultBatch>, targets: usize) -> f64 {
     let dir = temp("ingest");
-    let running = serve::start(options(dir.clone())).await.unwrap();
+    // The coordinator keeps results only for targets it knows.
+    std::fs::create_dir_all(&dir).unwrap();
+    let config: String = (0..targets).map(|t| format!("[[target]]\nurl = \"https://t{t}.bench.test/\"\n")).collect();
+    std::fs::write(dir.join("targets.toml"), config).unwrap();
+    let mut opts = options(dir.join("data"));
+    opts.config = Some(dir.join("targets.toml"));
+    let running = serve::start(opts).await.unwrap();
     let channel =
         tonic::transport::Endpoint::from_shared(format!("http://{}", running.addr)).unwrap().connect().await.unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(64);
@@ -160,6 +164,7 @@ async fn detection_latency(trials: usize) -> Vec<Duration> {
             coordinator: format!("http://{}", running.addr),
             region: region.into(),
             name: format!("agent-{region}"),
+            tls: None,
             prober,
             concurrency: 8,
             outbox_limit: 1000,
@@ -238,7 +243,8 @@ async fn agent_rss(targets: usize) -> (f64, f64) {
     opts.config = Some(dir.join("targets.toml"));
     let running = serve::start(opts).await.unwrap();
     let mut child = std::process::Command::new(bin)
-        .args(["run", "--coordinator", &format!("http://{}", running.addr), "--region", "bench", "--name", "rss"])
+        .args(["run", "--insecure", "--coordinator", &format!("http://{}", running.addr)])
+        .args(["--region", "bench", "--name", "rss"])
         .args(["--resolve", "rss.bench.test:127.0.0.1", "--ca-file", ca_file.to_str().unwrap()])
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -267,9 +273,10 @@ async fn agent_rss(targets: usize) -> (f64, f64) {
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let count = std::env::var("VANTAGE_BENCH_BATCHES").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
-    let data = batches(count, 10_000);
+    let targets = 10_000;
+    let data = batches(count, targets);
     let total = count * BATCH;
-    let grpc = runtime.block_on(ingest_via_grpc(data.clone()));
+    let grpc = runtime.block_on(ingest_via_grpc(data.clone(), targets));
     let bare = ingest_bare(&data);
     println!("ingest, {total} results in batches of {BATCH} (one redb write transaction per batch):");
     println!("  coordinator, over the gRPC stream, acked after commit: {grpc:>9.0} results/s");

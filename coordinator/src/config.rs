@@ -37,6 +37,8 @@ struct TargetEntry {
     warn_days: u32,
     #[serde(default)]
     critical_days: u32,
+    #[serde(default)]
+    labels: std::collections::HashMap<String, String>,
 }
 
 fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<std::time::Duration>, D::Error> {
@@ -83,6 +85,7 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<TargetSpec>, ConfigError> {
             warn_days: t.warn_days,
             critical_days: t.critical_days,
             source: "config".into(),
+            labels: t.labels,
         };
         let normalized = spec::normalize(raw).map_err(|source| ConfigError::Target {
             path: path.to_owned(),

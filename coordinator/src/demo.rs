@@ -76,12 +76,10 @@ fn network_of(scenario: &Scenario) -> ProberConfig {
 async fn live(lab: &Lab, demo: &DemoArgs) -> anyhow::Result<()> {
     let data_dir = lab.dir().join("coordinator");
     let running = serve::start(ServeOptions {
-        listen: demo.listen,
         http_listen: Some(demo.http_listen),
-        data_dir,
-        config: None,
         retention: Duration::from_secs(86_400),
-        hub: HubOptions { reconnect_grace: Duration::from_secs(2) },
+        hub: HubOptions { reconnect_grace: Duration::from_secs(2), ..HubOptions::default() },
+        ..ServeOptions::local(demo.listen, data_dir)
     })
     .await
     .with_context(|| format!("starting the demo coordinator (is something else on {}?)", demo.listen))?;
@@ -118,6 +116,7 @@ async fn live(lab: &Lab, demo: &DemoArgs) -> anyhow::Result<()> {
             coordinator: format!("http://{}", running.addr),
             region: region.into(),
             name: format!("agent-{region}"),
+            tls: None,
             prober,
             concurrency: 32,
             outbox_limit: 10_000,

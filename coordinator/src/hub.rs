@@ -34,6 +34,10 @@ pub enum HubError {
     NoTarget(String),
     #[error("{0}")]
     Refused(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Full(String),
     #[error("the coordinator is shutting down")]
     Closed,
 }
@@ -50,6 +54,8 @@ struct Session {
     since_ms: i64,
     assigned: BTreeMap<String, TargetSpec>,
     sent_full: bool,
+    /// Empty without mTLS.
+    cert_sha256: String,
 }
 
 struct AgentState {
@@ -70,6 +76,8 @@ struct State {
     run_now: HashMap<String, mpsc::UnboundedSender<HistoryEntry>>,
     /// What watchers last heard about each target.
     announced: HashMap<String, String>,
+    /// Fingerprints of revoked agent certificates.
+    revoked: HashSet<String>,
 }
 
 impl State {
@@ -96,12 +104,23 @@ pub struct HubOptions {
     /// After start-up, regions count as connected this long, so agents have time to come back
     /// before their regions turn unknown.
     pub reconnect_grace: Duration,
+    /// Most targets the coordinator holds.
+    pub max_targets: usize,
 }
 
 impl Default for HubOptions {
     fn default() -> Self {
-        HubOptions { reconnect_grace: Duration::from_secs(15) }
+        HubOptions { reconnect_grace: Duration::from_secs(15), max_targets: DEFAULT_MAX_TARGETS }
     }
+}
+
+pub const DEFAULT_MAX_TARGETS: usize = 100_000;
+
+/// The client certificate an agent connected with.
+#[derive(Debug, Clone, Default)]
+pub struct AgentCert {
+    pub sha256: String,
+    pub not_after_ms: i64,
 }
 
 pub struct Hub {
@@ -133,7 +152,14 @@ impl Hub {
         config_targets: Vec<TargetSpec>,
         options: HubOptions,
     ) -> Result<Arc<Hub>, HubError> {
-        let (targets, latest, verdicts, agents, open) = blocking(&store, move |s| {
+        if config_targets.len() > options.max_targets {
+            return Err(HubError::Full(format!(
+                "the config holds {} targets, more than the limit of {}",
+                config_targets.len(),
+                options.max_targets
+            )));
+        }
+        let (targets, latest, verdicts, agents, open, revoked) = blocking(&store, move |s| {
             let existing = s.targets()?;
             for stale in existing.iter().filter(|t| t.source == "config") {
                 if !config_targets.iter().any(|c| c.url == stale.url) {
@@ -141,7 +167,7 @@ impl Hub {
                 }
             }
             s.upsert_targets(&config_targets)?;
-            Ok((s.targets()?, s.latest()?, s.verdicts()?, s.agents()?, s.incidents("", true)?))
+            Ok((s.targets()?, s.latest()?, s.verdicts()?, s.agents()?, s.incidents("", true)?, s.revoked()?))
         })
         .await?;
         let mut state = State {
@@ -149,6 +175,7 @@ impl Hub {
             latest: latest.into_iter().map(|r| ((r.url, r.entry.region.clone()), r.entry)).collect(),
             verdicts: verdicts.into_iter().collect(),
             open_incidents: open.into_iter().map(|i| i.url).collect(),
+            revoked: revoked.into_iter().collect(),
             ..State::default()
         };
         for record in agents {
@@ -177,18 +204,42 @@ impl Hub {
     // ---- agents ----
 
     /// Registers an agent's stream; a second connection under the same name replaces the first.
-    /// The receiver fires when the hub drops the session (replaced, stuck, or shutting down).
+    /// The receiver fires when the hub drops the session (replaced, stuck, revoked, or shutting
+    /// down). A revoked certificate is refused.
     pub async fn connect_agent(
         &self,
         name: &str,
         region: &str,
         version: &str,
+        cert: Option<AgentCert>,
         tx: AgentTx,
     ) -> Result<(u64, tokio::sync::oneshot::Receiver<()>), HubError> {
         spec::check_name("agent name", name)?;
         spec::check_name("region", region)?;
-        let record =
-            AgentRecord { name: name.into(), region: region.into(), version: version.into(), last_seen_ms: now_ms() };
+        if version.len() > 64 {
+            return Err(HubError::Refused("version: at most 64 characters".into()));
+        }
+        let cert = cert.unwrap_or_default();
+        if self.is_revoked(&cert.sha256) {
+            return Err(HubError::Forbidden(format!("the certificate of agent {name} ({region}) is revoked")));
+        }
+        let days_left = (cert.not_after_ms - now_ms()).div_euclid(86_400_000);
+        if cert.not_after_ms != 0 && days_left < 30 {
+            tracing::warn!(
+                agent = name,
+                region,
+                days_left,
+                "agent certificate expires soon; issue a new one (pki issue-agent)"
+            );
+        }
+        let record = AgentRecord {
+            name: name.into(),
+            region: region.into(),
+            version: version.into(),
+            last_seen_ms: now_ms(),
+            cert_sha256: cert.sha256.clone(),
+            cert_not_after_ms: cert.not_after_ms,
+        };
         let stored = record.clone();
         blocking(&self.store, move |s| s.record_agent(&stored)).await?;
         let session = {
@@ -196,8 +247,15 @@ impl Hub {
             state.next_session += 1;
             let id = state.next_session;
             let (close, closed) = tokio::sync::oneshot::channel();
-            let session =
-                Session { id, tx, _close: close, since_ms: now_ms(), assigned: BTreeMap::new(), sent_full: false };
+            let session = Session {
+                id,
+                tx,
+                _close: close,
+                since_ms: now_ms(),
+                assigned: BTreeMap::new(),
+                sent_full: false,
+                cert_sha256: cert.sha256,
+            };
             if let Some(old) = state.agents.insert(name.into(), AgentState { record, session: Some(session) }) {
                 if old.session.is_some() {
                     tracing::warn!(agent = name, "agent reconnected; its previous stream is closed");
@@ -209,6 +267,48 @@ impl Hub {
         tracing::info!(agent = name, region, version, "agent connected");
         self.evaluate(None).await;
         Ok(session)
+    }
+
+    fn is_revoked(&self, sha256: &str) -> bool {
+        !sha256.is_empty() && self.lock().revoked.contains(sha256)
+    }
+
+    /// Revokes an agent certificate (durably first) and closes the streams that use it. Returns
+    /// whether it was new, the identity last seen with it, and how many streams were closed.
+    pub async fn revoke(&self, sha256: &str, identity: Option<String>) -> Result<(bool, String, u32), HubError> {
+        let sha256 = sha256.to_ascii_lowercase();
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(HubError::Refused("cert_sha256: must be 64 hex digits".into()));
+        }
+        let identity = identity.unwrap_or_else(|| {
+            let state = self.lock();
+            let seen = state.agents.values().find(|a| a.record.cert_sha256 == sha256);
+            seen.map(|a| format!("agent {} ({})", a.record.name, a.record.region)).unwrap_or_default()
+        });
+        let revocation = store::Revocation { identity: identity.clone(), revoked_at_ms: now_ms() };
+        let key = sha256.clone();
+        let created = blocking(&self.store, move |s| s.revoke(&key, &revocation)).await?;
+        let closed = {
+            let mut state = self.lock();
+            state.revoked.insert(sha256.clone());
+            let mut closed = 0;
+            for agent in state.agents.values_mut() {
+                if agent.session.as_ref().is_some_and(|s| s.cert_sha256 == sha256) {
+                    // Dropping the session ends its stream.
+                    agent.session = None;
+                    closed += 1;
+                }
+            }
+            if closed > 0 {
+                reassign(&mut state, &[]);
+            }
+            closed
+        };
+        tracing::warn!(cert_sha256 = sha256, identity, closed_sessions = closed, "agent certificate revoked");
+        if closed > 0 {
+            self.evaluate(None).await;
+        }
+        Ok((!created, identity, closed))
     }
 
     /// Ends every agent stream (at shutdown).
@@ -251,6 +351,20 @@ impl Hub {
         if results.len() > MAX_BATCH {
             return Err(HubError::Refused(format!("a batch holds at most {MAX_BATCH} results, got {}", results.len())));
         }
+        // Only results for targets this region probes are kept: an agent cannot fill the history
+        // with targets nobody configured.
+        let results: Vec<(String, HistoryEntry)> = {
+            let state = self.lock();
+            results
+                .into_iter()
+                .filter(|(url, _)| {
+                    state
+                        .targets
+                        .get(url)
+                        .is_some_and(|t| t.regions.is_empty() || t.regions.iter().any(|r| r == region))
+                })
+                .collect()
+        };
         let rows: Vec<StoredResult> = results
             .into_iter()
             .map(|(url, mut entry)| {
@@ -302,6 +416,15 @@ impl Hub {
 
     pub async fn upsert_target(&self, spec: TargetSpec) -> Result<(TargetSpec, bool), HubError> {
         let spec = spec::normalize(spec)?;
+        {
+            let state = self.lock();
+            if !state.targets.contains_key(&spec.url) && state.targets.len() >= self.options.max_targets {
+                return Err(HubError::Full(format!(
+                    "the coordinator holds {} targets, its limit (--max-targets)",
+                    state.targets.len()
+                )));
+            }
+        }
         let stored = spec.clone();
         let created = blocking(&self.store, move |s| s.upsert_target(&stored)).await?;
         {
@@ -485,6 +608,8 @@ impl Hub {
                 connected_since: a.session.as_ref().map(|s| store::timestamp(s.since_ms)),
                 last_seen: Some(store::timestamp(a.record.last_seen_ms)),
                 assigned_targets: a.session.as_ref().map_or(0, |s| s.assigned.len() as u32),
+                cert_sha256: a.record.cert_sha256.clone(),
+                cert_not_after: Some(a.record.cert_not_after_ms).filter(|ms| *ms != 0).map(store::timestamp),
             })
             .collect()
     }

@@ -3,6 +3,7 @@
 //! services and the operator commands.
 
 pub mod assign;
+pub mod auth;
 pub mod config;
 pub mod http;
 pub mod hub;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use vantage_coordinator::hub::HubOptions;
-use vantage_coordinator::serve::{self, ServeOptions};
+use vantage_coordinator::serve::{self, ServeOptions, TlsFiles};
 use vantage_coordinator::status;
 
 #[derive(Debug, Parser)]
@@ -56,6 +56,29 @@ struct ServeArgs {
     /// How long results are kept.
     #[arg(long, default_value = "7d", value_parser = duration, env = "VANTAGE_RETENTION")]
     retention: Duration,
+    /// The coordinator's certificate (`coordinator.pem` from `pki init`).
+    #[arg(long, env = "VANTAGE_TLS_CERT", value_name = "PEM", requires_all = ["tls_key", "client_ca"])]
+    tls_cert: Option<PathBuf>,
+    #[arg(long, env = "VANTAGE_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The CA whose agent and admin certificates are accepted (`ca.pem`).
+    #[arg(long, env = "VANTAGE_CLIENT_CA", value_name = "PEM", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+    /// Plaintext without client certificates; refused on anything but loopback.
+    #[arg(long, conflicts_with = "tls_cert")]
+    insecure: bool,
+    /// A file holding the admin API's bearer token (at least 16 characters).
+    #[arg(long, env = "VANTAGE_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// A file holding a bearer token for the read-only calls.
+    #[arg(long, env = "VANTAGE_READ_TOKEN_FILE", value_name = "FILE")]
+    read_token_file: Option<PathBuf>,
+    /// Most targets the coordinator holds.
+    #[arg(long, default_value_t = vantage_coordinator::hub::DEFAULT_MAX_TARGETS, env = "VANTAGE_MAX_TARGETS")]
+    max_targets: usize,
+    /// Results per second one agent may deliver; beyond it, its stream is read more slowly.
+    #[arg(long, default_value_t = vantage_coordinator::service::DEFAULT_AGENT_RATE, env = "VANTAGE_AGENT_RATE")]
+    agent_rate: u32,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -85,6 +108,9 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => runtime.block_on(run_serve(args)),
         Command::Status(args) => runtime.block_on(status::run_status(args)),
         Command::Targets(args) => runtime.block_on(status::run_targets(args)),
+        Command::Pki(vantage_coordinator::pki::PkiCommand::RevokeAgent(args)) => {
+            runtime.block_on(vantage_coordinator::pki::revoke(args))
+        }
         Command::Pki(command) => vantage_coordinator::pki::run(command),
         Command::Demo(args) => {
             drop(runtime);
@@ -101,13 +127,25 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    let tls = match (args.tls_cert, args.tls_key, args.client_ca) {
+        (Some(cert), Some(key), Some(client_ca)) => Some(TlsFiles { cert, key, client_ca }),
+        _ if args.insecure => None,
+        _ => anyhow::bail!(
+            "give --tls-cert, --tls-key and --client-ca (see `vantage-coordinator pki init`), or --insecure to serve \
+             plaintext on loopback"
+        ),
+    };
     let mut running = serve::start(ServeOptions {
         listen: args.listen,
         http_listen: Some(args.http_listen),
         data_dir: args.data_dir,
         config: args.config,
         retention: args.retention,
-        hub: HubOptions::default(),
+        hub: HubOptions { max_targets: args.max_targets, ..HubOptions::default() },
+        tls,
+        admin_token_file: args.admin_token_file,
+        read_token_file: args.read_token_file,
+        agent_rate: args.agent_rate,
     })
     .await?;
     tokio::select! {

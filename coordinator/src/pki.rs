@@ -14,6 +14,8 @@ use rcgen::{
     SanType,
 };
 use time::{Duration, OffsetDateTime};
+use vantage_proto::v1::RevokeAgentRequest;
+use vantage_shared::identity::Identity;
 
 #[derive(Debug, Subcommand)]
 pub enum PkiCommand {
@@ -23,6 +25,39 @@ pub enum PkiCommand {
     IssueAgent(AgentArgs),
     /// Issue an admin client certificate for the API.
     IssueAdmin(AdminArgs),
+    /// Revoke an agent certificate on a running coordinator: the agent is refused from its next
+    /// connection on and its open stream is closed (needs admin credentials).
+    RevokeAgent(RevokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RevokeArgs {
+    /// The agent certificate to revoke (PEM).
+    #[arg(long, value_name = "PEM", required_unless_present = "sha256", conflicts_with = "sha256")]
+    agent_cert: Option<PathBuf>,
+    /// Its SHA-256 fingerprint instead (hex, as `ListAgents` shows it).
+    #[arg(long)]
+    sha256: Option<String>,
+    #[command(flatten)]
+    client: crate::status::ClientArgs,
+}
+
+/// `pki revoke-agent`: through the API, so the running coordinator acts on it at once.
+pub async fn revoke(args: RevokeArgs) -> anyhow::Result<()> {
+    let request = match (&args.agent_cert, &args.sha256) {
+        (Some(path), _) => RevokeAgentRequest {
+            cert_pem: std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+            ..Default::default()
+        },
+        (None, Some(sha256)) => RevokeAgentRequest { cert_sha256: sha256.clone(), ..Default::default() },
+        (None, None) => anyhow::bail!("give --cert or --sha256"),
+    };
+    let mut client = crate::status::client(&args.client).await?;
+    let r = client.revoke_agent(request).await.map_err(crate::status::status_error)?.into_inner();
+    let who = if r.identity.is_empty() { "an agent not seen yet".to_owned() } else { r.identity };
+    let state = if r.already_revoked { "was already revoked" } else { "revoked" };
+    println!("{} ({who}) {state}; {} open stream(s) closed", r.cert_sha256, r.closed_sessions);
+    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -60,11 +95,6 @@ pub struct AdminArgs {
     name: String,
     #[arg(long, default_value_t = 90)]
     days: i64,
-}
-
-/// The SAN URI that names an agent.
-pub fn agent_identity(region: &str, name: &str) -> String {
-    format!("spiffe://vantage/region/{region}/agent/{name}")
 }
 
 /// Writes `contents` to a new file (never replacing one), with `mode`.
@@ -121,8 +151,10 @@ fn check_label(what: &str, value: &str) -> anyhow::Result<()> {
     crate::spec::check_name("", value).map_err(|e| anyhow::anyhow!("{what}: {}", e.reason))
 }
 
+/// The offline commands (`revoke-agent` is `revoke`).
 pub fn run(command: PkiCommand) -> anyhow::Result<()> {
     match command {
+        PkiCommand::RevokeAgent(_) => anyhow::bail!("revoke-agent talks to a running coordinator"),
         PkiCommand::Init(a) => {
             std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
             let mut ca = CertificateParams::new(Vec::<String>::new())?;
@@ -159,7 +191,7 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
         PkiCommand::IssueAgent(a) => {
             check_label("--region", &a.region)?;
             check_label("--name", &a.name)?;
-            let uri = agent_identity(&a.region, &a.name);
+            let uri = Identity::Agent { region: a.region.clone(), name: a.name.clone() }.uri();
             let sans = vec![SanType::URI(uri.clone().try_into().context("identity URI")?)];
             let stem = format!("agent-{}", a.name);
             let until = issue(&a.dir, &stem, &a.name, sans, ExtendedKeyUsagePurpose::ClientAuth, a.days)?;
@@ -167,7 +199,7 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
         }
         PkiCommand::IssueAdmin(a) => {
             check_label("--name", &a.name)?;
-            let uri = format!("spiffe://vantage/admin/{}", a.name);
+            let uri = Identity::Admin { name: a.name.clone() }.uri();
             let sans = vec![SanType::URI(uri.clone().try_into().context("identity URI")?)];
             let stem = format!("admin-{}", a.name);
             let until = issue(&a.dir, &stem, &a.name, sans, ExtendedKeyUsagePurpose::ClientAuth, a.days)?;
@@ -175,6 +207,20 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The DER of the first certificate in a PEM text.
+pub fn pem_certificate(pem: &str) -> anyhow::Result<Vec<u8>> {
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|_| anyhow::anyhow!("not PEM"))?;
+    anyhow::ensure!(block.label == "CERTIFICATE", "the PEM block is a {}, not a CERTIFICATE", block.label);
+    Ok(block.contents)
+}
+
+/// When the first certificate in a PEM file expires (Unix seconds).
+pub fn not_after(path: &Path) -> anyhow::Result<i64> {
+    let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let der = pem_certificate(&pem)?;
+    Ok(vantage_shared::identity::of_certificate(&der).map_err(anyhow::Error::msg)?.not_after_unix)
 }
 
 fn date(t: OffsetDateTime) -> String {

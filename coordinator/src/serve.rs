@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use vantage_proto::v1::agent_service_server::AgentServiceServer;
 use vantage_proto::v1::coordinator_server::CoordinatorServer;
 
+use crate::auth::{AdminAuth, Token};
 use crate::hub::{Hub, HubOptions};
 use crate::service::{AdminEndpoint, AgentEndpoint};
 use crate::store::Store;
@@ -29,6 +30,85 @@ pub struct ServeOptions {
     pub config: Option<PathBuf>,
     pub retention: Duration,
     pub hub: HubOptions,
+    /// mTLS; `None` is plaintext, allowed on loopback only.
+    pub tls: Option<TlsFiles>,
+    pub admin_token_file: Option<PathBuf>,
+    pub read_token_file: Option<PathBuf>,
+    /// Results per second per agent.
+    pub agent_rate: u32,
+}
+
+impl ServeOptions {
+    /// Plaintext on a loopback address, without tokens: development, the demo, benchmarks.
+    pub fn local(listen: SocketAddr, data_dir: PathBuf) -> ServeOptions {
+        ServeOptions {
+            listen,
+            http_listen: None,
+            data_dir,
+            config: None,
+            retention: Duration::from_secs(7 * 86_400),
+            hub: HubOptions::default(),
+            tls: None,
+            admin_token_file: None,
+            read_token_file: None,
+            agent_rate: crate::service::DEFAULT_AGENT_RATE,
+        }
+    }
+}
+
+/// The coordinator's certificate and key, and the CA its agents' and admins' certificates come
+/// from (as written by `pki init`).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+}
+
+impl TlsFiles {
+    fn server_config(&self) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+        let read = |path: &PathBuf| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+        vantage_shared::identity::warn_if_loose(&self.key);
+        let (cert, key, ca) = (read(&self.cert)?, read(&self.key)?, read(&self.client_ca)?);
+        crate::pki::pem_certificate(&String::from_utf8_lossy(&cert))
+            .with_context(|| format!("{} holds no certificate", self.cert.display()))?;
+        crate::pki::pem_certificate(&String::from_utf8_lossy(&ca))
+            .with_context(|| format!("{} holds no certificate", self.client_ca.display()))?;
+        Ok(tonic::transport::ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(cert, key))
+            .client_ca_root(tonic::transport::Certificate::from_pem(ca))
+            // Admins may come with a token instead of a certificate; agents without one are
+            // refused by the agent service.
+            .client_auth_optional(true)
+            .timeout(Duration::from_secs(10)))
+    }
+}
+
+/// Logs the expiry of the coordinator's own certificates and of its agents' (warning under 30
+/// days, error under 7).
+fn check_expiry(tls: Option<&TlsFiles>, hub: &Hub) {
+    let mut certificates: Vec<(String, i64)> = Vec::new();
+    if let Some(tls) = tls {
+        for (what, path) in [("server certificate", &tls.cert), ("client CA", &tls.client_ca)] {
+            if let Ok(not_after) = crate::pki::not_after(path) {
+                certificates.push((format!("{what} {}", path.display()), not_after));
+            }
+        }
+    }
+    for agent in hub.agents() {
+        if let Some(t) = agent.cert_not_after.filter(|_| agent.connected) {
+            certificates.push((format!("certificate of agent {} ({})", agent.name, agent.region), t.seconds));
+        }
+    }
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    for (what, not_after) in certificates {
+        let days = (not_after - now).div_euclid(86_400);
+        if days < 7 {
+            tracing::error!(days_left = days, "{what} expires in under 7 days; renew it (vantage-coordinator pki)");
+        } else if days < 30 {
+            tracing::warn!(days_left = days, "{what} expires in under 30 days; renew it (vantage-coordinator pki)");
+        }
+    }
 }
 
 /// A running coordinator. Dropping it does not stop it; call `shutdown`.
@@ -64,6 +144,22 @@ impl Running {
 }
 
 pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
+    if options.tls.is_none() && !options.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "--insecure serves plaintext on loopback only, and {} is not loopback; give --tls-cert, --tls-key and \
+             --client-ca (see `vantage-coordinator pki init`)",
+            options.listen
+        );
+    }
+    let tls = options.tls.as_ref().map(TlsFiles::server_config).transpose()?;
+    let auth = Arc::new(AdminAuth {
+        mtls: tls.is_some(),
+        admin_token: options.admin_token_file.as_deref().map(Token::load).transpose()?,
+        read_token: options.read_token_file.as_deref().map(Token::load).transpose()?,
+    });
+    if auth.is_open() {
+        tracing::warn!("plaintext without tokens: anyone on this host can use the admin API");
+    }
     let targets = match &options.config {
         Some(path) => crate::config::load(path)?,
         None => Vec::new(),
@@ -86,15 +182,20 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
         .register_encoded_file_descriptor_set(vantage_proto::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .context("building gRPC reflection")?;
-    let agents = AgentServiceServer::new(AgentEndpoint { hub: hub.clone() })
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
-    let admin = CoordinatorServer::new(AdminEndpoint { hub: hub.clone() })
+    let agents =
+        AgentServiceServer::new(AgentEndpoint { hub: hub.clone(), mtls: tls.is_some(), rate: options.agent_rate })
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+    let admin = CoordinatorServer::new(AdminEndpoint { hub: hub.clone(), auth })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     let (stop, stopped) = oneshot::channel::<()>();
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls).context("the TLS configuration")?;
+    }
     let grpc = tokio::spawn(
-        tonic::transport::Server::builder()
+        server
             .http2_keepalive_interval(Some(Duration::from_secs(20)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .add_service(reflection)
@@ -124,6 +225,14 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
             ticking.evaluate(None).await;
         }
     }));
+    let (expiring, tls_files) = (hub.clone(), options.tls.clone());
+    background.push(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(12 * 3600));
+        loop {
+            tick.tick().await;
+            check_expiry(tls_files.as_ref(), &expiring);
+        }
+    }));
     let pruning = hub.clone();
     let retention = options.retention;
     background.push(tokio::spawn(async move {
@@ -137,6 +246,6 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
             }
         }
     }));
-    tracing::info!(%addr, http = ?http_addr, "coordinator listening");
+    tracing::info!(%addr, http = ?http_addr, mtls = options.tls.is_some(), "coordinator listening");
     Ok(Running { hub, addr, http_addr, stop: Some(stop), grpc, background })
 }

@@ -3,7 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -11,12 +11,21 @@ use tonic::{Request, Response, Status, Streaming};
 use vantage_proto::v1::agent_service_server::AgentService;
 use vantage_proto::v1::coordinator_server::Coordinator;
 use vantage_proto::v1::*;
+use vantage_shared::identity::{self, Identity};
 
-use crate::hub::{Hub, HubError};
+use crate::auth::{self, Access, AdminAuth};
+use crate::hub::{AgentCert, Hub, HubError, MAX_BATCH};
 use crate::store::BatchOutcome;
 
 /// How long a new stream may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest target URL accepted anywhere.
+pub const MAX_URL: usize = 2048;
+/// Most URLs one `ListStatus` call may name.
+pub const MAX_URLS_PER_REQUEST: usize = 1000;
+/// Default of `--agent-rate`: results per second one agent may deliver before its stream is read
+/// more slowly (a resent outbox drains at this pace instead of flooding the store).
+pub const DEFAULT_AGENT_RATE: u32 = 2000;
 
 impl From<HubError> for Status {
     fn from(e: HubError) -> Status {
@@ -24,6 +33,8 @@ impl From<HubError> for Status {
             HubError::Invalid(spec) => Status::invalid_argument(spec.to_string()),
             HubError::NoTarget(url) => Status::not_found(format!("no target {url}")),
             HubError::Refused(reason) => Status::invalid_argument(reason),
+            HubError::Forbidden(reason) => Status::permission_denied(reason),
+            HubError::Full(reason) => Status::resource_exhausted(reason),
             HubError::Closed => Status::unavailable("the coordinator is shutting down"),
             HubError::Store(e) => {
                 tracing::error!(error = %e, "store failure");
@@ -35,6 +46,94 @@ impl From<HubError> for Status {
 
 pub struct AgentEndpoint {
     pub hub: Arc<Hub>,
+    /// With mTLS, an agent's region and name come from its certificate; without, from its hello.
+    pub mtls: bool,
+    /// Results per second per agent.
+    pub rate: u32,
+}
+
+impl AgentEndpoint {
+    /// Checks who the agent is: with mTLS, its certificate must name an agent of the region and
+    /// name its hello claims.
+    fn admit(&self, peer: Option<auth::PeerInfo>, hello: &Hello) -> Result<Option<AgentCert>, Status> {
+        if !self.mtls {
+            return Ok(None);
+        }
+        let Some(peer) = peer else {
+            tracing::warn!(claimed_region = hello.region, agent = hello.name, "agent refused: no client certificate");
+            return Err(Status::unauthenticated("agents must present a client certificate (see `pki issue-agent`)"));
+        };
+        let cert = AgentCert { sha256: peer.cert.sha256_hex.clone(), not_after_ms: peer.cert.not_after_unix * 1000 };
+        match &peer.cert.identity {
+            Some(Identity::Agent { region, name }) if *region == hello.region && *name == hello.name => Ok(Some(cert)),
+            Some(Identity::Agent { region, name }) => {
+                tracing::warn!(
+                    from = %peer.addr,
+                    certificate_region = region,
+                    certificate_name = name,
+                    claimed_region = hello.region,
+                    claimed_name = hello.name,
+                    "agent refused: its hello claims another region or name than its certificate"
+                );
+                Err(Status::permission_denied(format!(
+                    "this certificate belongs to agent {name} in region {region}, not {} in {}",
+                    hello.name, hello.region
+                )))
+            }
+            _ => {
+                tracing::warn!(from = %peer.addr, "agent refused: the client certificate names no agent");
+                Err(Status::permission_denied("the client certificate is not an agent certificate"))
+            }
+        }
+    }
+}
+
+/// Checks an incoming batch before anything of it is used; a malformed batch ends the stream.
+pub fn check_batch(batch: &ResultBatch) -> Result<(), Status> {
+    if batch.results.len() > MAX_BATCH {
+        return Err(Status::invalid_argument(format!(
+            "results: a batch holds at most {MAX_BATCH}, got {}",
+            batch.results.len()
+        )));
+    }
+    for (i, r) in batch.results.iter().enumerate() {
+        let bad = |what: &str| Err(Status::invalid_argument(format!("results[{i}].{what}")));
+        if r.target_url.is_empty() || r.target_url.len() > MAX_URL {
+            return bad("target_url: must be 1 to 2048 bytes");
+        }
+        if r.result.is_none() {
+            return bad("result: missing");
+        }
+        if r.run_now_id.len() > 64 || r.first_failure_code.len() > 64 {
+            return bad("run_now_id / first_failure_code: at most 64 bytes");
+        }
+    }
+    Ok(())
+}
+
+/// A token bucket: `rate` per second, bursts of `burst`. Taking more than is there is allowed
+/// (a batch is never split); the caller then waits until the debt is paid.
+struct Bucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32, now: Instant) -> Bucket {
+        let rate = f64::from(rate.max(1));
+        let burst = rate.max(2.0 * MAX_BATCH as f64);
+        Bucket { tokens: burst, rate, burst, last: now }
+    }
+
+    /// Takes `n` tokens; returns how long to wait before going on.
+    fn take(&mut self, n: usize, now: Instant) -> Duration {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst) - n as f64;
+        if self.tokens >= 0.0 { Duration::ZERO } else { Duration::from_secs_f64(-self.tokens / self.rate) }
+    }
 }
 
 #[tonic::async_trait]
@@ -45,6 +144,7 @@ impl AgentService for AgentEndpoint {
         &self,
         request: Request<Streaming<AgentMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
+        let peer = auth::peer_info(&request)?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
@@ -53,12 +153,17 @@ impl AgentService for AgentEndpoint {
             Some(agent_message::Kind::Hello(hello)) => hello,
             _ => return Err(Status::invalid_argument("the first message must be a hello")),
         };
+        let cert = self.admit(peer, &hello)?;
         let (tx, rx) = tokio::sync::mpsc::channel(4096);
         let hub = self.hub.clone();
-        let (session, closed) = hub.connect_agent(&hello.name, &hello.region, &hello.version, tx.clone()).await?;
+        let (session, closed) =
+            hub.connect_agent(&hello.name, &hello.region, &hello.version, cert, tx.clone()).await.inspect_err(|e| {
+                tracing::warn!(agent = hello.name, region = hello.region, error = %e, "agent refused");
+            })?;
+        let rate = self.rate;
         tokio::spawn(async move {
             let result = tokio::select! {
-                result = serve_agent(&hub, &hello, &mut inbound, &tx) => result,
+                result = serve_agent(&hub, &hello, &mut inbound, &tx, rate) => result,
                 // The hub dropped this session: end the stream so the agent reconnects.
                 _ = closed => Ok(()),
             };
@@ -78,10 +183,18 @@ async fn serve_agent(
     hello: &Hello,
     inbound: &mut Streaming<AgentMessage>,
     tx: &crate::hub::AgentTx,
+    rate: u32,
 ) -> Result<(), Status> {
+    let mut bucket = Bucket::new(rate, Instant::now());
     while let Some(message) = inbound.message().await? {
         match message.kind {
             Some(agent_message::Kind::Batch(batch)) => {
+                check_batch(&batch)?;
+                let wait = bucket.take(1 + batch.results.len(), Instant::now());
+                if !wait.is_zero() {
+                    tracing::debug!(agent = hello.name, ?wait, "agent over its result rate; reading slower");
+                    tokio::time::sleep(wait).await;
+                }
                 let results = batch
                     .results
                     .into_iter()
@@ -122,6 +235,7 @@ async fn serve_agent(
 
 pub struct AdminEndpoint {
     pub hub: Arc<Hub>,
+    pub auth: Arc<AdminAuth>,
 }
 
 fn ms(t: Option<&prost_types::Timestamp>) -> Option<i64> {
@@ -136,9 +250,11 @@ impl Coordinator for AdminEndpoint {
         &self,
         request: Request<UpsertTargetRequest>,
     ) -> Result<Response<UpsertTargetResponse>, Status> {
+        let by = self.auth.check(&request, Access::Write)?;
         let mut spec = request.into_inner().target.ok_or_else(|| Status::invalid_argument("target: missing"))?;
         spec.source = "api".into();
         let (target, created) = self.hub.upsert_target(spec).await?;
+        tracing::info!(url = target.url, created, by, "target upserted");
         Ok(Response::new(UpsertTargetResponse { target: Some(target), created }))
     }
 
@@ -146,18 +262,28 @@ impl Coordinator for AdminEndpoint {
         &self,
         request: Request<DeleteTargetRequest>,
     ) -> Result<Response<DeleteTargetResponse>, Status> {
-        let deleted = self.hub.delete_target(&request.into_inner().url).await?;
+        let by = self.auth.check(&request, Access::Write)?;
+        let url = request.into_inner().url;
+        let deleted = self.hub.delete_target(&url).await?;
+        tracing::info!(url, deleted, by, "target deleted");
         Ok(Response::new(DeleteTargetResponse { deleted }))
     }
 
-    async fn list_targets(&self, _: Request<ListTargetsRequest>) -> Result<Response<ListTargetsResponse>, Status> {
+    async fn list_targets(
+        &self,
+        request: Request<ListTargetsRequest>,
+    ) -> Result<Response<ListTargetsResponse>, Status> {
+        self.auth.check(&request, Access::Read)?;
         Ok(Response::new(ListTargetsResponse { targets: self.hub.targets() }))
     }
 
     async fn list_status(&self, request: Request<ListStatusRequest>) -> Result<Response<ListStatusResponse>, Status> {
-        let urls: Vec<String> = request
-            .into_inner()
-            .urls
+        self.auth.check(&request, Access::Read)?;
+        let urls = request.into_inner().urls;
+        if urls.len() > MAX_URLS_PER_REQUEST {
+            return Err(Status::invalid_argument(format!("urls: at most {MAX_URLS_PER_REQUEST} per call")));
+        }
+        let urls: Vec<String> = urls
             .into_iter()
             .map(|u| vantage_shared::TargetUrl::parse(&u).map(|t| t.to_string()).unwrap_or(u))
             .collect();
@@ -166,7 +292,8 @@ impl Coordinator for AdminEndpoint {
 
     type WatchStatusStream = StatusStream;
 
-    async fn watch_status(&self, _: Request<WatchStatusRequest>) -> Result<Response<StatusStream>, Status> {
+    async fn watch_status(&self, request: Request<WatchStatusRequest>) -> Result<Response<StatusStream>, Status> {
+        self.auth.check(&request, Access::Read)?;
         // Subscribe before the snapshot, so no change falls between the two.
         let mut changes = self.hub.subscribe();
         let (tx, rx) = tokio::sync::mpsc::channel(256);
@@ -191,6 +318,7 @@ impl Coordinator for AdminEndpoint {
     }
 
     async fn get_history(&self, request: Request<GetHistoryRequest>) -> Result<Response<GetHistoryResponse>, Status> {
+        self.auth.check(&request, Access::Read)?;
         let r = request.into_inner();
         if r.url.is_empty() {
             return Err(Status::invalid_argument("url: missing"));
@@ -208,11 +336,14 @@ impl Coordinator for AdminEndpoint {
     }
 
     async fn check_now(&self, request: Request<CheckNowRequest>) -> Result<Response<CheckNowResponse>, Status> {
+        // It makes every region probe now: a write, not a read.
+        self.auth.check(&request, Access::Write)?;
         let (status, results, missing_regions) = self.hub.check_now(&request.into_inner().url).await?;
         Ok(Response::new(CheckNowResponse { status: Some(status), results, missing_regions }))
     }
 
-    async fn list_agents(&self, _: Request<ListAgentsRequest>) -> Result<Response<ListAgentsResponse>, Status> {
+    async fn list_agents(&self, request: Request<ListAgentsRequest>) -> Result<Response<ListAgentsResponse>, Status> {
+        self.auth.check(&request, Access::Read)?;
         Ok(Response::new(ListAgentsResponse { agents: self.hub.agents() }))
     }
 
@@ -220,7 +351,78 @@ impl Coordinator for AdminEndpoint {
         &self,
         request: Request<ListIncidentsRequest>,
     ) -> Result<Response<ListIncidentsResponse>, Status> {
+        self.auth.check(&request, Access::Read)?;
         let r = request.into_inner();
         Ok(Response::new(ListIncidentsResponse { incidents: self.hub.incidents(&r.url, r.open_only).await? }))
+    }
+
+    async fn revoke_agent(
+        &self,
+        request: Request<RevokeAgentRequest>,
+    ) -> Result<Response<RevokeAgentResponse>, Status> {
+        let by = self.auth.check(&request, Access::Write)?;
+        let r = request.into_inner();
+        let (sha256, identity) = match (r.cert_pem.is_empty(), r.cert_sha256.is_empty()) {
+            (false, true) => {
+                let der = crate::pki::pem_certificate(&r.cert_pem)
+                    .map_err(|e| Status::invalid_argument(format!("cert_pem: {e}")))?;
+                let cert =
+                    identity::of_certificate(&der).map_err(|e| Status::invalid_argument(format!("cert_pem: {e}")))?;
+                (cert.sha256_hex, cert.identity.map(|i| i.to_string()))
+            }
+            (true, false) => (r.cert_sha256, None),
+            _ => return Err(Status::invalid_argument("cert_pem or cert_sha256: give exactly one")),
+        };
+        let (already_revoked, identity, closed_sessions) = self.hub.revoke(&sha256, identity).await?;
+        tracing::info!(cert_sha256 = sha256, identity, by, "revocation requested");
+        Ok(Response::new(RevokeAgentResponse {
+            cert_sha256: sha256.to_ascii_lowercase(),
+            identity,
+            already_revoked,
+            closed_sessions,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_lets_bursts_through_and_paces_floods() {
+        let start = Instant::now();
+        let mut bucket = Bucket::new(1000, start);
+        // A burst of two full batches passes at once.
+        assert_eq!(bucket.take(1001, start), Duration::ZERO);
+        assert_eq!(bucket.take(999, start), Duration::ZERO);
+        // The next must wait for its tokens: 1,000 results at 1,000 a second.
+        assert_eq!(bucket.take(1000, start), Duration::from_secs(1));
+        // After a quiet minute the bucket is full again, not fuller.
+        let later = start + Duration::from_secs(60);
+        assert_eq!(bucket.take(2000, later), Duration::ZERO);
+        assert!(bucket.take(1, later) > Duration::ZERO);
+    }
+
+    #[test]
+    fn malformed_batches_are_named() {
+        let ok = TargetResult {
+            target_url: "https://a.example/".into(),
+            result: Some(ProbeResult::default()),
+            ..Default::default()
+        };
+        assert!(check_batch(&ResultBatch { sequence: 1, results: vec![ok.clone()] }).is_ok());
+        let cases = [
+            (TargetResult { target_url: String::new(), ..ok.clone() }, "target_url"),
+            (TargetResult { target_url: "x".repeat(3000), ..ok.clone() }, "target_url"),
+            (TargetResult { result: None, ..ok.clone() }, "result"),
+            (TargetResult { run_now_id: "x".repeat(65), ..ok.clone() }, "run_now_id"),
+        ];
+        for (bad, field) in cases {
+            let status = check_batch(&ResultBatch { sequence: 1, results: vec![ok.clone(), bad] }).unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            assert!(status.message().starts_with(&format!("results[1].{field}")), "{}", status.message());
+        }
+        let huge = ResultBatch { sequence: 1, results: vec![ok; MAX_BATCH + 1] };
+        assert!(check_batch(&huge).unwrap_err().message().starts_with("results:"));
     }
 }

@@ -13,6 +13,8 @@ pub const DEFAULT_WARN_DAYS: u32 = 30;
 pub const DEFAULT_CRITICAL_DAYS: u32 = 7;
 const MAX_REGIONS: usize = 64;
 const MAX_NAME: usize = 64;
+const MAX_LABELS: usize = 32;
+const MAX_LABEL_VALUE: usize = 256;
 
 /// A field that cannot be accepted, named so the operator can find it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -96,6 +98,15 @@ pub fn normalize(mut spec: TargetSpec) -> Result<TargetSpec, SpecError> {
             format!("{} is more than warn_days ({})", spec.critical_days, spec.warn_days),
         ));
     }
+    if spec.labels.len() > MAX_LABELS {
+        return Err(bad("labels", format!("at most {MAX_LABELS} labels")));
+    }
+    for (key, value) in &spec.labels {
+        check_name("labels", key)?;
+        if value.len() > MAX_LABEL_VALUE || value.chars().any(char::is_control) {
+            return Err(bad("labels", format!("the value of {key:?} must be at most {MAX_LABEL_VALUE} bytes of text")));
+        }
+    }
     Ok(spec)
 }
 
@@ -159,6 +170,15 @@ mod tests {
             (TargetSpec { expect_status: vec![700], ..spec("https://a.example/") }, "expect_status"),
             (TargetSpec { expect_ips: vec!["nope".into()], ..spec("https://a.example/") }, "expect_ips"),
             (TargetSpec { warn_days: 5, critical_days: 9, ..spec("https://a.example/") }, "critical_days"),
+            (TargetSpec { labels: [("team name".into(), "x".into())].into(), ..spec("https://a.example/") }, "labels"),
+            (TargetSpec { labels: [("team".into(), "x".repeat(300))].into(), ..spec("https://a.example/") }, "labels"),
+            (
+                TargetSpec {
+                    labels: (0..33).map(|i| (format!("k{i}"), String::new())).collect(),
+                    ..spec("https://a.example/")
+                },
+                "labels",
+            ),
         ];
         for (s, field) in cases {
             assert_eq!(normalize(s.clone()).unwrap_err().field, field, "{s:?}");

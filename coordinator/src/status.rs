@@ -7,7 +7,12 @@ use std::io::IsTerminal;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use tonic::transport::{Channel, Endpoint};
+use std::path::{Path, PathBuf};
+
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use vantage_proto::v1::coordinator_client::CoordinatorClient;
 use vantage_proto::v1::*;
 
@@ -120,22 +125,89 @@ pub fn render_table(statuses: &[TargetStatus], color: bool) -> String {
     out
 }
 
-pub async fn client(addr: &str) -> anyhow::Result<CoordinatorClient<Channel>> {
-    let endpoint =
+/// How the operator commands reach the coordinator's API.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The coordinator's gRPC URL (https://… when it uses mTLS).
+    #[arg(
+        long,
+        alias = "coordinator",
+        default_value = "http://127.0.0.1:7700",
+        env = "VANTAGE_COORDINATOR",
+        global = true
+    )]
+    pub addr: String,
+    /// The CA that signed the coordinator's certificate (`ca.pem` from `pki init`).
+    #[arg(long, env = "VANTAGE_CA", value_name = "PEM", global = true)]
+    pub ca: Option<PathBuf>,
+    /// An admin client certificate (from `pki issue-admin`), with --key.
+    #[arg(long, env = "VANTAGE_CERT", value_name = "PEM", requires = "key", global = true)]
+    pub cert: Option<PathBuf>,
+    #[arg(long, env = "VANTAGE_KEY", value_name = "PEM", requires = "cert", global = true)]
+    pub key: Option<PathBuf>,
+    /// A file holding a bearer token (the admin or the read-only one).
+    #[arg(long, env = "VANTAGE_TOKEN_FILE", value_name = "FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+}
+
+/// Adds the bearer token, if any, to every call.
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(token) = &self.0 {
+            request.metadata_mut().insert("authorization", token.clone());
+        }
+        Ok(request)
+    }
+}
+
+pub type Client = CoordinatorClient<InterceptedService<Channel, Bearer>>;
+
+pub async fn client(args: &ClientArgs) -> anyhow::Result<Client> {
+    let addr = &args.addr;
+    let mut endpoint =
         Endpoint::from_shared(addr.to_owned()).with_context(|| format!("{addr:?} is not a coordinator URL"))?;
+    if addr.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new();
+        if let Some(ca) = &args.ca {
+            tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+            vantage_shared::identity::warn_if_loose(key);
+            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        endpoint = endpoint.tls_config(tls).context("the TLS configuration")?;
+    } else if args.ca.is_some() || args.cert.is_some() {
+        anyhow::bail!("--ca and --cert need an https:// coordinator URL, not {addr}");
+    }
+    let token = match &args.token_file {
+        Some(path) => {
+            vantage_shared::identity::warn_if_loose(path);
+            let token = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let value =
+                format!("Bearer {}", token.trim()).parse().context("the token holds characters a header cannot")?;
+            Some(value)
+        }
+        None => None,
+    };
     let channel = endpoint
         .connect_timeout(std::time::Duration::from_secs(5))
         .connect()
         .await
         .with_context(|| format!("cannot reach the coordinator at {addr}"))?;
-    Ok(CoordinatorClient::new(channel))
+    Ok(CoordinatorClient::with_interceptor(channel, Bearer(token)))
+}
+
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// The coordinator's gRPC address.
-    #[arg(long, default_value = "http://127.0.0.1:7700", env = "VANTAGE_COORDINATOR")]
-    pub addr: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
     /// Keep the table up to date as verdicts change (until Ctrl-C).
     #[arg(long)]
     pub watch: bool,
@@ -145,7 +217,7 @@ pub struct StatusArgs {
 }
 
 pub async fn run_status(args: StatusArgs) -> anyhow::Result<()> {
-    let mut client = client(&args.addr).await?;
+    let mut client = client(&args.client).await?;
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     if !args.watch {
         let statuses =
@@ -192,8 +264,8 @@ pub enum TargetsCommand {
 
 #[derive(Debug, Args)]
 pub struct TargetsArgs {
-    #[arg(long, default_value = "http://127.0.0.1:7700", env = "VANTAGE_COORDINATOR", global = true)]
-    pub addr: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
     #[command(subcommand)]
     pub command: TargetsCommand,
 }
@@ -223,6 +295,13 @@ pub struct AddTarget {
     pub warn_days: u32,
     #[arg(long, default_value_t = 0)]
     pub critical_days: u32,
+    /// A label, KEY=VALUE (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = label)]
+    pub labels: Vec<(String, String)>,
+}
+
+fn label(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
 }
 
 fn duration(s: &str) -> Result<std::time::Duration, String> {
@@ -230,7 +309,7 @@ fn duration(s: &str) -> Result<std::time::Duration, String> {
 }
 
 pub async fn run_targets(args: TargetsArgs) -> anyhow::Result<()> {
-    let mut client = client(&args.addr).await?;
+    let mut client = client(&args.client).await?;
     match args.command {
         TargetsCommand::Add(a) => {
             let spec = TargetSpec {
@@ -245,6 +324,7 @@ pub async fn run_targets(args: TargetsArgs) -> anyhow::Result<()> {
                 warn_days: a.warn_days,
                 critical_days: a.critical_days,
                 source: String::new(),
+                labels: a.labels.into_iter().collect(),
             };
             let r = client
                 .upsert_target(UpsertTargetRequest { target: Some(spec) })

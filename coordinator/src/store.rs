@@ -23,6 +23,8 @@ const VERDICTS: TableDefinition<&str, &[u8]> = TableDefinition::new("verdicts_v1
 const TRANSITIONS: TableDefinition<(&str, i64), &[u8]> = TableDefinition::new("transitions_v1");
 /// (url, opened ms) → incident.
 const INCIDENTS: TableDefinition<(&str, i64), &[u8]> = TableDefinition::new("incidents_v1");
+/// Revoked agent certificates: SHA-256 fingerprint (hex) → `Revocation`.
+const REVOKED: TableDefinition<&str, &[u8]> = TableDefinition::new("revoked_certs_v1");
 
 // redb's errors are carried as text beside their kind (not as sources), so each is told once.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +52,19 @@ pub struct AgentRecord {
     pub region: String,
     pub version: String,
     pub last_seen_ms: i64,
+    /// The client certificate of its latest session (empty and 0 without mTLS).
+    #[serde(default)]
+    pub cert_sha256: String,
+    #[serde(default)]
+    pub cert_not_after_ms: i64,
+}
+
+/// A revoked agent certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    /// The identity it carried, when known.
+    pub identity: String,
+    pub revoked_at_ms: i64,
 }
 
 /// A target's current verdict, as last decided.
@@ -131,6 +146,7 @@ impl Store {
             txn.open_table(VERDICTS)?;
             txn.open_table(TRANSITIONS)?;
             txn.open_table(INCIDENTS)?;
+            txn.open_table(REVOKED)?;
         }
         txn.commit()?;
         Ok(Store { db })
@@ -191,6 +207,32 @@ impl Store {
         txn.open_table(AGENTS)?.insert(agent.name.as_str(), bytes.as_slice())?;
         txn.commit()?;
         Ok(())
+    }
+
+    /// Records a revoked certificate; false when it already was.
+    pub fn revoke(&self, sha256: &str, revocation: &Revocation) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write()?;
+        let created = {
+            let mut table = txn.open_table(REVOKED)?;
+            let known = table.get(sha256)?.is_some();
+            if !known {
+                table.insert(sha256, serde_json::to_vec(revocation).map_err(corrupt)?.as_slice())?;
+            }
+            !known
+        };
+        txn.commit()?;
+        Ok(created)
+    }
+
+    /// Fingerprints of every revoked certificate.
+    pub fn revoked(&self) -> Result<Vec<String>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(REVOKED)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            out.push(row?.0.value().to_owned());
+        }
+        Ok(out)
     }
 
     pub fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {

@@ -1,6 +1,7 @@
 //! A multi-region Vantage on one machine: a private bridge, one network namespace per region
-//! (each with its own agent process), the coordinator as a real process on the bridge, and TLS
-//! targets served on the bridge address. Regions can be cut off from a target with nftables,
+//! (each with its own agent process), the coordinator as a real process on the bridge with mTLS
+//! (certificates from the real `vantage-coordinator pki`), and TLS targets served on the bridge
+//! address. Regions can be cut off from a target with nftables,
 //! agents and the coordinator can be killed and restarted. Everything is removed on drop.
 
 use std::net::{IpAddr, SocketAddr};
@@ -11,7 +12,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use vantage_shared::lab::pki::{Ca, LeafSpec};
 use vantage_shared::lab::server::{self, Reply};
 
-use crate::{Process, binary};
+use crate::{Process, binary, run};
+
+/// The admin token the cluster's coordinator accepts (`--admin-token-file`).
+pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
+/// Its read-only token (`--read-token-file`).
+pub const READ_TOKEN: &str = "e2e-read-token-0123456789";
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -43,6 +49,18 @@ pub struct Cluster {
     pub coordinator: Option<Process>,
     pub coordinator_addr: SocketAddr,
     agents: Vec<Option<Process>>,
+    /// `pki init` output: `ca.pem`, `coordinator.pem`, `agent-agent-<region>.pem`, `admin-admin.pem`.
+    pub pki: PathBuf,
+}
+
+/// Runs `vantage-coordinator pki …`, which must succeed.
+pub fn pki(args: &[&str]) {
+    let out = run("vantage-coordinator", &[&["pki"], args].concat());
+    assert!(out.status.success(), "pki {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn path(p: &std::path::Path) -> &str {
+    p.to_str().expect("utf-8 path")
 }
 
 impl Cluster {
@@ -77,6 +95,17 @@ impl Cluster {
         std::fs::write(&ca_file, &ca.pem).expect("CA file");
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        let pki_dir = dir.join("pki");
+        pki(&["init", "--dir", path(&pki_dir), "--name", &bridge_ip.to_string()]);
+        for region in regions {
+            pki(&["issue-agent", "--dir", path(&pki_dir), "--region", region, "--name", &format!("agent-{region}")]);
+        }
+        pki(&["issue-admin", "--dir", path(&pki_dir)]);
+        for (file, token) in [("admin.token", ADMIN_TOKEN), ("read.token", READ_TOKEN)] {
+            std::fs::write(pki_dir.join(file), token).expect("token file");
+            std::fs::set_permissions(pki_dir.join(file), std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .expect("chmod");
+        }
         Cluster {
             id,
             regions: regions.iter().map(|r| (*r).to_owned()).collect(),
@@ -90,6 +119,7 @@ impl Cluster {
             coordinator: None,
             coordinator_addr: SocketAddr::new(bridge_ip, 0),
             agents: regions.iter().map(|_| None).collect(),
+            pki: pki_dir,
         }
     }
 
@@ -156,9 +186,19 @@ impl Cluster {
                 "--http-listen",
                 &SocketAddr::new(self.bridge_ip, 0).to_string(),
                 "--data-dir",
-                data.to_str().expect("utf-8 path"),
+                path(&data),
                 "--config",
-                config_file.to_str().expect("utf-8 path"),
+                path(&config_file),
+                "--tls-cert",
+                path(&self.pki.join("coordinator.pem")),
+                "--tls-key",
+                path(&self.pki.join("coordinator.key")),
+                "--client-ca",
+                path(&self.pki.join("ca.pem")),
+                "--admin-token-file",
+                path(&self.pki.join("admin.token")),
+                "--read-token-file",
+                path(&self.pki.join("read.token")),
             ],
         );
         let line = process.wait_for_line(|l| l.contains("coordinator listening"));
@@ -184,28 +224,43 @@ impl Cluster {
         self.launch_coordinator(self.coordinator_addr);
     }
 
-    /// Starts the agent of region `i` in its namespace.
+    /// Starts the agent of region `i` in its namespace, with its own certificate.
     pub fn start_agent(&mut self, i: usize) {
-        let region = self.regions[i].clone();
+        let (cert, key) = self.agent_cert(i);
+        let process = self.spawn_agent(i, &cert, &key, &[]);
+        process.wait_for_line(|l| l.contains("assignment received"));
+        self.agents[i] = Some(process);
+    }
+
+    /// The certificate and key `pki issue-agent` made for region `i`'s agent.
+    pub fn agent_cert(&self, i: usize) -> (PathBuf, PathBuf) {
+        let stem = format!("agent-agent-{}", self.regions[i]);
+        (self.pki.join(format!("{stem}.pem")), self.pki.join(format!("{stem}.key")))
+    }
+
+    /// Starts an agent in region `i`'s namespace with the given certificate and extra arguments,
+    /// without waiting for anything.
+    pub fn spawn_agent(&self, i: usize, cert: &std::path::Path, key: &std::path::Path, extra: &[&str]) -> Process {
         let ns = self.namespace(i);
         let mut command = Command::new("ip");
         command.args(["netns", "exec", &ns]).arg(binary("vantage-agent")).args([
             "run",
             "--coordinator",
-            &format!("http://{}", self.coordinator_addr),
-            "--region",
-            &region,
-            "--name",
-            &format!("agent-{region}"),
+            &self.coordinator_url(),
+            "--cert",
+            path(cert),
+            "--key",
+            path(key),
+            "--coordinator-ca",
+            path(&self.pki.join("ca.pem")),
             "--ca-file",
-            self.ca_file.to_str().expect("utf-8 path"),
+            path(&self.ca_file),
         ]);
+        command.args(extra);
         for t in &self.targets {
             command.args(["--resolve", &format!("{}:{}", t.host, self.bridge_ip)]);
         }
-        let process = Process::start_with(&mut command, &format!("agent-{region}"));
-        process.wait_for_line(|l| l.contains("assignment received"));
-        self.agents[i] = Some(process);
+        Process::start_with(&mut command, &format!("agent-{}", self.regions[i]))
     }
 
     pub fn start_agents(&mut self) {
@@ -258,24 +313,40 @@ impl Cluster {
     }
 
     pub fn coordinator_url(&self) -> String {
-        format!("http://{}", self.coordinator_addr)
+        format!("https://{}", self.coordinator_addr)
     }
 
-    /// `grpcurl -plaintext … vantage.v1.Coordinator/METHOD` with `body`, as JSON.
+    /// grpcurl's TLS arguments: the CA, and the admin certificate.
+    pub fn admin_tls(&self) -> Vec<String> {
+        ["-cacert", "ca.pem", "-cert", "admin-admin.pem", "-key", "admin-admin.key"]
+            .iter()
+            .map(|a| if a.contains('.') { path(&self.pki.join(a)).to_owned() } else { (*a).to_owned() })
+            .collect()
+    }
+
+    /// `grpcurl` (as admin) `… vantage.v1.Coordinator/METHOD` with `body`, as JSON.
     pub fn call(&self, method: &str, body: &str) -> serde_json::Value {
-        let out = crate::grpcurl(&[
-            "-plaintext",
-            "-d",
-            body,
-            &self.coordinator_addr.to_string(),
-            &format!("vantage.v1.Coordinator/{method}"),
-        ]);
+        let mut args = self.admin_tls();
+        args.extend(["-d".into(), body.into(), self.coordinator_addr.to_string()]);
+        args.push(format!("vantage.v1.Coordinator/{method}"));
+        let out = crate::grpcurl(&args.iter().map(String::as_str).collect::<Vec<_>>());
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{method}: {e}: {out}"))
+    }
+
+    /// The operator CLI's credentials: the CA and the admin certificate.
+    pub fn cli_credentials(&self) -> Vec<String> {
+        let mut args = vec!["--addr".to_owned(), self.coordinator_url()];
+        for (flag, file) in [("--ca", "ca.pem"), ("--cert", "admin-admin.pem"), ("--key", "admin-admin.key")] {
+            args.extend([flag.to_owned(), path(&self.pki.join(file)).to_owned()]);
+        }
+        args
     }
 
     /// A `status --watch --json` process: one JSON line per status change.
     pub fn watch(&self) -> Process {
-        Process::start("vantage-coordinator", &["status", "--watch", "--json", "--addr", &self.coordinator_url()])
+        let mut args = vec!["status".to_owned(), "--watch".into(), "--json".into()];
+        args.extend(self.cli_credentials());
+        Process::start("vantage-coordinator", &args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 }
 

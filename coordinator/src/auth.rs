@@ -1,0 +1,166 @@
+//! Who may call what. Agents prove who they are with a client certificate from Vantage's CA; its
+//! SAN URI carries their region and name (`vantage_shared::identity`). The admin API takes an
+//! admin certificate or a bearer token (an admin token for everything, an optional read token for
+//! the read-only calls). Tokens are kept as SHA-256 digests and compared in constant time; they
+//! never reach a log or a reply.
+
+use std::path::Path;
+
+use anyhow::Context;
+use tonic::{Request, Status};
+use vantage_shared::identity::{self, CertIdentity, Identity};
+
+/// Shortest token accepted: anything shorter could be guessed.
+const MIN_TOKEN: usize = 16;
+
+/// What a call needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// A bearer token, as its digest.
+pub struct Token([u8; 32]);
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(…)")
+    }
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
+    out
+}
+
+impl Token {
+    pub fn new(secret: &str) -> anyhow::Result<Token> {
+        anyhow::ensure!(secret.len() >= MIN_TOKEN, "a token must be at least {MIN_TOKEN} characters");
+        anyhow::ensure!(
+            secret.bytes().all(|b| b.is_ascii_graphic()),
+            "a token may hold only printable ASCII without spaces"
+        );
+        Ok(Token(digest(secret.as_bytes())))
+    }
+
+    /// Reads a token file (surrounding whitespace ignored), warning when others may read it.
+    pub fn load(path: &Path) -> anyhow::Result<Token> {
+        identity::warn_if_loose(path);
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Token::new(text.trim()).with_context(|| format!("the token in {}", path.display()))
+    }
+
+    /// Constant time: the digests are compared whole, whatever differs first.
+    fn matches(&self, presented: &str) -> bool {
+        let other = digest(presented.as_bytes());
+        self.0.iter().zip(other.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+}
+
+/// A caller with a client certificate.
+pub struct PeerInfo {
+    pub addr: String,
+    pub cert: CertIdentity,
+}
+
+/// The client certificate of a call, read (`None` without TLS or without a certificate). rustls
+/// has already verified it against the client CA.
+pub fn peer_info<T>(request: &Request<T>) -> Result<Option<PeerInfo>, Status> {
+    let Some(certs) = request.peer_certs() else { return Ok(None) };
+    let Some(leaf) = certs.first() else { return Ok(None) };
+    let cert =
+        identity::of_certificate(leaf).map_err(|_| Status::unauthenticated("the client certificate cannot be read"))?;
+    let addr = request.remote_addr().map(|a| a.to_string()).unwrap_or_else(|| "?".into());
+    Ok(Some(PeerInfo { addr, cert }))
+}
+
+/// The admin API's gate.
+#[derive(Debug, Default)]
+pub struct AdminAuth {
+    /// Whether connections are mTLS (admin certificates are then accepted).
+    pub mtls: bool,
+    pub admin_token: Option<Token>,
+    pub read_token: Option<Token>,
+}
+
+impl AdminAuth {
+    /// Plaintext on loopback without tokens: development and the demo, no credentials needed.
+    pub fn is_open(&self) -> bool {
+        !self.mtls && self.admin_token.is_none() && self.read_token.is_none()
+    }
+
+    /// Lets the call through, or says why not; returns who is calling, for the log.
+    pub fn check<T>(&self, request: &Request<T>, access: Access) -> Result<String, Status> {
+        if self.is_open() {
+            return Ok("anyone (no credentials configured)".into());
+        }
+        if let Some(Identity::Admin { name }) = peer_info(request)?.and_then(|p| p.cert.identity) {
+            return Ok(format!("admin certificate {name}"));
+        }
+        let Some(token) = bearer(request)? else {
+            return Err(Status::unauthenticated(
+                "this call needs an admin client certificate or an `authorization: Bearer <token>` header",
+            ));
+        };
+        if self.admin_token.as_ref().is_some_and(|t| t.matches(token)) {
+            return Ok("admin token".into());
+        }
+        if self.read_token.as_ref().is_some_and(|t| t.matches(token)) {
+            return match access {
+                Access::Read => Ok("read token".into()),
+                Access::Write => Err(Status::permission_denied("the read-only token cannot change anything")),
+            };
+        }
+        Err(Status::unauthenticated("the bearer token is not valid"))
+    }
+}
+
+fn bearer<T>(request: &Request<T>) -> Result<Option<&str>, Status> {
+    let Some(value) = request.metadata().get("authorization") else { return Ok(None) };
+    let value = value.to_str().map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
+    match value.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(Some(token.trim())),
+        _ => Err(Status::unauthenticated("the authorization header must be `Bearer <token>`")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(header: Option<&str>) -> Request<()> {
+        let mut request = Request::new(());
+        if let Some(h) = header {
+            request.metadata_mut().insert("authorization", h.parse().unwrap());
+        }
+        request
+    }
+
+    #[test]
+    fn tokens_open_what_they_should_and_nothing_else() {
+        let auth = AdminAuth {
+            mtls: true,
+            admin_token: Some(Token::new("admin-token-0123456789").unwrap()),
+            read_token: Some(Token::new("read-token-0123456789").unwrap()),
+        };
+        let code = |h: Option<&str>, access| auth.check(&call(h), access).map_err(|s| s.code());
+        assert_eq!(code(None, Access::Read), Err(tonic::Code::Unauthenticated));
+        assert!(code(Some("Bearer admin-token-0123456789"), Access::Write).is_ok());
+        assert!(code(Some("bearer read-token-0123456789"), Access::Read).is_ok());
+        assert_eq!(code(Some("Bearer read-token-0123456789"), Access::Write), Err(tonic::Code::PermissionDenied));
+        assert_eq!(code(Some("Bearer admin-token-012345678"), Access::Read), Err(tonic::Code::Unauthenticated));
+        assert_eq!(code(Some("Basic YWRtaW4="), Access::Read), Err(tonic::Code::Unauthenticated));
+        assert!(Token::new("short").is_err());
+        assert_eq!(format!("{:?}", auth.admin_token), "Some(Token(…))");
+    }
+
+    #[test]
+    fn plaintext_without_tokens_is_open_and_tokens_close_it() {
+        assert!(AdminAuth::default().check(&call(None), Access::Write).is_ok());
+        let closed =
+            AdminAuth { admin_token: Some(Token::new("admin-token-0123456789").unwrap()), ..Default::default() };
+        assert!(closed.check(&call(None), Access::Read).is_err());
+    }
+}

@@ -1,0 +1,161 @@
+//! Trust between agents and the coordinator, with real processes: the coordinator serves mTLS on
+//! a bridge (certificates from the real `pki` commands), agents run in their regions'
+//! namespaces. Agents without a certificate, with another CA's, with a revoked one, or claiming
+//! another region are refused and store nothing; the admin API takes an admin certificate or a
+//! token and nothing else (checked with the real grpcurl); `--insecure` stays on loopback.
+
+use vantage_e2e::cluster::{ADMIN_TOKEN, Cluster, READ_TOKEN, pki};
+use vantage_e2e::{grpcurl_output, run};
+
+fn history_len(c: &Cluster, region: &str) -> usize {
+    let body = format!("{{\"url\": \"{}\", \"region\": \"{region}\", \"limit\": 1000}}", c.targets[0].url);
+    c.call("GetHistory", &body).get("results").and_then(|r| r.as_array()).map_or(0, Vec::len)
+}
+
+fn agent_names(c: &Cluster) -> Vec<String> {
+    let agents = c.call("ListAgents", "{}");
+    let list = agents.get("agents").and_then(|a| a.as_array()).cloned().unwrap_or_default();
+    list.iter().filter_map(|a| a.get("name").and_then(|n| n.as_str()).map(str::to_owned)).collect()
+}
+
+fn cluster() -> Cluster {
+    let mut c = Cluster::new(&["eu-west", "us-east"]);
+    c.add_target("shop", false);
+    c.start_coordinator("1s", "500ms");
+    c
+}
+
+#[test]
+fn agents_that_cannot_prove_their_region_are_refused_and_store_nothing() {
+    let mut c = cluster();
+    let addr = c.coordinator_addr.to_string();
+    let ca = c.pki.join("ca.pem");
+
+    // No client certificate: grpcurl speaks TLS to the agent service and says hello.
+    let hello = r#"{"hello": {"name": "agent-x", "region": "eu-west", "version": "0"}}"#;
+    let out = grpcurl_output(&["-cacert", ca.to_str().unwrap(), "-d", hello, &addr, "vantage.v1.AgentService/Connect"]);
+    assert!(out.contains("Unauthenticated") && out.contains("client certificate"), "{out}");
+
+    // A certificate from another CA: the TLS handshake fails; the agent says so and retries.
+    let other = c.pki.parent().unwrap().join("other-pki");
+    pki(&["init", "--dir", other.to_str().unwrap()]);
+    pki(&["issue-agent", "--dir", other.to_str().unwrap(), "--region", "eu-west", "--name", "agent-eu-west"]);
+    let stranger =
+        c.spawn_agent(0, &other.join("agent-agent-eu-west.pem"), &other.join("agent-agent-eu-west.key"), &[]);
+    let line = stranger.wait_for_line(|l| l.contains("session to the coordinator failed"));
+    assert!(!line.contains("assignment"), "{line}");
+    drop(stranger);
+
+    // A valid eu-west certificate whose hello claims us-east.
+    let (cert, key) = c.agent_cert(0);
+    let liar = c.spawn_agent(1, &cert, &key, &["--region", "us-east"]);
+    let line = liar.wait_for_line(|l| l.contains("session to the coordinator failed"));
+    assert!(line.contains("PermissionDenied") && line.contains("region eu-west"), "{line}");
+    let coordinator = c.coordinator.as_ref().unwrap();
+    let log = coordinator.wait_for_line(|l| l.contains("agent refused: its hello claims another region"));
+    assert!(log.contains("claimed_region=\"us-east\"") || log.contains("claimed_region=us-east"), "{log}");
+    drop(liar);
+
+    assert_eq!(history_len(&c, "eu-west"), 0);
+    assert_eq!(history_len(&c, "us-east"), 0);
+    assert!(agent_names(&c).is_empty(), "no refused agent was recorded: {:?}", agent_names(&c));
+
+    // The rightful agent is admitted, reports, and is then revoked by an operator.
+    c.start_agent(0);
+    let watch = c.watch();
+    watch.wait_for_line(|l| l.contains("\"verdict\":\"UP\""));
+    let mut revoke = vec!["pki", "revoke-agent", "--agent-cert", cert.to_str().unwrap()];
+    let credentials = c.cli_credentials();
+    revoke.extend(credentials.iter().map(String::as_str));
+    let out = run("vantage-coordinator", &revoke);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let identity = "spiffe://vantage/region/eu-west/agent/agent-eu-west";
+    assert!(printed.contains(identity) && printed.contains("1 open stream(s) closed"), "{printed}");
+
+    // Its reconnections are refused, and nothing more is stored from it.
+    let again = c.spawn_agent(0, &cert, &key, &[]);
+    let refused = |agent: &vantage_e2e::Process| {
+        let line = agent.wait_for_line(|l| l.contains("session to the coordinator failed"));
+        assert!(line.contains("PermissionDenied") && line.contains("revoked"), "{line}");
+    };
+    refused(&again);
+    let stored = history_len(&c, "eu-west");
+    assert!(stored > 0, "the agent reported before it was revoked");
+    refused(&again);
+    assert_eq!(history_len(&c, "eu-west"), stored);
+    let agents = c.call("ListAgents", "{}");
+    assert_eq!(agents["agents"][0]["connected"], serde_json::Value::Null, "{agents}");
+
+    // The revocation is durable: after a restart the certificate is still refused.
+    drop(again);
+    c.kill_coordinator();
+    c.restart_coordinator();
+    refused(&c.spawn_agent(0, &cert, &key, &[]));
+}
+
+#[test]
+fn the_admin_api_needs_an_admin_certificate_or_a_token() {
+    let c = cluster();
+    let addr = c.coordinator_addr.to_string();
+    let ca = c.pki.join("ca.pem").to_str().unwrap().to_owned();
+    let (agent_cert, agent_key) = c.agent_cert(0);
+    let call = |auth: &[&str], method: &str, body: &str| {
+        let mut args = vec!["-cacert", ca.as_str()];
+        args.extend(auth);
+        let method = format!("vantage.v1.Coordinator/{method}");
+        args.extend(["-d", body, addr.as_str(), method.as_str()]);
+        grpcurl_output(&args)
+    };
+    let admin_bearer = format!("authorization: Bearer {ADMIN_TOKEN}");
+    let read_bearer = format!("authorization: Bearer {READ_TOKEN}");
+    let wrong_bearer = "authorization: Bearer not-the-token-at-all";
+    let admin_tls = c.admin_tls();
+    let admin_tls: Vec<&str> = admin_tls.iter().map(String::as_str).skip(2).collect(); // without -cacert
+    let agent_tls = ["-cert", agent_cert.to_str().unwrap(), "-key", agent_key.to_str().unwrap()];
+    let add = |n: usize| format!("{{\"target\": {{\"url\": \"https://new{n}.e2e.test/\"}}}}");
+
+    // Nothing, a wrong token, an agent's certificate: UNAUTHENTICATED.
+    for auth in [&[][..], &["-H", wrong_bearer][..], &agent_tls[..]] {
+        let out = call(auth, "ListStatus", "{}");
+        assert!(out.contains("Code: Unauthenticated"), "{auth:?}: {out}");
+        let out = call(auth, "UpsertTarget", &add(0));
+        assert!(out.contains("Code: Unauthenticated"), "{auth:?}: {out}");
+    }
+    // The admin certificate and the admin token may do everything.
+    for (n, auth) in [&admin_tls[..], &["-H", &admin_bearer][..]].into_iter().enumerate() {
+        let out = call(auth, "ListStatus", "{}");
+        assert!(out.contains("\"targets\""), "{auth:?}: {out}");
+        let out = call(auth, "UpsertTarget", &add(n + 1));
+        assert!(out.contains("\"created\": true"), "{auth:?}: {out}");
+    }
+    // The read token reads, and may not write.
+    let out = call(&["-H", &read_bearer], "ListTargets", "{}");
+    assert!(out.contains("new1.e2e.test") && out.contains("new2.e2e.test"), "{out}");
+    let out = call(&["-H", &read_bearer], "DeleteTarget", r#"{"url": "https://new1.e2e.test/"}"#);
+    assert!(out.contains("Code: PermissionDenied"), "{out}");
+    // No token or key is ever in the coordinator's replies or its log.
+    let coordinator = c.coordinator.as_ref().unwrap();
+    let line = coordinator.wait_for_line(|l| l.contains("target upserted") && l.contains("admin token"));
+    assert!(!line.contains(ADMIN_TOKEN), "{line}");
+
+    // Invalid input is refused with the field named.
+    let bad = r#"{"target": {"url": "https://x.e2e.test/", "interval": "10s", "timeout": "20s"}}"#;
+    let out = call(&admin_tls, "UpsertTarget", bad);
+    assert!(out.contains("Code: InvalidArgument") && out.contains("timeout"), "{out}");
+}
+
+#[test]
+fn serve_refuses_plaintext_beyond_loopback_and_without_a_choice() {
+    let dir = std::env::temp_dir().join(format!("vantage-insecure-{}", std::process::id()));
+    let data = dir.to_str().unwrap();
+    let out = run("vantage-coordinator", &["serve", "--insecure", "--listen", "0.0.0.0:0", "--data-dir", data]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("--insecure serves plaintext on loopback only") && err.contains("0.0.0.0"), "{err}");
+    let out = run("vantage-coordinator", &["serve", "--listen", "127.0.0.1:0", "--data-dir", data]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("give --tls-cert, --tls-key and --client-ca"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
