@@ -159,3 +159,65 @@ fn serve_refuses_plaintext_beyond_loopback_and_without_a_choice() {
     assert!(err.contains("give --tls-cert, --tls-key and --client-ca"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn days_left(line: &str) -> i64 {
+    let value = line.split("days_left=").nth(1).and_then(|r| r.split_whitespace().next());
+    value.and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no days_left in {line}"))
+}
+
+#[test]
+fn the_coordinator_warns_about_expiring_certificates_and_loose_key_files() {
+    let dir = std::env::temp_dir().join(format!("vantage-expiry-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let pki_dir = dir.join("pki");
+    let d = pki_dir.to_str().unwrap();
+    pki(&["init", "--dir", d, "--days", "20"]);
+    pki(&["issue-agent", "--dir", d, "--region", "eu-west", "--name", "agent-1", "--days", "5"]);
+    let file = |name: &str| pki_dir.join(name).to_str().unwrap().to_owned();
+    std::fs::set_permissions(pki_dir.join("coordinator.key"), std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .unwrap();
+    let data = dir.join("data");
+    let coordinator = vantage_e2e::Process::start(
+        "vantage-coordinator",
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--tls-cert",
+            &file("coordinator.pem"),
+            "--tls-key",
+            &file("coordinator.key"),
+            "--client-ca",
+            &file("ca.pem"),
+        ],
+    );
+    let line = coordinator.wait_for_line(|l| l.contains("secret file is accessible to other users"));
+    assert!(line.contains("coordinator.key") && line.contains("644"), "{line}");
+    // In the order they are logged.
+    let line = coordinator.wait_for_line(|l| l.contains("coordinator listening"));
+    let addr = line.split("addr=").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().to_owned();
+    let line = coordinator.wait_for_line(|l| l.contains("server certificate"));
+    assert!(line.contains("expires in under 30 days") && days_left(&line) <= 20, "{line}");
+
+    let _agent = vantage_e2e::Process::start(
+        "vantage-agent",
+        &[
+            "run",
+            "--coordinator",
+            &format!("https://{addr}"),
+            "--cert",
+            &file("agent-agent-1.pem"),
+            "--key",
+            &file("agent-agent-1.key"),
+            "--coordinator-ca",
+            &file("ca.pem"),
+        ],
+    );
+    let line = coordinator.wait_for_line(|l| l.contains("agent certificate expires soon"));
+    assert!(line.contains("agent-1") && days_left(&line) <= 5, "{line}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
