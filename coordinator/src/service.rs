@@ -111,6 +111,24 @@ pub fn check_batch(batch: &ResultBatch) -> Result<(), Status> {
     Ok(())
 }
 
+/// A batch's results as history rows of `region` and `agent`, keyed by target URL.
+pub fn history_entries(results: Vec<TargetResult>, region: &str, agent: &str) -> Vec<(String, HistoryEntry)> {
+    results
+        .into_iter()
+        .map(|r| {
+            let entry = HistoryEntry {
+                region: region.to_owned(),
+                agent: agent.to_owned(),
+                result: r.result,
+                retried: r.retried,
+                run_now_id: r.run_now_id,
+                first_failure_code: r.first_failure_code,
+            };
+            (r.target_url, entry)
+        })
+        .collect()
+}
+
 /// A token bucket: `rate` per second, bursts of `burst`. Taking more than is there is allowed
 /// (a batch is never split); the caller then waits until the debt is paid.
 struct Bucket {
@@ -195,21 +213,7 @@ async fn serve_agent(
                     tracing::debug!(agent = hello.name, ?wait, "agent over its result rate; reading slower");
                     tokio::time::sleep(wait).await;
                 }
-                let results = batch
-                    .results
-                    .into_iter()
-                    .map(|r| {
-                        let entry = HistoryEntry {
-                            region: hello.region.clone(),
-                            agent: hello.name.clone(),
-                            result: r.result,
-                            retried: r.retried,
-                            run_now_id: r.run_now_id,
-                            first_failure_code: r.first_failure_code,
-                        };
-                        (r.target_url, entry)
-                    })
-                    .collect();
+                let results = history_entries(batch.results, &hello.region, &hello.name);
                 // Its own task: if this stream is dropped mid-batch (the session was replaced), the
                 // commit and the live view still finish together.
                 let (ingesting, name, region) = (hub.clone(), hello.name.clone(), hello.region.clone());

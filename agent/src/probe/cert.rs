@@ -98,7 +98,7 @@ fn read_facts(der: &CertificateDer<'_>) -> Result<Facts, CertError> {
         sans,
         key,
         signature_algorithm,
-        sha256: sha256_hex(der.as_ref()),
+        sha256: vantage_shared::identity::sha256_hex(der.as_ref()),
     })
 }
 
@@ -108,12 +108,6 @@ fn ip_from_bytes(bytes: &[u8]) -> Option<std::net::IpAddr> {
         16 => Some(<[u8; 16]>::try_from(bytes).ok()?.into()),
         _ => None,
     }
-}
-
-/// Lowercase hex SHA-256 of `data`.
-pub fn sha256_hex(data: &[u8]) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, data);
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn timestamp(secs: i64) -> String {
