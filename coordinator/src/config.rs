@@ -39,6 +39,8 @@ struct TargetEntry {
     critical_days: u32,
     #[serde(default)]
     labels: std::collections::HashMap<String, String>,
+    #[serde(default)]
+    pin_sha256: Vec<String>,
 }
 
 fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<std::time::Duration>, D::Error> {
@@ -86,6 +88,7 @@ pub fn parse(text: &str, path: &str) -> Result<Vec<TargetSpec>, ConfigError> {
             critical_days: t.critical_days,
             source: "config".into(),
             labels: t.labels,
+            pin_sha256: t.pin_sha256,
         };
         let normalized = spec::normalize(raw).map_err(|source| ConfigError::Target {
             path: path.to_owned(),

@@ -15,6 +15,7 @@ const MAX_REGIONS: usize = 64;
 const MAX_NAME: usize = 64;
 const MAX_LABELS: usize = 32;
 const MAX_LABEL_VALUE: usize = 256;
+const MAX_PINS: usize = 8;
 
 /// A field that cannot be accepted, named so the operator can find it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,6 +108,14 @@ pub fn normalize(mut spec: TargetSpec) -> Result<TargetSpec, SpecError> {
             return Err(bad("labels", format!("the value of {key:?} must be at most {MAX_LABEL_VALUE} bytes of text")));
         }
     }
+    if spec.pin_sha256.len() > MAX_PINS {
+        return Err(bad("pin_sha256", format!("at most {MAX_PINS} pins")));
+    }
+    spec.pin_sha256 = spec
+        .pin_sha256
+        .iter()
+        .map(|pin| vantage_agent::probe::cert::parse_pin(pin).map_err(|e| bad("pin_sha256", e)))
+        .collect::<Result<_, _>>()?;
     Ok(spec)
 }
 
@@ -149,6 +158,13 @@ mod tests {
     }
 
     #[test]
+    fn pins_are_stored_lowercase_without_colons() {
+        let colons = vec!["AB"; 32].join(":");
+        let s = normalize(TargetSpec { pin_sha256: vec![colons], ..spec("https://a.example/") }).unwrap();
+        assert_eq!(s.pin_sha256, vec!["ab".repeat(32)]);
+    }
+
+    #[test]
     fn each_bad_field_is_named() {
         let cases: Vec<(TargetSpec, &str)> = vec![
             (spec("ftp://a.example/"), "url"),
@@ -179,6 +195,8 @@ mod tests {
                 },
                 "labels",
             ),
+            (TargetSpec { pin_sha256: vec!["ab".repeat(31)], ..spec("https://a.example/") }, "pin_sha256"),
+            (TargetSpec { pin_sha256: vec!["a".repeat(64); 9], ..spec("https://a.example/") }, "pin_sha256"),
         ];
         for (s, field) in cases {
             assert_eq!(normalize(s.clone()).unwrap_err().field, field, "{s:?}");

@@ -298,6 +298,10 @@ pub struct AddTarget {
     /// A label, KEY=VALUE (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = label)]
     pub labels: Vec<(String, String)>,
+    /// Expected SHA-256 of the served leaf certificate or of its public key (SPKI), 64 hex
+    /// digits (repeatable; one must match).
+    #[arg(long = "pin-sha256", value_name = "HEX")]
+    pub pin_sha256: Vec<String>,
 }
 
 fn label(s: &str) -> Result<(String, String), String> {
@@ -325,6 +329,7 @@ pub async fn run_targets(args: TargetsArgs) -> anyhow::Result<()> {
                 critical_days: a.critical_days,
                 source: String::new(),
                 labels: a.labels.into_iter().collect(),
+                pin_sha256: a.pin_sha256,
             };
             let r = client
                 .upsert_target(UpsertTargetRequest { target: Some(spec) })

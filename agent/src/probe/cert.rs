@@ -48,6 +48,17 @@ impl CertError {
     }
 }
 
+/// Reads a pin as operators paste it: 64 hex digits, either case, optionally colon-separated
+/// (`openssl x509 -fingerprint -sha256` prints `AB:CD:…`). The result is lowercase without
+/// colons, the form reports and the coordinator store.
+pub fn parse_pin(text: &str) -> Result<String, String> {
+    let pin: String = text.trim().chars().filter(|c| *c != ':').collect::<String>().to_ascii_lowercase();
+    if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{text:?} is not a SHA-256 hash (64 hex digits)"));
+    }
+    Ok(pin)
+}
+
 /// What x509-parser reads from one certificate.
 struct Facts {
     subject: String,
