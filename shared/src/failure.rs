@@ -121,6 +121,12 @@ failure_codes! {
     CertInvalid = "cert_invalid", Certificate,
         "The certificate is invalid: a bad signature, a key usage that does not allow serving TLS, or malformed data.",
         "Reissue the certificate for TLS server authentication and check that the served chain belongs together.";
+    CertNotReloaded = "cert_not_reloaded", Certificate,
+        "The server still serves an older certificate than the one renewed on disk: it was not reloaded.",
+        "Reload or restart the web server so it loads the renewed certificate, then check the renewal's deploy hook (certbot --deploy-hook, say) so the next renewal reloads it too.";
+    CertPinMismatch = "cert_pin_mismatch", Certificate,
+        "The served certificate matches none of the pinned SHA-256 hashes (of the certificate or of its public key).",
+        "The certificate or its key changed: if the change was expected, update the pin (a public-key pin survives renewals that keep the key); if not, find out what is serving this name.";
     Http5xx = "http_5xx", Http,
         "The server answered with a 5xx server error.",
         "Look at the application and upstream logs: the web server is reachable but the application behind it is failing.";
