@@ -12,7 +12,8 @@ use vantage_shared::failure::Stage;
 use vantage_shared::report::{CertHealth, ProbeReport, ProbeStatus};
 use vantage_shared::target::TargetUrl;
 
-use crate::probe::{Prober, ProberConfig, Target, cert::Thresholds};
+use crate::probe::cert::{self, Thresholds, watch::WatchedCert};
+use crate::probe::{Prober, ProberConfig, Target};
 
 /// Nagios/Icinga plugin exit codes.
 pub mod exit {
@@ -45,7 +46,34 @@ impl NetworkArgs {
             let host = url::Host::parse(host).map(|h| h.to_string()).unwrap_or_else(|_| host.clone());
             pinned.entry(host).or_default().push(*ip);
         }
-        ProberConfig { nameservers: self.nameservers.clone(), pinned, ca_files: self.ca_files.clone() }
+        ProberConfig {
+            nameservers: self.nameservers.clone(),
+            pinned,
+            ca_files: self.ca_files.clone(),
+            watch_certs: Vec::new(),
+            watch_grace: cert::watch::DEFAULT_GRACE,
+        }
+    }
+}
+
+/// Certificate files on this machine to compare with what is served: shared by `check` and `run`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct WatchArgs {
+    /// On the web server itself: the certificate file (PEM; its first certificate is the leaf)
+    /// that URL should serve; a newer one on disk than the served one is cert_not_reloaded
+    /// (repeatable).
+    #[arg(long = "watch-cert", value_name = "PATH=URL", value_parser = WatchedCert::parse)]
+    pub watch_certs: Vec<WatchedCert>,
+    /// How long a renewed --watch-cert file may wait for the server's reload before it is reported.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_grace)]
+    pub watch_cert_grace: Duration,
+}
+
+impl WatchArgs {
+    /// Adds the watched files to a prober's configuration.
+    pub fn apply(&self, config: &mut ProberConfig) {
+        config.watch_certs = self.watch_certs.clone();
+        config.watch_grace = self.watch_cert_grace;
     }
 }
 
@@ -76,6 +104,12 @@ pub struct CheckArgs {
     /// Certificate health turns to critical with fewer days left.
     #[arg(long, value_name = "DAYS", default_value_t = 7)]
     pub critical_days: u32,
+    /// The served leaf certificate's SHA-256, or its public key's (SubjectPublicKeyInfo), must be
+    /// this, in hex (repeatable; one must match).
+    #[arg(long = "pin-sha256", value_name = "HEX", value_parser = cert::parse_pin)]
+    pub pins: Vec<String>,
+    #[command(flatten)]
+    pub watch: WatchArgs,
     /// Report a redirect as it is instead of following it.
     #[arg(long)]
     pub no_follow: bool,
@@ -106,6 +140,10 @@ fn parse_body_text(s: &str) -> Result<String, String> {
     if s.is_empty() { Err("the expected text must not be empty".into()) } else { Ok(s.to_owned()) }
 }
 
+fn parse_grace(s: &str) -> Result<Duration, String> {
+    vantage_shared::duration::parse_duration(s).map_err(|e| e.to_string())
+}
+
 fn parse_timeout(s: &str) -> Result<Duration, String> {
     let d = vantage_shared::duration::parse_duration(s).map_err(|e| e.to_string())?;
     if d < Duration::from_millis(100) || d > Duration::from_secs(300) {
@@ -123,6 +161,8 @@ pub enum CheckError {
     Setup(#[from] crate::probe::SetupError),
     #[error("--critical-days ({critical}) must not be more than --warn-days ({warn})")]
     Thresholds { warn: u32, critical: u32 },
+    #[error("--watch-cert {path}={watched}: check probes {checked}; watch a file for the URL being checked")]
+    WatchUrl { path: String, watched: String, checked: String },
 }
 
 impl CheckArgs {
@@ -132,7 +172,13 @@ impl CheckArgs {
         if self.critical_days > self.warn_days {
             return Err(CheckError::Thresholds { warn: self.warn_days, critical: self.critical_days });
         }
-        let prober = Prober::new(self.network.prober_config())?;
+        if let Some(w) = self.watch.watch_certs.iter().find(|w| w.url != url) {
+            let (path, watched) = (w.path.display().to_string(), w.url.to_string());
+            return Err(CheckError::WatchUrl { path, watched, checked: url.to_string() });
+        }
+        let mut config = self.network.prober_config();
+        self.watch.apply(&mut config);
+        let prober = Prober::new(config)?;
         let mut target = Target::new(url);
         target.timeout = self.timeout;
         target.expect_ips = self.expect_ips.clone();
@@ -141,6 +187,7 @@ impl CheckArgs {
         target.all_backends = self.all_backends;
         target.follow_redirects = !self.no_follow;
         target.thresholds = Thresholds { warn_days: self.warn_days, critical_days: self.critical_days };
+        target.pins = self.pins.clone();
         Ok((prober, target))
     }
 

@@ -42,6 +42,9 @@ pub struct Target {
     pub all_backends: bool,
     pub follow_redirects: bool,
     pub thresholds: cert::Thresholds,
+    /// Accepted SHA-256 hashes of the leaf certificate or its public key, as `cert::parse_pin`
+    /// writes them; empty means no pinning. Checked for the target's host name only.
+    pub pins: Vec<String>,
 }
 
 impl Target {
@@ -55,6 +58,7 @@ impl Target {
             all_backends: false,
             follow_redirects: true,
             thresholds: cert::Thresholds { warn_days: 30, critical_days: 7 },
+            pins: Vec::new(),
         }
     }
 }
@@ -68,6 +72,11 @@ pub struct ProberConfig {
     pub pinned: HashMap<String, Vec<IpAddr>>,
     /// Extra trusted roots (PEM files), beside the webpki roots.
     pub ca_files: Vec<PathBuf>,
+    /// Certificate files on this machine and the URLs that should serve them.
+    pub watch_certs: Vec<cert::watch::WatchedCert>,
+    /// How long a renewed watched file may wait for its reload (`cert::watch::DEFAULT_GRACE`
+    /// from the command line).
+    pub watch_grace: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +98,8 @@ struct Inner {
     roots: RootCertStore,
     provider: Arc<CryptoProvider>,
     tls: Arc<ClientConfig>,
+    watch_certs: Vec<cert::watch::WatchedCert>,
+    watch_grace: Duration,
 }
 
 impl Prober {
@@ -115,6 +126,8 @@ impl Prober {
                 roots,
                 tls: tls::client_config(provider.clone()),
                 provider,
+                watch_certs: config.watch_certs,
+                watch_grace: config.watch_grace,
             }),
         })
     }
@@ -373,7 +386,19 @@ impl Prober {
             cert::inspect(&handshake.chain, &server_name, &trust, target.thresholds, OffsetDateTime::now_utc())
         };
         outcome.cert = inspection.report;
-        if let Err(e) = inspection.verdict {
+        // A renewed certificate left unloaded explains whatever else is wrong with the served one
+        // (most often: it expired), and reloading is the fix, so it is reported first. Pins are
+        // judged only for a chain that holds up: a broken chain is reported as such.
+        let verdict = match self.watch(url, &handshake.chain).await {
+            Err(e) => Err(e),
+            Ok(()) => {
+                inspection.verdict.and_then(|()| match (url.host() == target.url.host(), handshake.chain.first()) {
+                    (true, Some(leaf)) => cert::check_pins(leaf, &target.pins),
+                    _ => Ok(()),
+                })
+            }
+        };
+        if let Err(e) = verdict {
             outcome.fail(Failure::new(e.code(), e.to_string()));
             return outcome;
         }
@@ -384,6 +409,24 @@ impl Prober {
             .await;
         outcome.record_response(result);
         outcome
+    }
+
+    /// Compares the served leaf with each file watched for `url`. A file that cannot be read is
+    /// logged and skipped: the site is not down because of it.
+    async fn watch(&self, url: &TargetUrl, chain: &[CertificateDer<'static>]) -> Result<(), cert::CertError> {
+        let Some(leaf) = chain.first() else { return Ok(()) };
+        for watched in self.inner.watch_certs.iter().filter(|w| w.url == *url) {
+            let (path, leaf, grace) = (watched.path.clone(), leaf.clone(), self.inner.watch_grace);
+            let now = std::time::SystemTime::now();
+            let compared = tokio::task::spawn_blocking(move || cert::watch::compare(leaf.as_ref(), &path, grace, now))
+                .await
+                .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+            match compared {
+                Ok(finding) => finding?,
+                Err(e) => tracing::warn!(url = %url, error = %e, "watched certificate not compared"),
+            }
+        }
+        Ok(())
     }
 }
 

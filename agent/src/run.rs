@@ -8,7 +8,7 @@ use clap::Args;
 use tokio::sync::mpsc;
 use vantage_shared::identity::{self, Identity};
 
-use crate::check::NetworkArgs;
+use crate::check::{NetworkArgs, WatchArgs};
 use crate::probe::{Prober, ProberConfig};
 use crate::scheduler::Scheduler;
 use crate::session::{self, Outbox, SessionConfig};
@@ -39,6 +39,8 @@ pub struct RunArgs {
     pub name: Option<String>,
     #[command(flatten)]
     pub network: NetworkArgs,
+    #[command(flatten)]
+    pub watch: WatchArgs,
     /// Most probes running at once.
     #[arg(long, default_value_t = 256, env = "VANTAGE_CONCURRENCY")]
     pub concurrency: usize,
@@ -117,7 +119,11 @@ impl RunArgs {
             region,
             name,
             tls,
-            prober: self.network.prober_config(),
+            prober: {
+                let mut prober = self.network.prober_config();
+                self.watch.apply(&mut prober);
+                prober
+            },
             concurrency: self.concurrency,
             outbox_limit: self.outbox_limit,
         })

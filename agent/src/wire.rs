@@ -9,7 +9,7 @@ use vantage_shared::TargetUrl;
 use vantage_shared::failure::{Failure, Stage};
 use vantage_shared::report::{CertHealth, ProbeReport, ProbeStatus, parse_rfc3339};
 
-use crate::probe::{Target, cert::Thresholds};
+use crate::probe::{Target, cert, cert::Thresholds};
 
 fn timestamp(rfc3339: &str) -> Option<prost_types::Timestamp> {
     parse_rfc3339(rfc3339).map(|seconds| prost_types::Timestamp { seconds, nanos: 0 })
@@ -117,5 +117,6 @@ pub fn target(spec: &pb::TargetSpec) -> Result<Target, String> {
     let warn_days = if spec.warn_days == 0 { 30 } else { spec.warn_days };
     let critical_days = if spec.critical_days == 0 { 7.min(warn_days) } else { spec.critical_days };
     target.thresholds = Thresholds { warn_days, critical_days };
+    target.pins = spec.pin_sha256.iter().map(|pin| cert::parse_pin(pin)).collect::<Result<_, _>>()?;
     Ok(target)
 }

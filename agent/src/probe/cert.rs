@@ -1,7 +1,10 @@
 //! Stage 4, the certificate: facts about the served chain (x509-parser) and a verdict against
 //! the trust roots (webpki, through rustls). When a certificate has several faults the trust
 //! fault is reported first, then validity dates, then the name: a self-signed certificate that
-//! also expired is, first of all, a certificate nobody should trust.
+//! also expired is, first of all, a certificate nobody should trust. Pins are checked once the
+//! chain holds up; `watch` compares the served leaf with a renewed one on this machine's disk.
+
+pub mod watch;
 
 use rustls::client::{verify_server_cert_signed_by_trust_anchor, verify_server_name};
 use rustls::pki_types::SignatureVerificationAlgorithm;
@@ -32,6 +35,12 @@ pub enum CertError {
     ChainIncomplete { issuer: String },
     #[error("{detail}")]
     Invalid { detail: String },
+    #[error(
+        "the served leaf (sha256 {sha256}, public key sha256 {spki_sha256}) matches none of the {pins} pinned hash(es)"
+    )]
+    PinMismatch { sha256: String, spki_sha256: String, pins: usize },
+    #[error("{0}")]
+    NotReloaded(Box<watch::Stale>),
 }
 
 impl CertError {
@@ -44,6 +53,8 @@ impl CertError {
             CertError::SelfSigned { .. } => FailureCode::CertSelfSigned,
             CertError::UntrustedRoot { .. } => FailureCode::CertUntrustedRoot,
             CertError::ChainIncomplete { .. } => FailureCode::CertChainIncomplete,
+            CertError::PinMismatch { .. } => FailureCode::CertPinMismatch,
+            CertError::NotReloaded(_) => FailureCode::CertNotReloaded,
         }
     }
 }
@@ -59,6 +70,19 @@ pub fn parse_pin(text: &str) -> Result<String, String> {
     Ok(pin)
 }
 
+/// Whether the leaf's certificate or public key (SubjectPublicKeyInfo) hash is one of `pins`
+/// (normalized by `parse_pin`); no pins, no check.
+pub fn check_pins(leaf: &CertificateDer<'_>, pins: &[String]) -> Result<(), CertError> {
+    if pins.is_empty() {
+        return Ok(());
+    }
+    let facts = read_facts(leaf)?;
+    if pins.iter().any(|pin| *pin == facts.sha256 || *pin == facts.spki_sha256) {
+        return Ok(());
+    }
+    Err(CertError::PinMismatch { sha256: facts.sha256, spki_sha256: facts.spki_sha256, pins: pins.len() })
+}
+
 /// What x509-parser reads from one certificate.
 struct Facts {
     subject: String,
@@ -71,6 +95,8 @@ struct Facts {
     key: String,
     signature_algorithm: String,
     sha256: String,
+    /// SHA-256 of the DER SubjectPublicKeyInfo, the hash HPKP and curl's --pinnedpubkey use.
+    spki_sha256: String,
 }
 
 fn read_facts(der: &CertificateDer<'_>) -> Result<Facts, CertError> {
@@ -110,6 +136,7 @@ fn read_facts(der: &CertificateDer<'_>) -> Result<Facts, CertError> {
         key,
         signature_algorithm,
         sha256: vantage_shared::identity::sha256_hex(der.as_ref()),
+        spki_sha256: vantage_shared::identity::sha256_hex(cert.public_key().raw),
     })
 }
 
