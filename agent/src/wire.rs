@@ -120,3 +120,18 @@ pub fn target(spec: &pb::TargetSpec) -> Result<Target, String> {
     target.pins = spec.pin_sha256.iter().map(|pin| cert::parse_pin(pin)).collect::<Result<_, _>>()?;
     Ok(target)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pins_travel_from_the_spec_and_a_bad_one_refuses_the_target() {
+        let pin = "ab".repeat(32);
+        let spec =
+            pb::TargetSpec { url: "https://a.example/".into(), pin_sha256: vec![pin.clone()], ..Default::default() };
+        assert_eq!(target(&spec).unwrap().pins, vec![pin]);
+        let bad = pb::TargetSpec { pin_sha256: vec!["nope".into()], ..spec };
+        assert!(target(&bad).is_err(), "a target whose pin cannot be checked is not probed unpinned");
+    }
+}

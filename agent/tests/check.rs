@@ -206,6 +206,13 @@ fn bad_input_exits_3_with_one_clear_sentence() {
         (strings(&["https://example.com/", "--nameserver", "dns.example"]), "is not an IP address"),
         (strings(&["https://example.com/", "--ca-file", "/nonexistent/ca.pem"]), "cannot read CA file"),
         (strings(&["https://example.com/", "--critical-days", "40"]), "must not be more than --warn-days"),
+        (strings(&["https://example.com/", "--pin-sha256", "abc"]), "is not a SHA-256 hash (64 hex digits)"),
+        (strings(&["https://example.com/", "--watch-cert", "/etc/ssl/site.pem"]), "is not PATH=URL"),
+        (
+            strings(&["https://example.com/", "--watch-cert", "/etc/ssl/site.pem=https://other.example/"]),
+            "check probes https://example.com/; watch a file for the URL being checked",
+        ),
+        (strings(&["https://example.com/", "--watch-cert-grace", "soon"]), "invalid duration"),
         (strings(&["https://example.com/", "--bogus-flag"]), "unexpected argument"),
         (strings(&[]), "required"),
     ];
@@ -225,6 +232,64 @@ fn ca_file_without_certificates_is_refused() {
     let run = check(&strings(&["https://example.com/", "--ca-file", path.to_str().unwrap()]));
     assert_eq!(run.code, 3);
     assert!(run.stderr.contains("holds no PEM certificate"), "{}", run.stderr);
+}
+
+/// The served leaf's fingerprint and key hash, as `check --json` and the pin mismatch show them.
+fn leaf_facts(json: &serde_json::Value) -> (String, String, String) {
+    let cert = &json["cert"];
+    let text = |v: &serde_json::Value| v.as_str().unwrap().to_owned();
+    (text(&cert["sha256"]), text(&cert["not_after"]), text(&json["failure"]["detail"]))
+}
+
+#[test]
+fn a_certificate_renewed_on_disk_but_not_loaded_is_shown_with_both_fingerprints_and_dates() {
+    let (json, run) = json_of("cert_not_reloaded", &[]);
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    let (served_sha, served_expiry, detail) = leaf_facts(&json);
+    let file = lab().scenario("cert_not_reloaded").args.iter().find_map(|a| a.split_once("=https://")).unwrap().0;
+    let pem = std::fs::read_to_string(file).unwrap();
+    let disk_der = rustls_pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes())
+        .map(|c: Result<rustls_pki_types::CertificateDer<'static>, _>| c.unwrap())
+        .next()
+        .unwrap();
+    let disk_sha = vantage_shared::identity::sha256_hex(disk_der.as_ref());
+    let expected = format!("the server serves sha256 {served_sha} (expires {served_expiry}), but {file} holds a newer");
+    assert!(detail.starts_with(&expected), "{detail}");
+    assert!(detail.contains(&format!("newer certificate, sha256 {disk_sha} (expires 20")), "{detail}");
+    assert!(detail.contains(", written 20"), "the file's mtime is named: {detail}");
+
+    // The same file within a longer grace period: the reload may still come.
+    let (json, run) = json_of("cert_not_reloaded", &["--watch-cert-grace", "2h"]);
+    assert_eq!(json["status"], "up", "{}", run.stdout);
+}
+
+#[test]
+fn an_unreadable_watched_file_is_a_warning_not_a_failure() {
+    let url = lab().scenario("healthy").url.clone();
+    let (json, run) = json_of("healthy", &["--watch-cert", &format!("/nonexistent/fullchain.pem={url}")]);
+    assert_eq!((run.code, &json["status"]), (0, &serde_json::json!("up")), "{}", run.stdout);
+    assert!(run.stderr.contains("watched certificate not compared"), "{}", run.stderr);
+    assert!(run.stderr.contains("cannot read /nonexistent/fullchain.pem"), "{}", run.stderr);
+}
+
+#[test]
+fn a_pin_mismatch_names_the_served_fingerprint_and_key_hash() {
+    let (json, _) = json_of("cert_pin_mismatch", &[]);
+    let (served_sha, _, detail) = leaf_facts(&json);
+    assert!(detail.starts_with(&format!("the served leaf (sha256 {served_sha}, public key sha256 ")), "{detail}");
+    assert!(detail.ends_with("matches none of the 1 pinned hash(es)"), "{detail}");
+
+    // The certificate's own fingerprint is a pin too, pasted as openssl prints it.
+    let openssl_style = served_sha.as_bytes().chunks(2).map(|p| std::str::from_utf8(p).unwrap()).collect::<Vec<_>>();
+    let pin = openssl_style.join(":").to_ascii_uppercase();
+    let (json, run) = json_of("cert_pin_mismatch", &["--pin-sha256", &pin]);
+    assert_eq!(json["status"], "up", "one matching pin of two is enough: {}", run.stdout);
+}
+
+#[test]
+fn a_pin_does_not_hide_a_broken_chain() {
+    let (json, _) = json_of("cert_chain_incomplete", &["--pin-sha256", &"0".repeat(64)]);
+    assert_eq!(json["failure"]["code"], "cert_chain_incomplete");
 }
 
 /// Hostile servers end in a classified failure within the timeout, with the probe's memory

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use hickory_proto::op::ResponseCode;
 use rcgen::ExtendedKeyUsagePurpose;
@@ -379,6 +379,61 @@ async fn build(dir: &Path) -> Result<(Vec<Scenario>, SocketAddr), LabError> {
             &[],
             down(CertExpired),
         );
+    }
+
+    // Pinning: one server, pinned by its own key's hash and by another key's.
+    {
+        let h = host("pinned");
+        let id = inter.identity(&LeafSpec::new(&[&h]), &[&inter])?;
+        let other = inter.identity(&LeafSpec::new(&[&h]), &[&inter])?; // same name, another key
+        let addr = tls_server(&id, ok_page()).await?;
+        let (served_pin, other_pin) = (pki::spki_sha256(id.leaf()), pki::spki_sha256(other.leaf()));
+        b.tls(
+            "cert_pin_match",
+            "a site pinned by the hash of its certificate's public key",
+            &h,
+            addr,
+            &["--pin-sha256", &served_pin],
+            up(Ok, 0),
+        );
+        b.tls(
+            "cert_pin_mismatch",
+            "a valid certificate whose key is not the pinned one",
+            &h,
+            addr,
+            &["--pin-sha256", &other_pin],
+            down(CertPinMismatch),
+        );
+    }
+    // The agent on the web server: the server keeps serving the certificate it loaded, while a
+    // renewal wrote a newer one (a fullchain.pem) into the lab's directory.
+    for (name, summary, written_ago, extra, outcome) in [
+        (
+            "cert_not_reloaded",
+            "a certificate renewed on disk an hour ago that the server never reloaded",
+            Duration::from_secs(3600),
+            &[][..],
+            down(CertNotReloaded),
+        ),
+        (
+            "cert_reloaded_recently",
+            "a certificate renewed on disk moments ago: within the grace period, the reload may still come",
+            Duration::ZERO,
+            &["--watch-cert-grace", "1d"][..],
+            up(Warning, 1),
+        ),
+    ] {
+        let h = host(&name.replace('_', "-"));
+        let served = inter.identity(&LeafSpec::new(&[&h]).valid(-65, 25), &[&inter])?;
+        let renewed = inter.identity(&LeafSpec::new(&[&h]).valid(-1, 89), &[&inter])?;
+        let addr = tls_server(&served, ok_page()).await?;
+        let file = dir.join(format!("{h}-fullchain.pem"));
+        std::fs::write(&file, pki::pem(renewed.leaf()) + &inter.pem)?;
+        std::fs::File::options().write(true).open(&file)?.set_modified(SystemTime::now() - written_ago)?;
+        let watch = format!("{}=https://{h}:{}/", file.display(), addr.port());
+        let mut args = vec!["--watch-cert", &watch];
+        args.extend(extra);
+        b.tls(name, summary, &h, addr, &args, outcome);
     }
 
     // HTTP answers.

@@ -314,3 +314,36 @@ fn trust_fault(error: rustls::Error, facts: &[Facts]) -> CertError {
         other => CertError::Invalid { detail: other.to_string() },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vantage_shared::lab::pki::{self, LeafSpec};
+
+    #[test]
+    fn pins_are_read_as_operators_paste_them() {
+        let hex = "ab".repeat(32);
+        assert_eq!(parse_pin(&hex).unwrap(), hex);
+        assert_eq!(parse_pin(&format!(" {} ", hex.to_uppercase())).unwrap(), hex);
+        assert_eq!(parse_pin(&vec!["AB"; 32].join(":")).unwrap(), hex);
+        for bad in ["", "ab", &"ab".repeat(33), &"zz".repeat(32), "sha256//q83vEjRWeJA="] {
+            assert!(parse_pin(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_pin_matches_the_certificate_or_its_public_key() {
+        let leaf = pki::self_signed(&LeafSpec::new(&["pin.example"])).unwrap().chain.remove(0);
+        let (cert_pin, key_pin) = (vantage_shared::identity::sha256_hex(leaf.as_ref()), pki::spki_sha256(&leaf));
+        let other = "0".repeat(64);
+        assert!(check_pins(&leaf, &[]).is_ok(), "no pins, no check");
+        assert!(check_pins(&leaf, &[other.clone(), cert_pin.clone()]).is_ok());
+        assert!(check_pins(&leaf, std::slice::from_ref(&key_pin)).is_ok());
+        match check_pins(&leaf, &[other]) {
+            Err(CertError::PinMismatch { sha256, spki_sha256, pins: 1 }) => {
+                assert_eq!((sha256, spki_sha256), (cert_pin, key_pin));
+            }
+            other => panic!("expected a pin mismatch, got {other:?}"),
+        }
+    }
+}

@@ -162,6 +162,44 @@ pub fn self_signed(spec: &LeafSpec<'_>) -> LabResult<Identity> {
     Ok(Identity { chain: vec![cert.der().clone()], key: private_key(&key) })
 }
 
+/// SHA-256 of a certificate's SubjectPublicKeyInfo, lowercase hex: what a public-key pin holds.
+pub fn spki_sha256(der: &CertificateDer<'_>) -> String {
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).expect("the lab's certificates parse");
+    crate::identity::sha256_hex(cert.public_key().raw)
+}
+
+/// A certificate as a PEM block, as a web server's certificate file holds it.
+pub fn pem(der: &CertificateDer<'_>) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut base64 = String::new();
+    for chunk in der.as_ref().chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            let c = if i <= chunk.len() { ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' };
+            base64.push(c);
+        }
+    }
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in base64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
 fn private_key(key: &KeyPair) -> PrivateKeyDer<'static> {
     PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_matches_rcgen() {
+        let key = KeyPair::generate().unwrap();
+        let cert = leaf_params(&LeafSpec::new(&["pem.vantage.test"])).unwrap().0.self_signed(&key).unwrap();
+        assert_eq!(pem(cert.der()), cert.pem().replace("\r\n", "\n"));
+    }
 }
