@@ -1,11 +1,14 @@
 //! The coordinator's TOML config file: targets, checked while loading, with the file, line and
 //! reason on any error.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use vantage_proto::v1::TargetSpec;
 
+use crate::alert::channel::{Channel, Email, Kind, Secret, SmtpTls};
+use crate::alert::{AlertKind, Alerting, Route, Silence};
 use crate::spec;
 
 #[derive(Debug, Deserialize)]
@@ -13,7 +16,87 @@ use crate::spec;
 struct File {
     #[serde(default)]
     target: Vec<toml::Spanned<TargetEntry>>,
+    #[serde(default)]
+    alerts: AlertsEntry,
+    #[serde(default)]
+    channel: Vec<toml::Spanned<ChannelEntry>>,
+    #[serde(default)]
+    route: Vec<toml::Spanned<RouteEntry>>,
+    #[serde(default)]
+    silence: Vec<toml::Spanned<SilenceEntry>>,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertsEntry {
+    #[serde(default)]
+    status_url: String,
+    #[serde(default, deserialize_with = "duration")]
+    region_silent_after: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+enum ChannelType {
+    Webhook,
+    Slack,
+    Pagerduty,
+    Email,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelEntry {
+    name: String,
+    #[serde(rename = "type")]
+    kind: ChannelType,
+    url: Option<String>,
+    /// Webhook: the HMAC-SHA256 key.
+    secret_file: Option<PathBuf>,
+    /// PagerDuty: the integration's routing key.
+    routing_key_file: Option<PathBuf>,
+    /// Email: `host:port`.
+    smtp: Option<String>,
+    tls: Option<String>,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
+    from: Option<String>,
+    #[serde(default)]
+    to: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteEntry {
+    channels: Vec<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    events: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SilenceEntry {
+    #[serde(default)]
+    target: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    start: Option<String>,
+    end: String,
+    #[serde(default)]
+    comment: String,
+}
+
+/// Everything the config file holds.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub targets: Vec<TargetSpec>,
+    pub alerting: Alerting,
+    pub silences: Vec<Silence>,
+}
+
+/// Default of `[alerts] region_silent_after`.
+pub const REGION_SILENT_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,22 +141,182 @@ pub enum ConfigError {
     Target { path: String, line: usize, url: String, source: spec::SpecError },
     #[error("{path}:{line}: target {url} is listed twice")]
     Duplicate { path: String, line: usize, url: String },
+    #[error("{path}:{line}: {message}")]
+    Entry { path: String, line: usize, message: String },
 }
 
-/// Loads and checks every target of the file at `path`.
-pub fn load(path: &Path) -> Result<Vec<TargetSpec>, ConfigError> {
+/// Loads and checks the file at `path`; secret files named in it are read relative to its
+/// directory.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let display = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: display.clone(), source })?;
-    parse(&text, &display)
+    parse_config(&text, &display, path.parent().unwrap_or(Path::new(".")))
 }
 
-/// Parses config text; `path` only names it in errors.
+/// Parses config text's targets; `path` only names it in errors.
 pub fn parse(text: &str, path: &str) -> Result<Vec<TargetSpec>, ConfigError> {
     let file: File = toml::from_str(text)
         .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string().trim_end().to_owned() })?;
+    targets(file.target, text, path)
+}
+
+fn line_of(text: &str, span: std::ops::Range<usize>) -> usize {
+    text.get(..span.start).unwrap_or(text).matches('\n').count() + 1
+}
+
+/// Parses the whole config text; secret files are read relative to `dir`.
+pub fn parse_config(text: &str, path: &str, dir: &Path) -> Result<Config, ConfigError> {
+    let file: File = toml::from_str(text)
+        .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string().trim_end().to_owned() })?;
+    let entry_error = |line: usize, message: String| ConfigError::Entry { path: path.to_owned(), line, message };
+    let mut channels: Vec<Channel> = Vec::new();
+    for entry in file.channel {
+        let line = line_of(text, entry.span());
+        let channel = channel(entry.into_inner(), dir).map_err(|m| entry_error(line, m))?;
+        if channels.iter().any(|c| c.name == channel.name) {
+            return Err(entry_error(line, format!("channel {:?} is defined twice", channel.name)));
+        }
+        channels.push(channel);
+    }
+    let mut routes = Vec::new();
+    for entry in file.route {
+        let line = line_of(text, entry.span());
+        let r = entry.into_inner();
+        if r.channels.is_empty() {
+            return Err(entry_error(line, "route: channels: name at least one".into()));
+        }
+        if let Some(unknown) = r.channels.iter().find(|name| !channels.iter().any(|c| &&c.name == name)) {
+            return Err(entry_error(line, format!("route: no channel named {unknown:?}")));
+        }
+        let events = match r.events {
+            None => None,
+            Some(names) => Some(
+                names
+                    .iter()
+                    .map(|n| {
+                        AlertKind::parse(n).ok_or_else(|| {
+                            let known: Vec<&str> = AlertKind::ALL.iter().map(|k| k.as_str()).collect();
+                            entry_error(line, format!("route: unknown event {n:?} (known: {})", known.join(", ")))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
+        spec::check_labels(r.labels.iter()).map_err(|e| entry_error(line, format!("route: {e}")))?;
+        routes.push(Route { channels: r.channels, labels: r.labels, events });
+    }
+    let now = crate::hub::now_ms();
+    let mut silences = Vec::new();
+    for (n, entry) in file.silence.into_iter().enumerate() {
+        let line = line_of(text, entry.span());
+        let s = entry.into_inner();
+        let time = |field: &str, value: &str| {
+            vantage_shared::report::parse_rfc3339(value)
+                .map(|seconds| seconds * 1000)
+                .ok_or_else(|| entry_error(line, format!("silence: {field}: {value:?} is not an RFC 3339 time")))
+        };
+        let start = s.start.as_deref().map(|v| time("start", v)).transpose()?;
+        let end = time("end", &s.end)?;
+        if end <= now {
+            continue; // over: nothing to hold back
+        }
+        let mut silence = crate::alert::check_silence(&s.target, s.labels, start, Some(end), &s.comment, "config", now)
+            .map_err(|e| entry_error(line, format!("silence: {e}")))?;
+        silence.id = format!("config-{}", n + 1);
+        silences.push(silence);
+    }
+    let alerting = Alerting {
+        channels,
+        routes,
+        status_url: file.alerts.status_url,
+        region_silent_after: file.alerts.region_silent_after.unwrap_or(REGION_SILENT_AFTER),
+    };
+    Ok(Config { targets: targets(file.target, text, path)?, alerting, silences })
+}
+
+/// Reads a secret file (surrounding whitespace dropped), warning when others may read it.
+fn secret(path: &Path, dir: &Path) -> Result<Secret, String> {
+    let path = dir.join(path);
+    vantage_shared::identity::warn_if_loose(&path);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(Secret(text.to_owned()))
+}
+
+fn channel(c: ChannelEntry, dir: &Path) -> Result<Channel, String> {
+    spec::check_name("channel", &c.name).map_err(|e| e.to_string())?;
+    let name = c.name.clone();
+    let url = |required: bool| -> Result<Option<String>, String> {
+        match &c.url {
+            Some(u) => {
+                let parsed = url::Url::parse(u).map_err(|e| format!("channel {name}: url: {e}"))?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    return Err(format!("channel {name}: url: must be http(s)"));
+                }
+                Ok(Some(u.clone()))
+            }
+            None if required => Err(format!("channel {name}: url: missing")),
+            None => Ok(None),
+        }
+    };
+    let kind = match c.kind {
+        ChannelType::Webhook => Kind::Webhook {
+            url: url(true)?.unwrap_or_default(),
+            secret: c.secret_file.as_deref().map(|p| secret(p, dir)).transpose()?,
+        },
+        ChannelType::Slack => Kind::Slack { url: url(true)?.unwrap_or_default() },
+        ChannelType::Pagerduty => Kind::PagerDuty {
+            url: url(false)?.unwrap_or_else(|| crate::alert::channel::PAGERDUTY_URL.to_owned()),
+            routing_key: secret(
+                c.routing_key_file.as_deref().ok_or_else(|| format!("channel {name}: routing_key_file: missing"))?,
+                dir,
+            )?,
+        },
+        ChannelType::Email => {
+            let smtp = c.smtp.as_deref().ok_or_else(|| format!("channel {name}: smtp: missing (host:port)"))?;
+            let (host, port) =
+                smtp.rsplit_once(':').ok_or_else(|| format!("channel {name}: smtp: {smtp:?} is not host:port"))?;
+            let port: u16 = port.parse().map_err(|_| format!("channel {name}: smtp: bad port in {smtp:?}"))?;
+            let tls = match c.tls.as_deref().unwrap_or("starttls") {
+                "starttls" => SmtpTls::StartTls,
+                "tls" => SmtpTls::Tls,
+                "none" => SmtpTls::None,
+                other => return Err(format!("channel {name}: tls: {other:?} is not starttls, tls or none")),
+            };
+            let from = c.from.clone().ok_or_else(|| format!("channel {name}: from: missing"))?;
+            for address in std::iter::once(&from).chain(&c.to) {
+                address
+                    .parse::<lettre::message::Mailbox>()
+                    .map_err(|e| format!("channel {name}: {address:?} is not an email address: {e}"))?;
+            }
+            if c.to.is_empty() {
+                return Err(format!("channel {name}: to: name at least one address"));
+            }
+            let password = c.password_file.as_deref().map(|p| secret(p, dir)).transpose()?;
+            if c.username.is_some() != password.is_some() {
+                return Err(format!("channel {name}: username and password_file go together"));
+            }
+            Kind::Email(Email {
+                host: host.to_owned(),
+                port,
+                tls,
+                username: c.username.clone(),
+                password,
+                from,
+                to: c.to.clone(),
+            })
+        }
+    };
+    Ok(Channel { name: c.name, kind })
+}
+
+fn targets(entries: Vec<toml::Spanned<TargetEntry>>, text: &str, path: &str) -> Result<Vec<TargetSpec>, ConfigError> {
     let mut specs: Vec<TargetSpec> = Vec::new();
-    for entry in file.target {
-        let line = text[..entry.span().start.min(text.len())].matches('\n').count() + 1;
+    for entry in entries {
+        let line = line_of(text, entry.span());
         let t = entry.into_inner();
         let raw = TargetSpec {
             url: t.url.clone(),

@@ -14,6 +14,7 @@ use vantage_proto::v1::{
 };
 use vantage_shared::FailureCode;
 
+use crate::alert::{Alert, AlertCause, AlertKind, AlertRecord, Alerting, Silence};
 use crate::store::{self, AgentRecord, BatchOutcome, IncidentChange, Store, StoreError, StoredResult, VerdictRecord};
 use crate::verdict::{self, Decision, Observation, Opinion, RegionOpinion, Verdict};
 use crate::{assign, spec};
@@ -69,7 +70,13 @@ struct State {
     /// (url, region) → newest result.
     latest: HashMap<(String, String), HistoryEntry>,
     verdicts: HashMap<String, VerdictRecord>,
-    open_incidents: HashSet<String>,
+    /// Open incidents: url → opened (ms).
+    open_incidents: HashMap<String, i64>,
+    silences: Vec<Silence>,
+    /// Per target: the certificates seen and the health threshold each has crossed.
+    certs: HashMap<String, CertMemory>,
+    /// Regions without a connected agent: since when, and whether that was alerted.
+    silent_regions: HashMap<String, RegionMemory>,
     agents: BTreeMap<String, AgentState>,
     epoch: u64,
     next_session: u64,
@@ -106,12 +113,37 @@ pub struct HubOptions {
     pub reconnect_grace: Duration,
     /// Most targets the coordinator holds.
     pub max_targets: usize,
+    /// Channels, routes, links.
+    pub alerting: Arc<Alerting>,
+    /// Silences from the config file (they replace the config's earlier ones).
+    pub silences: Vec<Silence>,
 }
 
 impl Default for HubOptions {
     fn default() -> Self {
-        HubOptions { reconnect_grace: Duration::from_secs(15), max_targets: DEFAULT_MAX_TARGETS }
+        HubOptions {
+            reconnect_grace: Duration::from_secs(15),
+            max_targets: DEFAULT_MAX_TARGETS,
+            alerting: Arc::new(Alerting::default()),
+            silences: Vec::new(),
+        }
     }
+}
+
+/// What alerting remembers about a target's certificates: the one served now, and the health
+/// threshold each recent one has crossed (so a renewed certificate starts afresh, and a
+/// load balancer alternating two certificates does not repeat alerts).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct CertMemory {
+    current: String,
+    /// (fingerprint, highest level alerted: 1 warning, 2 critical), newest last.
+    levels: Vec<(String, u8)>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct RegionMemory {
+    since_ms: i64,
+    alerted: bool,
 }
 
 pub const DEFAULT_MAX_TARGETS: usize = 100_000;
@@ -133,6 +165,8 @@ pub struct Hub {
     watchers: broadcast::Sender<TargetStatus>,
     started: Instant,
     options: HubOptions,
+    /// Tells the alert dispatcher that alerts were queued.
+    pub alerts_queued: Arc<tokio::sync::Notify>,
 }
 
 /// Runs blocking store work off the async threads.
@@ -159,7 +193,8 @@ impl Hub {
                 options.max_targets
             )));
         }
-        let (targets, latest, verdicts, agents, open, revoked) = blocking(&store, move |s| {
+        let config_silences = options.silences.clone();
+        let (targets, latest, verdicts, agents, open, revoked, silences, memory) = blocking(&store, move |s| {
             let existing = s.targets()?;
             for stale in existing.iter().filter(|t| t.source == "config") {
                 if !config_targets.iter().any(|c| c.url == stale.url) {
@@ -167,14 +202,39 @@ impl Hub {
                 }
             }
             s.upsert_targets(&config_targets)?;
-            Ok((s.targets()?, s.latest()?, s.verdicts()?, s.agents()?, s.incidents("", true)?, s.revoked()?))
+            s.replace_config_silences(&config_silences)?;
+            Ok((
+                s.targets()?,
+                s.latest()?,
+                s.verdicts()?,
+                s.agents()?,
+                s.incidents("", true)?,
+                s.revoked()?,
+                s.silences()?,
+                s.alert_state()?,
+            ))
         })
         .await?;
         let mut state = State {
             targets: targets.into_iter().map(|t| (t.url.clone(), t)).collect(),
             latest: latest.into_iter().map(|r| ((r.url, r.entry.region.clone()), r.entry)).collect(),
             verdicts: verdicts.into_iter().collect(),
-            open_incidents: open.into_iter().map(|i| i.url).collect(),
+            open_incidents: open
+                .into_iter()
+                .map(|i| {
+                    let opened = i.opened.map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000);
+                    (i.url, opened)
+                })
+                .collect(),
+            silences,
+            certs: memory
+                .iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix("cert:")?.to_owned(), serde_json::from_slice(v).ok()?)))
+                .collect(),
+            silent_regions: memory
+                .iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix("region:")?.to_owned(), serde_json::from_slice(v).ok()?)))
+                .collect(),
             revoked: revoked.into_iter().collect(),
             ..State::default()
         };
@@ -190,6 +250,7 @@ impl Hub {
             watchers,
             started: Instant::now(),
             options,
+            alerts_queued: Arc::new(tokio::sync::Notify::new()),
         }))
     }
 
@@ -442,6 +503,7 @@ impl Hub {
         let existed = blocking(&self.store, move |s| s.delete_target(&key)).await?;
         let mut state = self.lock();
         state.open_incidents.remove(&url);
+        state.certs.remove(&url);
         state.targets.remove(&url);
         state.verdicts.remove(&url);
         state.latest.retain(|(u, _), _| *u != url);
@@ -462,9 +524,12 @@ impl Hub {
         let _deciding = self.deciding.lock().await;
         let now = now_ms();
         let in_grace = self.started.elapsed() < self.options.reconnect_grace;
+        let periodic = urls.is_none();
         let mut changes = Vec::new();
+        let mut alerts: Vec<Alert> = Vec::new();
+        let mut memory: Vec<Remembered> = Vec::new();
         let mut announcements = Vec::new();
-        {
+        let records = {
             let mut state = self.lock();
             let urls = urls.unwrap_or_else(|| state.targets.keys().cloned().collect());
             for url in urls {
@@ -480,8 +545,9 @@ impl Hub {
                 };
                 if verdict_changed {
                     let incident = match decision.verdict {
-                        Verdict::Down if !state.open_incidents.contains(&url) => {
-                            state.open_incidents.insert(url.clone());
+                        Verdict::Down if !state.open_incidents.contains_key(&url) => {
+                            state.open_incidents.insert(url.clone(), now);
+                            alerts.push(target_alert(&state, &spec, AlertKind::Down, &decision, regions.len(), now));
                             IncidentChange::Open(Incident {
                                 url: url.clone(),
                                 opened: Some(store::timestamp(now)),
@@ -490,41 +556,118 @@ impl Hub {
                                 regions: decision.failing.clone(),
                             })
                         }
-                        Verdict::Up if state.open_incidents.remove(&url) => IncidentChange::Close { at_ms: now },
+                        Verdict::Up if state.open_incidents.contains_key(&url) => {
+                            let opened = state.open_incidents.remove(&url).unwrap_or(now);
+                            let mut alert =
+                                target_alert(&state, &spec, AlertKind::Recovered, &decision, regions.len(), now);
+                            (alert.since_ms, alert.duration_ms) = (opened, Some(now - opened));
+                            alerts.push(alert);
+                            IncidentChange::Close { at_ms: now }
+                        }
                         _ => IncidentChange::None,
                     };
+                    let was_degraded = previous.as_ref().is_some_and(|p| p.verdict == Verdict::Degraded.as_str());
+                    if decision.verdict == Verdict::Degraded && !state.open_incidents.contains_key(&url) {
+                        alerts.push(target_alert(&state, &spec, AlertKind::Degraded, &decision, regions.len(), now));
+                    } else if was_degraded && decision.verdict == Verdict::Up {
+                        let mut alert =
+                            target_alert(&state, &spec, AlertKind::DegradedCleared, &decision, regions.len(), now);
+                        let since = previous.as_ref().map_or(now, |p| p.since_ms);
+                        (alert.since_ms, alert.duration_ms) = (since, Some(now - since));
+                        alerts.push(alert);
+                    }
                     tracing::info!(target = %url, verdict = record.verdict, cause = ?record.cause, "verdict changed");
                     changes.push((url.clone(), record.clone(), incident));
                 }
                 state.verdicts.insert(url.clone(), record);
+                if let Some((alert, remembered)) = cert_alerts(&mut state, &spec, now) {
+                    alerts.extend(alert);
+                    memory.push(remembered);
+                }
                 let status = build_status(&state, &spec, &decision, &regions);
                 let signature = format!(
-                    "{:?}{:?}{:?}",
+                    "{:?}{:?}{:?}{:?}",
                     status.verdict,
                     status.cause,
-                    status.regions.iter().map(|r| (r.opinion, &r.failure_code)).collect::<Vec<_>>()
+                    status.regions.iter().map(|r| (r.opinion, &r.failure_code)).collect::<Vec<_>>(),
+                    status.silence.as_ref().map(|s| &s.id),
                 );
                 if state.announced.get(&url) != Some(&signature) {
                     state.announced.insert(url, signature);
                     announcements.push(status);
                 }
             }
-        }
-        if !changes.is_empty() {
-            let result = blocking(&self.store, move |s| {
-                for (url, record, incident) in &changes {
-                    s.record_verdict(url, record, incident)?;
-                }
-                Ok(())
-            })
-            .await;
-            if let Err(e) = result {
-                tracing::error!(error = %e, "recording verdict changes failed");
+            if periodic && !in_grace {
+                region_alerts(&mut state, now, self.options.alerting.region_silent_after, &mut alerts, &mut memory);
+            }
+            let silences = state.silences.clone();
+            alerts.into_iter().map(|a| self.options.alerting.plan(a, &silences)).collect::<Vec<AlertRecord>>()
+        };
+        if !changes.is_empty() || !records.is_empty() || !memory.is_empty() {
+            for record in &records {
+                let held = record.silenced_by.as_deref().map(|s| format!(" (held back by silence {s})"));
+                tracing::info!(
+                    id = record.alert.id,
+                    channels = record.deliveries.len(),
+                    "alert: {}{}",
+                    record.alert.summary(),
+                    held.unwrap_or_default()
+                );
+            }
+            let queued = records.iter().any(AlertRecord::pending);
+            let result = blocking(&self.store, move |s| s.record_changes(&changes, &records, &memory)).await;
+            match result {
+                Err(e) => tracing::error!(error = %e, "recording verdict changes and alerts failed"),
+                Ok(()) if queued => self.alerts_queued.notify_one(),
+                Ok(()) => {}
             }
         }
         for status in announcements {
             let _ = self.watchers.send(status);
         }
+    }
+
+    // ---- alerts and silences ----
+
+    pub async fn pending_alerts(&self) -> Result<Vec<AlertRecord>, HubError> {
+        blocking(&self.store, |s| s.pending_alerts()).await
+    }
+
+    pub async fn update_alerts(&self, records: Vec<AlertRecord>) -> Result<(), HubError> {
+        blocking(&self.store, move |s| s.update_alerts(&records)).await
+    }
+
+    pub async fn alerts(&self, subject: &str, limit: usize) -> Result<Vec<AlertRecord>, HubError> {
+        let subject = if subject.is_empty() {
+            String::new()
+        } else {
+            vantage_shared::TargetUrl::parse(subject).map(|u| u.to_string()).unwrap_or_else(|_| subject.to_owned())
+        };
+        blocking(&self.store, move |s| s.alerts(&subject, limit)).await
+    }
+
+    pub fn silences(&self) -> Vec<Silence> {
+        self.lock().silences.clone()
+    }
+
+    /// Adds a silence (checked by `spec::silence`).
+    pub async fn create_silence(&self, silence: Silence) -> Result<Silence, HubError> {
+        let stored = silence.clone();
+        blocking(&self.store, move |s| s.put_silence(&stored)).await?;
+        self.lock().silences.push(silence.clone());
+        tracing::info!(id = silence.id, target = silence.target, labels = ?silence.labels, until = silence.end_ms, "silence created");
+        self.evaluate(None).await;
+        Ok(silence)
+    }
+
+    pub async fn delete_silence(&self, id: &str) -> Result<bool, HubError> {
+        let key = id.to_owned();
+        let deleted = blocking(&self.store, move |s| s.delete_silence(&key)).await?;
+        self.lock().silences.retain(|s| s.id != id);
+        if deleted {
+            self.evaluate(None).await;
+        }
+        Ok(deleted)
     }
 
     /// The consolidated status of every target (or those in `urls`).
@@ -727,6 +870,9 @@ fn build_status(state: &State, spec: &TargetSpec, decision: &Decision, opinions:
         })
         .collect();
     let since = state.verdicts.get(&spec.url).map(|v| store::timestamp(v.since_ms));
+    let labels: BTreeMap<String, String> = spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let silence =
+        state.silences.iter().find(|s| s.active(now_ms()) && s.matches(&spec.url, &labels)).map(silence_to_proto);
     TargetStatus {
         url: spec.url.clone(),
         verdict: verdict as i32,
@@ -736,11 +882,176 @@ fn build_status(state: &State, spec: &TargetSpec, decision: &Decision, opinions:
         regions,
         quorum: decision.quorum as u32,
         failing_regions: decision.failing.clone(),
+        silence,
+    }
+}
+
+pub fn silence_to_proto(s: &Silence) -> vantage_proto::v1::Silence {
+    vantage_proto::v1::Silence {
+        id: s.id.clone(),
+        target: s.target.clone(),
+        labels: s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        start: Some(store::timestamp(s.start_ms)),
+        end: Some(store::timestamp(s.end_ms)),
+        comment: s.comment.clone(),
+        source: s.source.clone(),
     }
 }
 
 fn store_rfc3339(t: &prost_types::Timestamp) -> String {
     time::OffsetDateTime::from_unix_timestamp(t.seconds).map(vantage_shared::report::rfc3339).unwrap_or_default()
+}
+
+/// A change to alerting's stored memory: key, and the new value (`None` deletes it).
+type Remembered = (String, Option<Vec<u8>>);
+
+/// An alert about a target, from its decision.
+fn target_alert(
+    state: &State,
+    spec: &TargetSpec,
+    kind: AlertKind,
+    decision: &Decision,
+    of_regions: usize,
+    now: i64,
+) -> Alert {
+    let mut alert = Alert::new(kind, &spec.url, now, format!("vantage/target/{}", spec.url));
+    if matches!(kind, AlertKind::Degraded | AlertKind::DegradedCleared) {
+        alert.dedup_key = format!("vantage/degraded/{}", spec.url);
+    }
+    alert.labels = spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    alert.of_regions = of_regions;
+    if matches!(kind, AlertKind::Down | AlertKind::Degraded) {
+        alert.regions = decision.failing.clone();
+        alert.cause = decision.cause.map(|c| AlertCause {
+            code: c.as_str().into(),
+            message: c.cause().into(),
+            hint: c.hint().into(),
+        });
+        // The first failing region's own words and failing backend.
+        let failing = decision.failing.first().and_then(|r| state.latest.get(&(spec.url.clone(), r.clone())));
+        if let Some(result) = failing.and_then(|e| e.result.as_ref()) {
+            alert.detail = result.failure.as_ref().map(|f| f.detail.clone()).unwrap_or_default();
+            alert.backend = result
+                .backends
+                .iter()
+                .find(|b| b.failure.is_some())
+                .or(result.backends.first())
+                .map(|b| b.address.clone())
+                .filter(|a| !a.is_empty());
+        }
+    }
+    alert
+}
+
+/// Certificate alerts for a target: its certificate changed, or crossed into warning or critical
+/// for the first time (once per certificate). Returns them with the memory to store.
+fn cert_alerts(state: &mut State, spec: &TargetSpec, now: i64) -> Option<(Vec<Alert>, Remembered)> {
+    use vantage_proto::v1::CertHealth;
+    // The certificate closest to expiry that any region sees.
+    let cert = state
+        .latest
+        .iter()
+        .filter(|((url, _), _)| *url == spec.url)
+        .filter_map(|(_, e)| e.result.as_ref()?.cert.clone())
+        .filter(|c| !c.sha256.is_empty())
+        .min_by_key(|c| (c.days_remaining, c.sha256.clone()))?;
+    let level = match CertHealth::try_from(cert.health).unwrap_or(CertHealth::Unspecified) {
+        CertHealth::Warning => 1,
+        CertHealth::Critical => 2,
+        _ => 0,
+    };
+    let memory = state.certs.entry(spec.url.clone()).or_default();
+    let known_level = memory.levels.iter().find(|(fp, _)| *fp == cert.sha256).map(|(_, l)| *l);
+    if memory.current == cert.sha256 && known_level.unwrap_or(0) >= level {
+        return None;
+    }
+    let labels: BTreeMap<String, String> = spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let not_after = cert.not_after.map(|t| store_rfc3339(&t));
+    let make = |kind: AlertKind, dedup: String| {
+        let mut alert = Alert::new(kind, &spec.url, now, dedup);
+        alert.labels = labels.clone();
+        alert.fingerprint = Some(cert.sha256.clone());
+        alert.not_after = not_after.clone();
+        alert
+    };
+    let mut alerts = Vec::new();
+    if !memory.current.is_empty() && memory.current != cert.sha256 && known_level.is_none() {
+        let mut changed = make(AlertKind::CertChanged, format!("vantage/cert/{}/{}", spec.url, memory.current));
+        changed.previous_fingerprint = Some(memory.current.clone());
+        changed.detail = format!("now served: {} (expires {})", cert.subject, not_after.clone().unwrap_or_default());
+        alerts.push(changed);
+    }
+    if level > known_level.unwrap_or(0) {
+        let kind = if level == 2 { AlertKind::CertCritical } else { AlertKind::CertWarning };
+        let mut alert = make(kind, format!("vantage/cert/{}/{}", spec.url, cert.sha256));
+        let code = if level == 2 { "cert_critical" } else { "cert_warning" };
+        alert.cause = Some(AlertCause {
+            code: code.into(),
+            message: format!("The certificate expires in {} days.", cert.days_remaining),
+            hint: "Renew the certificate and reload the server; check that automated renewal still runs.".into(),
+        });
+        alert.detail = format!("{} (issuer {})", cert.subject, cert.issuer);
+        alerts.push(alert);
+    }
+    memory.current = cert.sha256.clone();
+    match memory.levels.iter_mut().find(|(fp, _)| *fp == cert.sha256) {
+        Some(entry) => entry.1 = entry.1.max(level),
+        None => memory.levels.push((cert.sha256.clone(), level)),
+    }
+    // A few recent certificates are enough to ride out a rotation.
+    if memory.levels.len() > 8 {
+        memory.levels.remove(0);
+    }
+    let bytes = serde_json::to_vec(&*memory).ok();
+    Some((alerts, (format!("cert:{}", spec.url), bytes)))
+}
+
+/// `region_silent` for a region without a connected agent for longer than `after`, and
+/// `region_recovered` when one is back.
+fn region_alerts(
+    state: &mut State,
+    now: i64,
+    after: Duration,
+    alerts: &mut Vec<Alert>,
+    memory: &mut Vec<Remembered>,
+) {
+    if after.is_zero() {
+        return;
+    }
+    for region in state.regions_known() {
+        let connected = !state.connected_in(&region).is_empty();
+        let dedup = format!("vantage/region/{region}");
+        match (connected, state.silent_regions.get(&region).cloned()) {
+            (true, Some(gone)) => {
+                state.silent_regions.remove(&region);
+                if gone.alerted {
+                    let mut alert = Alert::new(AlertKind::RegionRecovered, &region, now, dedup);
+                    (alert.since_ms, alert.duration_ms) = (gone.since_ms, Some(now - gone.since_ms));
+                    alert.regions = vec![region.clone()];
+                    alerts.push(alert);
+                    memory.push((format!("region:{region}"), None));
+                }
+            }
+            (false, None) => {
+                state.silent_regions.insert(region, RegionMemory { since_ms: now, alerted: false });
+            }
+            (false, Some(gone)) if !gone.alerted && now - gone.since_ms >= after.as_millis() as i64 => {
+                let mut alert = Alert::new(AlertKind::RegionSilent, &region, now, dedup);
+                alert.since_ms = gone.since_ms;
+                alert.regions = vec![region.clone()];
+                alert.cause = Some(AlertCause {
+                    code: "region_silent".into(),
+                    message: format!("No agent of region {region} has been connected for {}.", crate::alert::human_duration(now - gone.since_ms)),
+                    hint: "Check the agent hosts of this region (service running, network to the coordinator, certificate not expired or revoked); its targets are UNKNOWN from there meanwhile.".into(),
+                });
+                alerts.push(alert);
+                let remembered = RegionMemory { since_ms: gone.since_ms, alerted: true };
+                memory.push((format!("region:{region}"), serde_json::to_vec(&remembered).ok()));
+                state.silent_regions.insert(region, remembered);
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Recomputes who probes what and tells each connected agent what changed (`changed` targets

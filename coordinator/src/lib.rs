@@ -2,6 +2,7 @@
 //! Vantage's coordinator: the store, quorum verdicts, assignment of targets to agents, the gRPC
 //! services and the operator commands.
 
+pub mod alert;
 pub mod assign;
 pub mod auth;
 pub mod config;

@@ -31,6 +31,10 @@ enum Command {
     Status(status::StatusArgs),
     /// Add, remove or list targets.
     Targets(status::TargetsArgs),
+    /// The newest alerts and how their deliveries went.
+    Alerts(status::AlertsArgs),
+    /// Hold back notifications for a while (maintenance windows).
+    Silences(status::SilencesArgs),
     /// Create Vantage's CA and issue coordinator, agent and admin certificates.
     #[command(subcommand)]
     Pki(vantage_coordinator::pki::PkiCommand),
@@ -108,6 +112,8 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => runtime.block_on(run_serve(args)),
         Command::Status(args) => runtime.block_on(status::run_status(args)),
         Command::Targets(args) => runtime.block_on(status::run_targets(args)),
+        Command::Alerts(args) => runtime.block_on(status::run_alerts(args)),
+        Command::Silences(args) => runtime.block_on(status::run_silences(args)),
         Command::Pki(vantage_coordinator::pki::PkiCommand::RevokeAgent(args)) => {
             runtime.block_on(vantage_coordinator::pki::revoke(args))
         }

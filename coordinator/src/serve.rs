@@ -160,15 +160,22 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
     if auth.is_open() {
         tracing::warn!("plaintext without tokens: anyone on this host can use the admin API");
     }
+    let mut hub_options = options.hub.clone();
     let targets = match &options.config {
-        Some(path) => crate::config::load(path)?,
+        Some(path) => {
+            let config = crate::config::load(path)?;
+            hub_options.alerting = Arc::new(config.alerting);
+            hub_options.silences = config.silences;
+            config.targets
+        }
         None => Vec::new(),
     };
     let dir = options.data_dir.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&dir))
         .await?
         .with_context(|| format!("opening the store in {}", options.data_dir.display()))?;
-    let hub = Hub::open(Arc::new(store), targets, options.hub.clone()).await.context("loading the store")?;
+    let alerting = hub_options.alerting.clone();
+    let hub = Hub::open(Arc::new(store), targets, hub_options).await.context("loading the store")?;
 
     let listener =
         TcpListener::bind(options.listen).await.with_context(|| format!("listening on {}", options.listen))?;
@@ -233,6 +240,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
             check_expiry(tls_files.as_ref(), &expiring);
         }
     }));
+    background.push(tokio::spawn(crate::alert::dispatch::run(hub.clone(), alerting, hub.alerts_queued.clone())));
     let pruning = hub.clone();
     let retention = options.retention;
     background.push(tokio::spawn(async move {

@@ -129,6 +129,35 @@ pub fn history_entries(results: Vec<TargetResult>, region: &str, agent: &str) ->
         .collect()
 }
 
+fn alert_info(r: &crate::alert::AlertRecord) -> AlertInfo {
+    let at = |ms: i64| (ms != 0).then(|| crate::store::timestamp(ms));
+    AlertInfo {
+        id: r.alert.id.clone(),
+        kind: r.alert.kind.as_str().into(),
+        subject: r.alert.subject.clone(),
+        at: at(r.alert.at_ms),
+        summary: r.alert.summary(),
+        dedup_key: r.alert.dedup_key.clone(),
+        deliveries: r
+            .deliveries
+            .iter()
+            .map(|d| AlertDelivery {
+                channel: d.channel.clone(),
+                state: serde_json::to_value(d.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                attempts: d.attempts,
+                last_error: d.last_error.clone(),
+                next_attempt: at(d.next_attempt_ms).filter(|_| d.state == crate::alert::DeliveryState::Pending),
+                delivered_at: at(d.delivered_ms),
+            })
+            .collect(),
+        silenced_by: r.silenced_by.clone().unwrap_or_default(),
+        text: r.alert.text(),
+    }
+}
+
 /// A token bucket: `rate` per second, bursts of `burst`. Taking more than is there is allowed
 /// (a batch is never split); the caller then waits until the debt is paid.
 struct Bucket {
@@ -385,6 +414,59 @@ impl Coordinator for AdminEndpoint {
             already_revoked,
             closed_sessions,
         }))
+    }
+
+    async fn list_alerts(&self, request: Request<ListAlertsRequest>) -> Result<Response<ListAlertsResponse>, Status> {
+        self.auth.check(&request, Access::Read)?;
+        let r = request.into_inner();
+        let limit = match r.limit {
+            0 => 100,
+            n if n > 1000 => return Err(Status::invalid_argument("limit: at most 1000")),
+            n => n as usize,
+        };
+        let alerts = self.hub.alerts(&r.subject, limit).await?;
+        Ok(Response::new(ListAlertsResponse { alerts: alerts.iter().map(alert_info).collect() }))
+    }
+
+    async fn create_silence(
+        &self,
+        request: Request<CreateSilenceRequest>,
+    ) -> Result<Response<CreateSilenceResponse>, Status> {
+        let by = self.auth.check(&request, Access::Write)?;
+        let s = request.into_inner().silence.ok_or_else(|| Status::invalid_argument("silence: missing"))?;
+        let silence = crate::alert::check_silence(
+            &s.target,
+            s.labels.into_iter().collect(),
+            ms(s.start.as_ref()),
+            ms(s.end.as_ref()),
+            &s.comment,
+            "api",
+            crate::hub::now_ms(),
+        )
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let silence = self.hub.create_silence(silence).await?;
+        tracing::info!(id = silence.id, by, "silence created through the API");
+        Ok(Response::new(CreateSilenceResponse { silence: Some(crate::hub::silence_to_proto(&silence)) }))
+    }
+
+    async fn list_silences(
+        &self,
+        request: Request<ListSilencesRequest>,
+    ) -> Result<Response<ListSilencesResponse>, Status> {
+        self.auth.check(&request, Access::Read)?;
+        let silences = self.hub.silences().iter().map(crate::hub::silence_to_proto).collect();
+        Ok(Response::new(ListSilencesResponse { silences }))
+    }
+
+    async fn delete_silence(
+        &self,
+        request: Request<DeleteSilenceRequest>,
+    ) -> Result<Response<DeleteSilenceResponse>, Status> {
+        let by = self.auth.check(&request, Access::Write)?;
+        let id = request.into_inner().id;
+        let deleted = self.hub.delete_silence(&id).await?;
+        tracing::info!(id, deleted, by, "silence deleted");
+        Ok(Response::new(DeleteSilenceResponse { deleted }))
     }
 }
 

@@ -99,15 +99,7 @@ pub fn normalize(mut spec: TargetSpec) -> Result<TargetSpec, SpecError> {
             format!("{} is more than warn_days ({})", spec.critical_days, spec.warn_days),
         ));
     }
-    if spec.labels.len() > MAX_LABELS {
-        return Err(bad("labels", format!("at most {MAX_LABELS} labels")));
-    }
-    for (key, value) in &spec.labels {
-        check_name("labels", key)?;
-        if value.len() > MAX_LABEL_VALUE || value.chars().any(char::is_control) {
-            return Err(bad("labels", format!("the value of {key:?} must be at most {MAX_LABEL_VALUE} bytes of text")));
-        }
-    }
+    check_labels(spec.labels.iter())?;
     if spec.pin_sha256.len() > MAX_PINS {
         return Err(bad("pin_sha256", format!("at most {MAX_PINS} pins")));
     }
@@ -117,6 +109,20 @@ pub fn normalize(mut spec: TargetSpec) -> Result<TargetSpec, SpecError> {
         .map(|pin| vantage_agent::probe::cert::parse_pin(pin).map_err(|e| bad("pin_sha256", e)))
         .collect::<Result<_, _>>()?;
     Ok(spec)
+}
+
+/// Labels: at most 32, keys like names, values up to 256 bytes of text.
+pub fn check_labels<'a>(labels: impl ExactSizeIterator<Item = (&'a String, &'a String)>) -> Result<(), SpecError> {
+    if labels.len() > MAX_LABELS {
+        return Err(bad("labels", format!("at most {MAX_LABELS} labels")));
+    }
+    for (key, value) in labels {
+        check_name("labels", key)?;
+        if value.len() > MAX_LABEL_VALUE || value.chars().any(char::is_control) {
+            return Err(bad("labels", format!("the value of {key:?} must be at most {MAX_LABEL_VALUE} bytes of text")));
+        }
+    }
+    Ok(())
 }
 
 /// Region and agent names: short, printable, no spaces.

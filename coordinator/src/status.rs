@@ -61,6 +61,9 @@ pub fn to_json(s: &TargetStatus) -> serde_json::Value {
         "cert": s.cert.as_ref().map(|c| serde_json::json!({
             "days_remaining": c.days_remaining, "health": health_name(c.health), "not_after": c.not_after,
         })),
+        "silence": s.silence.as_ref().map(|x| serde_json::json!({
+            "id": x.id, "comment": x.comment, "start": ts(x.start.as_ref()), "end": ts(x.end.as_ref()),
+        })),
         "quorum": s.quorum,
         "failing_regions": s.failing_regions,
         "regions": s.regions.iter().map(|r| serde_json::json!({
@@ -73,6 +76,13 @@ pub fn to_json(s: &TargetStatus) -> serde_json::Value {
             "detail": Some(&r.detail).filter(|d| !d.is_empty()),
         })).collect::<Vec<_>>(),
     })
+}
+
+/// "s_1a2b (db migration) until 2026-…".
+pub fn describe_silence(s: &Silence) -> String {
+    let comment = if s.comment.is_empty() { String::new() } else { format!(" ({})", s.comment) };
+    let end = ts(s.end.as_ref());
+    format!("{}{comment} until {}", s.id, end.as_str().unwrap_or("?"))
 }
 
 /// The consolidated table.
@@ -121,6 +131,11 @@ pub fn render_table(statuses: &[TargetStatus], color: bool) -> String {
             }
         }
         let _ = writeln!(out, "{}", line.trim_end());
+    }
+    for status in statuses {
+        if let Some(silence) = &status.silence {
+            let _ = writeln!(out, "silenced: {} by {}", status.url, describe_silence(silence));
+        }
     }
     out
 }
@@ -357,6 +372,105 @@ pub async fn run_targets(args: TargetsArgs) -> anyhow::Result<()> {
                 let regions = if t.regions.is_empty() { "all regions".to_owned() } else { t.regions.join(",") };
                 println!("{}  every {:?}, timeout {:?}, {regions}, from {}", t.url, interval, timeout, t.source);
             }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct AlertsArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Only the alerts about this target URL, region or heartbeat.
+    #[arg(long)]
+    pub subject: Option<String>,
+    #[arg(long, default_value_t = 20)]
+    pub limit: u32,
+}
+
+/// `alerts`: the newest alerts and how each delivery went.
+pub async fn run_alerts(args: AlertsArgs) -> anyhow::Result<()> {
+    let mut client = client(&args.client).await?;
+    let request = ListAlertsRequest { subject: args.subject.unwrap_or_default(), limit: args.limit };
+    let alerts = client.list_alerts(request).await.map_err(status_error)?.into_inner().alerts;
+    for a in alerts {
+        let at = ts(a.at.as_ref());
+        println!("{}  {}  {}", at.as_str().unwrap_or("?"), a.id, a.summary);
+        if !a.silenced_by.is_empty() {
+            println!("    held back by silence {}", a.silenced_by);
+        }
+        for d in &a.deliveries {
+            let error = if d.last_error.is_empty() { String::new() } else { format!(": {}", d.last_error) };
+            println!("    {:<16} {} after {} attempt(s){error}", d.channel, d.state, d.attempts);
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SilenceCommand {
+    /// Hold back the notifications of a target (or of every target with some labels) for a while.
+    Add(AddSilence),
+    /// List silences.
+    Ls,
+    /// End a silence now.
+    Rm { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct SilencesArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(subcommand)]
+    pub command: SilenceCommand,
+}
+
+#[derive(Debug, Args)]
+pub struct AddSilence {
+    /// A target URL (or a region's or heartbeat's name).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Silence every target with this label, KEY=VALUE (repeatable; all must match).
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = label)]
+    pub labels: Vec<(String, String)>,
+    /// How long, from now.
+    #[arg(long = "for", value_parser = duration, value_name = "DURATION")]
+    pub duration: std::time::Duration,
+    #[arg(long, default_value = "")]
+    pub comment: String,
+}
+
+pub async fn run_silences(args: SilencesArgs) -> anyhow::Result<()> {
+    let mut client = client(&args.client).await?;
+    match args.command {
+        SilenceCommand::Add(a) => {
+            let end = crate::hub::now_ms() + a.duration.as_millis() as i64;
+            let silence = Silence {
+                target: a.target.unwrap_or_default(),
+                labels: a.labels.into_iter().collect(),
+                end: Some(crate::store::timestamp(end)),
+                comment: a.comment,
+                ..Default::default()
+            };
+            let r =
+                client.create_silence(CreateSilenceRequest { silence: Some(silence) }).await.map_err(status_error)?;
+            let s = r.into_inner().silence.unwrap_or_default();
+            println!("silence {}", describe_silence(&s));
+        }
+        SilenceCommand::Ls => {
+            for s in client.list_silences(ListSilencesRequest {}).await.map_err(status_error)?.into_inner().silences {
+                let labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let what =
+                    [s.target.clone(), labels.join(",")].into_iter().filter(|x| !x.is_empty()).collect::<Vec<_>>();
+                println!("{}  {}  from {}", describe_silence(&s), what.join(" "), s.source);
+            }
+        }
+        SilenceCommand::Rm { id } => {
+            let r = client.delete_silence(DeleteSilenceRequest { id: id.clone() }).await.map_err(status_error)?;
+            if !r.into_inner().deleted {
+                anyhow::bail!("no silence {id}");
+            }
+            println!("silence {id} ended");
         }
     }
     Ok(())

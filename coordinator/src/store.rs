@@ -9,6 +9,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use vantage_proto::v1::{HistoryEntry, Incident, TargetSpec};
 
+use crate::alert::{AlertRecord, Silence};
+
 // Table names carry a version suffix; a change of encoding gets a new table.
 const TARGETS: TableDefinition<&str, &[u8]> = TableDefinition::new("targets_v1");
 const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents_v1");
@@ -25,6 +27,17 @@ const TRANSITIONS: TableDefinition<(&str, i64), &[u8]> = TableDefinition::new("t
 const INCIDENTS: TableDefinition<(&str, i64), &[u8]> = TableDefinition::new("incidents_v1");
 /// Revoked agent certificates: SHA-256 fingerprint (hex) → `Revocation`.
 const REVOKED: TableDefinition<&str, &[u8]> = TableDefinition::new("revoked_certs_v1");
+/// The alert outbox: id → `AlertRecord` (JSON).
+const ALERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("alerts_v1");
+/// (at ms, id) of every alert, for listing newest first.
+const ALERT_ORDER: TableDefinition<(i64, &str), ()> = TableDefinition::new("alert_order_v1");
+/// Ids of alerts with deliveries still pending.
+const ALERT_PENDING: TableDefinition<&str, ()> = TableDefinition::new("alert_pending_v1");
+/// What alerting remembers between events (certificate thresholds crossed, silent regions, …):
+/// key → JSON.
+const ALERT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("alert_state_v1");
+/// Silences: id → `Silence` (JSON).
+const SILENCES: TableDefinition<&str, &[u8]> = TableDefinition::new("silences_v1");
 
 // redb's errors are carried as text beside their kind (not as sources), so each is told once.
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +160,11 @@ impl Store {
             txn.open_table(TRANSITIONS)?;
             txn.open_table(INCIDENTS)?;
             txn.open_table(REVOKED)?;
+            txn.open_table(ALERTS)?;
+            txn.open_table(ALERT_ORDER)?;
+            txn.open_table(ALERT_PENDING)?;
+            txn.open_table(ALERT_STATE)?;
+            txn.open_table(SILENCES)?;
         }
         txn.commit()?;
         Ok(Store { db })
@@ -347,7 +365,168 @@ impl Store {
         record: &VerdictRecord,
         incident: &IncidentChange,
     ) -> Result<(), StoreError> {
+        self.record_changes(&[(url.to_owned(), record.clone(), incident.clone())], &[], &[])
+    }
+
+    /// Verdict changes (each with its transition and incident change), the alerts they cause and
+    /// alerting's state changes (`None` deletes the key), all in one transaction: an alert is
+    /// queued exactly when its cause is recorded.
+    pub fn record_changes(
+        &self,
+        verdicts: &[(String, VerdictRecord, IncidentChange)],
+        alerts: &[AlertRecord],
+        state: &[(String, Option<Vec<u8>>)],
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
+        for (url, record, incident) in verdicts {
+            Self::write_verdict(&txn, url, record, incident)?;
+        }
+        {
+            let mut table = txn.open_table(ALERTS)?;
+            let mut order = txn.open_table(ALERT_ORDER)?;
+            let mut pending = txn.open_table(ALERT_PENDING)?;
+            for record in alerts {
+                let id = record.alert.id.as_str();
+                table.insert(id, serde_json::to_vec(record).map_err(corrupt)?.as_slice())?;
+                order.insert((record.alert.at_ms, id), ())?;
+                if record.pending() {
+                    pending.insert(id, ())?;
+                }
+            }
+            let mut kv = txn.open_table(ALERT_STATE)?;
+            for (key, value) in state {
+                match value {
+                    Some(bytes) => kv.insert(key.as_str(), bytes.as_slice())?,
+                    None => kv.remove(key.as_str())?,
+                };
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Writes back alerts after delivery attempts.
+    pub fn update_alerts(&self, alerts: &[AlertRecord]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(ALERTS)?;
+            let mut pending = txn.open_table(ALERT_PENDING)?;
+            for record in alerts {
+                let id = record.alert.id.as_str();
+                table.insert(id, serde_json::to_vec(record).map_err(corrupt)?.as_slice())?;
+                if record.pending() {
+                    pending.insert(id, ())?;
+                } else {
+                    pending.remove(id)?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Alerts with deliveries still to make.
+    pub fn pending_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let pending = txn.open_table(ALERT_PENDING)?;
+        let table = txn.open_table(ALERTS)?;
+        let mut out = Vec::new();
+        for row in pending.iter()? {
+            let (id, _) = row?;
+            if let Some(value) = table.get(id.value())? {
+                out.push(serde_json::from_slice(value.value()).map_err(corrupt)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The newest `limit` alerts (of one subject, when `subject` is not empty).
+    pub fn alerts(&self, subject: &str, limit: usize) -> Result<Vec<AlertRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let order = txn.open_table(ALERT_ORDER)?;
+        let table = txn.open_table(ALERTS)?;
+        let mut out = Vec::new();
+        for row in order.iter()?.rev() {
+            let (key, _) = row?;
+            let Some(value) = table.get(key.value().1)? else { continue };
+            let record: AlertRecord = serde_json::from_slice(value.value()).map_err(corrupt)?;
+            if subject.is_empty() || record.alert.subject == subject {
+                out.push(record);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Alerting's remembered state.
+    pub fn alert_state(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ALERT_STATE)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (key, value) = row?;
+            out.push((key.value().to_owned(), value.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    pub fn put_silence(&self, silence: &Silence) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(SILENCES)?
+            .insert(silence.id.as_str(), serde_json::to_vec(silence).map_err(corrupt)?.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Replaces every silence that came from the config file.
+    pub fn replace_config_silences(&self, silences: &[Silence]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(SILENCES)?;
+            let old: Vec<String> = table
+                .iter()?
+                .filter_map(Result::ok)
+                .filter_map(|(k, v)| {
+                    let s: Silence = serde_json::from_slice(v.value()).ok()?;
+                    (s.source == "config").then(|| k.value().to_owned())
+                })
+                .collect();
+            for id in old {
+                table.remove(id.as_str())?;
+            }
+            for silence in silences {
+                table.insert(silence.id.as_str(), serde_json::to_vec(silence).map_err(corrupt)?.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn delete_silence(&self, id: &str) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write()?;
+        let deleted = txn.open_table(SILENCES)?.remove(id)?.is_some();
+        txn.commit()?;
+        Ok(deleted)
+    }
+
+    pub fn silences(&self) -> Result<Vec<Silence>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SILENCES)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            out.push(serde_json::from_slice(row?.1.value()).map_err(corrupt)?);
+        }
+        Ok(out)
+    }
+
+    fn write_verdict(
+        txn: &redb::WriteTransaction,
+        url: &str,
+        record: &VerdictRecord,
+        incident: &IncidentChange,
+    ) -> Result<(), StoreError> {
         {
             let bytes = serde_json::to_vec(record).map_err(corrupt)?;
             txn.open_table(VERDICTS)?.insert(url, bytes.as_slice())?;
@@ -365,7 +544,6 @@ impl Store {
                 IncidentChange::Close { at_ms } => close_incidents(&mut incidents, url, *at_ms)?,
             }
         }
-        txn.commit()?;
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 //! processes.
 
 pub mod cluster;
+pub mod receiver;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

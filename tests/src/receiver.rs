@@ -1,0 +1,147 @@
+//! A real HTTP receiver for alert deliveries (webhook, Slack, PagerDuty): it records every
+//! request, answers 200 (or 503 while it is made to fail), and can be stopped and started again
+//! on the same port.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+
+/// One request as received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+#[derive(Default)]
+struct Log {
+    requests: Mutex<Vec<Received>>,
+    arrived: Condvar,
+}
+
+pub struct Receiver {
+    pub addr: SocketAddr,
+    runtime: tokio::runtime::Runtime,
+    log: Arc<Log>,
+    failing: Arc<AtomicBool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Receiver {
+    pub fn start() -> Receiver {
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut receiver = Receiver {
+            addr,
+            runtime,
+            log: Arc::new(Log::default()),
+            failing: Arc::new(AtomicBool::new(false)),
+            task: None,
+        };
+        receiver.serve(listener);
+        receiver
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let (log, failing) = (self.log.clone(), self.failing.clone());
+        self.task = Some(self.runtime.spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let (log, failing) = (log.clone(), failing.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                        let (log, failing) = (log.clone(), failing.clone());
+                        async move {
+                            let path = request.uri().path().to_owned();
+                            let headers = request
+                                .headers()
+                                .iter()
+                                .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_owned()))
+                                .collect();
+                            let body = request.into_body().collect().await.map(|b| b.to_bytes().to_vec());
+                            let status = if failing.load(Ordering::SeqCst) {
+                                503
+                            } else {
+                                let received = Received { path, headers, body: body.unwrap_or_default() };
+                                log.requests.lock().expect("log").push(received);
+                                log.arrived.notify_all();
+                                200
+                            };
+                            let mut response = hyper::Response::new(Full::new(Bytes::from_static(b"ok")));
+                            *response.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    });
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
+                });
+            }
+        }));
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Answers 503 to everything (and records nothing) while `failing`.
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Stops listening: connections are refused.
+    pub fn stop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = self.runtime.block_on(task);
+        }
+    }
+
+    /// Listens again on the same port.
+    pub fn restart(&mut self) {
+        let listener = self.runtime.block_on(tokio::net::TcpListener::bind(self.addr)).expect("rebind");
+        self.serve(listener);
+    }
+
+    /// Every request so far that satisfies `pred`.
+    pub fn matching(&self, pred: impl Fn(&Received) -> bool) -> Vec<Received> {
+        self.log.requests.lock().expect("log").iter().filter(|r| pred(r)).cloned().collect()
+    }
+
+    /// Waits (up to two minutes) until a request satisfies `pred`, and returns it.
+    pub fn wait_for(&self, what: &str, pred: impl Fn(&Received) -> bool) -> Received {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut requests = self.log.requests.lock().expect("log");
+        loop {
+            if let Some(found) = requests.iter().find(|r| pred(r)) {
+                return found.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no request {what} within two minutes; got {} others", requests.len());
+            requests = self.log.arrived.wait_timeout(requests, left).expect("log").0;
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

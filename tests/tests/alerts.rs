@@ -1,0 +1,368 @@
+//! Alerts reach people, with real processes and real receivers: a coordinator and three agents
+//! (one per region) on loopback, TLS sites made at test time, an HTTP receiver standing in for a
+//! webhook endpoint, Slack and PagerDuty, and a real SMTP server (aiosmtpd). One `DOWN` and one
+//! `RECOVERED` per outage on every channel, the webhook signature checked with openssl, a
+//! certificate warning once, nothing sent during a silence, a silent region; and an alert queued
+//! while its receiver is down survives a SIGKILLed coordinator and is delivered exactly once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use vantage_e2e::receiver::{Received, Receiver};
+use vantage_e2e::{Process, binary, grpcurl};
+use vantage_shared::lab::pki::{Ca, Identity, LeafSpec};
+use vantage_shared::lab::server::{self, Reply};
+
+const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
+const SECRET: &str = "webhook-secret-for-the-e2e-test";
+
+/// A TLS site on loopback that can be stopped (its port then refuses) and started again.
+struct Site {
+    url: String,
+    host: String,
+    port: u16,
+    identity: Identity,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+struct World {
+    dir: PathBuf,
+    runtime: tokio::runtime::Runtime,
+    ca: Ca,
+    sites: Vec<Site>,
+    coordinator: Option<Process>,
+    addr: Option<SocketAddr>,
+    agents: Vec<Option<Process>>,
+}
+
+impl World {
+    fn new(name: &str) -> World {
+        let dir = std::env::temp_dir().join(format!("vantage-alerts-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = Ca::root("Vantage Alerts Test CA").unwrap();
+        std::fs::write(dir.join("ca.pem"), &ca.pem).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        World { dir, runtime, ca, sites: Vec::new(), coordinator: None, addr: None, agents: vec![None, None, None] }
+    }
+
+    fn add_site(&mut self, name: &str, days: i64) -> usize {
+        let host = format!("{name}.alerts.test");
+        let names = [host.as_str()];
+        let identity = self.ca.identity(&LeafSpec::new(&names).valid(-10, days), &[]).unwrap();
+        let listener = self.runtime.block_on(server::bind("127.0.0.1", 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        self.sites.push(Site { url: format!("https://{host}:{port}/"), host, port, identity, task: None });
+        let i = self.sites.len() - 1;
+        self.serve(i, listener);
+        i
+    }
+
+    fn serve(&mut self, i: usize, listener: tokio::net::TcpListener) {
+        let config = server::server_config(&self.sites[i].identity);
+        let reply = Reply::Page { status: 200, body: "ok" };
+        self.sites[i].task = Some(self.runtime.spawn(server::serve_tls(listener, config, reply)));
+    }
+
+    fn stop_site(&mut self, i: usize) {
+        if let Some(task) = self.sites[i].task.take() {
+            task.abort();
+            let _ = self.runtime.block_on(task);
+        }
+    }
+
+    fn start_site(&mut self, i: usize) {
+        let listener = self.runtime.block_on(server::bind("127.0.0.1", self.sites[i].port)).unwrap();
+        self.serve(i, listener);
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        path
+    }
+
+    /// Starts (or restarts, on the same address and data) the coordinator with `config`.
+    fn start_coordinator(&mut self, config: &Path) {
+        let listen = self.addr.map_or("127.0.0.1:0".to_owned(), |a| a.to_string());
+        let data = self.dir.join("data");
+        let process = Process::start(
+            "vantage-coordinator",
+            &[
+                "serve",
+                "--insecure",
+                "--listen",
+                &listen,
+                "--http-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--config",
+                config.to_str().unwrap(),
+            ],
+        );
+        let line = process.wait_for_line(|l| l.contains("coordinator listening"));
+        let addr = line.split("addr=").nth(1).and_then(|r| r.split_whitespace().next()).unwrap();
+        self.addr = Some(addr.parse().unwrap());
+        self.coordinator = Some(process);
+    }
+
+    fn coordinator(&self) -> &Process {
+        self.coordinator.as_ref().unwrap()
+    }
+
+    fn start_agent(&mut self, i: usize) {
+        let region = REGIONS[i];
+        let mut command = Command::new(binary("vantage-agent"));
+        command.args(["run", "--insecure", "--coordinator", &format!("http://{}", self.addr.unwrap())]);
+        command.args(["--region", region, "--name", &format!("agent-{region}")]);
+        command.args(["--ca-file", self.dir.join("ca.pem").to_str().unwrap()]);
+        for site in &self.sites {
+            command.args(["--resolve", &format!("{}:127.0.0.1", site.host)]);
+        }
+        let process = Process::start_with(&mut command, &format!("agent-{region}"));
+        process.wait_for_line(|l| l.contains("assignment received"));
+        self.agents[i] = Some(process);
+    }
+
+    fn call(&self, method: &str, body: &str) -> serde_json::Value {
+        let addr = self.addr.unwrap().to_string();
+        let out = grpcurl(&["-plaintext", "-d", body, &addr, &format!("vantage.v1.Coordinator/{method}")]);
+        serde_json::from_str(&out).unwrap()
+    }
+
+    fn targets_toml(&self, labels: &[(usize, &str)]) -> String {
+        let mut text = String::new();
+        for (i, site) in self.sites.iter().enumerate() {
+            text.push_str(&format!("[[target]]\nurl = \"{}\"\ninterval = \"1s\"\ntimeout = \"500ms\"\n", site.url));
+            if let Some((_, l)) = labels.iter().find(|(n, _)| *n == i) {
+                text.push_str(&format!("labels = {{ {l} }}\n"));
+            }
+            text.push('\n');
+        }
+        text
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn kind(r: &Received) -> String {
+    r.json()["kind"].as_str().unwrap_or_default().to_owned()
+}
+
+fn about(r: &Received, kind_: &str, url: &str) -> bool {
+    r.path == "/hook" && kind(r) == kind_ && r.json()["subject"] == url
+}
+
+/// Checks the webhook's signature the way a receiver would, with openssl.
+fn assert_signed(r: &Received) {
+    let timestamp = r.header("x-vantage-timestamp").expect("timestamp header");
+    let signature = r.header("x-vantage-signature").expect("signature header");
+    let mut signed = format!("{timestamp}.").into_bytes();
+    signed.extend(&r.body);
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sha256", "-hmac", SECRET])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &signed).unwrap();
+    let out = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+    let expected = out.split("= ").nth(1).unwrap().trim();
+    assert_eq!(signature, format!("v1={expected}"));
+    assert_eq!(r.header("x-vantage-event-id"), r.json()["id"].as_str());
+}
+
+/// A real SMTP server (aiosmtpd) that prints every message it receives.
+fn smtp_server() -> (Process, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut command = Command::new("python3");
+    command.args(["-u", "-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")]);
+    (Process::start_with(&mut command, "aiosmtpd"), port)
+}
+
+#[test]
+fn every_channel_hears_one_down_and_one_recovered_and_nothing_during_a_silence() {
+    let receiver = Receiver::start();
+    let (smtp, smtp_port) = smtp_server();
+    let mut w = World::new("channels");
+    let shop = w.add_site("shop", 90);
+    let expiring = w.add_site("expiring", 20);
+    let quiet = w.add_site("quiet", 90);
+    w.write("hook.secret", SECRET);
+    w.write("pd.key", "R0UTINGKEY0123456789");
+    let config = format!(
+        r#"[alerts]
+status_url = "http://vantage.alerts.test/"
+region_silent_after = "3s"
+
+[[channel]]
+name = "hook"
+type = "webhook"
+url = "{hook}"
+secret_file = "hook.secret"
+
+[[channel]]
+name = "slack"
+type = "slack"
+url = "{slack}"
+
+[[channel]]
+name = "pager"
+type = "pagerduty"
+url = "{pd}"
+routing_key_file = "pd.key"
+
+[[channel]]
+name = "mail"
+type = "email"
+smtp = "127.0.0.1:{smtp_port}"
+tls = "none"
+from = "Vantage <vantage@alerts.test>"
+to = ["oncall@alerts.test"]
+
+[[route]]
+channels = ["hook", "slack", "pager", "mail"]
+
+{targets}"#,
+        hook = receiver.url("/hook"),
+        slack = receiver.url("/slack"),
+        pd = receiver.url("/pd"),
+        targets = w.targets_toml(&[(quiet, "env = \"staging\"")]),
+    );
+    let config = w.write("vantage.toml", &config);
+    w.start_coordinator(&config);
+    for i in 0..3 {
+        w.start_agent(i);
+    }
+    let (shop_url, expiring_url, quiet_url) =
+        (w.sites[shop].url.clone(), w.sites[expiring].url.clone(), w.sites[quiet].url.clone());
+
+    // The 20-day certificate: one warning.
+    let warning = receiver.wait_for("cert_warning", |r| about(r, "cert_warning", &expiring_url));
+    assert_signed(&warning);
+    assert!(warning.json()["summary"].as_str().unwrap().starts_with("CERTIFICATE WARNING"), "{:?}", warning.json());
+
+    // A silence for the staging site, through the API.
+    let end = vantage_shared::report::rfc3339(time::OffsetDateTime::now_utc() + time::Duration::hours(2));
+    let body = format!(r#"{{"silence": {{"labels": {{"env": "staging"}}, "end": "{end}", "comment": "migration"}}}}"#);
+    let out =
+        grpcurl(&["-plaintext", "-d", &body, &w.addr.unwrap().to_string(), "vantage.v1.Coordinator/CreateSilence"]);
+    assert!(out.contains("\"comment\": \"migration\""), "{out}");
+
+    // An outage of the shop: DOWN on every channel, then RECOVERED.
+    w.stop_site(shop);
+    w.stop_site(quiet);
+    let down = receiver.wait_for("webhook DOWN", |r| about(r, "down", &shop_url));
+    assert_signed(&down);
+    let d = down.json();
+    // Sent as soon as a quorum (2 of 3) agrees.
+    assert!(d["regions"].as_array().is_some_and(|r| r.len() >= 2) && d["of_regions"] == 3, "{d}");
+    assert_eq!(d["cause"]["code"], "tcp_refused", "{d}");
+    assert!(d["text"].as_str().unwrap().contains("Fix:"), "{d}");
+    let slack = receiver.wait_for("Slack DOWN", |r| {
+        r.path == "/slack" && r.json()["text"].as_str().is_some_and(|t| t.starts_with("DOWN") && t.contains(&shop_url))
+    });
+    assert!(slack.json()["blocks"].is_array());
+    let trigger = receiver.wait_for("PagerDuty trigger", |r| {
+        r.path == "/pd" && r.json()["event_action"] == "trigger" && r.json()["payload"]["source"] == shop_url.as_str()
+    });
+    assert_eq!(trigger.json()["routing_key"], "R0UTINGKEY0123456789");
+    assert_eq!(trigger.json()["payload"]["severity"], "critical");
+    smtp.wait_for_line(|l| l.starts_with("Subject: DOWN") && l.contains(&shop_url));
+
+    w.start_site(shop);
+    receiver.wait_for("webhook RECOVERED", |r| about(r, "recovered", &shop_url));
+    receiver.wait_for("Slack RECOVERED", |r| {
+        r.path == "/slack" && r.json()["text"].as_str().is_some_and(|t| t.starts_with("RECOVERED"))
+    });
+    let resolve = receiver.wait_for("PagerDuty resolve", |r| r.path == "/pd" && r.json()["event_action"] == "resolve");
+    assert_eq!(resolve.json()["dedup_key"], trigger.json()["dedup_key"]);
+    smtp.wait_for_line(|l| l.starts_with("Subject: RECOVERED") && l.contains(&shop_url));
+
+    // The silenced site is DOWN in the status, with its silence, and its alert was held back.
+    let status = w.call("ListStatus", &format!("{{\"urls\": [\"{quiet_url}\"]}}"));
+    assert_eq!(status["targets"][0]["verdict"], "VERDICT_DOWN", "{status}");
+    assert_eq!(status["targets"][0]["silence"]["comment"], "migration", "{status}");
+    let alerts = w.call("ListAlerts", &format!("{{\"subject\": \"{quiet_url}\"}}"));
+    assert_eq!(alerts["alerts"][0]["kind"], "down", "{alerts}");
+    assert!(alerts["alerts"][0]["deliveries"].as_array().unwrap().iter().all(|d| d["state"] == "silenced"), "{alerts}");
+
+    // A region without its agent for 3 s: region_silent, then region_recovered.
+    w.agents[2] = None;
+    receiver.wait_for("region_silent", |r| {
+        r.path == "/hook" && kind(r) == "region_silent" && r.json()["subject"] == "ap-south"
+    });
+    w.start_agent(2);
+    receiver.wait_for("region_recovered", |r| r.path == "/hook" && kind(r) == "region_recovered");
+
+    // Exactly one of each per outage on every channel, one certificate warning, nothing about
+    // the silenced site.
+    let count = |path: &str, pred: &dyn Fn(&serde_json::Value) -> bool| {
+        receiver.matching(|r| r.path == path && pred(&r.json())).len()
+    };
+    let is = |k: &'static str, url: &str| {
+        let url = url.to_owned();
+        move |j: &serde_json::Value| j["kind"] == k && j["subject"] == url.as_str()
+    };
+    assert_eq!(count("/hook", &is("down", &shop_url)), 1);
+    assert_eq!(count("/hook", &is("recovered", &shop_url)), 1);
+    assert_eq!(count("/hook", &is("cert_warning", &expiring_url)), 1);
+    assert_eq!(count("/hook", &|j| j["subject"] == quiet_url.as_str()), 0);
+    assert_eq!(count("/slack", &|j| j["text"].as_str().is_some_and(|t| t.starts_with("DOWN https://shop"))), 1);
+    assert_eq!(count("/pd", &|j| j["event_action"] == "trigger" && j["payload"]["source"] == shop_url.as_str()), 1);
+    assert_eq!(count("/pd", &|j| j["event_action"] == "resolve" && j["dedup_key"] == trigger.json()["dedup_key"]), 1);
+    assert!(receiver.matching(|r| r.body.windows(quiet_url.len()).any(|w| w == quiet_url.as_bytes())).is_empty());
+}
+
+#[test]
+fn an_alert_queued_while_the_receiver_is_down_survives_a_killed_coordinator_and_arrives_once() {
+    let mut receiver = Receiver::start();
+    let mut w = World::new("outbox");
+    let shop = w.add_site("shop", 90);
+    w.write("hook.secret", SECRET);
+    let config = format!(
+        "[[channel]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{}\"\nsecret_file = \"hook.secret\"\n\n[[route]]\nchannels = [\"hook\"]\n\n{}",
+        receiver.url("/hook"),
+        w.targets_toml(&[]),
+    );
+    let config = w.write("vantage.toml", &config);
+    w.start_coordinator(&config);
+    for i in 0..3 {
+        w.start_agent(i);
+    }
+    let url = w.sites[shop].url.clone();
+    w.coordinator().wait_for_line(|l| l.contains("verdict changed") && l.contains("\"UP\""));
+
+    receiver.stop();
+    w.stop_site(shop);
+    let failed = w.coordinator().wait_for_line(|l| l.contains("alert delivery failed"));
+    assert!(failed.contains("cannot deliver"), "{failed}");
+    let alerts = w.call("ListAlerts", "{}");
+    let pending = &alerts["alerts"][0];
+    assert_eq!(pending["kind"], "down", "{alerts}");
+    assert_eq!(pending["deliveries"][0]["state"], "pending", "{alerts}");
+    assert!(!pending["deliveries"][0]["lastError"].as_str().unwrap_or_default().is_empty(), "{alerts}");
+    let id = pending["id"].as_str().unwrap().to_owned();
+
+    // SIGKILL, receiver back, coordinator back on the same data: the alert goes out once.
+    w.coordinator = None;
+    receiver.restart();
+    w.start_coordinator(&config);
+    let down = receiver.wait_for("the queued DOWN", |r| about(r, "down", &url));
+    assert_eq!(down.json()["id"], id.as_str());
+    assert_signed(&down);
+    // Each channel's alerts go in order: once RECOVERED is in, any second DOWN would be too.
+    w.start_site(shop);
+    receiver.wait_for("RECOVERED", |r| about(r, "recovered", &url));
+    assert_eq!(receiver.matching(|r| about(r, "down", &url)).len(), 1);
+    let alerts = w.call("ListAlerts", "{}");
+    let delivered = alerts["alerts"].as_array().unwrap().iter().find(|a| a["id"] == id.as_str()).unwrap().clone();
+    assert_eq!(delivered["deliveries"][0]["state"], "delivered", "{alerts}");
+}
