@@ -140,7 +140,9 @@ pub fn opinion(
     timeout_ms: i64,
 ) -> (Opinion, Option<FailureCode>) {
     let Some(obs) = newest else { return (Opinion::Unknown, None) };
-    if !region_connected || now_ms - obs.at_ms > 2 * interval_ms + timeout_ms {
+    // Saturating: an agent can report any probe time, and one from the distant past is old,
+    // not an overflow (or, wrapped, a fresh result).
+    if !region_connected || now_ms.saturating_sub(obs.at_ms) > 2 * interval_ms + timeout_ms {
         return (Opinion::Unknown, None);
     }
     match obs.status {
@@ -247,5 +249,12 @@ mod tests {
         assert_eq!(at(125_000, &obs(S::Up, None), true), (Up, None), "exactly at the limit still counts");
         assert_eq!(at(125_001, &obs(S::Up, None), true), (Unknown, None));
         assert_eq!(opinion(None, true, 0, interval, timeout), (Unknown, None));
+    }
+
+    #[test]
+    fn a_result_from_the_distant_past_is_silence() {
+        // An agent's checked_at of i64::MIN seconds overflowed here (fuzz/seeds/result_batch/ancient-result).
+        let ancient = Observation { at_ms: i64::MIN, status: vantage_shared::ProbeStatus::Up, code: None };
+        assert_eq!(opinion(Some(&ancient), true, 1_764_000_000_000, 60_000, 10_000), (Unknown, None));
     }
 }
