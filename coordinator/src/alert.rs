@@ -425,9 +425,20 @@ pub fn check_silence(
     Ok(Silence { id, target, labels, start_ms, end_ms, comment: comment.to_owned(), source: source.to_owned() })
 }
 
+/// A push monitor: a job (a certificate renewal, say) that must check in every `period`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub name: String,
+    pub period: Duration,
+    /// Signs its requests (HMAC-SHA256).
+    pub secret: channel::Secret,
+    pub labels: BTreeMap<String, String>,
+}
+
 /// The alerting part of the configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Alerting {
+    pub heartbeats: Vec<Heartbeat>,
     pub channels: Vec<channel::Channel>,
     pub routes: Vec<Route>,
     /// The status page's address, for links in messages.

@@ -24,6 +24,19 @@ struct File {
     route: Vec<toml::Spanned<RouteEntry>>,
     #[serde(default)]
     silence: Vec<toml::Spanned<SilenceEntry>>,
+    #[serde(default)]
+    heartbeat: Vec<toml::Spanned<HeartbeatEntry>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeartbeatEntry {
+    name: String,
+    #[serde(deserialize_with = "duration")]
+    period: Option<std::time::Duration>,
+    secret_file: PathBuf,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -225,7 +238,25 @@ pub fn parse_config(text: &str, path: &str, dir: &Path) -> Result<Config, Config
         silence.id = format!("config-{}", n + 1);
         silences.push(silence);
     }
+    let mut heartbeats: Vec<crate::alert::Heartbeat> = Vec::new();
+    for entry in file.heartbeat {
+        let line = line_of(text, entry.span());
+        let h = entry.into_inner();
+        let error = |m: String| entry_error(line, format!("heartbeat {}: {m}", h.name));
+        spec::check_name("name", &h.name).map_err(|e| error(e.to_string()))?;
+        if heartbeats.iter().any(|x| x.name == h.name) {
+            return Err(error("is defined twice".into()));
+        }
+        let period = h.period.filter(|p| p.as_secs() >= 1).ok_or_else(|| error("period: at least 1s".into()))?;
+        spec::check_labels(h.labels.iter()).map_err(|e| error(e.to_string()))?;
+        let secret = secret(&h.secret_file, dir).map_err(error)?;
+        if secret.0.len() < 16 {
+            return Err(error("secret_file: the secret must be at least 16 characters".into()));
+        }
+        heartbeats.push(crate::alert::Heartbeat { name: h.name.clone(), period, secret, labels: h.labels.clone() });
+    }
     let alerting = Alerting {
+        heartbeats,
         channels,
         routes,
         status_url: file.alerts.status_url,

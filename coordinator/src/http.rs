@@ -1,5 +1,6 @@
-//! The coordinator's HTTP side: `/healthz` and the consolidated status as JSON at `/v1/status`.
-//! (Metrics and the status page come here too.)
+//! The coordinator's HTTP side: `/healthz`, the consolidated status as JSON at `/v1/status`,
+//! and heartbeats: `POST /v1/heartbeats/{name}` (signed with HMAC-SHA256) and
+//! `GET /v1/heartbeats`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +23,7 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>) {
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let hub = hub.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(&hub, &request)) }
+                async move { Ok::<_, std::convert::Infallible>(route(&hub, request).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .header_read_timeout(Duration::from_secs(10))
@@ -33,8 +34,29 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>) {
     }
 }
 
-fn route(hub: &Hub, request: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
-    let (status, content_type, body) = match (request.method().as_str(), request.uri().path()) {
+/// Largest heartbeat body read.
+const MAX_HEARTBEAT_BODY: usize = 4096;
+
+async fn route(hub: &Hub, request: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    let path = request.uri().path().to_owned();
+    let (status, content_type, body) = match (request.method().as_str(), path.as_str()) {
+        ("POST", p) if p.starts_with("/v1/heartbeats/") => heartbeat(hub, request).await,
+        ("GET", "/v1/heartbeats") => {
+            let list: Vec<serde_json::Value> = hub
+                .heartbeats()
+                .into_iter()
+                .map(|(name, period, last, overdue)| {
+                    serde_json::json!({
+                        "name": name,
+                        "period_seconds": period.as_secs(),
+                        "last": (last != 0).then(|| crate::alert::ms_rfc3339(last)),
+                        "overdue": overdue,
+                    })
+                })
+                .collect();
+            let json = serde_json::to_string_pretty(&serde_json::json!({ "heartbeats": list })).unwrap_or_default();
+            (StatusCode::OK, "application/json", json + "\n")
+        }
         ("GET", "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
         ("GET", "/v1/status") => {
             let statuses: Vec<serde_json::Value> = hub.statuses(&[]).iter().map(crate::status::to_json).collect();
@@ -43,10 +65,52 @@ fn route(hub: &Hub, request: &Request<hyper::body::Incoming>) -> Response<Full<B
         }
         _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
     };
+    respond(status, content_type, body)
+}
+
+fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     if let Ok(value) = content_type.parse() {
         response.headers_mut().insert(hyper::header::CONTENT_TYPE, value);
     }
     response
+}
+
+/// `POST /v1/heartbeats/{name}`: 200 with the next due time, or 401/400/409/404/413 with the reason.
+async fn heartbeat(hub: &Hub, request: Request<hyper::body::Incoming>) -> (StatusCode, &'static str, String) {
+    use http_body_util::BodyExt;
+    let name = request.uri().path().trim_start_matches("/v1/heartbeats/").to_owned();
+    let header = |n: &str| request.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let (timestamp, signature) = (header("x-vantage-timestamp"), header("x-vantage-signature"));
+    let limited = http_body_util::Limited::new(request.into_body(), MAX_HEARTBEAT_BODY);
+    let body = match tokio::time::timeout(Duration::from_secs(10), limited.collect()).await {
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(_)) => {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "text/plain",
+                format!("a heartbeat body holds at most {MAX_HEARTBEAT_BODY} bytes\n"),
+            );
+        }
+        Err(_) => return (StatusCode::REQUEST_TIMEOUT, "text/plain", "the body did not arrive within 10s\n".into()),
+    };
+    use crate::hub::HeartbeatError as E;
+    match hub.heartbeat(&name, &timestamp, &signature, &body).await {
+        Ok(next_due) => {
+            let json = serde_json::json!({ "accepted": name, "next_due": crate::alert::ms_rfc3339(next_due) });
+            (StatusCode::OK, "application/json", json.to_string() + "\n")
+        }
+        Err(e) => {
+            let status = match &e {
+                E::Unknown(_) => StatusCode::NOT_FOUND,
+                E::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+                E::Skewed(_) => StatusCode::BAD_REQUEST,
+                E::Replay => StatusCode::CONFLICT,
+                E::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            tracing::warn!(heartbeat = name, error = %e, "heartbeat refused");
+            (status, "text/plain", format!("{e}\n"))
+        }
+    }
 }

@@ -77,6 +77,8 @@ struct State {
     certs: HashMap<String, CertMemory>,
     /// Regions without a connected agent: since when, and whether that was alerted.
     silent_regions: HashMap<String, RegionMemory>,
+    /// Per heartbeat: the last one accepted, and whether it is overdue and alerted.
+    heartbeats: HashMap<String, HeartbeatMemory>,
     agents: BTreeMap<String, AgentState>,
     epoch: u64,
     next_session: u64,
@@ -138,6 +140,34 @@ struct CertMemory {
     current: String,
     /// (fingerprint, highest level alerted: 1 warning, 2 critical), newest last.
     levels: Vec<(String, u8)>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct HeartbeatMemory {
+    /// When the last heartbeat was accepted (or, before the first, when the heartbeat was first
+    /// configured: the period runs from there).
+    pub last_ms: i64,
+    /// Its timestamp (Unix seconds): a heartbeat must be newer, so none can be replayed.
+    pub last_timestamp: i64,
+    pub alerted: bool,
+    /// What the last heartbeat said (its body, up to 1 KiB of text).
+    #[serde(default)]
+    pub note: String,
+}
+
+/// Why a heartbeat was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeartbeatError {
+    #[error("no heartbeat {0} is configured")]
+    Unknown(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("the timestamp is {0}s away from the coordinator's clock (at most 300s are accepted)")]
+    Skewed(i64),
+    #[error("the timestamp is not newer than the last accepted heartbeat's: a replay")]
+    Replay,
+    #[error("{0}")]
+    Store(String),
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -234,6 +264,10 @@ impl Hub {
             silent_regions: memory
                 .iter()
                 .filter_map(|(k, v)| Some((k.strip_prefix("region:")?.to_owned(), serde_json::from_slice(v).ok()?)))
+                .collect(),
+            heartbeats: memory
+                .iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix("heartbeat:")?.to_owned(), serde_json::from_slice(v).ok()?)))
                 .collect(),
             revoked: revoked.into_iter().collect(),
             ..State::default()
@@ -600,6 +634,9 @@ impl Hub {
             if periodic && !in_grace {
                 region_alerts(&mut state, now, self.options.alerting.region_silent_after, &mut alerts, &mut memory);
             }
+            if periodic {
+                heartbeat_alerts(&mut state, &self.options.alerting, now, &mut alerts, &mut memory);
+            }
             let silences = state.silences.clone();
             alerts.into_iter().map(|a| self.options.alerting.plan(a, &silences)).collect::<Vec<AlertRecord>>()
         };
@@ -625,6 +662,85 @@ impl Hub {
         for status in announcements {
             let _ = self.watchers.send(status);
         }
+    }
+
+    // ---- heartbeats ----
+
+    /// Accepts a heartbeat: `signature` (`v1=<hex>`) must be the HMAC-SHA256 of
+    /// `timestamp.body` under the heartbeat's secret, the timestamp within 5 minutes of now and
+    /// newer than the last accepted one. Returns when the next one is due (ms).
+    pub async fn heartbeat(
+        &self,
+        name: &str,
+        timestamp: &str,
+        signature: &str,
+        body: &[u8],
+    ) -> Result<i64, HeartbeatError> {
+        let config = self.options.alerting.heartbeats.iter().find(|h| h.name == name);
+        let config = config.ok_or_else(|| HeartbeatError::Unknown(name.to_owned()))?;
+        let unauthenticated = |why: &str| HeartbeatError::Unauthenticated(why.to_owned());
+        let ts: i64 =
+            timestamp.trim().parse().map_err(|_| unauthenticated("X-Vantage-Timestamp must be Unix seconds"))?;
+        let tag = signature
+            .trim()
+            .strip_prefix("v1=")
+            .and_then(hex_bytes)
+            .ok_or_else(|| unauthenticated("X-Vantage-Signature must be v1=<hex HMAC-SHA256>"))?;
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, config.secret.0.as_bytes());
+        let signed = [timestamp.trim().as_bytes(), b".", body].concat();
+        // Constant time.
+        ring::hmac::verify(&key, &signed, &tag).map_err(|_| unauthenticated("the signature does not match"))?;
+        let _deciding = self.deciding.lock().await;
+        let now = now_ms();
+        let skew = ts - now / 1000;
+        if skew.abs() > 300 {
+            return Err(HeartbeatError::Skewed(skew));
+        }
+        let (records, remembered, next_due) = {
+            let mut state = self.lock();
+            let memory = state.heartbeats.entry(name.to_owned()).or_default();
+            if ts <= memory.last_timestamp {
+                return Err(HeartbeatError::Replay);
+            }
+            let mut alerts = Vec::new();
+            if memory.alerted {
+                let mut alert = heartbeat_alert(config, AlertKind::HeartbeatRecovered, now);
+                let due = memory.last_ms + config.period.as_millis() as i64;
+                (alert.since_ms, alert.duration_ms) = (due, Some(now - due));
+                alerts.push(alert);
+            }
+            let note: String = String::from_utf8_lossy(body).chars().take(1024).collect();
+            *memory = HeartbeatMemory { last_ms: now, last_timestamp: ts, alerted: false, note };
+            let remembered = (format!("heartbeat:{name}"), serde_json::to_vec(&*memory).ok());
+            let silences = state.silences.clone();
+            let records: Vec<AlertRecord> =
+                alerts.into_iter().map(|a| self.options.alerting.plan(a, &silences)).collect();
+            (records, remembered, now + config.period.as_millis() as i64)
+        };
+        let queued = records.iter().any(AlertRecord::pending);
+        blocking(&self.store, move |s| s.record_changes(&[], &records, &[remembered]))
+            .await
+            .map_err(|e| HeartbeatError::Store(e.to_string()))?;
+        if queued {
+            self.alerts_queued.notify_one();
+        }
+        tracing::info!(heartbeat = name, next_due = crate::alert::ms_rfc3339(next_due), "heartbeat accepted");
+        Ok(next_due)
+    }
+
+    /// Every configured heartbeat: (name, period, last accepted ms or 0, overdue).
+    pub fn heartbeats(&self) -> Vec<(String, Duration, i64, bool)> {
+        let state = self.lock();
+        self.options
+            .alerting
+            .heartbeats
+            .iter()
+            .map(|h| {
+                let memory = state.heartbeats.get(&h.name);
+                let last = memory.filter(|m| m.last_timestamp != 0).map_or(0, |m| m.last_ms);
+                (h.name.clone(), h.period, last, memory.is_some_and(|m| m.alerted))
+            })
+            .collect()
     }
 
     // ---- alerts and silences ----
@@ -1006,15 +1122,67 @@ fn cert_alerts(state: &mut State, spec: &TargetSpec, now: i64) -> Option<(Vec<Al
     Some((alerts, (format!("cert:{}", spec.url), bytes)))
 }
 
-/// `region_silent` for a region without a connected agent for longer than `after`, and
-/// `region_recovered` when one is back.
-fn region_alerts(
+fn hex_bytes(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 || hex.len() > 128 {
+        return None;
+    }
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect()
+}
+
+fn heartbeat_alert(config: &crate::alert::Heartbeat, kind: AlertKind, now: i64) -> Alert {
+    let mut alert = Alert::new(kind, &config.name, now, format!("vantage/heartbeat/{}", config.name));
+    alert.labels = config.labels.clone();
+    alert
+}
+
+/// `heartbeat_overdue` for a heartbeat whose period has passed without one.
+fn heartbeat_alerts(
     state: &mut State,
+    alerting: &Alerting,
     now: i64,
-    after: Duration,
     alerts: &mut Vec<Alert>,
     memory: &mut Vec<Remembered>,
 ) {
+    for config in &alerting.heartbeats {
+        let key = format!("heartbeat:{}", config.name);
+        let entry = state.heartbeats.entry(config.name.clone()).or_insert_with(|| {
+            // Never heard from: the period runs from now.
+            let fresh = HeartbeatMemory { last_ms: now, ..HeartbeatMemory::default() };
+            memory.push((key.clone(), serde_json::to_vec(&fresh).ok()));
+            fresh
+        });
+        let due = entry.last_ms + config.period.as_millis() as i64;
+        if entry.alerted || now <= due {
+            continue;
+        }
+        entry.alerted = true;
+        memory.push((key, serde_json::to_vec(&*entry).ok()));
+        let mut alert = heartbeat_alert(config, AlertKind::HeartbeatOverdue, now);
+        alert.since_ms = due;
+        let last = if entry.last_timestamp == 0 {
+            "none has arrived since it was configured".to_owned()
+        } else {
+            format!("the last arrived {}", crate::alert::ms_rfc3339(entry.last_ms))
+        };
+        alert.cause = Some(AlertCause {
+            code: "heartbeat_overdue".into(),
+            message: format!(
+                "Heartbeat {} is overdue: one is expected every {}, and {last}.",
+                config.name,
+                crate::alert::human_duration(config.period.as_millis() as i64)
+            ),
+            hint: "The job that sends it (a certificate renewal, say) has not run or failed: check its timer or cron \
+                   entry and its log (certbot renew --dry-run), and that it can reach the coordinator."
+                .into(),
+        });
+        alert.detail = entry.note.clone();
+        alerts.push(alert);
+    }
+}
+
+/// `region_silent` for a region without a connected agent for longer than `after`, and
+/// `region_recovered` when one is back.
+fn region_alerts(state: &mut State, now: i64, after: Duration, alerts: &mut Vec<Alert>, memory: &mut Vec<Remembered>) {
     if after.is_zero() {
         return;
     }

@@ -33,6 +33,7 @@ struct World {
     sites: Vec<Site>,
     coordinator: Option<Process>,
     addr: Option<SocketAddr>,
+    http: Option<String>,
     agents: Vec<Option<Process>>,
 }
 
@@ -44,7 +45,16 @@ impl World {
         let ca = Ca::root("Vantage Alerts Test CA").unwrap();
         std::fs::write(dir.join("ca.pem"), &ca.pem).unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-        World { dir, runtime, ca, sites: Vec::new(), coordinator: None, addr: None, agents: vec![None, None, None] }
+        World {
+            dir,
+            runtime,
+            ca,
+            sites: Vec::new(),
+            coordinator: None,
+            addr: None,
+            http: None,
+            agents: vec![None, None, None],
+        }
     }
 
     fn add_site(&mut self, name: &str, days: i64) -> usize {
@@ -106,6 +116,8 @@ impl World {
         let line = process.wait_for_line(|l| l.contains("coordinator listening"));
         let addr = line.split("addr=").nth(1).and_then(|r| r.split_whitespace().next()).unwrap();
         self.addr = Some(addr.parse().unwrap());
+        let http = line.split("http=Some(").nth(1).and_then(|r| r.split(')').next()).unwrap();
+        self.http = Some(format!("http://{http}"));
         self.coordinator = Some(process);
     }
 
@@ -365,4 +377,97 @@ fn an_alert_queued_while_the_receiver_is_down_survives_a_killed_coordinator_and_
     let alerts = w.call("ListAlerts", "{}");
     let delivered = alerts["alerts"].as_array().unwrap().iter().find(|a| a["id"] == id.as_str()).unwrap().clone();
     assert_eq!(delivered["deliveries"][0]["state"], "delivered", "{alerts}");
+}
+
+/// `curl` POSTing a heartbeat signed with `secret` (openssl computes the HMAC); returns the HTTP
+/// status and the answer.
+fn post_heartbeat(url: &str, secret: &str, timestamp: i64, body: &str) -> (u16, String) {
+    let script = r#"sig=$(printf '%s.%s' "$2" "$3" | openssl dgst -sha256 -hmac "$1" | sed 's/^.*= //')
+curl -s -w '\n%{http_code}' -H "X-Vantage-Timestamp: $2" -H "X-Vantage-Signature: v1=$sig" --data "$3" "$4""#;
+    let out = Command::new("sh")
+        .args(["-c", script, "sh", secret, &timestamp.to_string(), body, url])
+        .output()
+        .expect("sh, openssl and curl run");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (answer, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), answer.to_owned())
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+#[test]
+fn heartbeats_from_the_certbot_hook_are_accepted_forgeries_refused_and_a_missed_one_alerts() {
+    let receiver = Receiver::start();
+    let mut w = World::new("heartbeats");
+    w.write("certbot.secret", "certbot-heartbeat-secret-0123");
+    w.write("backup.secret", "backup-heartbeat-secret-01234");
+    let config = format!(
+        r#"[[channel]]
+name = "hook"
+type = "webhook"
+url = "{}"
+
+[[route]]
+channels = ["hook"]
+
+[[heartbeat]]
+name = "certbot-shop"
+period = "93d"
+secret_file = "certbot.secret"
+
+[[heartbeat]]
+name = "backup"
+period = "2s"
+secret_file = "backup.secret"
+"#,
+        receiver.url("/hook")
+    );
+    let config = w.write("vantage.toml", &config);
+    w.start_coordinator(&config);
+    let http = w.http.clone().unwrap();
+    let certbot = format!("{http}/v1/heartbeats/certbot-shop");
+
+    // The deploy hook, as certbot runs it: it reloads the server, then sends the heartbeat.
+    let hook = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/certbot/vantage-deploy-hook");
+    let reloaded = w.dir.join("reloaded");
+    let out = Command::new(hook)
+        .env("VANTAGE_DEPLOY_HOOK_ENV", w.dir.join("absent.env"))
+        .env("VANTAGE_HEARTBEAT_URL", &certbot)
+        .env("VANTAGE_HEARTBEAT_SECRET_FILE", w.dir.join("certbot.secret"))
+        .env("VANTAGE_RELOAD_COMMAND", format!("touch {}", reloaded.display()))
+        .env("RENEWED_LINEAGE", "/etc/letsencrypt/live/shop.example.com")
+        .env("RENEWED_DOMAINS", "shop.example.com")
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{answer}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(answer.contains("\"accepted\":\"certbot-shop\"") && answer.contains("next_due"), "{answer}");
+    assert!(reloaded.exists(), "the hook reloads the web server first");
+
+    // Forgeries and stale or replayed requests are refused, each with its reason.
+    let now = unix_now();
+    let (code, answer) = post_heartbeat(&certbot, "not-the-secret-at-all", now + 1, "{}");
+    assert_eq!((code, answer.trim()), (401, "the signature does not match"));
+    let (code, answer) = post_heartbeat(&certbot, "certbot-heartbeat-secret-0123", now - 600, "{}");
+    assert_eq!(code, 400, "{answer}");
+    assert!(answer.contains("away from the coordinator's clock"), "{answer}");
+    let (code, answer) = post_heartbeat(&certbot, "certbot-heartbeat-secret-0123", now + 2, "{\"n\":1}");
+    assert_eq!(code, 200, "{answer}");
+    let (code, answer) = post_heartbeat(&certbot, "certbot-heartbeat-secret-0123", now + 2, "{\"n\":1}");
+    assert_eq!(code, 409, "{answer}");
+    assert!(answer.contains("replay"), "{answer}");
+    let (code, _) = post_heartbeat(&format!("{http}/v1/heartbeats/nobody"), "x", now, "{}");
+    assert_eq!(code, 404);
+
+    // The backup job never checked in within its 2 s: overdue; its first heartbeat clears it.
+    let overdue = receiver.wait_for("heartbeat_overdue", |r| kind(r) == "heartbeat_overdue");
+    assert_eq!(overdue.json()["subject"], "backup");
+    assert!(overdue.json()["text"].as_str().unwrap().contains("none has arrived"), "{:?}", overdue.json());
+    let (code, answer) =
+        post_heartbeat(&format!("{http}/v1/heartbeats/backup"), "backup-heartbeat-secret-01234", unix_now(), "done");
+    assert_eq!(code, 200, "{answer}");
+    receiver.wait_for("heartbeat_recovered", |r| kind(r) == "heartbeat_recovered" && r.json()["subject"] == "backup");
+    assert!(receiver.matching(|r| r.json()["subject"] == "certbot-shop").is_empty(), "the renewed one never alerted");
 }
