@@ -422,4 +422,81 @@ critical_days = 7
             .to_string();
         assert!(e.contains("listed twice"), "{e}");
     }
+
+    #[test]
+    fn alerting_sections_load_and_their_errors_name_the_line() {
+        let dir = std::env::temp_dir().join(format!("vantage-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("hook.secret"), "s3cret-key-0123456789\n").unwrap();
+        let text = r#"
+[alerts]
+status_url = "https://vantage.example.net/"
+region_silent_after = "2m"
+
+[[channel]]
+name = "ops"
+type = "webhook"
+url = "https://hooks.example.net/x"
+secret_file = "hook.secret"
+
+[[channel]]
+name = "mail"
+type = "email"
+smtp = "smtp.example.net:587"
+from = "Vantage <v@example.net>"
+to = ["oncall@example.net"]
+
+[[route]]
+channels = ["ops", "mail"]
+labels = { team = "shop" }
+events = ["down", "recovered"]
+
+[[silence]]
+labels = { env = "staging" }
+end = "END"
+comment = "never mind"
+
+[[silence]]
+target = "https://old.example.net/"
+end = "2001-01-01T00:00:00Z"
+
+[[heartbeat]]
+name = "certbot"
+period = "93d"
+secret_file = "hook.secret"
+"#;
+        let end = vantage_shared::report::rfc3339(time::OffsetDateTime::now_utc() + time::Duration::days(30));
+        let config = parse_config(&text.replace("END", &end), "v.toml", &dir).unwrap();
+        let a = &config.alerting;
+        assert_eq!(a.region_silent_after, std::time::Duration::from_secs(120));
+        assert_eq!(a.channels.len(), 2);
+        assert!(matches!(&a.channels[0].kind, Kind::Webhook { secret: Some(s), .. } if s.0 == "s3cret-key-0123456789"));
+        assert!(matches!(&a.channels[1].kind, Kind::Email(e) if e.port == 587 && e.tls == SmtpTls::StartTls));
+        assert_eq!(a.routes[0].events.as_ref().map(|e| e.len()), Some(2));
+        assert_eq!(config.silences.len(), 1, "a silence that is over is dropped");
+        assert_eq!((config.silences[0].id.as_str(), config.silences[0].source.as_str()), ("config-1", "config"));
+        assert_eq!(a.heartbeats[0].period, std::time::Duration::from_secs(93 * 86_400));
+
+        for (bad, expected) in [
+            ("[[route]]\nchannels = [\"nope\"]\n", "v.toml:1: route: no channel named \"nope\""),
+            ("[[channel]]\nname = \"x\"\ntype = \"slack\"\n", "v.toml:1: channel x: url: missing"),
+            (
+                "\n[[channel]]\nname = \"x\"\ntype = \"webhook\"\nurl = \"ftp://a/\"\n",
+                "v.toml:2: channel x: url: must be http(s)",
+            ),
+            (
+                "[[channel]]\nname = \"x\"\ntype = \"webhook\"\nurl = \"https://a/\"\n[[route]]\nchannels = [\"x\"]\nevents = [\"boom\"]\n",
+                "v.toml:5: route: unknown event \"boom\"",
+            ),
+            ("[[silence]]\nend = \"2999-01-01T00:00:00Z\"\n", "v.toml:1: silence: target: give a target or labels"),
+            (
+                "[[heartbeat]]\nname = \"h\"\nperiod = \"1d\"\nsecret_file = \"missing.secret\"\n",
+                "v.toml:1: heartbeat h: cannot read",
+            ),
+        ] {
+            let e = parse_config(bad, "v.toml", &dir).unwrap_err().to_string();
+            assert!(e.starts_with(expected), "{e}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
