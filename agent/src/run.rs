@@ -104,6 +104,15 @@ impl RunArgs {
                 "give --cert, --key and --coordinator-ca (mTLS), or --insecure for a coordinator on loopback"
             ),
         };
+        if let (Some(region), Some((cert_region, _))) = (&self.region, &from_cert) {
+            if region != cert_region {
+                tracing::warn!(
+                    region,
+                    cert_region,
+                    "--region differs from the certificate's: the coordinator will refuse it"
+                );
+            }
+        }
         let region = match (&self.region, &from_cert) {
             (Some(region), _) => region.clone(),
             (None, Some((region, _))) => region.clone(),

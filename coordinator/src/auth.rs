@@ -92,12 +92,23 @@ impl AdminAuth {
     }
 
     /// Lets the call through, or says why not; returns who is calling, for the log.
-    pub fn check<T>(&self, request: &Request<T>, access: Access) -> Result<String, Status> {
+    /// `revoked` tells whether a certificate (by fingerprint) has been revoked.
+    pub fn check<T>(
+        &self,
+        request: &Request<T>,
+        access: Access,
+        revoked: impl Fn(&str) -> bool,
+    ) -> Result<String, Status> {
         if self.is_open() {
             return Ok("anyone (no credentials configured)".into());
         }
-        if let Some(Identity::Admin { name }) = peer_info(request)?.and_then(|p| p.cert.identity) {
-            return Ok(format!("admin certificate {name}"));
+        if let Some(peer) = peer_info(request)? {
+            if let Some(Identity::Admin { name }) = &peer.cert.identity {
+                if revoked(&peer.cert.sha256_hex) {
+                    return Err(Status::permission_denied(format!("the admin certificate of {name} is revoked")));
+                }
+                return Ok(format!("admin certificate {name}"));
+            }
         }
         let Some(token) = bearer(request)? else {
             return Err(Status::unauthenticated(
@@ -145,7 +156,7 @@ mod tests {
             admin_token: Some(Token::new("admin-token-0123456789").unwrap()),
             read_token: Some(Token::new("read-token-0123456789").unwrap()),
         };
-        let code = |h: Option<&str>, access| auth.check(&call(h), access).map_err(|s| s.code());
+        let code = |h: Option<&str>, access| auth.check(&call(h), access, |_| false).map_err(|s| s.code());
         assert_eq!(code(None, Access::Read), Err(tonic::Code::Unauthenticated));
         assert!(code(Some("Bearer admin-token-0123456789"), Access::Write).is_ok());
         assert!(code(Some("bearer read-token-0123456789"), Access::Read).is_ok());
@@ -158,9 +169,9 @@ mod tests {
 
     #[test]
     fn plaintext_without_tokens_is_open_and_tokens_close_it() {
-        assert!(AdminAuth::default().check(&call(None), Access::Write).is_ok());
+        assert!(AdminAuth::default().check(&call(None), Access::Write, |_| false).is_ok());
         let closed =
             AdminAuth { admin_token: Some(Token::new("admin-token-0123456789").unwrap()), ..Default::default() };
-        assert!(closed.check(&call(None), Access::Read).is_err());
+        assert!(closed.check(&call(None), Access::Read, |_| false).is_err());
     }
 }

@@ -73,6 +73,8 @@ struct ChannelEntry {
     tls: Option<String>,
     username: Option<String>,
     password_file: Option<PathBuf>,
+    /// Email: extra CA certificates (PEM) to trust for the relay.
+    ca_file: Option<PathBuf>,
     from: Option<String>,
     #[serde(default)]
     to: Vec<String>,
@@ -330,6 +332,22 @@ fn channel(c: ChannelEntry, dir: &Path) -> Result<Channel, String> {
             if c.username.is_some() != password.is_some() {
                 return Err(format!("channel {name}: username and password_file go together"));
             }
+            let local =
+                matches!(host, "localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            if tls == SmtpTls::None && password.is_some() && !local {
+                return Err(format!(
+                    "channel {name}: a password is sent only over TLS (tls = \"none\" is for a relay on this host)"
+                ));
+            }
+            let ca_pem = match &c.ca_file {
+                Some(path) => {
+                    let path = dir.join(path);
+                    let pem = std::fs::read(&path)
+                        .map_err(|e| format!("channel {name}: cannot read {}: {e}", path.display()))?;
+                    Some(pem)
+                }
+                None => None,
+            };
             Kind::Email(Email {
                 host: host.to_owned(),
                 port,
@@ -338,6 +356,7 @@ fn channel(c: ChannelEntry, dir: &Path) -> Result<Channel, String> {
                 password,
                 from,
                 to: c.to.clone(),
+                ca_pem,
             })
         }
     };

@@ -79,6 +79,13 @@ struct State {
     silent_regions: HashMap<String, RegionMemory>,
     /// Per heartbeat: the last one accepted, and whether it is overdue and alerted.
     heartbeats: HashMap<String, HeartbeatMemory>,
+    /// Targets with a `degraded` alert not yet cleared: url → since (ms).
+    degraded: HashMap<String, i64>,
+    /// Per problem (dedup key): the channels that heard its trigger, so its resolve reaches them
+    /// whatever the routes say.
+    sent: HashMap<String, Vec<String>>,
+    /// Per problem: its trigger, held back by a silence, to be sent if the problem outlasts it.
+    held: HashMap<String, Alert>,
     agents: BTreeMap<String, AgentState>,
     epoch: u64,
     next_session: u64,
@@ -149,6 +156,9 @@ pub struct HeartbeatMemory {
     pub last_ms: i64,
     /// Its timestamp (Unix seconds): a heartbeat must be newer, so none can be replayed.
     pub last_timestamp: i64,
+    /// The signatures accepted with that timestamp.
+    #[serde(default)]
+    pub last_signatures: Vec<String>,
     pub alerted: bool,
     /// What the last heartbeat said (its body, up to 1 KiB of text).
     #[serde(default)]
@@ -164,7 +174,7 @@ pub enum HeartbeatError {
     Unauthenticated(String),
     #[error("the timestamp is {0}s away from the coordinator's clock (at most 300s are accepted)")]
     Skewed(i64),
-    #[error("the timestamp is not newer than the last accepted heartbeat's: a replay")]
+    #[error("the timestamp is older than the last accepted heartbeat's, or this one was accepted already: a replay")]
     Replay,
     #[error("{0}")]
     Store(String),
@@ -269,6 +279,20 @@ impl Hub {
                 .iter()
                 .filter_map(|(k, v)| Some((k.strip_prefix("heartbeat:")?.to_owned(), serde_json::from_slice(v).ok()?)))
                 .collect(),
+            degraded: memory
+                .iter()
+                .filter_map(|(k, v)| {
+                    Some((k.strip_prefix("degraded:")?.to_owned(), std::str::from_utf8(v).ok()?.parse().ok()?))
+                })
+                .collect(),
+            sent: memory
+                .iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix("sent:")?.to_owned(), serde_json::from_slice(v).ok()?)))
+                .collect(),
+            held: memory
+                .iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix("held:")?.to_owned(), serde_json::from_slice(v).ok()?)))
+                .collect(),
             revoked: revoked.into_iter().collect(),
             ..State::default()
         };
@@ -339,6 +363,10 @@ impl Hub {
         blocking(&self.store, move |s| s.record_agent(&stored)).await?;
         let session = {
             let mut state = self.lock();
+            // Revoked while its record was being written: still refused.
+            if !cert.sha256.is_empty() && state.revoked.contains(&cert.sha256) {
+                return Err(HubError::Forbidden(format!("the certificate of agent {name} ({region}) is revoked")));
+            }
             state.next_session += 1;
             let id = state.next_session;
             let (close, closed) = tokio::sync::oneshot::channel();
@@ -364,7 +392,7 @@ impl Hub {
         Ok(session)
     }
 
-    fn is_revoked(&self, sha256: &str) -> bool {
+    pub fn is_revoked(&self, sha256: &str) -> bool {
         !sha256.is_empty() && self.lock().revoked.contains(sha256)
     }
 
@@ -534,10 +562,13 @@ impl Hub {
     pub async fn delete_target(&self, url: &str) -> Result<bool, HubError> {
         let url = vantage_shared::TargetUrl::parse(url).map(|u| u.to_string()).unwrap_or_else(|_| url.to_owned());
         let key = url.clone();
+        // Not while verdicts are being decided: none may be recorded for it after this.
+        let _deciding = self.deciding.lock().await;
         let existed = blocking(&self.store, move |s| s.delete_target(&key)).await?;
         let mut state = self.lock();
         state.open_incidents.remove(&url);
         state.certs.remove(&url);
+        state.degraded.remove(&url);
         state.targets.remove(&url);
         state.verdicts.remove(&url);
         state.latest.retain(|(u, _), _| *u != url);
@@ -600,15 +631,43 @@ impl Hub {
                         }
                         _ => IncidentChange::None,
                     };
-                    let was_degraded = previous.as_ref().is_some_and(|p| p.verdict == Verdict::Degraded.as_str());
-                    if decision.verdict == Verdict::Degraded && !state.open_incidents.contains_key(&url) {
-                        alerts.push(target_alert(&state, &spec, AlertKind::Degraded, &decision, regions.len(), now));
-                    } else if was_degraded && decision.verdict == Verdict::Up {
-                        let mut alert =
-                            target_alert(&state, &spec, AlertKind::DegradedCleared, &decision, regions.len(), now);
-                        let since = previous.as_ref().map_or(now, |p| p.since_ms);
-                        (alert.since_ms, alert.duration_ms) = (since, Some(now - since));
-                        alerts.push(alert);
+                    // A degraded alert is cleared once, when the target is up or down again
+                    // (unknown says nothing either way).
+                    let degraded_since = state.degraded.get(&url).copied();
+                    let key = format!("degraded:{url}");
+                    match (decision.verdict, degraded_since) {
+                        (Verdict::Degraded, None) if !state.open_incidents.contains_key(&url) => {
+                            alerts.push(target_alert(
+                                &state,
+                                &spec,
+                                AlertKind::Degraded,
+                                &decision,
+                                regions.len(),
+                                now,
+                            ));
+                            state.degraded.insert(url.clone(), now);
+                            memory.push((key, Some(now.to_string().into_bytes())));
+                        }
+                        (Verdict::Up | Verdict::Down, Some(since)) => {
+                            // Cleared where it was heard (or held back); a degraded spell nobody
+                            // was told about (the usual first seconds of an outage) ends quietly.
+                            let dedup = format!("vantage/degraded/{url}");
+                            if state.sent.contains_key(&dedup) || state.held.contains_key(&dedup) {
+                                let mut alert = target_alert(
+                                    &state,
+                                    &spec,
+                                    AlertKind::DegradedCleared,
+                                    &decision,
+                                    regions.len(),
+                                    now,
+                                );
+                                (alert.since_ms, alert.duration_ms) = (since, Some(now - since));
+                                alerts.push(alert);
+                            }
+                            state.degraded.remove(&url);
+                            memory.push((key, None));
+                        }
+                        _ => {}
                     }
                     tracing::info!(target = %url, verdict = record.verdict, cause = ?record.cause, "verdict changed");
                     changes.push((url.clone(), record.clone(), incident));
@@ -637,8 +696,10 @@ impl Hub {
             if periodic {
                 heartbeat_alerts(&mut state, &self.options.alerting, now, &mut alerts, &mut memory);
             }
-            let silences = state.silences.clone();
-            alerts.into_iter().map(|a| self.options.alerting.plan(a, &silences)).collect::<Vec<AlertRecord>>()
+            if periodic {
+                alerts.extend(released_alerts(&mut state, now, &mut memory));
+            }
+            plan_alerts(&mut state, &self.options.alerting, alerts, &mut memory)
         };
         if !changes.is_empty() || !records.is_empty() || !memory.is_empty() {
             for record in &records {
@@ -692,16 +753,23 @@ impl Hub {
         ring::hmac::verify(&key, &signed, &tag).map_err(|_| unauthenticated("the signature does not match"))?;
         let _deciding = self.deciding.lock().await;
         let now = now_ms();
-        let skew = ts - now / 1000;
+        let skew = ts.saturating_sub(now / 1000);
         if skew.abs() > 300 {
             return Err(HeartbeatError::Skewed(skew));
         }
         let (records, remembered, next_due) = {
             let mut state = self.lock();
             let memory = state.heartbeats.entry(name.to_owned()).or_default();
-            if ts <= memory.last_timestamp {
+            // Newer than the last, or of the same second with another signature (certbot runs
+            // the hook once per renewed certificate, maybe within one second).
+            let tag_hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+            if ts < memory.last_timestamp || (ts == memory.last_timestamp && memory.last_signatures.contains(&tag_hex))
+            {
                 return Err(HeartbeatError::Replay);
             }
+            let mut signatures =
+                if ts == memory.last_timestamp { std::mem::take(&mut memory.last_signatures) } else { Vec::new() };
+            signatures.push(tag_hex);
             let mut alerts = Vec::new();
             if memory.alerted {
                 let mut alert = heartbeat_alert(config, AlertKind::HeartbeatRecovered, now);
@@ -710,15 +778,15 @@ impl Hub {
                 alerts.push(alert);
             }
             let note: String = String::from_utf8_lossy(body).chars().take(1024).collect();
-            *memory = HeartbeatMemory { last_ms: now, last_timestamp: ts, alerted: false, note };
+            *memory =
+                HeartbeatMemory { last_ms: now, last_timestamp: ts, last_signatures: signatures, alerted: false, note };
             let remembered = (format!("heartbeat:{name}"), serde_json::to_vec(&*memory).ok());
-            let silences = state.silences.clone();
-            let records: Vec<AlertRecord> =
-                alerts.into_iter().map(|a| self.options.alerting.plan(a, &silences)).collect();
+            let mut remembered = vec![remembered];
+            let records = plan_alerts(&mut state, &self.options.alerting, alerts, &mut remembered);
             (records, remembered, now + config.period.as_millis() as i64)
         };
         let queued = records.iter().any(AlertRecord::pending);
-        blocking(&self.store, move |s| s.record_changes(&[], &records, &[remembered]))
+        blocking(&self.store, move |s| s.record_changes(&[], &records, &remembered))
             .await
             .map_err(|e| HeartbeatError::Store(e.to_string()))?;
         if queued {
@@ -1046,7 +1114,9 @@ fn target_alert(
         // The first failing region's own words and failing backend.
         let failing = decision.failing.first().and_then(|r| state.latest.get(&(spec.url.clone(), r.clone())));
         if let Some(result) = failing.and_then(|e| e.result.as_ref()) {
-            alert.detail = result.failure.as_ref().map(|f| f.detail.clone()).unwrap_or_default();
+            // An agent's words, bounded: receivers limit payload sizes.
+            let detail = result.failure.as_ref().map(|f| f.detail.as_str()).unwrap_or_default();
+            alert.detail = detail.chars().take(1024).collect();
             alert.backend = result
                 .backends
                 .iter()
@@ -1065,10 +1135,10 @@ fn cert_alerts(state: &mut State, spec: &TargetSpec, now: i64) -> Option<(Vec<Al
     use vantage_proto::v1::CertHealth;
     // The certificate closest to expiry that any region sees.
     let cert = state
-        .latest
-        .iter()
-        .filter(|((url, _), _)| *url == spec.url)
-        .filter_map(|(_, e)| e.result.as_ref()?.cert.clone())
+        .target_regions(spec)
+        .into_iter()
+        .filter_map(|region| state.latest.get(&(spec.url.clone(), region)))
+        .filter_map(|e| e.result.as_ref()?.cert.clone())
         .filter(|c| !c.sha256.is_empty())
         .min_by_key(|c| (c.days_remaining, c.sha256.clone()))?;
     let level = match CertHealth::try_from(cert.health).unwrap_or(CertHealth::Unspecified) {
@@ -1120,6 +1190,101 @@ fn cert_alerts(state: &mut State, spec: &TargetSpec, now: i64) -> Option<(Vec<Al
     }
     let bytes = serde_json::to_vec(&*memory).ok();
     Some((alerts, (format!("cert:{}", spec.url), bytes)))
+}
+
+/// Plans alerts into deliveries. A trigger goes where the routes say, unless a silence holds it
+/// back (it is then kept, to be sent if its problem outlasts the silence). A resolve goes to every
+/// channel that heard its trigger as well as where the routes say, and is held back exactly when
+/// its trigger was.
+fn plan_alerts(
+    state: &mut State,
+    alerting: &Alerting,
+    alerts: Vec<Alert>,
+    memory: &mut Vec<Remembered>,
+) -> Vec<AlertRecord> {
+    let mut records = Vec::new();
+    for alert in alerts {
+        let dedup = alert.dedup_key.clone();
+        if alert.kind.resolves() {
+            let held = state.held.remove(&dedup).is_some();
+            if held {
+                memory.push((format!("held:{dedup}"), None));
+            }
+            let heard = state.sent.remove(&dedup).unwrap_or_default();
+            if !heard.is_empty() {
+                memory.push((format!("sent:{dedup}"), None));
+            }
+            let mut record = alerting.plan(alert, &[]);
+            if held {
+                for delivery in &mut record.deliveries {
+                    delivery.state = crate::alert::DeliveryState::Silenced;
+                }
+                record.silenced_by = Some("its trigger was held back by a silence".into());
+            } else {
+                for channel in heard {
+                    if !record.deliveries.iter().any(|d| d.channel == channel) {
+                        record.deliveries.push(crate::alert::Delivery {
+                            channel,
+                            state: crate::alert::DeliveryState::Pending,
+                            attempts: 0,
+                            last_error: String::new(),
+                            next_attempt_ms: record.alert.at_ms,
+                            delivered_ms: 0,
+                        });
+                    }
+                }
+            }
+            records.push(record);
+        } else {
+            let record = alerting.plan(alert, &state.silences);
+            if record.silenced_by.is_some() {
+                memory.push((format!("held:{dedup}"), serde_json::to_vec(&record.alert).ok()));
+                state.held.insert(dedup, record.alert.clone());
+            } else if !record.deliveries.is_empty() {
+                let channels = state.sent.entry(dedup.clone()).or_default();
+                for d in &record.deliveries {
+                    if !channels.contains(&d.channel) {
+                        channels.push(d.channel.clone());
+                    }
+                }
+                memory.push((format!("sent:{dedup}"), serde_json::to_vec(&*channels).ok()));
+            }
+            records.push(record);
+        }
+    }
+    records
+}
+
+/// Triggers held back by a silence that no longer covers them: sent now if their problem is still
+/// there, forgotten otherwise.
+fn released_alerts(state: &mut State, now: i64, memory: &mut Vec<Remembered>) -> Vec<Alert> {
+    let mut released = Vec::new();
+    let held: Vec<(String, Alert)> = state.held.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    for (dedup, alert) in held {
+        if state.silences.iter().any(|s| s.active(now) && s.matches(&alert.subject, &alert.labels)) {
+            continue;
+        }
+        state.held.remove(&dedup);
+        memory.push((format!("held:{dedup}"), None));
+        let still = match alert.kind {
+            AlertKind::Down => state.open_incidents.contains_key(&alert.subject),
+            AlertKind::Degraded => state.degraded.contains_key(&alert.subject),
+            AlertKind::CertWarning | AlertKind::CertCritical => {
+                state.certs.get(&alert.subject).is_some_and(|c| Some(&c.current) == alert.fingerprint.as_ref())
+            }
+            AlertKind::RegionSilent => state.silent_regions.get(&alert.subject).is_some_and(|r| r.alerted),
+            AlertKind::HeartbeatOverdue => state.heartbeats.get(&alert.subject).is_some_and(|h| h.alerted),
+            _ => false,
+        };
+        if still {
+            let mut again = alert;
+            again.id = crate::alert::new_id();
+            again.at_ms = now;
+            again.detail = format!("{} (held back by a silence that has ended)", again.detail).trim().to_owned();
+            released.push(again);
+        }
+    }
+    released
 }
 
 fn hex_bytes(hex: &str) -> Option<Vec<u8>> {

@@ -271,6 +271,13 @@ pub struct AdminEndpoint {
     pub auth: Arc<AdminAuth>,
 }
 
+impl AdminEndpoint {
+    /// Lets a call through (naming the caller, for the log) or says why not.
+    fn authorize<T>(&self, request: &Request<T>, access: Access) -> Result<String, Status> {
+        self.auth.check(request, access, |sha256| self.hub.is_revoked(sha256))
+    }
+}
+
 fn ms(t: Option<&prost_types::Timestamp>) -> Option<i64> {
     t.map(|t| t.seconds.saturating_mul(1000).saturating_add(i64::from(t.nanos) / 1_000_000))
 }
@@ -283,7 +290,7 @@ impl Coordinator for AdminEndpoint {
         &self,
         request: Request<UpsertTargetRequest>,
     ) -> Result<Response<UpsertTargetResponse>, Status> {
-        let by = self.auth.check(&request, Access::Write)?;
+        let by = self.authorize(&request, Access::Write)?;
         let mut spec = request.into_inner().target.ok_or_else(|| Status::invalid_argument("target: missing"))?;
         spec.source = "api".into();
         let (target, created) = self.hub.upsert_target(spec).await?;
@@ -295,7 +302,7 @@ impl Coordinator for AdminEndpoint {
         &self,
         request: Request<DeleteTargetRequest>,
     ) -> Result<Response<DeleteTargetResponse>, Status> {
-        let by = self.auth.check(&request, Access::Write)?;
+        let by = self.authorize(&request, Access::Write)?;
         let url = request.into_inner().url;
         let deleted = self.hub.delete_target(&url).await?;
         tracing::info!(url, deleted, by, "target deleted");
@@ -306,12 +313,12 @@ impl Coordinator for AdminEndpoint {
         &self,
         request: Request<ListTargetsRequest>,
     ) -> Result<Response<ListTargetsResponse>, Status> {
-        self.auth.check(&request, Access::Read)?;
+        self.authorize(&request, Access::Read)?;
         Ok(Response::new(ListTargetsResponse { targets: self.hub.targets() }))
     }
 
     async fn list_status(&self, request: Request<ListStatusRequest>) -> Result<Response<ListStatusResponse>, Status> {
-        self.auth.check(&request, Access::Read)?;
+        self.authorize(&request, Access::Read)?;
         let urls = request.into_inner().urls;
         if urls.len() > MAX_URLS_PER_REQUEST {
             return Err(Status::invalid_argument(format!("urls: at most {MAX_URLS_PER_REQUEST} per call")));
@@ -326,7 +333,7 @@ impl Coordinator for AdminEndpoint {
     type WatchStatusStream = StatusStream;
 
     async fn watch_status(&self, request: Request<WatchStatusRequest>) -> Result<Response<StatusStream>, Status> {
-        self.auth.check(&request, Access::Read)?;
+        self.authorize(&request, Access::Read)?;
         // Subscribe before the snapshot, so no change falls between the two.
         let mut changes = self.hub.subscribe();
         let (tx, rx) = tokio::sync::mpsc::channel(256);
@@ -351,7 +358,7 @@ impl Coordinator for AdminEndpoint {
     }
 
     async fn get_history(&self, request: Request<GetHistoryRequest>) -> Result<Response<GetHistoryResponse>, Status> {
-        self.auth.check(&request, Access::Read)?;
+        self.authorize(&request, Access::Read)?;
         let r = request.into_inner();
         if r.url.is_empty() {
             return Err(Status::invalid_argument("url: missing"));
@@ -370,13 +377,13 @@ impl Coordinator for AdminEndpoint {
 
     async fn check_now(&self, request: Request<CheckNowRequest>) -> Result<Response<CheckNowResponse>, Status> {
         // It makes every region probe now: a write, not a read.
-        self.auth.check(&request, Access::Write)?;
+        self.authorize(&request, Access::Write)?;
         let (status, results, missing_regions) = self.hub.check_now(&request.into_inner().url).await?;
         Ok(Response::new(CheckNowResponse { status: Some(status), results, missing_regions }))
     }
 
     async fn list_agents(&self, request: Request<ListAgentsRequest>) -> Result<Response<ListAgentsResponse>, Status> {
-        self.auth.check(&request, Access::Read)?;
+        self.authorize(&request, Access::Read)?;
         Ok(Response::new(ListAgentsResponse { agents: self.hub.agents() }))
     }
 
@@ -384,7 +391,7 @@ impl Coordinator for AdminEndpoint {
         &self,
         request: Request<ListIncidentsRequest>,
     ) -> Result<Response<ListIncidentsResponse>, Status> {
-        self.auth.check(&request, Access::Read)?;
+        self.authorize(&request, Access::Read)?;
         let r = request.into_inner();
         Ok(Response::new(ListIncidentsResponse { incidents: self.hub.incidents(&r.url, r.open_only).await? }))
     }
@@ -393,7 +400,7 @@ impl Coordinator for AdminEndpoint {
         &self,
         request: Request<RevokeAgentRequest>,
     ) -> Result<Response<RevokeAgentResponse>, Status> {
-        let by = self.auth.check(&request, Access::Write)?;
+        let by = self.authorize(&request, Access::Write)?;
         let r = request.into_inner();
         let (sha256, identity) = match (r.cert_pem.is_empty(), r.cert_sha256.is_empty()) {
             (false, true) => {
@@ -417,7 +424,7 @@ impl Coordinator for AdminEndpoint {
     }
 
     async fn list_alerts(&self, request: Request<ListAlertsRequest>) -> Result<Response<ListAlertsResponse>, Status> {
-        self.auth.check(&request, Access::Read)?;
+        self.authorize(&request, Access::Read)?;
         let r = request.into_inner();
         let limit = match r.limit {
             0 => 100,
@@ -432,7 +439,7 @@ impl Coordinator for AdminEndpoint {
         &self,
         request: Request<CreateSilenceRequest>,
     ) -> Result<Response<CreateSilenceResponse>, Status> {
-        let by = self.auth.check(&request, Access::Write)?;
+        let by = self.authorize(&request, Access::Write)?;
         let s = request.into_inner().silence.ok_or_else(|| Status::invalid_argument("silence: missing"))?;
         let silence = crate::alert::check_silence(
             &s.target,
@@ -453,7 +460,7 @@ impl Coordinator for AdminEndpoint {
         &self,
         request: Request<ListSilencesRequest>,
     ) -> Result<Response<ListSilencesResponse>, Status> {
-        self.auth.check(&request, Access::Read)?;
+        self.authorize(&request, Access::Read)?;
         let silences = self.hub.silences().iter().map(crate::hub::silence_to_proto).collect();
         Ok(Response::new(ListSilencesResponse { silences }))
     }
@@ -462,7 +469,7 @@ impl Coordinator for AdminEndpoint {
         &self,
         request: Request<DeleteSilenceRequest>,
     ) -> Result<Response<DeleteSilenceResponse>, Status> {
-        let by = self.auth.check(&request, Access::Write)?;
+        let by = self.authorize(&request, Access::Write)?;
         let id = request.into_inner().id;
         let deleted = self.hub.delete_silence(&id).await?;
         tracing::info!(id, deleted, by, "silence deleted");

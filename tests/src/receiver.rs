@@ -63,10 +63,13 @@ impl Receiver {
     fn serve(&mut self, listener: tokio::net::TcpListener) {
         let (log, failing) = (self.log.clone(), self.failing.clone());
         self.task = Some(self.runtime.spawn(async move {
+            // The connections end with the receiver (a stopped one keeps no keep-alive open).
+            let mut connections = tokio::task::JoinSet::new();
             loop {
                 let Ok((tcp, _)) = listener.accept().await else { continue };
                 let (log, failing) = (log.clone(), failing.clone());
-                tokio::spawn(async move {
+                while connections.try_join_next().is_some() {}
+                connections.spawn(async move {
                     let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                         let (log, failing) = (log.clone(), failing.clone());
                         async move {
@@ -106,7 +109,7 @@ impl Receiver {
         self.failing.store(failing, Ordering::SeqCst);
     }
 
-    /// Stops listening: connections are refused.
+    /// Stops listening and closes its connections: new ones are refused.
     pub fn stop(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();

@@ -191,24 +191,56 @@ fn assert_signed(r: &Received) {
     assert_eq!(r.header("x-vantage-event-id"), r.json()["id"].as_str());
 }
 
-/// A real SMTP server (aiosmtpd) that prints every message it receives.
-fn smtp_server() -> (Process, u16) {
+/// A real SMTP server (aiosmtpd) that requires STARTTLS (with the certificate `pki init` made for
+/// 127.0.0.1 in `pki`) and AUTH as vantage/SMTP_PASSWORD, and prints every message it receives.
+fn smtp_server(pki: &Path) -> (Process, u16) {
+    const SERVER: &str = r#"
+import ssl, sys, threading
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+class Handler:
+    async def handle_DATA(self, server, session, envelope):
+        print("MESSAGE authenticated=%s" % session.authenticated, flush=True)
+        print(envelope.content.decode("utf-8", "replace"), flush=True)
+        return "250 OK"
+def check(server, session, envelope, mechanism, data):
+    ok = isinstance(data, LoginPassword) and data.login == b"vantage" and data.password == sys.argv[4].encode()
+    return AuthResult(success=ok)
+tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+tls.load_cert_chain(sys.argv[2], sys.argv[3])
+Controller(Handler(), hostname="127.0.0.1", port=int(sys.argv[1]), tls_context=tls, require_starttls=True,
+           authenticator=check, auth_required=True).start()
+print("READY", flush=True)
+threading.Event().wait()
+"#;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut command = Command::new("python3");
-    command.args(["-u", "-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")]);
-    (Process::start_with(&mut command, "aiosmtpd"), port)
+    command.args(["-u", "-c", SERVER, &port.to_string()]);
+    command.args([pki.join("coordinator.pem"), pki.join("coordinator.key")]).arg(SMTP_PASSWORD);
+    let process = Process::start_with(&mut command, "aiosmtpd");
+    process.wait_for_line(|l| l == "READY");
+    (process, port)
 }
+
+const SMTP_PASSWORD: &str = "smtp-password-0123";
 
 #[test]
 fn every_channel_hears_one_down_and_one_recovered_and_nothing_during_a_silence() {
     let receiver = Receiver::start();
-    let (smtp, smtp_port) = smtp_server();
     let mut w = World::new("channels");
+    let pki = w.dir.join("smtp-pki");
+    let out = vantage_e2e::run(
+        "vantage-coordinator",
+        &["pki", "init", "--dir", pki.to_str().unwrap(), "--name", "127.0.0.1"],
+    );
+    assert!(out.status.success());
+    let (smtp, smtp_port) = smtp_server(&pki);
     let shop = w.add_site("shop", 90);
     let expiring = w.add_site("expiring", 20);
     let quiet = w.add_site("quiet", 90);
     w.write("hook.secret", SECRET);
     w.write("pd.key", "R0UTINGKEY0123456789");
+    w.write("smtp.password", SMTP_PASSWORD);
     let config = format!(
         r#"[alerts]
 status_url = "http://vantage.alerts.test/"
@@ -235,7 +267,10 @@ routing_key_file = "pd.key"
 name = "mail"
 type = "email"
 smtp = "127.0.0.1:{smtp_port}"
-tls = "none"
+tls = "starttls"
+ca_file = "smtp-pki/ca.pem"
+username = "vantage"
+password_file = "smtp.password"
 from = "Vantage <vantage@alerts.test>"
 to = ["oncall@alerts.test"]
 
@@ -287,6 +322,7 @@ channels = ["hook", "slack", "pager", "mail"]
     });
     assert_eq!(trigger.json()["routing_key"], "R0UTINGKEY0123456789");
     assert_eq!(trigger.json()["payload"]["severity"], "critical");
+    smtp.wait_for_line(|l| l == "MESSAGE authenticated=True");
     smtp.wait_for_line(|l| l.starts_with("Subject: DOWN") && l.contains(&shop_url));
 
     w.start_site(shop);
@@ -303,8 +339,8 @@ channels = ["hook", "slack", "pager", "mail"]
     assert_eq!(status["targets"][0]["verdict"], "VERDICT_DOWN", "{status}");
     assert_eq!(status["targets"][0]["silence"]["comment"], "migration", "{status}");
     let alerts = w.call("ListAlerts", &format!("{{\"subject\": \"{quiet_url}\"}}"));
-    assert_eq!(alerts["alerts"][0]["kind"], "down", "{alerts}");
-    assert!(alerts["alerts"][0]["deliveries"].as_array().unwrap().iter().all(|d| d["state"] == "silenced"), "{alerts}");
+    let down = alerts["alerts"].as_array().unwrap().iter().find(|a| a["kind"] == "down").expect("a down alert").clone();
+    assert!(down["deliveries"].as_array().unwrap().iter().all(|d| d["state"] == "silenced"), "{alerts}");
 
     // A region without its agent for 3 s: region_silent, then region_recovered.
     w.agents[2] = None;
@@ -331,6 +367,18 @@ channels = ["hook", "slack", "pager", "mail"]
     assert_eq!(count("/pd", &|j| j["event_action"] == "trigger" && j["payload"]["source"] == shop_url.as_str()), 1);
     assert_eq!(count("/pd", &|j| j["event_action"] == "resolve" && j["dedup_key"] == trigger.json()["dedup_key"]), 1);
     assert!(receiver.matching(|r| r.body.windows(quiet_url.len()).any(|w| w == quiet_url.as_bytes())).is_empty());
+
+    // The silence ends while the staging site is still down: now its DOWN goes out, once.
+    let silence_id = status["targets"][0]["silence"]["id"].as_str().unwrap().to_owned();
+    let deleted = w.call("DeleteSilence", &format!("{{\"id\": \"{silence_id}\"}}"));
+    assert_eq!(deleted["deleted"], true, "{deleted}");
+    let late = receiver.wait_for("the DOWN held back by the silence", |r| about(r, "down", &quiet_url));
+    assert!(
+        late.json()["detail"].as_str().unwrap().contains("held back by a silence that has ended"),
+        "{:?}",
+        late.json()
+    );
+    assert_eq!(receiver.matching(|r| about(r, "down", &quiet_url)).len(), 1);
 }
 
 #[test]
@@ -357,7 +405,7 @@ fn an_alert_queued_while_the_receiver_is_down_survives_a_killed_coordinator_and_
     let failed = w.coordinator().wait_for_line(|l| l.contains("alert delivery failed"));
     assert!(failed.contains("cannot deliver"), "{failed}");
     let alerts = w.call("ListAlerts", "{}");
-    let pending = &alerts["alerts"][0];
+    let pending = alerts["alerts"].as_array().unwrap().iter().find(|a| a["kind"] == "down").expect("a down alert");
     assert_eq!(pending["kind"], "down", "{alerts}");
     assert_eq!(pending["deliveries"][0]["state"], "pending", "{alerts}");
     assert!(!pending["deliveries"][0]["lastError"].as_str().unwrap_or_default().is_empty(), "{alerts}");

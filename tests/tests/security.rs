@@ -134,6 +134,13 @@ fn the_admin_api_needs_an_admin_certificate_or_a_token() {
     assert!(out.contains("new1.e2e.test") && out.contains("new2.e2e.test"), "{out}");
     let out = call(&["-H", &read_bearer], "DeleteTarget", r#"{"url": "https://new1.e2e.test/"}"#);
     assert!(out.contains("Code: PermissionDenied"), "{out}");
+    // A revoked admin certificate opens nothing any more.
+    let admin_pem = std::fs::read_to_string(c.pki.join("admin-admin.pem")).unwrap();
+    let body = serde_json::json!({ "cert_pem": admin_pem }).to_string();
+    let out = call(&["-H", &admin_bearer], "RevokeAgent", &body);
+    assert!(out.contains("spiffe://vantage/admin/admin"), "{out}");
+    let out = call(&admin_tls, "ListStatus", "{}");
+    assert!(out.contains("Code: PermissionDenied") && out.contains("revoked"), "{out}");
     // No token or key is ever in the coordinator's replies or its log.
     let coordinator = c.coordinator.as_ref().unwrap();
     let line = coordinator.wait_for_line(|l| l.contains("target upserted") && l.contains("admin token"));
@@ -197,10 +204,18 @@ fn the_coordinator_warns_about_expiring_certificates_and_loose_key_files() {
     );
     let line = coordinator.wait_for_line(|l| l.contains("secret file is accessible to other users"));
     assert!(line.contains("coordinator.key") && line.contains("644"), "{line}");
-    // In the order they are logged.
-    let line = coordinator.wait_for_line(|l| l.contains("coordinator listening"));
-    let addr = line.split("addr=").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().to_owned();
-    let line = coordinator.wait_for_line(|l| l.contains("server certificate"));
+    // Both lines, in whichever order they come.
+    let (mut addr, mut expiry) = (None, None);
+    while addr.is_none() || expiry.is_none() {
+        let line =
+            coordinator.wait_for_line(|l| l.contains("coordinator listening") || l.contains("server certificate"));
+        if line.contains("coordinator listening") {
+            addr = line.split("addr=").nth(1).and_then(|r| r.split_whitespace().next()).map(str::to_owned);
+        } else {
+            expiry = Some(line);
+        }
+    }
+    let (addr, line) = (addr.unwrap(), expiry.unwrap());
     assert!(line.contains("expires in under 30 days") && days_left(&line) <= 20, "{line}");
 
     let _agent = vantage_e2e::Process::start(

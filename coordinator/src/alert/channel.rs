@@ -55,12 +55,30 @@ pub struct Email {
     pub password: Option<Secret>,
     pub from: String,
     pub to: Vec<String>,
+    /// Extra CA certificates (PEM) to trust, for a relay with a private CA.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Channel {
     pub name: String,
     pub kind: Kind,
+}
+
+/// Why a delivery failed: worth retrying, or not (the receiver refused this alert for good).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    Retry(String),
+    Permanent(String),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Retry(e) => f.write_str(e),
+            SendError::Permanent(e) => write!(f, "{e} (not retried)"),
+        }
+    }
 }
 
 /// Sends alerts; one per coordinator (it pools HTTP connections).
@@ -94,11 +112,12 @@ impl Sender {
     }
 
     /// Delivers `alert` to `channel`, or says why not.
-    pub async fn send(&self, channel: &Channel, alert: &Alert) -> Result<(), String> {
+    pub async fn send(&self, channel: &Channel, alert: &Alert) -> Result<(), SendError> {
         let work = async {
             match &channel.kind {
                 Kind::Webhook { url, secret } => {
-                    let body = serde_json::to_vec(&webhook_body(alert)).map_err(|e| e.to_string())?;
+                    let body =
+                        serde_json::to_vec(&webhook_body(alert)).map_err(|e| SendError::Permanent(e.to_string()))?;
                     let timestamp = (super::super::hub::now_ms() / 1000).to_string();
                     let mut headers =
                         vec![("x-vantage-event-id", alert.id.clone()), ("x-vantage-timestamp", timestamp.clone())];
@@ -108,28 +127,35 @@ impl Sender {
                     self.post(url, body, &headers).await
                 }
                 Kind::Slack { url } => {
-                    let body = serde_json::to_vec(&slack_body(alert)).map_err(|e| e.to_string())?;
+                    let body =
+                        serde_json::to_vec(&slack_body(alert)).map_err(|e| SendError::Permanent(e.to_string()))?;
                     self.post(url, body, &[]).await
                 }
                 Kind::PagerDuty { url, routing_key } => {
-                    let body = serde_json::to_vec(&pagerduty_body(alert, routing_key)).map_err(|e| e.to_string())?;
+                    let body = serde_json::to_vec(&pagerduty_body(alert, routing_key))
+                        .map_err(|e| SendError::Permanent(e.to_string()))?;
                     self.post(url, body, &[]).await
                 }
                 Kind::Email(email) => send_email(email, alert).await,
             }
         };
-        tokio::time::timeout(SEND_TIMEOUT, work).await.map_err(|_| format!("no answer within {SEND_TIMEOUT:?}"))?
+        tokio::time::timeout(SEND_TIMEOUT, work)
+            .await
+            .map_err(|_| SendError::Retry(format!("no answer within {SEND_TIMEOUT:?}")))?
     }
 
-    async fn post(&self, url: &str, body: Vec<u8>, headers: &[(&str, String)]) -> Result<(), String> {
+    async fn post(&self, url: &str, body: Vec<u8>, headers: &[(&str, String)]) -> Result<(), SendError> {
         let mut request = hyper::Request::post(url)
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .header(hyper::header::USER_AGENT, concat!("vantage/", env!("CARGO_PKG_VERSION")));
         for (name, value) in headers {
             request = request.header(*name, value);
         }
-        let request = request.body(Full::new(Bytes::from(body))).map_err(|e| format!("bad request: {e}"))?;
-        let response = self.http.request(request).await.map_err(|e| format!("cannot deliver: {}", chain(&e)))?;
+        let request = request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| SendError::Permanent(format!("bad request: {e}")))?;
+        let response =
+            self.http.request(request).await.map_err(|e| SendError::Retry(format!("cannot deliver: {}", chain(&e))))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -144,7 +170,11 @@ impl Sender {
             }
         }
         answer.truncate(MAX_ANSWER.min(200));
-        Err(format!("HTTP {status}: {}", String::from_utf8_lossy(&answer).trim()))
+        let error = format!("HTTP {status}: {}", String::from_utf8_lossy(&answer).trim());
+        // A 4xx is this alert refused for good (except timeouts and rate limits): retrying would
+        // only hold up the channel's later alerts.
+        let permanent = status.is_client_error() && !matches!(status.as_u16(), 408 | 429);
+        Err(if permanent { SendError::Permanent(error) } else { SendError::Retry(error) })
     }
 }
 
@@ -262,29 +292,45 @@ pub fn pagerduty_body(alert: &Alert, routing_key: &Secret) -> serde_json::Value 
     body
 }
 
-async fn send_email(email: &Email, alert: &Alert) -> Result<(), String> {
+async fn send_email(email: &Email, alert: &Alert) -> Result<(), SendError> {
+    send_email_inner(email, alert)
+        .await
+        .map_err(|(permanent, e)| if permanent { SendError::Permanent(e) } else { SendError::Retry(e) })
+}
+
+async fn send_email_inner(email: &Email, alert: &Alert) -> Result<(), (bool, String)> {
+    let bad = |e: String| (true, e);
     use lettre::transport::smtp::authentication::Credentials;
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
     let mut message = Message::builder()
-        .from(email.from.parse().map_err(|e| format!("from {:?}: {e}", email.from))?)
+        .from(email.from.parse().map_err(|e| bad(format!("from {:?}: {e}", email.from)))?)
         .subject(alert.summary())
         .message_id(Some(format!("<{}@vantage>", alert.id)));
     for to in &email.to {
-        message = message.to(to.parse().map_err(|e| format!("to {to:?}: {e}"))?);
+        message = message.to(to.parse().map_err(|e| bad(format!("to {to:?}: {e}")))?);
     }
-    let message = message.body(alert.text()).map_err(|e| format!("cannot build the message: {e}"))?;
-    let builder = match email.tls {
-        SmtpTls::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&email.host),
-        SmtpTls::StartTls => {
-            AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&email.host).map_err(|e| e.to_string())?
+    let message = message.body(alert.text()).map_err(|e| bad(format!("cannot build the message: {e}")))?;
+    use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+    let tls = match email.tls {
+        SmtpTls::None => Tls::None,
+        mode => {
+            let mut parameters = TlsParameters::builder(email.host.clone());
+            if let Some(pem) = &email.ca_pem {
+                let ca = Certificate::from_pem(pem).map_err(|e| bad(format!("ca_file: {e}")))?;
+                parameters = parameters.add_root_certificate(ca);
+            }
+            let parameters = parameters.build_rustls().map_err(|e| bad(format!("TLS: {e}")))?;
+            if mode == SmtpTls::StartTls { Tls::Required(parameters) } else { Tls::Wrapper(parameters) }
         }
-        SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&email.host).map_err(|e| e.to_string())?,
     };
-    let mut builder = builder.port(email.port).timeout(Some(SEND_TIMEOUT));
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&email.host)
+        .port(email.port)
+        .tls(tls)
+        .timeout(Some(SEND_TIMEOUT));
     if let (Some(user), Some(password)) = (&email.username, &email.password) {
         builder = builder.credentials(Credentials::new(user.clone(), password.0.clone()));
     }
-    builder.build().send(message).await.map(|_| ()).map_err(|e| format!("SMTP: {}", chain(&e)))
+    builder.build().send(message).await.map(|_| ()).map_err(|e| (e.is_permanent(), format!("SMTP: {}", chain(&e))))
 }
 
 #[cfg(test)]

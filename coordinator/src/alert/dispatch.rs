@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::channel::Sender;
+use super::channel::{SendError, Sender};
 use super::{AlertRecord, Alerting, DeliveryState};
 use crate::hub::{Hub, now_ms};
 
@@ -61,7 +61,7 @@ pub async fn run(hub: Arc<Hub>, alerting: Arc<Alerting>, wake: Arc<Notify>) {
             sends.spawn(async move {
                 let result = match channel {
                     Some(channel) => sender.send(&channel, &alert).await,
-                    None => Err("no such channel in the configuration".to_owned()),
+                    None => Err(SendError::Permanent("no such channel in the configuration".to_owned())),
                 };
                 (r, d, result)
             });
@@ -86,7 +86,9 @@ pub async fn run(hub: Arc<Hub>, alerting: Arc<Alerting>, wake: Arc<Notify>) {
                     );
                 }
                 Err(error) => {
-                    let gave_up = now_ms() - alert.at_ms > GIVE_UP_AFTER.as_millis() as i64;
+                    let permanent = matches!(error, SendError::Permanent(_));
+                    let error = error.to_string();
+                    let gave_up = permanent || now_ms() - alert.at_ms > GIVE_UP_AFTER.as_millis() as i64;
                     tracing::warn!(
                         id = alert.id,
                         channel = delivery.channel,
@@ -109,7 +111,10 @@ pub async fn run(hub: Arc<Hub>, alerting: Arc<Alerting>, wake: Arc<Notify>) {
         let progressed = !changed.is_empty();
         if progressed {
             if let Err(e) = hub.update_alerts(changed).await {
+                // Not in a hot loop: the outbox is read again after a pause (a delivery may be
+                // repeated; receivers deduplicate by id).
                 tracing::error!(error = %e, "recording alert deliveries failed");
+                tokio::time::sleep(IDLE).await;
             }
             continue; // the next alert of each channel may go now
         }
