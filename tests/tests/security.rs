@@ -134,13 +134,6 @@ fn the_admin_api_needs_an_admin_certificate_or_a_token() {
     assert!(out.contains("new1.e2e.test") && out.contains("new2.e2e.test"), "{out}");
     let out = call(&["-H", &read_bearer], "DeleteTarget", r#"{"url": "https://new1.e2e.test/"}"#);
     assert!(out.contains("Code: PermissionDenied"), "{out}");
-    // A revoked admin certificate opens nothing any more.
-    let admin_pem = std::fs::read_to_string(c.pki.join("admin-admin.pem")).unwrap();
-    let body = serde_json::json!({ "cert_pem": admin_pem }).to_string();
-    let out = call(&["-H", &admin_bearer], "RevokeAgent", &body);
-    assert!(out.contains("spiffe://vantage/admin/admin"), "{out}");
-    let out = call(&admin_tls, "ListStatus", "{}");
-    assert!(out.contains("Code: PermissionDenied") && out.contains("revoked"), "{out}");
     // No token or key is ever in the coordinator's replies or its log.
     let coordinator = c.coordinator.as_ref().unwrap();
     let line = coordinator.wait_for_line(|l| l.contains("target upserted") && l.contains("admin token"));
@@ -150,6 +143,14 @@ fn the_admin_api_needs_an_admin_certificate_or_a_token() {
     let bad = r#"{"target": {"url": "https://x.e2e.test/", "interval": "10s", "timeout": "20s"}}"#;
     let out = call(&admin_tls, "UpsertTarget", bad);
     assert!(out.contains("Code: InvalidArgument") && out.contains("timeout"), "{out}");
+
+    // A revoked admin certificate opens nothing any more.
+    let admin_pem = std::fs::read_to_string(c.pki.join("admin-admin.pem")).unwrap();
+    let body = serde_json::json!({ "cert_pem": admin_pem }).to_string();
+    let out = call(&["-H", &admin_bearer], "RevokeAgent", &body);
+    assert!(out.contains("spiffe://vantage/admin/admin"), "{out}");
+    let out = call(&admin_tls, "ListStatus", "{}");
+    assert!(out.contains("Code: PermissionDenied") && out.contains("revoked"), "{out}");
 }
 
 #[test]
