@@ -132,7 +132,7 @@ async fn live(lab: &Lab, demo: &DemoArgs) -> anyhow::Result<()> {
     println!(
         "Vantage demo: a coordinator on {} (HTTP {}), agents in {}.",
         running.addr,
-        demo.http_listen,
+        running.http_addr.unwrap_or(demo.http_listen),
         REGIONS.join(", ")
     );
     println!("Try, in another terminal:  grpcurl -plaintext {} vantage.v1.Coordinator/ListStatus", running.addr);

@@ -1,4 +1,5 @@
-//! The coordinator's HTTP side: `/healthz`, the consolidated status as JSON at `/v1/status`,
+//! The coordinator's HTTP side: `/healthz`, Prometheus metrics at `/metrics`, the consolidated
+//! status as JSON at `/v1/status`,
 //! and heartbeats: `POST /v1/heartbeats/{name}` (signed with HMAC-SHA256) and
 //! `GET /v1/heartbeats`.
 
@@ -41,6 +42,7 @@ async fn route(hub: &Hub, request: Request<hyper::body::Incoming>) -> Response<F
     let path = request.uri().path().to_owned();
     let (status, content_type, body) = match (request.method().as_str(), path.as_str()) {
         ("POST", p) if p.starts_with("/v1/heartbeats/") => heartbeat(hub, request).await,
+        ("GET", "/metrics") => (StatusCode::OK, "text/plain; version=0.0.4", crate::metrics::render(hub).await),
         ("GET", "/v1/heartbeats") => {
             let list: Vec<serde_json::Value> = hub
                 .heartbeats()

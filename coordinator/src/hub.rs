@@ -207,6 +207,7 @@ pub struct Hub {
     options: HubOptions,
     /// Tells the alert dispatcher that alerts were queued.
     pub alerts_queued: Arc<tokio::sync::Notify>,
+    pub counters: crate::metrics::Counters,
 }
 
 /// Runs blocking store work off the async threads.
@@ -309,6 +310,7 @@ impl Hub {
             started: Instant::now(),
             options,
             alerts_queued: Arc::new(tokio::sync::Notify::new()),
+            counters: crate::metrics::Counters::default(),
         }))
     }
 
@@ -509,7 +511,15 @@ impl Hub {
         let (outcome, rows) =
             blocking(&self.store, move |s| Ok((s.record_batch(&agent_name, sequence, &rows)?, rows))).await?;
         if outcome == BatchOutcome::Duplicate {
+            crate::metrics::Counters::add(&self.counters.duplicate_batches, 1);
             return Ok(outcome);
+        }
+        crate::metrics::Counters::add(&self.counters.batches, 1);
+        crate::metrics::Counters::add(&self.counters.results, rows.len() as u64);
+        for row in &rows {
+            if let Some(failure) = row.entry.result.as_ref().and_then(|r| r.failure.as_ref()) {
+                self.counters.count_failure(&failure.code);
+            }
         }
         let mut touched = BTreeSet::new();
         {
@@ -921,6 +931,19 @@ impl Hub {
     }
 
     // ---- queries ----
+
+    /// Each target's newest result per region: (url, region, result).
+    pub fn latest_results(&self) -> Vec<(String, String, vantage_proto::v1::ProbeResult)> {
+        let state = self.lock();
+        let mut out: Vec<_> = state
+            .latest
+            .iter()
+            .filter(|((url, _), _)| state.targets.contains_key(url))
+            .filter_map(|((url, region), e)| Some((url.clone(), region.clone(), e.result.clone()?)))
+            .collect();
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        out
+    }
 
     pub fn agents(&self) -> Vec<AgentInfo> {
         let state = self.lock();

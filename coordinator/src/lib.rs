@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod pki;
 pub mod serve;
 pub mod service;

@@ -32,7 +32,7 @@ pub fn verdict_name(v: i32) -> &'static str {
     }
 }
 
-fn opinion_name(o: i32) -> &'static str {
+pub fn opinion_name(o: i32) -> &'static str {
     match Opinion::try_from(o).unwrap_or(Opinion::Unspecified) {
         Opinion::Up => "up",
         Opinion::Down => "down",

@@ -196,3 +196,59 @@ fn check_help_and_version_exit_0() {
         assert!(!out.stdout.is_empty());
     }
 }
+
+#[test]
+fn metrics_of_the_running_demo_pass_promtool() {
+    let demo =
+        Process::start("vantage-coordinator", &["demo", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"]);
+    let first = demo.wait_for_line(|l| l.contains("a coordinator on"));
+    let field = |after: &str, end: char| {
+        first.split(after).nth(1).and_then(|r| r.split(end).next()).expect("addresses in the banner").to_owned()
+    };
+    let (addr, http) = (field("a coordinator on ", ' '), field("(HTTP ", ')'));
+    let watch =
+        Process::start("vantage-coordinator", &["status", "--watch", "--json", "--addr", &format!("http://{addr}")]);
+    watch.wait_for_line(|l| {
+        let Ok(status) = serde_json::from_str::<serde_json::Value>(l) else { return false };
+        status["url"].as_str().is_some_and(|u| u.contains("expired."))
+            && status["regions"].as_array().is_some_and(|r| r.len() == 3 && r.iter().all(|r| r["opinion"] == "down"))
+    });
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10", &format!("http://{http}/metrics")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let metrics = String::from_utf8(out.stdout).unwrap();
+
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool runs (.ci/setup installs Debian's prometheus)");
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), metrics.as_bytes()).unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&checked.stdout), String::from_utf8_lossy(&checked.stderr));
+    assert!(checked.status.success() && said.trim().is_empty(), "promtool check metrics: {said}");
+
+    let expired = metrics
+        .lines()
+        .find(|l| l.starts_with("vantage_target_verdict{") && l.contains("expired.") && l.contains("verdict=\"DOWN\""))
+        .expect("the expired site's verdict");
+    assert!(expired.ends_with(" 1"), "{expired}");
+    let regions = metrics.lines().filter(|l| l.starts_with("probe_success{") && l.contains("expired.")).count();
+    assert_eq!(regions, 3, "one probe_success per region");
+    for family in [
+        "probe_duration_seconds{",
+        "probe_http_duration_seconds{",
+        "probe_ssl_earliest_cert_expiry{",
+        "probe_tls_version_info{",
+        "vantage_region_opinion{",
+        "vantage_failures_total{code=\"cert_expired\"}",
+        "vantage_agents_connected{region=\"eu-west\"} 1",
+        "vantage_ingested_results_total ",
+    ] {
+        assert!(metrics.contains(family), "{family} missing");
+    }
+}
