@@ -1156,24 +1156,35 @@ fn target_alert(
 /// for the first time (once per certificate). Returns them with the memory to store.
 fn cert_alerts(state: &mut State, spec: &TargetSpec, now: i64) -> Option<(Vec<Alert>, Remembered)> {
     use vantage_proto::v1::CertHealth;
-    // The certificate closest to expiry that any region sees.
-    let cert = state
-        .target_regions(spec)
-        .into_iter()
-        .filter_map(|region| state.latest.get(&(spec.url.clone(), region)))
-        .filter_map(|e| e.result.as_ref()?.cert.clone())
-        .filter(|c| !c.sha256.is_empty())
-        .min_by_key(|c| (c.days_remaining, c.sha256.clone()))?;
-    let level = match CertHealth::try_from(cert.health).unwrap_or(CertHealth::Unspecified) {
+    // The certificate closest to expiry that any region sees (borrowed: this runs for every
+    // target every second, and a certificate carries its whole chain).
+    let mut key = (spec.url.clone(), String::new());
+    let mut closest: Option<&vantage_proto::v1::Certificate> = None;
+    for region in state.target_regions(spec) {
+        key.1 = region;
+        let Some(cert) = state.latest.get(&key).and_then(|e| e.result.as_ref()?.cert.as_ref()) else { continue };
+        if !cert.sha256.is_empty()
+            && closest.is_none_or(|c| (cert.days_remaining, &cert.sha256) < (c.days_remaining, &c.sha256))
+        {
+            closest = Some(cert);
+        }
+    }
+    let closest = closest?;
+    let level = match CertHealth::try_from(closest.health).unwrap_or(CertHealth::Unspecified) {
         CertHealth::Warning => 1,
         CertHealth::Critical => 2,
         _ => 0,
     };
+    if let Some(memory) = state.certs.get(&spec.url) {
+        let known = memory.levels.iter().find(|(fp, _)| *fp == closest.sha256).map(|(_, l)| *l);
+        if memory.current == closest.sha256 && known.unwrap_or(0) >= level {
+            return None;
+        }
+    }
+    // Something to remember or say: only now the facts are copied out.
+    let cert = vantage_proto::v1::Certificate { chain: Vec::new(), ..closest.clone() };
     let memory = state.certs.entry(spec.url.clone()).or_default();
     let known_level = memory.levels.iter().find(|(fp, _)| *fp == cert.sha256).map(|(_, l)| *l);
-    if memory.current == cert.sha256 && known_level.unwrap_or(0) >= level {
-        return None;
-    }
     let labels: BTreeMap<String, String> = spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let not_after = cert.not_after.map(|t| store_rfc3339(&t));
     let make = |kind: AlertKind, dedup: String| {
