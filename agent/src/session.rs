@@ -14,6 +14,8 @@ use vantage_proto::v1::{AgentMessage, Hello, ResultBatch, TargetResult, agent_me
 
 use crate::scheduler::Command;
 
+/// Largest message accepted from the coordinator: a full assignment of 100,000 targets fits.
+pub const MAX_ASSIGNMENT: usize = 64 << 20;
 /// Results per batch.
 pub const BATCH_SIZE: usize = 500;
 /// How long a result may wait for more to batch with.
@@ -167,7 +169,7 @@ async fn connect_and_serve(
         Hello { name: config.name.clone(), region: config.region.clone(), version: env!("CARGO_PKG_VERSION").into() };
     tx.send(AgentMessage { kind: Some(agent_message::Kind::Hello(hello)) }).await.map_err(|_| "stream closed")?;
     let mut inbound = AgentServiceClient::new(channel)
-        .max_decoding_message_size(16 << 20)
+        .max_decoding_message_size(MAX_ASSIGNMENT)
         .connect(ReceiverStream::new(rx))
         .await
         .map_err(|s| format!("the coordinator refused the session: {} ({:?})", s.message(), s.code()))?

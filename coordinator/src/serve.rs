@@ -21,6 +21,9 @@ use crate::store::Store;
 
 /// Largest gRPC message accepted (a full batch is far smaller).
 const MAX_MESSAGE: usize = 4 << 20;
+/// Largest message sent to an agent: a full assignment of `--max-targets` targets (about 100
+/// bytes each) must fit. Agents accept as much (`vantage_agent::session::MAX_ASSIGNMENT`).
+const MAX_ASSIGNMENT: usize = vantage_agent::session::MAX_ASSIGNMENT;
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -192,10 +195,12 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
     let agents =
         AgentServiceServer::new(AgentEndpoint { hub: hub.clone(), mtls: tls.is_some(), rate: options.agent_rate })
             .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE);
+            .max_encoding_message_size(MAX_ASSIGNMENT);
+    // Answers as large as an assignment (every target's status): grpcurl needs -max-msg-sz for
+    // those beyond 4 MiB.
     let admin = CoordinatorServer::new(AdminEndpoint { hub: hub.clone(), auth })
         .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
+        .max_encoding_message_size(MAX_ASSIGNMENT);
     let (stop, stopped) = oneshot::channel::<()>();
     let mut server = tonic::transport::Server::builder();
     if let Some(tls) = tls {

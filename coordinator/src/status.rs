@@ -212,7 +212,8 @@ pub async fn client(args: &ClientArgs) -> anyhow::Result<Client> {
         .connect()
         .await
         .with_context(|| format!("cannot reach the coordinator at {addr}"))?;
-    Ok(CoordinatorClient::with_interceptor(channel, Bearer(token)))
+    Ok(CoordinatorClient::with_interceptor(channel, Bearer(token))
+        .max_decoding_message_size(vantage_agent::session::MAX_ASSIGNMENT))
 }
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
