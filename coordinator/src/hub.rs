@@ -990,7 +990,14 @@ impl Hub {
     /// Deletes results older than `retention`.
     pub async fn prune(&self, retention: Duration) -> Result<u64, HubError> {
         let before = now_ms() - retention.as_millis() as i64;
-        blocking(&self.store, move |s| s.prune_results(before)).await
+        let (results, alerts) =
+            blocking(&self.store, move |s| Ok((s.prune_results(before)?, s.prune_alerts(before)?))).await?;
+        if alerts > 0 {
+            tracing::info!(removed = alerts, "settled alerts past retention removed");
+        }
+        // Silences that ended before the cutoff went from the store with them.
+        self.lock().silences.retain(|s| s.end_ms >= before);
+        Ok(results)
     }
 }
 

@@ -346,6 +346,36 @@ impl Store {
     }
 
     /// Deletes results older than `before_ms`; returns how many.
+    /// Removes alerts from before `before_ms` whose deliveries are all settled, and silences that
+    /// ended before then; returns how many alerts went.
+    pub fn prune_alerts(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write()?;
+        let mut removed = 0;
+        {
+            let pending = txn.open_table(ALERT_PENDING)?;
+            let mut order = txn.open_table(ALERT_ORDER)?;
+            let mut alerts = txn.open_table(ALERTS)?;
+            let mut old: Vec<(i64, String)> = Vec::new();
+            for row in order.range((i64::MIN, "")..(before_ms, ""))? {
+                let (key, _) = row?;
+                let (at, id) = key.value();
+                if pending.get(id)?.is_none() {
+                    old.push((at, id.to_owned()));
+                }
+            }
+            for (at, id) in old {
+                order.remove((at, id.as_str()))?;
+                alerts.remove(id.as_str())?;
+                removed += 1;
+            }
+            let mut silences = txn.open_table(SILENCES)?;
+            silences
+                .retain(|_, value| serde_json::from_slice::<Silence>(value).map_or(true, |s| s.end_ms >= before_ms))?;
+        }
+        txn.commit()?;
+        Ok(removed)
+    }
+
     pub fn prune_results(&self, before_ms: i64) -> Result<u64, StoreError> {
         let txn = self.db.begin_write()?;
         let mut removed = 0;
@@ -704,5 +734,45 @@ mod tests {
         store.delete_target(u).unwrap();
         assert!(store.incidents(u, true).unwrap().is_empty());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn old_settled_alerts_and_ended_silences_are_pruned_pending_ones_kept() {
+        use crate::alert::{Alert, AlertKind, Delivery, DeliveryState};
+        let dir = temp_dir("prune-alerts");
+        let store = Store::open(&dir).unwrap();
+        let record = |at: i64, state: DeliveryState| AlertRecord {
+            alert: Alert::new(AlertKind::Down, "https://a.example/", at, "k".into()),
+            deliveries: vec![Delivery {
+                channel: "hook".into(),
+                state,
+                attempts: 1,
+                last_error: String::new(),
+                next_attempt_ms: at,
+                delivered_ms: at,
+            }],
+            silenced_by: None,
+        };
+        let (old, stuck, new) = (
+            record(1_000, DeliveryState::Delivered),
+            record(2_000, DeliveryState::Pending),
+            record(9_000, DeliveryState::Delivered),
+        );
+        store.record_changes(&[], &[old, stuck.clone(), new.clone()], &[]).unwrap();
+        let silence = |id: &str, end_ms: i64| Silence {
+            id: id.into(),
+            target: "https://a.example/".into(),
+            labels: Default::default(),
+            start_ms: 0,
+            end_ms,
+            comment: String::new(),
+            source: "api".into(),
+        };
+        store.put_silence(&silence("ended", 3_000)).unwrap();
+        store.put_silence(&silence("running", 8_000)).unwrap();
+        assert_eq!(store.prune_alerts(5_000).unwrap(), 1);
+        let left: Vec<String> = store.alerts("", 10).unwrap().into_iter().map(|r| r.alert.id).collect();
+        assert_eq!(left, [new.alert.id, stuck.alert.id]);
+        assert_eq!(store.silences().unwrap().iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["running"]);
     }
 }
