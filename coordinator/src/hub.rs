@@ -260,40 +260,14 @@ impl Hub {
             targets: targets.into_iter().map(|t| (t.url.clone(), t)).collect(),
             latest: latest.into_iter().map(|r| ((r.url, r.entry.region.clone()), r.entry)).collect(),
             verdicts: verdicts.into_iter().collect(),
-            open_incidents: open
-                .into_iter()
-                .map(|i| {
-                    let opened = i.opened.map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000);
-                    (i.url, opened)
-                })
-                .collect(),
+            open_incidents: open.into_iter().map(|i| (i.url, i.opened.as_ref().map_or(0, store::ms))).collect(),
             silences,
-            certs: memory
-                .iter()
-                .filter_map(|(k, v)| Some((k.strip_prefix("cert:")?.to_owned(), serde_json::from_slice(v).ok()?)))
-                .collect(),
-            silent_regions: memory
-                .iter()
-                .filter_map(|(k, v)| Some((k.strip_prefix("region:")?.to_owned(), serde_json::from_slice(v).ok()?)))
-                .collect(),
-            heartbeats: memory
-                .iter()
-                .filter_map(|(k, v)| Some((k.strip_prefix("heartbeat:")?.to_owned(), serde_json::from_slice(v).ok()?)))
-                .collect(),
-            degraded: memory
-                .iter()
-                .filter_map(|(k, v)| {
-                    Some((k.strip_prefix("degraded:")?.to_owned(), std::str::from_utf8(v).ok()?.parse().ok()?))
-                })
-                .collect(),
-            sent: memory
-                .iter()
-                .filter_map(|(k, v)| Some((k.strip_prefix("sent:")?.to_owned(), serde_json::from_slice(v).ok()?)))
-                .collect(),
-            held: memory
-                .iter()
-                .filter_map(|(k, v)| Some((k.strip_prefix("held:")?.to_owned(), serde_json::from_slice(v).ok()?)))
-                .collect(),
+            certs: recall(&memory, "cert:"),
+            silent_regions: recall(&memory, "region:"),
+            heartbeats: recall(&memory, "heartbeat:"),
+            degraded: recall(&memory, "degraded:"),
+            sent: recall(&memory, "sent:"),
+            held: recall(&memory, "held:"),
             revoked: revoked.into_iter().collect(),
             ..State::default()
         };
@@ -656,7 +630,7 @@ impl Hub {
                                 now,
                             ));
                             state.degraded.insert(url.clone(), now);
-                            memory.push((key, Some(now.to_string().into_bytes())));
+                            memory.push((key, serde_json::to_vec(&now).ok()));
                         }
                         (Verdict::Up | Verdict::Down, Some(since)) => {
                             // Cleared where it was heard (or held back); a degraded spell nobody
@@ -1116,8 +1090,16 @@ fn store_rfc3339(t: &prost_types::Timestamp) -> String {
     time::OffsetDateTime::from_unix_timestamp(t.seconds).map(vantage_shared::report::rfc3339).unwrap_or_default()
 }
 
-/// A change to alerting's stored memory: key, and the new value (`None` deletes it).
+/// A change to alerting's stored memory: key, and the new value (JSON; `None` deletes it).
 type Remembered = (String, Option<Vec<u8>>);
+
+/// Alerting's stored memory under `prefix` ("cert:", "held:", …): the rest of the key → value.
+fn recall<T: serde::de::DeserializeOwned>(memory: &[(String, Vec<u8>)], prefix: &str) -> HashMap<String, T> {
+    memory
+        .iter()
+        .filter_map(|(key, value)| Some((key.strip_prefix(prefix)?.to_owned(), serde_json::from_slice(value).ok()?)))
+        .collect()
+}
 
 /// An alert about a target, from its decision.
 fn target_alert(

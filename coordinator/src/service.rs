@@ -279,7 +279,7 @@ impl AdminEndpoint {
 }
 
 fn ms(t: Option<&prost_types::Timestamp>) -> Option<i64> {
-    t.map(|t| t.seconds.saturating_mul(1000).saturating_add(i64::from(t.nanos) / 1_000_000))
+    t.map(crate::store::ms)
 }
 
 type StatusStream = Pin<Box<dyn Stream<Item = Result<TargetStatus, Status>> + Send>>;

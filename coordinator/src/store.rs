@@ -388,16 +388,6 @@ impl Store {
         Ok(removed)
     }
 
-    /// Records a verdict change with its transition and incident change, in one transaction.
-    pub fn record_verdict(
-        &self,
-        url: &str,
-        record: &VerdictRecord,
-        incident: &IncidentChange,
-    ) -> Result<(), StoreError> {
-        self.record_changes(&[(url.to_owned(), record.clone(), incident.clone())], &[], &[])
-    }
-
     /// Verdict changes (each with its transition and incident change), the alerts they cause and
     /// alerting's state changes (`None` deletes the key), all in one transaction: an alert is
     /// queued exactly when its cause is recorded.
@@ -565,10 +555,7 @@ impl Store {
             match incident {
                 IncidentChange::None => {}
                 IncidentChange::Open(new) => {
-                    let opened = new
-                        .opened
-                        .map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
-                        .unwrap_or(record.since_ms);
+                    let opened = new.opened.as_ref().map_or(record.since_ms, ms);
                     incidents.insert((url, opened), new.encode_to_vec().as_slice())?;
                 }
                 IncidentChange::Close { at_ms } => close_incidents(&mut incidents, url, *at_ms)?,
@@ -637,12 +624,12 @@ fn close_incidents(incidents: &mut redb::Table<(&str, i64), &[u8]>, url: &str, a
 
 /// When a stored entry's probe ran, Unix ms.
 pub fn entry_ms(entry: &HistoryEntry) -> i64 {
-    entry
-        .result
-        .as_ref()
-        .and_then(|r| r.checked_at)
-        .map(|t| t.seconds.saturating_mul(1000).saturating_add(i64::from(t.nanos) / 1_000_000))
-        .unwrap_or(0)
+    entry.result.as_ref().and_then(|r| r.checked_at.as_ref()).map_or(0, ms)
+}
+
+/// A protobuf timestamp in Unix ms (saturating: agents send any value).
+pub fn ms(t: &prost_types::Timestamp) -> i64 {
+    t.seconds.saturating_mul(1000).saturating_add(i64::from(t.nanos) / 1_000_000)
 }
 
 pub fn timestamp(ms: i64) -> prost_types::Timestamp {
@@ -718,10 +705,11 @@ mod tests {
             failing_regions: vec!["eu".into()],
         };
         let incident = Incident { url: u.into(), opened: Some(timestamp(10_000)), ..Default::default() };
-        store.record_verdict(u, &down, &IncidentChange::Open(incident)).unwrap();
+        let change = |record: &VerdictRecord, incident| vec![(u.to_owned(), record.clone(), incident)];
+        store.record_changes(&change(&down, IncidentChange::Open(incident)), &[], &[]).unwrap();
         assert_eq!(store.incidents(u, true).unwrap().len(), 1);
         let up = VerdictRecord { verdict: "UP".into(), cause: None, since_ms: 20_000, failing_regions: vec![] };
-        store.record_verdict(u, &up, &IncidentChange::Close { at_ms: 20_000 }).unwrap();
+        store.record_changes(&change(&up, IncidentChange::Close { at_ms: 20_000 }), &[], &[]).unwrap();
         assert!(store.incidents(u, true).unwrap().is_empty());
         let all = store.incidents("", false).unwrap();
         assert_eq!(all[0].closed, Some(timestamp(20_000)));
@@ -729,7 +717,7 @@ mod tests {
         assert_eq!(store.transitions(u).unwrap().len(), 2);
         // Deleting a target ends its open incident.
         let again = Incident { url: u.into(), opened: Some(timestamp(30_000)), ..Default::default() };
-        store.record_verdict(u, &down, &IncidentChange::Open(again)).unwrap();
+        store.record_changes(&change(&down, IncidentChange::Open(again)), &[], &[]).unwrap();
         assert_eq!(store.incidents(u, true).unwrap().len(), 1);
         store.delete_target(u).unwrap();
         assert!(store.incidents(u, true).unwrap().is_empty());

@@ -29,17 +29,16 @@ fn demo_brings_every_target_to_its_verdict() {
     assert!(regional.contains("1/3 ap-south"), "the one region that cannot reach it is named: {regional}");
 }
 
-#[test]
-fn grpcurl_lists_describes_and_queries_the_running_demo() {
+/// A live demo on free ports, once every region has judged its expired site: the process, its
+/// gRPC address and its HTTP address.
+fn running_demo() -> (Process, String, String) {
     let demo =
         Process::start("vantage-coordinator", &["demo", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"]);
     let first = demo.wait_for_line(|l| l.contains("a coordinator on"));
-    let addr = first
-        .split("a coordinator on ")
-        .nth(1)
-        .and_then(|r| r.split(' ').next())
-        .expect("address in the banner")
-        .to_owned();
+    let field = |after: &str, end: char| {
+        first.split(after).nth(1).and_then(|r| r.split(end).next()).expect("addresses in the banner").to_owned()
+    };
+    let (addr, http) = (field("a coordinator on ", ' '), field("(HTTP ", ')'));
     // Wait, on the status stream, until every region has judged the expired site.
     let watch =
         Process::start("vantage-coordinator", &["status", "--watch", "--json", "--addr", &format!("http://{addr}")]);
@@ -48,6 +47,12 @@ fn grpcurl_lists_describes_and_queries_the_running_demo() {
         status["url"].as_str().is_some_and(|u| u.contains("expired."))
             && status["regions"].as_array().is_some_and(|r| r.len() == 3 && r.iter().all(|r| r["opinion"] == "down"))
     });
+    (demo, addr, http)
+}
+
+#[test]
+fn grpcurl_lists_describes_and_queries_the_running_demo() {
+    let (_demo, addr, _) = running_demo();
 
     let list = grpcurl(&["-plaintext", &addr, "list"]);
     for service in ["vantage.v1.AgentService", "vantage.v1.Coordinator"] {
@@ -199,20 +204,7 @@ fn check_help_and_version_exit_0() {
 
 #[test]
 fn metrics_of_the_running_demo_pass_promtool() {
-    let demo =
-        Process::start("vantage-coordinator", &["demo", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"]);
-    let first = demo.wait_for_line(|l| l.contains("a coordinator on"));
-    let field = |after: &str, end: char| {
-        first.split(after).nth(1).and_then(|r| r.split(end).next()).expect("addresses in the banner").to_owned()
-    };
-    let (addr, http) = (field("a coordinator on ", ' '), field("(HTTP ", ')'));
-    let watch =
-        Process::start("vantage-coordinator", &["status", "--watch", "--json", "--addr", &format!("http://{addr}")]);
-    watch.wait_for_line(|l| {
-        let Ok(status) = serde_json::from_str::<serde_json::Value>(l) else { return false };
-        status["url"].as_str().is_some_and(|u| u.contains("expired."))
-            && status["regions"].as_array().is_some_and(|r| r.len() == 3 && r.iter().all(|r| r["opinion"] == "down"))
-    });
+    let (_demo, _, http) = running_demo();
     let out = std::process::Command::new("curl")
         .args(["-sS", "--max-time", "10", &format!("http://{http}/metrics")])
         .output()
