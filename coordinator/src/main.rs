@@ -141,6 +141,9 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
              plaintext on loopback"
         ),
     };
+    if tls.is_none() && args.admin_token_file.is_none() && args.read_token_file.is_none() {
+        tracing::warn!("plaintext without tokens: anyone on this host can use the admin API");
+    }
     let mut running = serve::start(ServeOptions {
         listen: args.listen,
         http_listen: Some(args.http_listen),

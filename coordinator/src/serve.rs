@@ -160,9 +160,6 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
         admin_token: options.admin_token_file.as_deref().map(Token::load).transpose()?,
         read_token: options.read_token_file.as_deref().map(Token::load).transpose()?,
     });
-    if auth.is_open() {
-        tracing::warn!("plaintext without tokens: anyone on this host can use the admin API");
-    }
     let mut hub_options = options.hub.clone();
     let targets = match &options.config {
         Some(path) => {
