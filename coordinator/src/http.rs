@@ -1,5 +1,5 @@
-//! The coordinator's HTTP side: `/healthz`, Prometheus metrics at `/metrics`, the consolidated
-//! status as JSON at `/v1/status`,
+//! The coordinator's HTTP side: the status page (`/`, `/target?url=…`, rendered by `page`),
+//! `/healthz`, Prometheus metrics at `/metrics`, the consolidated status as JSON at `/v1/status`,
 //! and heartbeats: `POST /v1/heartbeats/{name}` (signed with HMAC-SHA256) and
 //! `GET /v1/heartbeats`.
 
@@ -40,6 +40,19 @@ const MAX_HEARTBEAT_BODY: usize = 4096;
 
 async fn route(hub: &Hub, request: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
     let path = request.uri().path().to_owned();
+    if request.method() == hyper::Method::GET {
+        let query = request.uri().query().unwrap_or_default();
+        if let Some((status, html)) = crate::page::route(hub, &path, query).await {
+            let mut response = respond(status, "text/html; charset=utf-8", html);
+            let headers = response.headers_mut();
+            if let Ok(csp) = crate::page::CSP.parse() {
+                headers.insert(hyper::header::CONTENT_SECURITY_POLICY, csp);
+            }
+            headers.insert(hyper::header::CACHE_CONTROL, hyper::header::HeaderValue::from_static("no-store"));
+            headers.insert(hyper::header::REFERRER_POLICY, hyper::header::HeaderValue::from_static("no-referrer"));
+            return response;
+        }
+    }
     let (status, content_type, body) = match (request.method().as_str(), path.as_str()) {
         ("POST", p) if p.starts_with("/v1/heartbeats/") => heartbeat(hub, request).await,
         ("GET", "/metrics") => (StatusCode::OK, "text/plain; version=0.0.4", crate::metrics::render(hub).await),
@@ -76,6 +89,9 @@ fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Ful
     if let Ok(value) = content_type.parse() {
         response.headers_mut().insert(hyper::header::CONTENT_TYPE, value);
     }
+    response
+        .headers_mut()
+        .insert(hyper::header::X_CONTENT_TYPE_OPTIONS, hyper::header::HeaderValue::from_static("nosniff"));
     response
 }
 

@@ -853,6 +853,43 @@ impl Hub {
             .collect()
     }
 
+    /// One page of the consolidated status in URL order (the status page's table): the statuses
+    /// of targets `offset..offset + limit`, how many targets there are, and how many hold each
+    /// verdict as last decided.
+    pub fn status_page(&self, offset: usize, limit: usize) -> (Vec<TargetStatus>, usize, BTreeMap<&'static str, usize>) {
+        let state = self.lock();
+        let (now, in_grace) = (now_ms(), self.started.elapsed() < self.options.reconnect_grace);
+        let page = state
+            .targets
+            .values()
+            .skip(offset)
+            .take(limit)
+            .map(|spec| {
+                let (decision, regions) = decide_target(&state, spec, now, in_grace);
+                build_status(&state, spec, &decision, &regions)
+            })
+            .collect();
+        let mut counts = BTreeMap::new();
+        for url in state.targets.keys() {
+            let verdict = match state.verdicts.get(url).map(|v| v.verdict.as_str()) {
+                Some("UP") => "UP",
+                Some("DEGRADED") => "DEGRADED",
+                Some("DOWN") => "DOWN",
+                _ => "UNKNOWN",
+            };
+            *counts.entry(verdict).or_default() += 1;
+        }
+        (page, state.targets.len(), counts)
+    }
+
+    /// The newest result of `url` from each of its regions that has one.
+    pub fn latest_of(&self, url: &str) -> Vec<HistoryEntry> {
+        let state = self.lock();
+        let Some(spec) = state.targets.get(url) else { return Vec::new() };
+        let regions = state.target_regions(spec);
+        regions.into_iter().filter_map(|region| state.latest.get(&(url.to_owned(), region)).cloned()).collect()
+    }
+
     // ---- check now ----
 
     /// Asks every region's agent to probe `url` now and waits for their results.

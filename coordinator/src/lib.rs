@@ -9,6 +9,7 @@ pub mod config;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod page;
 pub mod pki;
 pub mod serve;
 pub mod service;
