@@ -3,6 +3,7 @@
 //! processes.
 
 pub mod cluster;
+pub mod lan;
 pub mod receiver;
 
 use std::path::{Path, PathBuf};
@@ -89,7 +90,7 @@ impl Process {
     }
 
     /// Waits (up to two minutes) for an output line that satisfies `pred`, and returns it.
-    pub fn wait_for_line(&self, pred: impl Fn(&str) -> bool) -> String {
+    pub fn wait_for_line(&self, mut pred: impl FnMut(&str) -> bool) -> String {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         let mut recent = std::collections::VecDeque::new();
         loop {
