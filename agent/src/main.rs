@@ -38,20 +38,16 @@ fn main() {
         eprintln!("vantage-agent: internal error: {info}");
         std::process::exit(check::exit::UNKNOWN);
     }));
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VANTAGE_LOG").unwrap_or_else(
-            |_| match cli.command {
-                Command::Run(_) => "info".into(),
-                Command::Check(_) => "warn".into(),
-            },
-        ))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let default_filter = match cli.command {
+        Command::Run(_) => "info",
+        Command::Check(_) => "warn",
+    };
+    let telemetry = vantage_shared::telemetry::init("vantage-agent", default_filter);
     let code = match cli.command {
         Command::Check(args) => run_check(args),
         Command::Run(args) => run_agent(args),
     };
+    telemetry.shutdown();
     std::process::exit(code);
 }
 

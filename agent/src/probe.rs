@@ -134,8 +134,20 @@ impl Prober {
 
     /// Probes `target` once. Never fails: every problem is a classified failure in the report.
     pub async fn probe(&self, target: &Target) -> ProbeReport {
-        let span = tracing::info_span!("probe", url = %target.url);
-        self.probe_inner(target).instrument(span).await
+        let span = tracing::info_span!(
+            "probe",
+            url = %target.url,
+            status = tracing::field::Empty,
+            failure = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty
+        );
+        let report = self.probe_inner(target).instrument(span.clone()).await;
+        span.record("status", tracing::field::debug(report.status));
+        if let Some(failure) = &report.failure {
+            span.record("failure", failure.code.as_str());
+            span.record("otel.status_code", "error");
+        }
+        report
     }
 
     async fn probe_inner(&self, target: &Target) -> ProbeReport {
@@ -186,7 +198,8 @@ impl Prober {
             let mut tasks = tokio::task::JoinSet::new();
             for (i, ip) in addresses.iter().enumerate() {
                 let (prober, target, addr) = (self.clone(), target.clone(), SocketAddr::new(*ip, port));
-                tasks.spawn(async move { (i, prober.backend(&target, &[addr], deadline).await) });
+                let span = tracing::info_span!("backend", address = %addr);
+                tasks.spawn(async move { (i, prober.backend(&target, &[addr], deadline).await) }.instrument(span));
             }
             let mut outcomes: Vec<(usize, Outcome)> = Vec::new();
             while let Some(joined) = tasks.join_next().await {

@@ -144,7 +144,7 @@ pub async fn run(config: AgentConfig) -> Result<(), crate::probe::SetupError> {
     let prober = Prober::new(config.prober)?;
     let (results_tx, results_rx) = mpsc::channel(4096);
     let (commands_tx, mut commands_rx) = mpsc::channel(64);
-    let mut scheduler = Scheduler::new(&config.name, prober, results_tx, config.concurrency);
+    let mut scheduler = Scheduler::new(&config.name, prober, results_tx, config.concurrency).in_region(&config.region);
     let session =
         SessionConfig { coordinator: config.coordinator, name: config.name, region: config.region, tls: config.tls };
     // The session ends with this function (the demo runs agents as tasks and stops them).

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc};
+use tracing::Instrument;
 use vantage_proto::v1::{TargetResult, TargetSpec};
 
 use crate::probe::{Prober, Target};
@@ -29,6 +30,8 @@ pub enum Command {
     RunNow {
         id: String,
         url: String,
+        /// The coordinator's CheckNow span, which this run's spans join.
+        trace_context: HashMap<String, String>,
     },
 }
 
@@ -54,6 +57,7 @@ pub fn phase(agent: &str, url: &str, interval: Duration) -> Duration {
 
 pub struct Scheduler {
     agent: String,
+    region: String,
     prober: Prober,
     results: mpsc::Sender<TargetResult>,
     limit: Arc<Semaphore>,
@@ -67,6 +71,7 @@ impl Scheduler {
     pub fn new(agent: &str, prober: Prober, results: mpsc::Sender<TargetResult>, concurrency: usize) -> Scheduler {
         Scheduler {
             agent: agent.to_owned(),
+            region: String::new(),
             prober,
             results,
             limit: Arc::new(Semaphore::new(concurrency.max(1))),
@@ -74,6 +79,12 @@ impl Scheduler {
             queue: BinaryHeap::new(),
             generation: 0,
         }
+    }
+
+    /// Names the region in the probes' trace spans.
+    pub fn in_region(mut self, region: &str) -> Scheduler {
+        self.region = region.to_owned();
+        self
     }
 
     fn upsert(&mut self, spec: &TargetSpec, now: Instant) {
@@ -121,8 +132,8 @@ impl Scheduler {
                 }
                 tracing::info!(targets = self.targets.len(), "assignment changed");
             }
-            Command::RunNow { id, url } => match self.targets.get(&url) {
-                Some(s) => self.spawn(s.target.clone(), Some(id), None),
+            Command::RunNow { id, url, trace_context } => match self.targets.get(&url) {
+                Some(s) => self.spawn(s.target.clone(), Some((id, trace_context)), None),
                 None => tracing::warn!(url, "run-now for a target this agent is not assigned"),
             },
         }
@@ -160,15 +171,40 @@ impl Scheduler {
         }
     }
 
-    fn spawn(&self, target: Target, run_now: Option<String>, running: Option<Arc<AtomicBool>>) {
+    /// Runs `target` (probe, and retry) in its own task and sends the result. A run-now carries
+    /// its id and the trace it belongs to.
+    fn spawn(
+        &self,
+        target: Target,
+        run_now: Option<(String, HashMap<String, String>)>,
+        running: Option<Arc<AtomicBool>>,
+    ) {
         let (prober, results, limit) = (self.prober.clone(), self.results.clone(), self.limit.clone());
-        tokio::spawn(async move {
-            let result = probe_with_retry(&prober, &target, &limit).await;
-            if let Some(running) = running {
-                running.store(false, Ordering::Release);
+        let span = tracing::info_span!(
+            "run",
+            url = %target.url,
+            agent = self.agent,
+            region = self.region,
+            run_now = run_now.is_some()
+        );
+        // A run-now joins the coordinator's CheckNow trace, and its result carries the trace back.
+        let (run_now_id, trace_context) = match run_now {
+            Some((id, trace_context)) => {
+                vantage_shared::telemetry::adopt(&span, trace_context.iter().map(|(k, v)| (&**k, &**v)));
+                (id, vantage_shared::telemetry::carrier(&span))
             }
-            let _ = results.send(TargetResult { run_now_id: run_now.unwrap_or_default(), ..result }).await;
-        });
+            None => Default::default(),
+        };
+        tokio::spawn(
+            async move {
+                let result = probe_with_retry(&prober, &target, &limit).await;
+                if let Some(running) = running {
+                    running.store(false, Ordering::Release);
+                }
+                let _ = results.send(TargetResult { run_now_id, trace_context, ..result }).await;
+            }
+            .instrument(span),
+        );
     }
 }
 
@@ -205,9 +241,9 @@ pub async fn probe_with_retry(prober: &Prober, target: &Target, limit: &Semaphor
     TargetResult {
         target_url: target.url.to_string(),
         result: Some(wire::result(&second, started)),
-        run_now_id: String::new(),
         retried: true,
         first_failure_code,
+        ..Default::default()
     }
 }
 

@@ -190,7 +190,9 @@ async fn connect_and_serve(
                 let command = match kind {
                     coordinator_message::Kind::Assignment(a) => Some(Command::Assign(a.targets)),
                     coordinator_message::Kind::Change(c) => Some(Command::Change { upserted: c.upserted, removed: c.removed_urls }),
-                    coordinator_message::Kind::RunNow(r) => Some(Command::RunNow { id: r.id, url: r.target_url }),
+                    coordinator_message::Kind::RunNow(r) => {
+                        Some(Command::RunNow { id: r.id, url: r.target_url, trace_context: r.trace_context })
+                    }
                     coordinator_message::Kind::Ack(ack) => {
                         outbox.ack(ack.sequence);
                         None

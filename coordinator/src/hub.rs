@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{broadcast, mpsc};
+use tracing::Instrument;
 use vantage_proto::v1::{
     AgentInfo, Assignment, AssignmentChange, Cause, CertSummary, CoordinatorMessage, HistoryEntry, Incident,
     RegionStatus, RunNow, TargetSpec, TargetStatus, coordinator_message,
@@ -482,8 +483,9 @@ impl Hub {
             })
             .collect();
         let agent_name = agent.to_owned();
-        let (outcome, rows) =
-            blocking(&self.store, move |s| Ok((s.record_batch(&agent_name, sequence, &rows)?, rows))).await?;
+        let (outcome, rows) = blocking(&self.store, move |s| Ok((s.record_batch(&agent_name, sequence, &rows)?, rows)))
+            .instrument(tracing::info_span!("commit"))
+            .await?;
         if outcome == BatchOutcome::Duplicate {
             crate::metrics::Counters::add(&self.counters.duplicate_batches, 1);
             return Ok(outcome);
@@ -570,6 +572,15 @@ impl Hub {
     /// Re-decides the verdict of `urls` (all targets when `None`), records changes and tells
     /// watchers.
     pub async fn evaluate(&self, urls: Option<Vec<String>>) {
+        // Traced when results or a CheckNow ask for it; the periodic sweep would only add noise.
+        let span = match &urls {
+            Some(urls) => tracing::info_span!("verdict", targets = urls.len()),
+            None => tracing::Span::none(),
+        };
+        self.decide(urls).instrument(span).await
+    }
+
+    async fn decide(&self, urls: Option<Vec<String>>) {
         let _deciding = self.deciding.lock().await;
         let now = now_ms();
         let in_grace = self.started.elapsed() < self.options.reconnect_grace;
@@ -856,7 +867,11 @@ impl Hub {
     /// One page of the consolidated status in URL order (the status page's table): the statuses
     /// of targets `offset..offset + limit`, how many targets there are, and how many hold each
     /// verdict as last decided.
-    pub fn status_page(&self, offset: usize, limit: usize) -> (Vec<TargetStatus>, usize, BTreeMap<&'static str, usize>) {
+    pub fn status_page(
+        &self,
+        offset: usize,
+        limit: usize,
+    ) -> (Vec<TargetStatus>, usize, BTreeMap<&'static str, usize>) {
         let state = self.lock();
         let (now, in_grace) = (now_ms(), self.started.elapsed() < self.options.reconnect_grace);
         let page = state
@@ -909,7 +924,11 @@ impl Hub {
                 let Some(owner) = assign::owner(&url, &agents).map(str::to_owned) else { continue };
                 let session = state.agents.get(&owner).and_then(|a| a.session.as_ref());
                 let message = CoordinatorMessage {
-                    kind: Some(coordinator_message::Kind::RunNow(RunNow { id: id.clone(), target_url: url.clone() })),
+                    kind: Some(coordinator_message::Kind::RunNow(RunNow {
+                        id: id.clone(),
+                        target_url: url.clone(),
+                        trace_context: vantage_shared::telemetry::carrier(&tracing::Span::current()),
+                    })),
                 };
                 if session.is_some_and(|s| s.tx.try_send(Ok(message)).is_ok()) {
                     asked.push(region.clone());

@@ -91,16 +91,11 @@ fn duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("VANTAGE_LOG").unwrap_or_else(
-            |_| match cli.command {
-                Command::Serve(_) => "info".into(),
-                _ => "warn".into(),
-            },
-        ))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let default_filter = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    let telemetry = vantage_shared::telemetry::init("vantage-coordinator", default_filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -123,6 +118,7 @@ fn main() -> std::process::ExitCode {
             demo::run(args)
         }
     };
+    telemetry.shutdown();
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

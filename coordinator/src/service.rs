@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 use vantage_proto::v1::agent_service_server::AgentService;
 use vantage_proto::v1::coordinator_server::Coordinator;
 use vantage_proto::v1::*;
@@ -106,6 +107,9 @@ pub fn check_batch(batch: &ResultBatch) -> Result<(), Status> {
         }
         if r.run_now_id.len() > 64 || r.first_failure_code.len() > 64 {
             return bad("run_now_id / first_failure_code: at most 64 bytes");
+        }
+        if r.trace_context.len() > 2 || r.trace_context.iter().any(|(k, v)| k.len() > 32 || v.len() > 512) {
+            return bad("trace_context: at most traceparent and tracestate, 512 bytes each");
         }
     }
     Ok(())
@@ -242,14 +246,27 @@ async fn serve_agent(
                     tracing::debug!(agent = hello.name, ?wait, "agent over its result rate; reading slower");
                     tokio::time::sleep(wait).await;
                 }
+                // A run-now result carries its probe's trace: the ingest joins it (one CheckNow,
+                // one trace).
+                let span = tracing::info_span!(
+                    "ingest",
+                    agent = hello.name,
+                    region = hello.region,
+                    sequence = batch.sequence,
+                    results = batch.results.len()
+                );
+                if let Some(r) = batch.results.iter().find(|r| !r.trace_context.is_empty()) {
+                    vantage_shared::telemetry::adopt(&span, r.trace_context.iter().map(|(k, v)| (&**k, &**v)));
+                }
                 let results = history_entries(batch.results, &hello.region, &hello.name);
                 // Its own task: if this stream is dropped mid-batch (the session was replaced), the
                 // commit and the live view still finish together.
                 let (ingesting, name, region) = (hub.clone(), hello.name.clone(), hello.region.clone());
-                let outcome =
-                    tokio::spawn(async move { ingesting.ingest(&name, &region, batch.sequence, results).await })
-                        .await
-                        .map_err(|_| Status::internal("ingest task failed"))??;
+                let outcome = tokio::spawn(
+                    async move { ingesting.ingest(&name, &region, batch.sequence, results).await }.instrument(span),
+                )
+                .await
+                .map_err(|_| Status::internal("ingest task failed"))??;
                 if outcome == BatchOutcome::Duplicate {
                     tracing::debug!(agent = hello.name, sequence = batch.sequence, "duplicate batch dropped");
                 }
@@ -377,8 +394,16 @@ impl Coordinator for AdminEndpoint {
 
     async fn check_now(&self, request: Request<CheckNowRequest>) -> Result<Response<CheckNowResponse>, Status> {
         // It makes every region probe now: a write, not a read.
-        self.authorize(&request, Access::Write)?;
-        let (status, results, missing_regions) = self.hub.check_now(&request.into_inner().url).await?;
+        let by = self.authorize(&request, Access::Write)?;
+        // The whole check is one trace: continued from the caller's `traceparent`, if it sent one.
+        let span = tracing::info_span!("CheckNow", url = request.get_ref().url, by, otel.kind = "server");
+        let metadata = request.metadata().clone();
+        vantage_shared::telemetry::adopt(
+            &span,
+            ["traceparent", "tracestate"].into_iter().filter_map(|k| Some((k, metadata.get(k)?.to_str().ok()?))),
+        );
+        let url = request.into_inner().url;
+        let (status, results, missing_regions) = self.hub.check_now(&url).instrument(span).await?;
         Ok(Response::new(CheckNowResponse { status: Some(status), results, missing_regions }))
     }
 

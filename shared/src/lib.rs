@@ -9,6 +9,8 @@ pub mod identity;
 pub mod lab;
 pub mod report;
 pub mod target;
+#[cfg(feature = "telemetry")]
+pub mod telemetry;
 
 pub use failure::{Failure, FailureCode, Stage};
 pub use report::{CertHealth, ProbeReport, ProbeStatus};

@@ -48,9 +48,13 @@ pub struct Cluster {
     pub targets: Vec<Target>,
     pub coordinator: Option<Process>,
     pub coordinator_addr: SocketAddr,
+    /// The coordinator's HTTP port (metrics, status page), once it runs.
+    pub http_addr: Option<SocketAddr>,
     agents: Vec<Option<Process>>,
     /// `pki init` output: `ca.pem`, `coordinator.pem`, `agent-agent-<region>.pem`, `admin-admin.pem`.
     pub pki: PathBuf,
+    /// Environment variables for the coordinator and agents started from now on.
+    pub env: Vec<(String, String)>,
 }
 
 /// Runs `vantage-coordinator pki …`, which must succeed.
@@ -118,8 +122,10 @@ impl Cluster {
             targets: Vec::new(),
             coordinator: None,
             coordinator_addr: SocketAddr::new(bridge_ip, 0),
+            http_addr: None,
             agents: regions.iter().map(|_| None).collect(),
             pki: pki_dir,
+            env: Vec::new(),
         }
     }
 
@@ -177,30 +183,29 @@ impl Cluster {
     fn launch_coordinator(&mut self, listen: SocketAddr) {
         let config_file = self.dir.join("vantage.toml");
         let data = self.dir.join("data");
-        let process = Process::start(
-            "vantage-coordinator",
-            &[
-                "serve",
-                "--listen",
-                &listen.to_string(),
-                "--http-listen",
-                &SocketAddr::new(self.bridge_ip, 0).to_string(),
-                "--data-dir",
-                path(&data),
-                "--config",
-                path(&config_file),
-                "--tls-cert",
-                path(&self.pki.join("coordinator.pem")),
-                "--tls-key",
-                path(&self.pki.join("coordinator.key")),
-                "--client-ca",
-                path(&self.pki.join("ca.pem")),
-                "--admin-token-file",
-                path(&self.pki.join("admin.token")),
-                "--read-token-file",
-                path(&self.pki.join("read.token")),
-            ],
-        );
+        let mut command = Command::new(binary("vantage-coordinator"));
+        command.envs(self.env.iter().cloned()).args([
+            "serve",
+            "--listen",
+            &listen.to_string(),
+            "--http-listen",
+            &SocketAddr::new(self.bridge_ip, 0).to_string(),
+            "--data-dir",
+            path(&data),
+            "--config",
+            path(&config_file),
+            "--tls-cert",
+            path(&self.pki.join("coordinator.pem")),
+            "--tls-key",
+            path(&self.pki.join("coordinator.key")),
+            "--client-ca",
+            path(&self.pki.join("ca.pem")),
+            "--admin-token-file",
+            path(&self.pki.join("admin.token")),
+            "--read-token-file",
+            path(&self.pki.join("read.token")),
+        ]);
+        let process = Process::start_with(&mut command, "vantage-coordinator");
         let line = process.wait_for_line(|l| l.contains("coordinator listening"));
         let addr = line
             .split("addr=")
@@ -209,6 +214,7 @@ impl Cluster {
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("no address in {line:?}"));
         self.coordinator_addr = addr;
+        self.http_addr = line.split("http=Some(").nth(1).and_then(|r| r.split(')').next()).and_then(|a| a.parse().ok());
         self.coordinator = Some(process);
     }
 
@@ -256,7 +262,7 @@ impl Cluster {
             "--ca-file",
             path(&self.ca_file),
         ]);
-        command.args(extra);
+        command.args(extra).envs(self.env.iter().cloned());
         for t in &self.targets {
             command.args(["--resolve", &format!("{}:{}", t.host, self.bridge_ip)]);
         }
