@@ -2,7 +2,7 @@
 """A real OTLP/gRPC trace receiver for the tests, built on the OpenTelemetry project's own protocol
 definitions (PyPI opentelemetry-proto) and grpcio: an implementation independent of the Rust
 exporter. Usage: receiver.py HOST:PORT (port 0 picks one). Prints `listening PORT`, then one JSON
-line per span received: service, name, trace and span ids, parent id, attributes, status."""
+line per span received: service, name, trace and span ids, parent id, attributes, status, start and end (Unix ns)."""
 
 import json
 import sys
@@ -31,6 +31,8 @@ class Traces(trace_service_pb2_grpc.TraceServiceServicer):
                         "parent_span_id": span.parent_span_id.hex(),
                         "attributes": {a.key: value(a.value) for a in span.attributes},
                         "status": span.status.code,
+                        "start_ns": span.start_time_unix_nano,
+                        "end_ns": span.end_time_unix_nano,
                     }
                     print(json.dumps(line), flush=True)
         return trace_service_pb2.ExportTraceServiceResponse()

@@ -21,6 +21,8 @@ struct Span {
     id: String,
     parent: String,
     attributes: serde_json::Value,
+    start_ns: u64,
+    end_ns: u64,
 }
 
 impl Span {
@@ -86,11 +88,28 @@ fn a_check_now_is_one_trace_through_every_region() {
                 id: text("span_id"),
                 parent: text("parent_span_id"),
                 attributes: json["attributes"].clone(),
+                start_ns: json["start_ns"].as_u64().unwrap_or_default(),
+                end_ns: json["end_ns"].as_u64().unwrap_or_default(),
             };
             spans.insert(span.id.clone(), span);
         }
         complete(&spans)
     });
+
+    // The trace as a tree, for the README (`cargo test --test traces -- --nocapture`).
+    fn print(spans: &HashMap<String, Span>, parent: &str, depth: usize) {
+        let mut children: Vec<&Span> = spans.values().filter(|s| s.parent == parent).collect();
+        children.sort_by_key(|s| (s.attr("region").to_owned(), s.start_ns));
+        for s in children {
+            let region = Some(s.attr("region")).filter(|r| !r.is_empty()).map(|r| format!(" region={r}"));
+            let ms = s.end_ns.saturating_sub(s.start_ns) as f64 / 1e6;
+            let name = format!("{}{}{}", "  ".repeat(depth), s.name, region.unwrap_or_default());
+            println!("{name:<34} {:<20} {ms:>8.1} ms", s.service);
+            print(spans, &s.id, depth + 1);
+        }
+    }
+    println!("trace {TRACE_ID}");
+    print(&spans, CALLER_SPAN, 1);
 
     // The shape: caller → CheckNow → each region's run → probe → stages; run → ingest → verdict.
     let check = spans.values().find(|s| s.name == "CheckNow").unwrap();
