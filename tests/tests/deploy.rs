@@ -298,3 +298,215 @@ fn install_sh_installs_into_a_staging_root_idempotently_and_the_result_runs() {
     let line = coordinator.wait_for_line(|l| l.contains("agent connected"));
     assert!(line.contains("agent-2") && line.contains("eu-west"), "{line}");
 }
+
+/// YAML (every document in the file) as JSON, read by PyYAML (which kubernetes-validate brings).
+fn yaml(path: &Path) -> Vec<serde_json::Value> {
+    let json = succeeds(
+        Command::new("python3")
+            .args(["-c", "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))"])
+            .arg(path),
+    );
+    serde_json::from_str(&json).unwrap()
+}
+
+fn strings(value: &serde_json::Value) -> Vec<String> {
+    value.as_array().map(|a| a.iter().map(|v| v.as_str().unwrap().to_owned()).collect()).unwrap_or_default()
+}
+
+/// Replaces, in order, each `from` with its `to`.
+fn remap(text: &str, map: &[(&str, String)]) -> String {
+    map.iter().fold(text.to_owned(), |text, (from, to)| text.replace(from, to))
+}
+
+/// Starts what a container runs (`/usr/local/bin/vantage-…` or `vantage-…` and its arguments,
+/// with its environment), on the binaries just built, with paths and addresses remapped.
+fn start_as_deployed(name: &str, command: &[String], env: &[(String, String)], map: &[(&str, String)]) -> Process {
+    let program = command[0].rsplit('/').next().unwrap();
+    let mut run = Command::new(vantage_e2e::binary(program));
+    run.args(command[1..].iter().map(|a| remap(a, map)));
+    for (k, v) in env {
+        run.env(k, remap(v, map));
+    }
+    Process::start_with(&mut run, name)
+}
+
+/// A coordinator's gRPC and HTTP addresses, from its start-up line.
+fn listening(coordinator: &Process) -> (String, String) {
+    let line = coordinator.wait_for_line(|l| l.contains("coordinator listening"));
+    let field = |key: &str| line.split(key).nth(1).and_then(|r| r.split([' ', ')']).next()).unwrap().to_owned();
+    (field("addr="), field("http=Some("))
+}
+
+/// Checks that every `--flag` in `args` and every variable in `env` is one the command knows.
+fn known_to(binary: &str, command: &str, args: &[String], env: &[(String, String)]) {
+    let help = String::from_utf8(vantage_e2e::run(binary, &[command, "--help"]).stdout).unwrap();
+    for flag in args.iter().filter(|a| a.starts_with("--")) {
+        assert!(help.contains(&format!("{flag} ")), "{binary} {command} has no {flag}");
+    }
+    let names = env_names(binary, command);
+    for (name, _) in env {
+        assert!(names.contains(name), "{binary} {command} reads no {name} ({names:?})");
+    }
+}
+
+/// The URLs of a config file's `[[target]]` tables.
+fn target_urls(toml: &str) -> Vec<String> {
+    let mut section = "";
+    let mut urls = Vec::new();
+    for line in toml.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line;
+        } else if let Some(url) = line.strip_prefix("url = ").filter(|_| section == "[[target]]") {
+            urls.push(url.trim_matches('"').to_owned());
+        }
+    }
+    urls
+}
+
+/// Serves `config` with the real coordinator (plaintext, on loopback) and checks it holds the
+/// file's targets: a config that does not load stops the coordinator with its error.
+fn assert_config_loads(config: &Path, data: &Path) {
+    let coordinator = Process::start(
+        "vantage-coordinator",
+        &[
+            "serve",
+            "--insecure",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    let (addr, _) = listening(&coordinator);
+    let listed = vantage_e2e::grpcurl(&["-plaintext", "-d", "{}", &addr, "vantage.v1.Coordinator/ListTargets"]);
+    let urls = target_urls(&std::fs::read_to_string(config).unwrap());
+    assert!(!urls.is_empty(), "{} has targets", config.display());
+    for url in urls {
+        assert!(listed.contains(&format!("\"{url}\"")), "{url} from {} is not served: {listed}", config.display());
+    }
+}
+
+fn write_secret(path: &Path) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, "a-secret-of-more-than-16-characters\n").unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+#[test]
+fn the_example_config_loads_in_the_real_coordinator() {
+    let tmp = TempDir::new("example-config");
+    std::fs::copy(deploy("examples/vantage.toml"), tmp.join("vantage.toml")).unwrap();
+    for secret in ["webhook.secret", "pagerduty.key", "certbot-shop.secret"] {
+        write_secret(&tmp.join("secrets").join(secret));
+    }
+    assert_config_loads(&tmp.join("vantage.toml"), &tmp.join("data"));
+}
+
+#[test]
+fn the_kubernetes_manifests_validate_strictly_and_run_as_written() {
+    let files: Vec<PathBuf> =
+        ["namespace.yaml", "coordinator.yaml", "agents.yaml"].iter().map(|f| deploy("kubernetes").join(f)).collect();
+    let said =
+        succeeds(Command::new("kubernetes-validate").args(["--strict", "--kubernetes-version", "1.31.0"]).args(&files));
+    assert!(!said.contains("ERROR") && !said.contains("WARN"), "{said}");
+    let objects: Vec<serde_json::Value> = files.iter().flat_map(|f| yaml(f)).collect();
+    let of_kind = |kind: &str| objects.iter().filter(|o| o["kind"] == kind).collect::<Vec<_>>();
+
+    // Hardened pods, a volume claim for the database, probes on /healthz.
+    let coordinator = of_kind("StatefulSet")[0];
+    let agents = of_kind("Deployment");
+    let regions: Vec<&str> =
+        agents.iter().map(|a| a["metadata"]["labels"]["vantage/region"].as_str().unwrap()).collect();
+    assert_eq!(regions, ["eu-west", "us-east", "ap-south"]);
+    for workload in agents.iter().chain([&coordinator]) {
+        let pod = &workload["spec"]["template"]["spec"];
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(pod["securityContext"]["runAsUser"], 10001, "the image's vantage user");
+        for c in pod["containers"].as_array().unwrap() {
+            assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+            assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+            assert_eq!(c["securityContext"]["capabilities"]["drop"], serde_json::json!(["ALL"]));
+        }
+    }
+    let claim = &coordinator["spec"]["volumeClaimTemplates"][0]["metadata"]["name"];
+    let container = &coordinator["spec"]["template"]["spec"]["containers"][0];
+    let mounts = container["volumeMounts"].as_array().unwrap();
+    assert!(mounts.iter().any(|m| &m["name"] == claim && m["mountPath"] == "/var/lib/vantage"), "{mounts:?}");
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+        assert_eq!(container[probe]["httpGet"]["path"], "/healthz", "{probe}");
+    }
+    let services = of_kind("Service");
+    let ports: Vec<i64> = services
+        .iter()
+        .flat_map(|s| s["spec"]["ports"].as_array().unwrap())
+        .map(|p| p["port"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ports, [7700, 7701], "a Service for gRPC and one for HTTP");
+
+    // The ConfigMap's vantage.toml loads, its secret beside it as mounted.
+    let tmp = TempDir::new("kubernetes");
+    let toml = of_kind("ConfigMap")[0]["data"]["vantage.toml"].as_str().unwrap().to_owned();
+    std::fs::create_dir_all(tmp.join("config")).unwrap();
+    std::fs::write(tmp.join("config/vantage.toml"), &toml).unwrap();
+    write_secret(&tmp.join("secrets/webhook.secret"));
+    assert_config_loads(&tmp.join("config/vantage.toml"), &tmp.join("config-data"));
+
+    // The coordinator and the agents, as the manifests run them, with Secrets made by `pki`.
+    let pki_dir = tmp.join("pki");
+    let d = pki_dir.to_str().unwrap();
+    pki(&["init", "--dir", d]);
+    for token in ["admin.token", "read.token"] {
+        write_secret(&tmp.join("tokens").join(token));
+    }
+    let env_of = |c: &serde_json::Value| -> Vec<(String, String)> {
+        c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["name"].as_str().unwrap().into(), e["value"].as_str().unwrap().into()))
+            .collect()
+    };
+    let command_of = |c: &serde_json::Value| [strings(&c["command"]), strings(&c["args"])].concat();
+    let path = |p: &str| tmp.join(p).to_str().unwrap().to_owned();
+    let command = command_of(container);
+    let env = env_of(container);
+    known_to("vantage-coordinator", "serve", &command, &env);
+    let map = [
+        ("/etc/vantage/config", path("config")),
+        ("/etc/vantage/pki", path("pki")),
+        ("/etc/vantage/tokens", path("tokens")),
+        ("/var/lib/vantage", path("data")),
+        ("0.0.0.0:7700", "127.0.0.1:0".into()),
+        ("0.0.0.0:7701", "127.0.0.1:0".into()),
+    ];
+    let coordinator = start_as_deployed("coordinator", &command, &env, &map);
+    let (addr, _) = listening(&coordinator);
+    let port = addr.rsplit(':').next().unwrap();
+    let mut running = Vec::new();
+    for (agent, region) in agents.iter().zip(&regions) {
+        pki(&["issue-agent", "--dir", d, "--region", region, "--name", &format!("{region}-1")]);
+        let secret = tmp.join(&format!("agent-{region}"));
+        std::fs::create_dir_all(&secret).unwrap();
+        for (from, to) in [
+            (format!("agent-{region}-1.pem"), "agent.pem"),
+            (format!("agent-{region}-1.key"), "agent.key"),
+            ("ca.pem".into(), "ca.pem"),
+        ] {
+            std::fs::copy(pki_dir.join(from), secret.join(to)).unwrap();
+        }
+        let container = &agent["spec"]["template"]["spec"]["containers"][0];
+        let (command, env) = (command_of(container), env_of(container));
+        known_to("vantage-agent", "run", &command, &env);
+        let map = [
+            ("https://vantage.example.net:7700", format!("https://localhost:{port}")),
+            ("/etc/vantage/pki", secret.to_str().unwrap().to_owned()),
+        ];
+        running.push(start_as_deployed(region, &command, &env, &map));
+        let line = coordinator.wait_for_line(|l| l.contains("agent connected"));
+        assert!(line.contains(&format!("region=\"{region}\"")), "{line}");
+    }
+}
