@@ -1,7 +1,10 @@
 //! The deployment files, checked by their real validators: the Prometheus alerting rules by
-//! `promtool check rules` and by their unit tests under `promtool test rules`; the systemd units
-//! by `systemd-analyze verify`; `install.sh` by shellcheck and by installing for real into a
-//! staging root, whose files then start a coordinator and an agent that connect.
+//! `promtool check rules` and `promtool test rules`; the systemd units by `systemd-analyze verify`;
+//! `install.sh` by shellcheck and by a real install into a staging root; the cloud-init user-data
+//! by `cloud-init schema`; the compose file by `docker-compose config`; the Kubernetes manifests by
+//! `kubernetes-validate --strict`; the Grafana dashboard's queries by `promtool check rules`. Beyond
+//! the validators, what each file would run is run: the binaries with its commands, variables
+//! and config files (paths moved into a temp dir), until the agents are connected.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -508,5 +511,269 @@ fn the_kubernetes_manifests_validate_strictly_and_run_as_written() {
         running.push(start_as_deployed(region, &command, &env, &map));
         let line = coordinator.wait_for_line(|l| l.contains("agent connected"));
         assert!(line.contains(&format!("region=\"{region}\"")), "{line}");
+    }
+}
+
+#[test]
+fn the_compose_file_validates_and_its_services_run_as_written() {
+    let file = deploy("compose/compose.yaml");
+    succeeds(Command::new("docker-compose").arg("-f").arg(&file).args(["config", "-q"]));
+    // `config` prints the file resolved (anchors merged, `$$` unescaped): what would run.
+    let resolved = succeeds(Command::new("docker-compose").arg("-f").arg(&file).arg("config"));
+    let tmp = TempDir::new("compose");
+    std::fs::write(tmp.join("resolved.yaml"), resolved).unwrap();
+    let compose = yaml(&tmp.join("resolved.yaml")).remove(0);
+    let services = compose["services"].as_object().unwrap();
+    let names: Vec<&String> = services.keys().collect();
+    assert_eq!(names, ["agent-ap-south", "agent-eu-west", "agent-us-east", "coordinator", "pki"]);
+    for (name, service) in services {
+        assert_eq!(service["user"], "10001:10001", "{name}");
+        assert_eq!(service["read_only"], true, "{name}");
+        assert_eq!(service["cap_drop"], serde_json::json!(["ALL"]), "{name}");
+    }
+    let env_of = |s: &serde_json::Value| -> Vec<(String, String)> {
+        s["environment"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().into())).collect()
+    };
+    let pki_dir = tmp.join("pki");
+    std::fs::create_dir_all(&pki_dir).unwrap();
+    let map = [("/etc/vantage/pki", pki_dir.to_str().unwrap().to_owned())];
+
+    // The one-shot pki service's script, twice: the second run makes nothing and fails nothing.
+    let pki_service = &services["pki"];
+    assert_eq!(strings(&pki_service["entrypoint"]), ["/bin/sh", "-c"]);
+    // `config` keeps `$$` escaped; compose hands the container `$`.
+    let script = remap(&strings(&pki_service["command"])[0], &map).replace("$$", "$");
+    let bin_dir = vantage_e2e::binary("vantage-coordinator").parent().unwrap().to_owned();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
+    let first = succeeds(Command::new("/bin/sh").args(["-c", &script]).env("PATH", &path));
+    assert!(first.contains("CA ") && first.matches("agent ").count() == 3, "{first}");
+    let ca = std::fs::read(pki_dir.join("ca.pem")).unwrap();
+    let second = succeeds(Command::new("/bin/sh").args(["-c", &script]).env("PATH", &path));
+    assert!(second.trim().is_empty(), "the second run made something: {second}");
+    assert_eq!(std::fs::read(pki_dir.join("ca.pem")).unwrap(), ca);
+    assert_eq!(mode(&pki_dir.join("admin.token")), 0o600);
+
+    // The coordinator with its config file, then each region's agent, as compose runs them.
+    let coordinator = &services["coordinator"];
+    let config = strings(&coordinator["volumes"]).into_iter().find(|v| v.ends_with(":/etc/vantage/vantage.toml:ro"));
+    assert_eq!(
+        config.unwrap().split(':').next().unwrap(),
+        deploy("compose/vantage.toml").canonicalize().unwrap().to_str().unwrap()
+    );
+    let (command, env) = (strings(&coordinator["command"]), env_of(coordinator));
+    known_to("vantage-coordinator", &command[1], &command[2..], &env);
+    let map = [
+        map[0].clone(),
+        ("/etc/vantage/vantage.toml", deploy("compose/vantage.toml").to_str().unwrap().to_owned()),
+        ("/var/lib/vantage", tmp.join("data").to_str().unwrap().to_owned()),
+        ("0.0.0.0:7700", "127.0.0.1:0".into()),
+        ("0.0.0.0:7701", "127.0.0.1:0".into()),
+    ];
+    let running = start_as_deployed("coordinator", &command, &env, &map);
+    let (addr, http) = listening(&running);
+    let port = addr.rsplit(':').next().unwrap();
+    let mut agents = Vec::new();
+    for region in ["eu-west", "us-east", "ap-south"] {
+        let agent = &services[&format!("agent-{region}")];
+        let (command, env) = (strings(&agent["command"]), env_of(agent));
+        known_to("vantage-agent", &command[1], &command[2..], &env);
+        let map = [map[0].clone(), ("https://coordinator:7700", format!("https://localhost:{port}"))];
+        agents.push(start_as_deployed(region, &command, &env, &map));
+        let line = running.wait_for_line(|l| l.contains("agent connected"));
+        assert!(line.contains(&format!("region=\"{region}\"")), "{line}");
+    }
+    // The health check, which the image runs without curl.
+    let check = strings(&coordinator["healthcheck"]["test"]);
+    assert_eq!(check[..2], ["CMD", "vantage-agent"]);
+    let args: Vec<String> = check[2..].iter().map(|a| a.replace("127.0.0.1:7701", &http)).collect();
+    let out = vantage_e2e::run("vantage-agent", &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "the health check failed: {}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn the_containerfile_builds_the_binaries_that_compose_and_kubernetes_run() {
+    // No container daemon or network here: the image itself is not built. What it promises is
+    // checked against the workspace: the packages and binaries it builds and copies, its user.
+    let text = std::fs::read_to_string(deploy("container/Containerfile")).unwrap();
+    let build = text.lines().find(|l| l.contains("cargo build")).unwrap();
+    assert!(build.contains("--release --locked"), "{build}");
+    let copy = text.lines().find(|l| l.starts_with("COPY --from=build")).unwrap();
+    assert!(copy.ends_with(" /usr/local/bin/"), "{copy}");
+    for binary in ["vantage-coordinator", "vantage-agent"] {
+        assert!(build.contains(&format!("-p {binary}")), "{build}");
+        assert!(copy.contains(&format!("/out/{binary}")), "{copy}");
+        // Built by the same cargo invocation's packages, and it runs.
+        let out = vantage_e2e::run(binary, &["--version"]);
+        assert!(out.status.success(), "{binary} --version");
+    }
+    assert!(text.contains("\nUSER 10001:10001\n"), "runs as the non-root user compose and Kubernetes name");
+    assert!(text.contains("useradd --system --uid 10001"));
+    let cmd = text.lines().find_map(|l| l.strip_prefix("CMD ")).unwrap();
+    let cmd: Vec<String> = serde_json::from_str(cmd).unwrap();
+    let out = vantage_e2e::run(&cmd[0], &cmd[1..].iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "CMD {cmd:?}");
+    // Compose and the manifests run only binaries the image has, at the path it puts them.
+    let manifests =
+        ["kubernetes/coordinator.yaml", "kubernetes/agents.yaml"].map(|f| std::fs::read_to_string(deploy(f)).unwrap());
+    for m in &manifests {
+        for line in m.lines().filter(|l| l.contains("command: [")) {
+            assert!(
+                line.contains("\"/usr/local/bin/vantage-coordinator\"")
+                    || line.contains("\"/usr/local/bin/vantage-agent\""),
+                "{line}"
+            );
+        }
+    }
+    let ignore = std::fs::read_to_string(deploy("container/Containerfile.dockerignore")).unwrap();
+    assert!(ignore.lines().any(|l| l == "target/"), "the build context leaves target/ out");
+}
+
+#[test]
+fn the_cloud_init_user_data_validates_with_real_certificates_and_its_runcmd_installs() {
+    let file = deploy("cloud-init/agent.yaml");
+    let said = succeeds(Command::new("cloud-init").args(["schema", "--config-file"]).arg(&file));
+    assert!(said.contains("Valid cloud-config"), "{said}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let placeholders = [
+        "REPLACE_AGENT_CERTIFICATE",
+        "REPLACE_AGENT_KEY",
+        "REPLACE_CA_CERTIFICATE",
+        "REPLACE_COORDINATOR_URL",
+        "REPLACE_RELEASE_URL",
+        "REPLACE_RELEASE_SHA256",
+    ];
+    let header: String = text.lines().take_while(|l| l.starts_with('#')).collect::<Vec<_>>().join("\n");
+    for p in placeholders {
+        assert!(header.contains(p), "{p} is not explained at the top");
+        assert!(text.lines().skip_while(|l| l.starts_with('#')).any(|l| l.contains(p)), "{p} is not used");
+    }
+
+    // What an operator does: certificates from `pki`, a release tarball as the header says.
+    let tmp = TempDir::new("cloud-init");
+    let pki_dir = tmp.join("pki");
+    let d = pki_dir.to_str().unwrap();
+    pki(&["init", "--dir", d, "--name", "vantage.example.net"]);
+    pki(&["issue-agent", "--dir", d, "--region", "ap-south", "--name", "ap-south-1"]);
+    let release = tmp.join("release/vantage");
+    std::fs::create_dir_all(release.join("systemd")).unwrap();
+    std::fs::copy(vantage_e2e::binary("vantage-agent"), release.join("vantage-agent")).unwrap();
+    std::fs::copy(deploy("install.sh"), release.join("install.sh")).unwrap();
+    std::fs::copy(deploy("systemd/vantage-agent.service"), release.join("systemd/vantage-agent.service")).unwrap();
+    let tarball = tmp.join("vantage.tar.gz");
+    succeeds(Command::new("tar").arg("czf").arg(&tarball).arg("-C").arg(tmp.join("release")).arg("vantage"));
+    let sum = succeeds(Command::new("sha256sum").arg(&tarball));
+    let pem = |name: &str| {
+        let text = std::fs::read_to_string(pki_dir.join(name)).unwrap();
+        text.trim_end().lines().collect::<Vec<_>>().join("\n      ")
+    };
+    // The header's explanations stay; the placeholders below it are filled.
+    let values = [
+        ("REPLACE_AGENT_CERTIFICATE", pem("agent-ap-south-1.pem")),
+        ("REPLACE_AGENT_KEY", pem("agent-ap-south-1.key")),
+        ("REPLACE_CA_CERTIFICATE", pem("ca.pem")),
+        ("REPLACE_COORDINATOR_URL", "https://vantage.example.net:7700".into()),
+        ("REPLACE_RELEASE_URL", format!("file://{}", tarball.display())),
+        ("REPLACE_RELEASE_SHA256", sum.split_whitespace().next().unwrap().into()),
+    ];
+    let filled: String =
+        text.lines().map(|l| if l.starts_with('#') { l.to_owned() } else { remap(l, &values) } + "\n").collect();
+    assert!(!filled.lines().any(|l| !l.starts_with('#') && l.contains("REPLACE_")), "{filled}");
+    let filled_file = tmp.join("user-data.yaml");
+    std::fs::write(&filled_file, &filled).unwrap();
+    let said = succeeds(Command::new("cloud-init").args(["schema", "--config-file"]).arg(&filled_file));
+    assert!(said.contains("Valid cloud-config"), "{said}");
+
+    // Its write_files and runcmd, with /run/vantage-bootstrap moved here and the install staged.
+    let user_data = yaml(&filled_file).remove(0);
+    let bootstrap = tmp.join("bootstrap");
+    let root = tmp.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let map = [("/run/vantage-bootstrap", bootstrap.to_str().unwrap().to_owned())];
+    for f in user_data["write_files"].as_array().unwrap() {
+        let path = PathBuf::from(remap(f["path"].as_str().unwrap(), &map));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, f["content"].as_str().unwrap()).unwrap();
+        let mode = u32::from_str_radix(f["permissions"].as_str().unwrap(), 8).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let runcmd = strings(&user_data["runcmd"][0]);
+    assert_eq!(runcmd[..2], ["sh", "-c"]);
+    let script = remap(&runcmd[2], &map);
+    let staged = format!("--ca \"$bootstrap/ca.pem\" --root {}", root.display());
+    assert!(script.contains("--ca \"$bootstrap/ca.pem\""), "{script}");
+    let said = succeeds(Command::new("sh").args(["-c", &script.replace("--ca \"$bootstrap/ca.pem\"", &staged)]));
+    assert!(said.contains("vantage-agent.service"), "{said}");
+    let env = std::fs::read_to_string(root.join("etc/vantage/agent.env")).unwrap();
+    assert!(env.contains("VANTAGE_COORDINATOR=https://vantage.example.net:7700\n"), "{env}");
+    let key = root.join("etc/vantage/pki/agent.key");
+    assert_eq!(std::fs::read(&key).unwrap(), std::fs::read(pki_dir.join("agent-ap-south-1.key")).unwrap());
+    assert_eq!(mode(&key), 0o600);
+    assert!(root.join("usr/local/bin/vantage-agent").exists());
+    assert!(!bootstrap.exists(), "the key's copy in the bootstrap directory is removed");
+}
+
+#[test]
+fn the_grafana_dashboard_queries_parse_and_use_only_metrics_the_coordinator_exposes() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(deploy("grafana/vantage-dashboard.json")).unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    let mut panels: Vec<&serde_json::Value> = dashboard["panels"].as_array().unwrap().iter().collect();
+    while let Some(panel) = panels.pop() {
+        panels.extend(panel["panels"].as_array().into_iter().flatten());
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(exprs.len() >= 15, "{exprs:?}");
+
+    // promtool parses each query, as a recording rule (Grafana's interval variable made concrete).
+    let tmp = TempDir::new("grafana");
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (n, expr) in exprs.iter().enumerate() {
+        let expr = expr.replace("$__rate_interval", "5m");
+        rules +=
+            &format!("      - record: dashboard:panel_{n}\n        expr: {}\n", serde_json::to_string(&expr).unwrap());
+    }
+    std::fs::write(tmp.join("rules.yml"), rules).unwrap();
+    let checked = succeeds(Command::new("promtool").args(["check", "rules"]).arg(tmp.join("rules.yml")));
+    assert!(checked.contains(&format!("SUCCESS: {} rules found", exprs.len())), "{checked}");
+
+    // Every metric it names is on a running demo's /metrics, and it covers what operators watch.
+    let names: std::collections::BTreeSet<String> = exprs
+        .iter()
+        .flat_map(|e| {
+            e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map(str::to_owned).collect::<Vec<_>>()
+        })
+        .filter(|w| w.starts_with("probe_") || w.starts_with("vantage_"))
+        .collect();
+    for wanted in [
+        "vantage_target_verdict",
+        "vantage_region_opinion",
+        "probe_success",
+        "probe_http_duration_seconds",
+        "probe_ssl_earliest_cert_expiry",
+        "vantage_failures_total",
+        "vantage_agents_connected",
+        "vantage_ingested_results_total",
+    ] {
+        assert!(names.contains(wanted), "the dashboard has no panel over {wanted}");
+    }
+    let demo =
+        Process::start("vantage-coordinator", &["demo", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"]);
+    let banner = demo.wait_for_line(|l| l.contains("a coordinator on"));
+    let http = banner.split("(HTTP ").nth(1).and_then(|r| r.split(')').next()).unwrap().to_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let metrics = loop {
+        let (_, metrics) =
+            output(Command::new("curl").args(["-sS", "--max-time", "10", &format!("http://{http}/metrics")]));
+        // Failures and phases appear once the regions have probed.
+        if metrics.contains("vantage_failures_total{") && metrics.contains("probe_http_duration_seconds{") {
+            break metrics;
+        }
+        assert!(std::time::Instant::now() < deadline, "the demo's /metrics never filled: {metrics}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    for name in &names {
+        assert!(metrics.contains(&format!("# TYPE {name} ")), "{name} is not on /metrics");
     }
 }
