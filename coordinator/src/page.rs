@@ -30,12 +30,14 @@ const MAX_INCIDENTS: usize = 20;
 const MAX_ALERTS: usize = 10;
 
 /// Fetches the fragment named by `#live`'s `data-src` every 2 s (not while the tab is hidden)
-/// and swaps it in; `#state` says whether that works.
+/// and swaps it in; `#state` says whether that works (the server's text says it does not, for
+/// when the script never runs).
 const SCRIPT: &str = r#"(function () {
   var live = document.getElementById("live"), state = document.getElementById("state");
   if (!live || !state) return;
   var src = live.getAttribute("data-src");
   function show(text, ok) { state.textContent = text; state.className = ok ? "ok" : "bad"; }
+  show("live", true);
   function tick() {
     if (document.hidden) { setTimeout(tick, 2000); return; }
     fetch(src, { cache: "no-store" })
@@ -81,7 +83,7 @@ th { font-size: .8rem; color: var(--muted); font-weight: 600; }
 td.url, .url { overflow-wrap: anywhere; }
 td.num { text-align: right; white-space: nowrap; }
 .scroll { overflow-x: auto; }
-.matrix th[scope=row] { color: var(--fg); font-size: .95rem; }
+.matrix th[scope=row] { color: var(--fg); font-size: .95rem; white-space: nowrap; }
 .matrix td { white-space: nowrap; }
 .o-up { color: var(--up); font-weight: 600; } .o-down { color: var(--down); font-weight: 600; }
 .o-partial { color: var(--degraded); font-weight: 600; } .o-unknown { color: var(--unknown); font-weight: 600; }
@@ -98,6 +100,7 @@ nav.pages a { margin-right: 1rem; }
   table.cards td { border: 0; padding: .15rem 0; text-align: left; }
   table.cards td::before { content: attr(data-label) ": "; color: var(--muted); font-size: .8rem; }
   table.cards td.url::before { content: ""; }
+  table.cards td.none { display: none; }
   .facts th { width: 7rem; }
 }
 "#;
@@ -226,7 +229,7 @@ fn head(title: &str) -> String {
 /// A whole page whose `#live` part the script refreshes from `src`.
 fn document(title: &str, src: &str, live: &str) -> String {
     format!(
-        "{}<body><header><a class=\"home\" href=\"/\">Vantage</a><span id=\"state\" class=\"ok\">live</span></header>\
+        "{}<body><header><a class=\"home\" href=\"/\">Vantage</a><span id=\"state\" class=\"bad\">not updating: this page needs JavaScript for that</span></header>\
          <main id=\"live\" data-src=\"{}\">{live}</main><script>{SCRIPT}</script></body></html>\n",
         head(title),
         escape(src)
@@ -548,11 +551,15 @@ pub fn target_fragment(
         let _ = write!(
             out,
             "<tr><td data-label=\"Time\">{time}</td><td data-label=\"Region\">{region}</td>\
-             <td class=\"o-{state}\" data-label=\"Result\">{state}{retried}</td><td data-label=\"Stage\">{stage}</td>\
-             <td data-label=\"Code\">{code}</td><td data-label=\"Detail\">{detail}</td>\
-             <td data-label=\"HTTP\">{http}</td><td class=\"num\" data-label=\"Latency\">{latency:.0} ms</td></tr>",
+             <td class=\"o-{state}\" data-label=\"Result\">{state}{retried}</td><td class=\"{failed}\" data-label=\"Stage\">{stage}</td>\
+             <td class=\"{failed}\" data-label=\"Code\">{code}</td>\
+             <td class=\"{failed}\" data-label=\"Detail\">{detail}</td>\
+             <td class=\"{answered}\" data-label=\"HTTP\">{http}</td><td class=\"num\" data-label=\"Latency\">{latency:.0} ms</td></tr>",
             time = when(ms_of(r.checked_at.as_ref()), now),
             region = escape(&e.region),
+            // Cells with nothing to say are dropped from the phone's cards.
+            failed = if f.is_some() { "" } else { "none" },
+            answered = if r.http_status == 0 { "none" } else { "" },
             stage = f.map_or("-", |f| stage_name(f.stage)),
             code = f.map_or("-".to_owned(), |f| format!("<code>{}</code>", escape(&f.code))),
             detail = f.map_or(String::new(), |f| escape(&clip(&f.detail, MAX_DETAIL))),
@@ -772,7 +779,14 @@ mod tests {
             regions: vec![HOSTILE.into()],
             ..Default::default()
         };
-        let html = target_fragment(&hostile_status(), &[entry.clone()], &[entry], &[incident], &[], 2_000);
+        let html = target_fragment(
+            &hostile_status(),
+            std::slice::from_ref(&entry),
+            std::slice::from_ref(&entry),
+            &[incident],
+            &[],
+            2_000,
+        );
         assert_inert(&html);
         assert!(html.contains("<h2>Regions × backends</h2>"));
         assert!(html.contains("<strong>open</strong>"));

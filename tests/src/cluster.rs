@@ -318,6 +318,11 @@ impl Cluster {
         ]);
     }
 
+    /// Where the coordinator keeps its database (created when it first starts).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
     pub fn coordinator_url(&self) -> String {
         format!("https://{}", self.coordinator_addr)
     }
