@@ -217,7 +217,16 @@ async fn blocking<T: Send + 'static>(
     work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, HubError> {
     let store = store.clone();
-    tokio::task::spawn_blocking(move || work(&store)).await.map_err(|_| HubError::Closed)?.map_err(HubError::from)
+    tokio::task::spawn_blocking(move || {
+        let result = work(&store);
+        if let Err(e) = &result {
+            store.note(e);
+        }
+        result
+    })
+    .await
+    .map_err(|_| HubError::Closed)?
+    .map_err(HubError::from)
 }
 
 impl Hub {

@@ -117,6 +117,7 @@ fn check_expiry(tls: Option<&TlsFiles>, hub: &Hub) {
 /// A running coordinator. Dropping it does not stop it; call `shutdown`.
 pub struct Running {
     pub hub: Arc<Hub>,
+    store: Arc<Store>,
     pub addr: SocketAddr,
     pub http_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
@@ -125,9 +126,23 @@ pub struct Running {
 }
 
 impl Running {
-    /// Waits until the gRPC server ends (it does not, unless it fails or is shut down).
+    /// Waits until the gRPC server ends (it does not, unless it fails or is shut down) or the
+    /// store fails. After a storage failure redb refuses every write until it is reopened, and
+    /// a coordinator that cannot record would keep judging without remembering: it stops with the
+    /// error instead, so its service manager restarts it. Nothing is lost by that: results are
+    /// acked only once committed (agents resend the rest), and verdicts and alerts whose record
+    /// failed are decided again from the committed results.
     pub async fn wait(&mut self) -> anyhow::Result<()> {
-        (&mut self.grpc).await.context("the gRPC server task failed")?.context("the gRPC server failed")
+        tokio::select! {
+            ended = &mut self.grpc => ended.context("the gRPC server task failed")?.context("the gRPC server failed"),
+            error = self.store.failed() => {
+                self.hub.close_sessions();
+                anyhow::bail!(
+                    "the store failed ({error}); stopping, to be restarted on a fresh open of the database \
+                     (nothing acknowledged is lost)"
+                )
+            }
+        }
     }
 
     /// Stops accepting, ends every agent stream (agents reconnect elsewhere or later), and
@@ -175,7 +190,8 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
         .await?
         .with_context(|| format!("opening the store in {}", options.data_dir.display()))?;
     let alerting = hub_options.alerting.clone();
-    let hub = Hub::open(Arc::new(store), targets, hub_options).await.context("loading the store")?;
+    let store = Arc::new(store);
+    let hub = Hub::open(store.clone(), targets, hub_options).await.context("loading the store")?;
 
     let listener =
         TcpListener::bind(options.listen).await.with_context(|| format!("listening on {}", options.listen))?;
@@ -257,5 +273,5 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
         }
     }));
     tracing::info!(%addr, http = ?http_addr, mtls = options.tls.is_some(), "coordinator listening");
-    Ok(Running { hub, addr, http_addr, stop: Some(stop), grpc, background })
+    Ok(Running { hub, store, addr, http_addr, stop: Some(stop), grpc, background })
 }

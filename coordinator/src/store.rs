@@ -119,6 +119,11 @@ pub enum IncidentChange {
 
 pub struct Store {
     db: Database,
+    /// The first storage failure (an I/O error, a failed commit). redb refuses every later
+    /// operation until the database is reopened, so the coordinator stops on it (see
+    /// `Running::wait`) and its service manager starts it afresh.
+    failed: std::sync::OnceLock<String>,
+    failure: tokio::sync::Notify,
 }
 
 macro_rules! from_redb {
@@ -167,7 +172,34 @@ impl Store {
             txn.open_table(SILENCES)?;
         }
         txn.commit()?;
-        Ok(Store { db })
+        Ok(Store { db, failed: std::sync::OnceLock::new(), failure: tokio::sync::Notify::new() })
+    }
+
+    /// Remembers `error` if it means the storage failed (not a refusal or a corrupt record), and
+    /// wakes whoever waits in [`Store::failed`].
+    pub fn note(&self, error: &StoreError) {
+        if matches!(error, StoreError::Storage(_) | StoreError::Commit(_) | StoreError::Transaction(_))
+            && self.failed.set(error.to_string()).is_ok()
+        {
+            tracing::error!(%error, "the store failed");
+            self.failure.notify_waiters();
+        }
+    }
+
+    /// The storage failure, if there was one.
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.get().map(String::as_str)
+    }
+
+    /// Waits until the storage fails, and says how.
+    pub async fn failed(&self) -> String {
+        loop {
+            let notified = self.failure.notified();
+            if let Some(error) = self.failure() {
+                return error.to_owned();
+            }
+            notified.await;
+        }
     }
 
     /// Inserts or replaces a target; true when it is new.

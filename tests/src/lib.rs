@@ -111,6 +111,29 @@ impl Process {
         }
     }
 
+    /// Waits (up to two minutes) for the process to end by itself, and returns how it ended.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return status,
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                _ => panic!("{} did not end", self.name),
+            }
+        }
+    }
+
+    /// Every output line not yet read, waiting up to a second for the last ones.
+    pub fn drain(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(std::time::Duration::from_secs(1)) {
+            lines.push(line);
+        }
+        lines
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
