@@ -237,6 +237,10 @@ fn the_status_page_shows_verdicts_regions_and_live_changes_in_chromium() {
         "new Set(Array.from(document.querySelectorAll('table.results tbody tr td:nth-child(2)')).map(function (t) { return t.innerText; })).size === 3",
         60,
     );
+    // The target's page refreshes itself too: its "as of" time moves on.
+    let as_of = "document.querySelector('#live p.meta').innerText";
+    let first = browser.eval(as_of);
+    browser.wait("a fresher target page", &format!("{as_of} !== {first}"), 30);
     let title = browser.eval("document.title");
     assert!(title.as_str().is_some_and(|t| t.ends_with(&format!(" · {regional_url} · Vantage"))), "{title}");
     browser.screenshot(&dir.join("target-desktop.png"));
