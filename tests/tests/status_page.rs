@@ -5,10 +5,11 @@
 //! desktop and phone widths are saved under `target/artifacts/status-page/`.
 
 use std::io::{BufRead, Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use vantage_e2e::cluster::Cluster;
@@ -30,6 +31,7 @@ impl Browser {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
+            .process_group(0)
             .spawn()
             .expect("python3 runs drive.py (.ci/setup installs selenium, chromium and chromium-driver)");
         let stdin = child.stdin.take().expect("piped");
@@ -89,11 +91,19 @@ impl Browser {
 }
 
 impl Drop for Browser {
+    /// drive.py quits chromedriver and Chromium before it exits; if it does not exit in time,
+    /// its whole process group goes (Chromium outlives a killed chromedriver otherwise).
     fn drop(&mut self) {
         let _ = writeln!(self.stdin, "{}", json!({"cmd": "quit"}));
         let _ = self.stdin.flush();
-        let _ = self.answers.recv_timeout(Duration::from_secs(20));
-        let _ = self.child.kill();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("kill").args(["-KILL", &format!("-{}", self.child.id())]).status();
         let _ = self.child.wait();
     }
 }
