@@ -129,8 +129,22 @@ pub struct Observation {
     pub code: Option<FailureCode>,
 }
 
+/// How old a region's newest result may be before the region counts as silent: two run periods
+/// plus a timeout. The run period is the interval, unless a failing run (the probe, the agent's
+/// pause, the retry) outlasts it: the agent skips runs while one is going, so its results then
+/// come a whole number of intervals apart. With the usual timeout (well under half the interval)
+/// this is 2 × interval + timeout; without the longer period, a region whose probes time out
+/// would turn silent between its own results, and the verdict would flap.
+pub fn max_age_ms(interval_ms: i64, timeout_ms: i64) -> i64 {
+    let retry_pause = vantage_agent::scheduler::RETRY_DELAY.as_millis() as i64;
+    let interval = interval_ms.max(1);
+    let longest_run = timeout_ms.saturating_mul(2).saturating_add(retry_pause);
+    let period = interval.saturating_mul((longest_run.saturating_add(interval - 1) / interval).max(1));
+    period.saturating_mul(2).saturating_add(timeout_ms)
+}
+
 /// A region's opinion from its newest result: `unknown` when no agent of the region is connected
-/// or the result is older than 2 × interval + timeout (a silent region is never up or down).
+/// or the result is older than [`max_age_ms`] (a silent region is never up or down).
 /// Failed results are already retry-confirmed by the agent, so a failure is `down`.
 pub fn opinion(
     newest: Option<&Observation>,
@@ -142,7 +156,7 @@ pub fn opinion(
     let Some(obs) = newest else { return (Opinion::Unknown, None) };
     // Saturating: an agent can report any probe time, and one from the distant past is old,
     // not an overflow (or, wrapped, a fresh result).
-    if !region_connected || now_ms.saturating_sub(obs.at_ms) > 2 * interval_ms + timeout_ms {
+    if !region_connected || now_ms.saturating_sub(obs.at_ms) > max_age_ms(interval_ms, timeout_ms) {
         return (Opinion::Unknown, None);
     }
     match obs.status {
@@ -239,16 +253,27 @@ mod tests {
     fn opinions_from_the_newest_result() {
         use vantage_shared::ProbeStatus as S;
         let obs = |status, code| Observation { at_ms: 100_000, status, code };
-        let (interval, timeout) = (10_000, 5_000);
+        let (interval, timeout) = (10_000, 4_000);
         let at = |now, o: &Observation, connected| opinion(Some(o), connected, now, interval, timeout);
         assert_eq!(at(101_000, &obs(S::Up, None), true), (Up, None));
         assert_eq!(at(101_000, &obs(S::Down, Some(TcpRefused)), true), (Down, Some(TcpRefused)));
         assert_eq!(at(101_000, &obs(S::Degraded, Some(CertExpired)), true), (Partial, Some(CertExpired)));
         // Silent regions: no agent connected, or nothing new for 2 × interval + timeout.
         assert_eq!(at(101_000, &obs(S::Down, Some(TcpRefused)), false), (Unknown, None));
-        assert_eq!(at(125_000, &obs(S::Up, None), true), (Up, None), "exactly at the limit still counts");
-        assert_eq!(at(125_001, &obs(S::Up, None), true), (Unknown, None));
+        assert_eq!(at(124_000, &obs(S::Up, None), true), (Up, None), "exactly at the limit still counts");
+        assert_eq!(at(124_001, &obs(S::Up, None), true), (Unknown, None));
         assert_eq!(opinion(None, true, 0, interval, timeout), (Unknown, None));
+    }
+
+    #[test]
+    fn a_region_is_silent_after_two_run_periods_and_a_timeout() {
+        // The usual case: a failing run (10 s, 1 s pause, 10 s) fits in the interval.
+        assert_eq!(max_age_ms(60_000, 10_000), 130_000);
+        assert_eq!(max_age_ms(30_000, 10_000), 70_000);
+        // Interval 2 s, timeout 1 s: a failing run takes 3 s, the next one starts 4 s after the
+        // last, and its retry reports 1 s later; 2 × 2 s + 1 s would call that region silent.
+        assert_eq!(max_age_ms(2_000, 1_000), 9_000);
+        assert_eq!(max_age_ms(i64::MAX, i64::MAX), i64::MAX, "saturates");
     }
 
     #[test]
