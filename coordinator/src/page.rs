@@ -285,17 +285,6 @@ fn failing_cell(s: &TargetStatus) -> String {
     }
 }
 
-fn health(h: i32) -> &'static str {
-    use vantage_proto::v1::CertHealth;
-    match CertHealth::try_from(h).unwrap_or(CertHealth::Unspecified) {
-        CertHealth::Ok => "ok",
-        CertHealth::Warning => "warning",
-        CertHealth::Critical => "critical",
-        CertHealth::Expired => "expired",
-        CertHealth::Unspecified => "unknown",
-    }
-}
-
 fn latency(s: &TargetStatus) -> String {
     s.regions
         .iter()
@@ -336,7 +325,10 @@ pub fn table_fragment(
             .cause
             .as_ref()
             .map_or("-".to_owned(), |c| format!("<code title=\"{}\">{}</code>", escape(&c.message), escape(&c.code)));
-        let cert = s.cert.as_ref().map_or("-".to_owned(), |c| format!("{} d {}", c.days_remaining, health(c.health)));
+        let cert = s
+            .cert
+            .as_ref()
+            .map_or("-".to_owned(), |c| format!("{} d {}", c.days_remaining, crate::status::health_name(c.health)));
         let _ = write!(
             out,
             "<tr data-url=\"{url}\" data-verdict=\"{verdict}\"><td class=\"url\" data-label=\"Target\">\
@@ -641,7 +633,7 @@ fn cert_facts(c: &Certificate) -> String {
     rows.push(("SANs", sans.join(", ")));
     rows.push(("Not before", ms_of(c.not_before.as_ref()).map_or("-".to_owned(), crate::alert::ms_rfc3339)));
     rows.push(("Not after", ms_of(c.not_after.as_ref()).map_or("-".to_owned(), crate::alert::ms_rfc3339)));
-    rows.push(("Days left", format!("{} ({})", c.days_remaining, health(c.health))));
+    rows.push(("Days left", format!("{} ({})", c.days_remaining, crate::status::health_name(c.health))));
     if let Some(earliest) = ms_of(c.earliest_expiry.as_ref()) {
         rows.push(("Chain expires", crate::alert::ms_rfc3339(earliest)));
     }

@@ -41,7 +41,7 @@ pub fn opinion_name(o: i32) -> &'static str {
     }
 }
 
-fn health_name(h: i32) -> &'static str {
+pub fn health_name(h: i32) -> &'static str {
     match CertHealth::try_from(h).unwrap_or(CertHealth::Unspecified) {
         CertHealth::Ok => "ok",
         CertHealth::Warning => "warning",
