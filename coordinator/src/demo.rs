@@ -136,7 +136,8 @@ async fn live(lab: &Lab, demo: &DemoArgs) -> anyhow::Result<()> {
         REGIONS.join(", ")
     );
     println!("Try, in another terminal:  grpcurl -plaintext {} vantage.v1.Coordinator/ListStatus", running.addr);
-    println!("                           vantage-coordinator status --watch\n");
+    println!("                           vantage-coordinator status --watch");
+    println!("Or open the status page:   http://{}/\n", running.http_addr.unwrap_or(demo.http_listen));
     let mut changes = hub.subscribe();
     let mut printed = String::new();
     let result = loop {
