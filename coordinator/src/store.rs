@@ -624,11 +624,10 @@ impl Store {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(INCIDENTS)?;
         let mut out = Vec::new();
-        for row in table.iter()? {
-            let (key, value) = row?;
-            if !url.is_empty() && key.value().0 != url {
-                continue;
-            }
+        // Keyed by (url, opened): one target's incidents are one range.
+        let rows = if url.is_empty() { table.iter()? } else { table.range((url, i64::MIN)..=(url, i64::MAX))? };
+        for row in rows {
+            let (_, value) = row?;
             let incident = Incident::decode(value.value()).map_err(corrupt)?;
             if !open_only || incident.closed.is_none() {
                 out.push(incident);
