@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use prost::Message;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use vantage_proto::v1::{HistoryEntry, Incident, TargetSpec};
 
@@ -31,6 +31,8 @@ const REVOKED: TableDefinition<&str, &[u8]> = TableDefinition::new("revoked_cert
 const ALERTS: TableDefinition<&str, &[u8]> = TableDefinition::new("alerts_v1");
 /// (at ms, id) of every alert, for listing newest first.
 const ALERT_ORDER: TableDefinition<(i64, &str), ()> = TableDefinition::new("alert_order_v1");
+/// (subject, at ms, id) of every alert: one target's alerts, newest last, without a scan.
+const ALERT_BY_SUBJECT: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("alert_by_subject_v1");
 /// Ids of alerts with deliveries still pending.
 const ALERT_PENDING: TableDefinition<&str, ()> = TableDefinition::new("alert_pending_v1");
 /// What alerting remembers between events (certificate thresholds crossed, silent regions, …):
@@ -167,6 +169,15 @@ impl Store {
             txn.open_table(REVOKED)?;
             txn.open_table(ALERTS)?;
             txn.open_table(ALERT_ORDER)?;
+            let mut by_subject = txn.open_table(ALERT_BY_SUBJECT)?;
+            // Databases from before the index: build it once.
+            if by_subject.is_empty()? {
+                for row in txn.open_table(ALERTS)?.iter()? {
+                    let (id, value) = row?;
+                    let record: AlertRecord = serde_json::from_slice(value.value()).map_err(corrupt)?;
+                    by_subject.insert((record.alert.subject.as_str(), record.alert.at_ms, id.value()), ())?;
+                }
+            }
             txn.open_table(ALERT_PENDING)?;
             txn.open_table(ALERT_STATE)?;
             txn.open_table(SILENCES)?;
@@ -386,6 +397,7 @@ impl Store {
         {
             let pending = txn.open_table(ALERT_PENDING)?;
             let mut order = txn.open_table(ALERT_ORDER)?;
+            let mut by_subject = txn.open_table(ALERT_BY_SUBJECT)?;
             let mut alerts = txn.open_table(ALERTS)?;
             let mut old: Vec<(i64, String)> = Vec::new();
             for row in order.range((i64::MIN, "")..(before_ms, ""))? {
@@ -397,7 +409,10 @@ impl Store {
             }
             for (at, id) in old {
                 order.remove((at, id.as_str()))?;
-                alerts.remove(id.as_str())?;
+                if let Some(value) = alerts.remove(id.as_str())? {
+                    let record: AlertRecord = serde_json::from_slice(value.value()).map_err(corrupt)?;
+                    by_subject.remove((record.alert.subject.as_str(), at, id.as_str()))?;
+                }
                 removed += 1;
             }
             let mut silences = txn.open_table(SILENCES)?;
@@ -436,11 +451,13 @@ impl Store {
         {
             let mut table = txn.open_table(ALERTS)?;
             let mut order = txn.open_table(ALERT_ORDER)?;
+            let mut by_subject = txn.open_table(ALERT_BY_SUBJECT)?;
             let mut pending = txn.open_table(ALERT_PENDING)?;
             for record in alerts {
                 let id = record.alert.id.as_str();
                 table.insert(id, serde_json::to_vec(record).map_err(corrupt)?.as_slice())?;
                 order.insert((record.alert.at_ms, id), ())?;
+                by_subject.insert((record.alert.subject.as_str(), record.alert.at_ms, id), ())?;
                 if record.pending() {
                     pending.insert(id, ())?;
                 }
@@ -495,18 +512,24 @@ impl Store {
     /// The newest `limit` alerts (of one subject, when `subject` is not empty).
     pub fn alerts(&self, subject: &str, limit: usize) -> Result<Vec<AlertRecord>, StoreError> {
         let txn = self.db.begin_read()?;
-        let order = txn.open_table(ALERT_ORDER)?;
         let table = txn.open_table(ALERTS)?;
+        let ids: Vec<String> = if subject.is_empty() {
+            let order = txn.open_table(ALERT_ORDER)?;
+            order
+                .iter()?
+                .rev()
+                .take(limit)
+                .map(|row| Ok(row?.0.value().1.to_owned()))
+                .collect::<Result<_, StoreError>>()?
+        } else {
+            let by_subject = txn.open_table(ALERT_BY_SUBJECT)?;
+            let rows = by_subject.range((subject, i64::MIN, "")..(subject, i64::MAX, ""))?;
+            rows.rev().take(limit).map(|row| Ok(row?.0.value().2.to_owned())).collect::<Result<_, StoreError>>()?
+        };
         let mut out = Vec::new();
-        for row in order.iter()?.rev() {
-            let (key, _) = row?;
-            let Some(value) = table.get(key.value().1)? else { continue };
-            let record: AlertRecord = serde_json::from_slice(value.value()).map_err(corrupt)?;
-            if subject.is_empty() || record.alert.subject == subject {
-                out.push(record);
-                if out.len() >= limit {
-                    break;
-                }
+        for id in ids {
+            if let Some(value) = table.get(id.as_str())? {
+                out.push(serde_json::from_slice(value.value()).map_err(corrupt)?);
             }
         }
         Ok(out)
@@ -791,7 +814,39 @@ mod tests {
         store.put_silence(&silence("running", 8_000)).unwrap();
         assert_eq!(store.prune_alerts(5_000).unwrap(), 1);
         let left: Vec<String> = store.alerts("", 10).unwrap().into_iter().map(|r| r.alert.id).collect();
-        assert_eq!(left, [new.alert.id, stuck.alert.id]);
+        assert_eq!(left, [new.alert.id.clone(), stuck.alert.id.clone()]);
         assert_eq!(store.silences().unwrap().iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["running"]);
+        let of_a: Vec<String> =
+            store.alerts("https://a.example/", 10).unwrap().into_iter().map(|r| r.alert.id).collect();
+        assert_eq!(of_a, [new.alert.id, stuck.alert.id], "the pruned alert left the subject index too");
+    }
+
+    #[test]
+    fn alerts_by_subject_come_from_the_index_newest_first_also_after_an_upgrade() {
+        use crate::alert::{Alert, AlertKind};
+        let dir = temp_dir("alerts-by-subject");
+        let record = |subject: &str, at: i64| AlertRecord {
+            alert: Alert::new(AlertKind::Down, subject, at, format!("{subject}{at}")),
+            deliveries: Vec::new(),
+            silenced_by: None,
+        };
+        let (a, b) = ("https://a.example/", "https://b.example/");
+        let ids = |records: Vec<AlertRecord>| records.into_iter().map(|r| r.alert.at_ms).collect::<Vec<_>>();
+        {
+            let store = Store::open(&dir).unwrap();
+            let records: Vec<AlertRecord> =
+                (1..=6).map(|i| record(if i % 2 == 0 { a } else { b }, i * 1_000)).collect();
+            store.record_changes(&[], &records, &[]).unwrap();
+            assert_eq!(ids(store.alerts(a, 10).unwrap()), [6_000, 4_000, 2_000]);
+            assert_eq!(ids(store.alerts(b, 2).unwrap()), [5_000, 3_000]);
+            assert_eq!(ids(store.alerts("", 3).unwrap()), [6_000, 5_000, 4_000]);
+            assert!(store.alerts("https://a.example", 10).unwrap().is_empty(), "a prefix is not the subject");
+            // A database from before the index: it is empty.
+            let txn = store.db.begin_write().unwrap();
+            txn.delete_table(ALERT_BY_SUBJECT).unwrap();
+            txn.commit().unwrap();
+        }
+        let store = Store::open(&dir).unwrap();
+        assert_eq!(ids(store.alerts(a, 10).unwrap()), [6_000, 4_000, 2_000], "the index is rebuilt on open");
     }
 }
