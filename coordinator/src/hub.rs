@@ -883,26 +883,30 @@ impl Hub {
     ) -> (Vec<TargetStatus>, usize, BTreeMap<&'static str, usize>) {
         let state = self.lock();
         let (now, in_grace) = (now_ms(), self.started.elapsed() < self.options.reconnect_grace);
-        let page = state
-            .targets
-            .values()
+        // Problems first: down, degraded, unknown, then up; by URL within each.
+        let mut counts = BTreeMap::new();
+        let mut order: Vec<(u8, &String)> = Vec::with_capacity(state.targets.len());
+        for url in state.targets.keys() {
+            let (rank, verdict) = match state.verdicts.get(url).map(|v| v.verdict.as_str()) {
+                Some("DOWN") => (0, "DOWN"),
+                Some("DEGRADED") => (1, "DEGRADED"),
+                Some("UP") => (3, "UP"),
+                _ => (2, "UNKNOWN"),
+            };
+            *counts.entry(verdict).or_default() += 1;
+            order.push((rank, url));
+        }
+        order.sort_unstable();
+        let page = order
+            .iter()
             .skip(offset)
             .take(limit)
+            .filter_map(|(_, url)| state.targets.get(*url))
             .map(|spec| {
                 let (decision, regions) = decide_target(&state, spec, now, in_grace);
                 build_status(&state, spec, &decision, &regions)
             })
             .collect();
-        let mut counts = BTreeMap::new();
-        for url in state.targets.keys() {
-            let verdict = match state.verdicts.get(url).map(|v| v.verdict.as_str()) {
-                Some("UP") => "UP",
-                Some("DEGRADED") => "DEGRADED",
-                Some("DOWN") => "DOWN",
-                _ => "UNKNOWN",
-            };
-            *counts.entry(verdict).or_default() += 1;
-        }
         (page, state.targets.len(), counts)
     }
 

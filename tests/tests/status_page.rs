@@ -205,6 +205,13 @@ fn the_status_page_shows_verdicts_regions_and_live_changes_in_chromium() {
         "getComputedStyle(document.querySelector('tr[data-url=\"{expired_url}\"] .badge')).backgroundColor"
     ));
     assert_eq!(colour, "rgb(207, 34, 46)", "DOWN is red");
+    // Problems first: down, degraded, then up.
+    browser.wait(
+        "the rows in the order DOWN, DEGRADED, UP, UP",
+        "Array.from(document.querySelectorAll('tr[data-url] td.verdict')).map(function (td) { \
+         return td.textContent.trim(); }).join(' ') === 'DOWN DEGRADED UP UP'",
+        30,
+    );
 
     // (3) A verdict change arrives in the open page, with no reload: the marker set on this
     // document is still there when the row turns DOWN.
