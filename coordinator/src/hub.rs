@@ -259,7 +259,7 @@ impl Hub {
                 s.latest()?,
                 s.verdicts()?,
                 s.agents()?,
-                s.incidents("", true)?,
+                s.incidents("", true, usize::MAX)?,
                 s.revoked()?,
                 s.silences()?,
                 s.alert_state()?,
@@ -881,33 +881,39 @@ impl Hub {
         offset: usize,
         limit: usize,
     ) -> (Vec<TargetStatus>, usize, BTreeMap<&'static str, usize>) {
+        // Problems first: down, degraded, unknown, then up (as last decided); by URL within each.
+        // The ranking is sorted outside the lock, which ingest needs.
+        let mut counts = BTreeMap::new();
+        let mut order: Vec<(u8, String)> = {
+            let state = self.lock();
+            let mut order = Vec::with_capacity(state.targets.len());
+            for url in state.targets.keys() {
+                let (rank, verdict) = match state.verdicts.get(url).map(|v| v.verdict.as_str()) {
+                    Some("DOWN") => (0, "DOWN"),
+                    Some("DEGRADED") => (1, "DEGRADED"),
+                    Some("UP") => (3, "UP"),
+                    _ => (2, "UNKNOWN"),
+                };
+                *counts.entry(verdict).or_default() += 1;
+                order.push((rank, url.clone()));
+            }
+            order
+        };
+        let total = order.len();
+        order.sort_unstable();
         let state = self.lock();
         let (now, in_grace) = (now_ms(), self.started.elapsed() < self.options.reconnect_grace);
-        // Problems first: down, degraded, unknown, then up; by URL within each.
-        let mut counts = BTreeMap::new();
-        let mut order: Vec<(u8, &String)> = Vec::with_capacity(state.targets.len());
-        for url in state.targets.keys() {
-            let (rank, verdict) = match state.verdicts.get(url).map(|v| v.verdict.as_str()) {
-                Some("DOWN") => (0, "DOWN"),
-                Some("DEGRADED") => (1, "DEGRADED"),
-                Some("UP") => (3, "UP"),
-                _ => (2, "UNKNOWN"),
-            };
-            *counts.entry(verdict).or_default() += 1;
-            order.push((rank, url));
-        }
-        order.sort_unstable();
         let page = order
             .iter()
             .skip(offset)
             .take(limit)
-            .filter_map(|(_, url)| state.targets.get(*url))
+            .filter_map(|(_, url)| state.targets.get(url))
             .map(|spec| {
                 let (decision, regions) = decide_target(&state, spec, now, in_grace);
                 build_status(&state, spec, &decision, &regions)
             })
             .collect();
-        (page, state.targets.len(), counts)
+        (page, total, counts)
     }
 
     /// The newest result of `url` from each of its regions that has one.
@@ -919,6 +925,11 @@ impl Hub {
     }
 
     // ---- check now ----
+
+    /// Whether a `CheckNow` is waiting for results with this run-now id.
+    pub fn awaits_run_now(&self, id: &str) -> bool {
+        self.lock().run_now.contains_key(id)
+    }
 
     /// Asks every region's agent to probe `url` now and waits for their results.
     pub async fn check_now(&self, url: &str) -> Result<(TargetStatus, Vec<HistoryEntry>, Vec<String>), HubError> {
@@ -1021,13 +1032,13 @@ impl Hub {
         Ok(rows.into_iter().map(|r| r.entry).collect())
     }
 
-    pub async fn incidents(&self, url: &str, open_only: bool) -> Result<Vec<Incident>, HubError> {
+    pub async fn incidents(&self, url: &str, open_only: bool, limit: usize) -> Result<Vec<Incident>, HubError> {
         let url = if url.is_empty() {
             String::new()
         } else {
             vantage_shared::TargetUrl::parse(url).map(|u| u.to_string()).unwrap_or_else(|_| url.to_owned())
         };
-        blocking(&self.store, move |s| s.incidents(&url, open_only)).await
+        blocking(&self.store, move |s| s.incidents(&url, open_only, limit)).await
     }
 
     /// Deletes results older than `retention`.

@@ -204,9 +204,17 @@ pub async fn route(hub: &Hub, path: &str, query: &str) -> Option<(StatusCode, St
                 ));
             };
             let latest = hub.latest_of(&url);
-            let limit = (RESULTS_PER_REGION * status.regions.len().max(1)).min(100);
-            let history = hub.history(&url, None, i64::MIN, i64::MAX, limit).await.unwrap_or_default();
-            let incidents = hub.incidents(&url, false).await.unwrap_or_default();
+            // The newest few of each region: a busy region does not crowd out the others.
+            let mut history = Vec::new();
+            for region in &status.regions {
+                let region = Some(region.region.clone());
+                history.extend(
+                    hub.history(&url, region, i64::MIN, i64::MAX, RESULTS_PER_REGION).await.unwrap_or_default(),
+                );
+            }
+            history.sort_by_key(|e| std::cmp::Reverse(crate::store::entry_ms(e)));
+            // One more than is shown: then the page says older ones exist.
+            let incidents = hub.incidents(&url, false, MAX_INCIDENTS + 1).await.unwrap_or_default();
             let alerts = hub.alerts(&url, MAX_ALERTS).await.unwrap_or_default();
             let body = target_fragment(&status, &latest, &history, &incidents, &alerts, now);
             let title = format!("{} · {} · Vantage", verdict_name(status.verdict), url);
@@ -344,12 +352,16 @@ pub fn table_fragment(
     }
     out.push_str("</tbody></table>");
     let pages = total.div_ceil(PAGE_SIZE);
-    let first = (page - 1) * PAGE_SIZE;
+    let first = (page - 1).saturating_mul(PAGE_SIZE);
     if statuses.is_empty() {
         let _ = write!(out, "<p class=\"note\">Page {page} is past the last ({pages}).</p>");
     } else if pages > 1 {
-        let _ =
-            write!(out, "<p class=\"note\">Targets {}–{} of {total}, by URL.</p>", first + 1, first + statuses.len());
+        let _ = write!(
+            out,
+            "<p class=\"note\">Targets {}–{} of {total}, problems first.</p>",
+            first + 1,
+            first + statuses.len()
+        );
     }
     if pages > 1 {
         out.push_str("<nav class=\"pages\">");
@@ -478,7 +490,8 @@ pub fn target_fragment(
              <td class=\"o-{opinion}\" title=\"{detail}\">{opinion}{code}</td><td>{age}</td><td class=\"num\">{latency}</td>",
             region = escape(&r.region),
             detail = escape(&clip(&r.detail, MAX_DETAIL)),
-            age = ms_of(r.last_result_time.as_ref()).map_or("never".to_owned(), |ms| format!("{} ago", span(now - ms))),
+            age = ms_of(r.last_result_time.as_ref())
+                .map_or("never".to_owned(), |ms| format!("{} ago", span(now.saturating_sub(ms)))),
             latency = if r.last_result_time.is_some() { format!("{:.0} ms", r.latency_ms) } else { "-".to_owned() },
         );
         for a in &addresses {
@@ -584,7 +597,7 @@ pub fn target_fragment(
         }
         out.push_str("</ul>");
         if incidents.len() > MAX_INCIDENTS {
-            let _ = write!(out, "<p class=\"note\">{} older incidents not shown.</p>", incidents.len() - MAX_INCIDENTS);
+            out.push_str("<p class=\"note\">Older incidents are not shown (<code>ListIncidents</code> has them).</p>");
         }
     }
     out.push_str("<h2>Alerts</h2>");
@@ -815,5 +828,7 @@ mod tests {
         assert!(html.contains("href=\"/?page=1\"") && html.contains("href=\"/?page=3\""));
         let past = table_fragment(&[], 100_000, &BTreeMap::new(), 9_999, 0);
         assert!(past.contains("past the last (500)"), "{past}");
+        let far = table_fragment(&[], 100_000, &BTreeMap::new(), usize::MAX, 0);
+        assert!(far.contains("past the last (500)"), "a page number near usize::MAX is just past the last: {far}");
     }
 }

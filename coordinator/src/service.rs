@@ -255,7 +255,12 @@ async fn serve_agent(
                     sequence = batch.sequence,
                     results = batch.results.len()
                 );
-                if let Some(r) = batch.results.iter().find(|r| !r.trace_context.is_empty()) {
+                // Only a run-now the coordinator is waiting for: an agent cannot force its batches
+                // into the sampled traces.
+                let traced = batch.results.iter().find(|r| {
+                    !r.trace_context.is_empty() && !r.run_now_id.is_empty() && hub.awaits_run_now(&r.run_now_id)
+                });
+                if let Some(r) = traced {
                     vantage_shared::telemetry::adopt(&span, r.trace_context.iter().map(|(k, v)| (&**k, &**v)));
                 }
                 let results = history_entries(batch.results, &hello.region, &hello.name);
@@ -418,7 +423,12 @@ impl Coordinator for AdminEndpoint {
     ) -> Result<Response<ListIncidentsResponse>, Status> {
         self.authorize(&request, Access::Read)?;
         let r = request.into_inner();
-        Ok(Response::new(ListIncidentsResponse { incidents: self.hub.incidents(&r.url, r.open_only).await? }))
+        let limit = match r.limit {
+            0 => 100,
+            n if n > 1000 => return Err(Status::invalid_argument("limit: at most 1000")),
+            n => n as usize,
+        };
+        Ok(Response::new(ListIncidentsResponse { incidents: self.hub.incidents(&r.url, r.open_only, limit).await? }))
     }
 
     async fn revoke_agent(
@@ -534,7 +544,21 @@ mod tests {
             (TargetResult { target_url: "x".repeat(3000), ..ok.clone() }, "target_url"),
             (TargetResult { result: None, ..ok.clone() }, "result"),
             (TargetResult { run_now_id: "x".repeat(65), ..ok.clone() }, "run_now_id"),
+            (
+                TargetResult { trace_context: [("traceparent".into(), "0".repeat(513))].into(), ..ok.clone() },
+                "trace_context",
+            ),
+            (
+                TargetResult {
+                    trace_context: (0..3).map(|i| (format!("k{i}"), String::new())).collect(),
+                    ..ok.clone()
+                },
+                "trace_context",
+            ),
         ];
+        let traced = [("traceparent".to_owned(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned())];
+        let traced = TargetResult { trace_context: traced.into(), ..ok.clone() };
+        assert!(check_batch(&ResultBatch { sequence: 1, results: vec![traced] }).is_ok());
         for (bad, field) in cases {
             let status = check_batch(&ResultBatch { sequence: 1, results: vec![ok.clone(), bad] }).unwrap_err();
             assert_eq!(status.code(), tonic::Code::InvalidArgument);

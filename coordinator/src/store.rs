@@ -170,9 +170,12 @@ impl Store {
             txn.open_table(ALERTS)?;
             txn.open_table(ALERT_ORDER)?;
             let mut by_subject = txn.open_table(ALERT_BY_SUBJECT)?;
-            // Databases from before the index: build it once.
-            if by_subject.is_empty()? {
-                for row in txn.open_table(ALERTS)?.iter()? {
+            // Databases from before the index (or written by a binary from before it since): build it
+            // again whenever it does not hold every alert.
+            let alerts = txn.open_table(ALERTS)?;
+            if by_subject.len()? != alerts.len()? {
+                by_subject.retain(|_, _| false)?;
+                for row in alerts.iter()? {
                     let (id, value) = row?;
                     let record: AlertRecord = serde_json::from_slice(value.value()).map_err(corrupt)?;
                     by_subject.insert((record.alert.subject.as_str(), record.alert.at_ms, id.value()), ())?;
@@ -642,21 +645,29 @@ impl Store {
         Ok(out)
     }
 
-    /// Incidents, newest first: of one target, or of all when `url` is empty.
-    pub fn incidents(&self, url: &str, open_only: bool) -> Result<Vec<Incident>, StoreError> {
+    /// The newest `limit` incidents: of one target, or of all when `url` is empty.
+    pub fn incidents(&self, url: &str, open_only: bool, limit: usize) -> Result<Vec<Incident>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(INCIDENTS)?;
         let mut out = Vec::new();
-        // Keyed by (url, opened): one target's incidents are one range.
-        let rows = if url.is_empty() { table.iter()? } else { table.range((url, i64::MIN)..=(url, i64::MAX))? };
-        for row in rows {
+        // Keyed by (url, opened): one target's incidents are one range, newest last.
+        let (rows, one_target) = if url.is_empty() {
+            (table.iter()?, false)
+        } else {
+            (table.range((url, i64::MIN)..=(url, i64::MAX))?, true)
+        };
+        for row in rows.rev() {
             let (_, value) = row?;
             let incident = Incident::decode(value.value()).map_err(corrupt)?;
             if !open_only || incident.closed.is_none() {
                 out.push(incident);
+                if one_target && out.len() >= limit {
+                    break;
+                }
             }
         }
         out.sort_by_key(|i| std::cmp::Reverse(i.opened.map(|t| (t.seconds, t.nanos))));
+        out.truncate(limit);
         Ok(out)
     }
 }
@@ -761,20 +772,20 @@ mod tests {
         let incident = Incident { url: u.into(), opened: Some(timestamp(10_000)), ..Default::default() };
         let change = |record: &VerdictRecord, incident| vec![(u.to_owned(), record.clone(), incident)];
         store.record_changes(&change(&down, IncidentChange::Open(incident)), &[], &[]).unwrap();
-        assert_eq!(store.incidents(u, true).unwrap().len(), 1);
+        assert_eq!(store.incidents(u, true, 100).unwrap().len(), 1);
         let up = VerdictRecord { verdict: "UP".into(), cause: None, since_ms: 20_000, failing_regions: vec![] };
         store.record_changes(&change(&up, IncidentChange::Close { at_ms: 20_000 }), &[], &[]).unwrap();
-        assert!(store.incidents(u, true).unwrap().is_empty());
-        let all = store.incidents("", false).unwrap();
+        assert!(store.incidents(u, true, 100).unwrap().is_empty());
+        let all = store.incidents("", false, 100).unwrap();
         assert_eq!(all[0].closed, Some(timestamp(20_000)));
         assert_eq!(store.verdicts().unwrap(), vec![(u.to_owned(), up)]);
         assert_eq!(store.transitions(u).unwrap().len(), 2);
         // Deleting a target ends its open incident.
         let again = Incident { url: u.into(), opened: Some(timestamp(30_000)), ..Default::default() };
         store.record_changes(&change(&down, IncidentChange::Open(again)), &[], &[]).unwrap();
-        assert_eq!(store.incidents(u, true).unwrap().len(), 1);
+        assert_eq!(store.incidents(u, true, 100).unwrap().len(), 1);
         store.delete_target(u).unwrap();
-        assert!(store.incidents(u, true).unwrap().is_empty());
+        assert!(store.incidents(u, true, 100).unwrap().is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -846,7 +857,16 @@ mod tests {
             txn.delete_table(ALERT_BY_SUBJECT).unwrap();
             txn.commit().unwrap();
         }
+        {
+            let store = Store::open(&dir).unwrap();
+            assert_eq!(ids(store.alerts(a, 10).unwrap()), [6_000, 4_000, 2_000], "the index is rebuilt on open");
+            // An alert written by a binary from before the index, after an upgrade.
+            let txn = store.db.begin_write().unwrap();
+            txn.open_table(ALERT_BY_SUBJECT).unwrap().retain(|(s, at, _), _| (s, at) != (a, 6_000)).unwrap();
+            txn.commit().unwrap();
+            assert_eq!(ids(store.alerts(a, 10).unwrap()), [4_000, 2_000]);
+        }
         let store = Store::open(&dir).unwrap();
-        assert_eq!(ids(store.alerts(a, 10).unwrap()), [6_000, 4_000, 2_000], "the index is rebuilt on open");
+        assert_eq!(ids(store.alerts(a, 10).unwrap()), [6_000, 4_000, 2_000], "a partial index is rebuilt");
     }
 }
