@@ -139,7 +139,9 @@ pub fn max_age_ms(interval_ms: i64, timeout_ms: i64) -> i64 {
     let retry_pause = vantage_agent::scheduler::RETRY_DELAY.as_millis() as i64;
     let interval = interval_ms.max(1);
     let longest_run = timeout_ms.saturating_mul(2).saturating_add(retry_pause);
-    let period = interval.saturating_mul((longest_run.saturating_add(interval - 1) / interval).max(1));
+    // The tick at which a run ends exactly is skipped too (the run is still finishing): a run of
+    // exactly one interval makes the period two.
+    let period = interval.saturating_mul((longest_run / interval).max(0).saturating_add(1));
     period.saturating_mul(2).saturating_add(timeout_ms)
 }
 
@@ -273,6 +275,9 @@ mod tests {
         // Interval 2 s, timeout 1 s: a failing run takes 3 s, the next one starts 4 s after the
         // last, and its retry reports 1 s later; 2 × 2 s + 1 s would call that region silent.
         assert_eq!(max_age_ms(2_000, 1_000), 9_000);
+        // Interval 3 s, timeout 1 s: a failing run lasts a little over 3 s, so the next tick is
+        // skipped as well and results come 6 s apart.
+        assert_eq!(max_age_ms(3_000, 1_000), 13_000);
         assert_eq!(max_age_ms(i64::MAX, i64::MAX), i64::MAX, "saturates");
     }
 
