@@ -26,16 +26,16 @@ pub mod exit {
 /// How probes reach the world: shared by `check` and `run`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct NetworkArgs {
-    /// DNS server to ask instead of the system's (repeatable; in the environment, comma-separated).
-    #[arg(long = "nameserver", value_name = "IP:PORT", value_parser = parse_nameserver, env = "VANTAGE_NAMESERVER", value_delimiter = ',')]
+    /// DNS server to ask instead of the system's (repeatable; the environment variable holds one).
+    #[arg(long = "nameserver", value_name = "IP:PORT", value_parser = parse_nameserver, env = "VANTAGE_NAMESERVER")]
     pub nameservers: Vec<SocketAddr>,
     /// Use this address for this host instead of DNS, like curl (repeatable; several for one
-    /// host make several backends; in the environment, comma-separated).
-    #[arg(long = "resolve", value_name = "HOST:IP", value_parser = parse_resolve, env = "VANTAGE_RESOLVE", value_delimiter = ',')]
+    /// host make several backends; the environment variable holds one).
+    #[arg(long = "resolve", value_name = "HOST:IP", value_parser = parse_resolve, env = "VANTAGE_RESOLVE")]
     pub resolve: Vec<(String, IpAddr)>,
-    /// Also trust the CA certificates in this PEM file (repeatable; in the environment,
-    /// comma-separated).
-    #[arg(long = "ca-file", value_name = "PEM", env = "VANTAGE_CA_FILE", value_delimiter = ',')]
+    /// Also trust the CA certificates in this PEM file (repeatable; the environment variable
+    /// holds one).
+    #[arg(long = "ca-file", value_name = "PEM", env = "VANTAGE_CA_FILE")]
     pub ca_files: Vec<PathBuf>,
 }
 
@@ -62,8 +62,8 @@ impl NetworkArgs {
 pub struct WatchArgs {
     /// On the web server itself: the certificate file (PEM; its first certificate is the leaf)
     /// that URL should serve; a newer one on disk than the served one is cert_not_reloaded
-    /// (repeatable; in the environment, comma-separated).
-    #[arg(long = "watch-cert", value_name = "PATH=URL", value_parser = WatchedCert::parse, env = "VANTAGE_WATCH_CERT", value_delimiter = ',')]
+    /// (repeatable; the environment variable holds one).
+    #[arg(long = "watch-cert", value_name = "PATH=URL", value_parser = WatchedCert::parse, env = "VANTAGE_WATCH_CERT")]
     pub watch_certs: Vec<WatchedCert>,
     /// How long a renewed --watch-cert file may wait for the server's reload before it is reported.
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_grace, env = "VANTAGE_WATCH_CERT_GRACE")]
