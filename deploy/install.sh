@@ -16,7 +16,7 @@
 #   --from DIR            the directory holding the built binary (vantage-agent, vantage-coordinator)
 #   --url URL             a release tarball (.tar.gz) holding the binary anywhere inside; fetched
 #                         with curl or wget (file:// works with curl)
-#   --sha256 HEX          the tarball's SHA-256: refused if it differs
+#   --sha256 HEX          the tarball's SHA-256: refused if it differs (required but for file://)
 #   --coordinator URL     agent: the coordinator's gRPC URL (VANTAGE_COORDINATOR)
 #   --cert/--key PEM      the component's certificate and key (`vantage-coordinator pki init` makes
 #                         the coordinator's, `pki issue-agent` an agent's); copied to
@@ -104,6 +104,10 @@ done
 if [ -n "$from" ] && [ -n "$url" ]; then usage "give --from or --url, not both"; fi
 [ -n "$from$url" ] || usage "give --from DIR (the built binary) or --url URL (a release tarball)"
 [ -z "$sha256" ] || [ -n "$url" ] || usage "--sha256 checks a --url download"
+case $url in
+    "" | file://*) ;;
+    *) [ -n "$sha256" ] || usage "--url $url needs --sha256: a binary fetched over the network runs as root only once checked" ;;
+esac
 [ -n "$cert" ] || usage "$component: --cert is required (see \`vantage-coordinator pki\`)"
 [ -n "$key" ] || usage "$component: --key is required"
 [ -n "$ca" ] || usage "$component: --ca is required (ca.pem from \`vantage-coordinator pki init\`)"
@@ -204,7 +208,9 @@ pki=$etc/pki
 mkdir -p "$root/usr/local/bin" "$etc" "$pki" "$root/etc/systemd/system"
 chmod 0755 "$etc"
 chmod 0750 "$pki"
-owner "$pki"
+# Readable by the service, writable only by root: the service cannot swap its own key or CA, nor
+# plant a link for root to follow when this script runs again.
+if [ -n "$gid" ]; then chown "root:$gid" "$pki"; fi
 
 # Keys first: a refused key leaves everything else as it was.
 put "$key" "$pki/$component.key" 0600 secret

@@ -149,6 +149,7 @@ fn install_sh_passes_shellcheck_and_explains_missing_arguments() {
         ),
         (&["agent", "--from", "/x", "--coordinator", "https://c:7700"][..], "--cert is required"),
         (&["coordinator", "--url", "file:///x", "--from", "/x"][..], "not both"),
+        (&["agent", "--url", "https://example.net/vantage.tar.gz"][..], "needs --sha256"),
         (&["agent", "--from", "/x", "--root"][..], "--root needs a value"),
         (&["agent", "--frm", "/x"][..], "unknown option: --frm"),
     ] {
@@ -197,6 +198,8 @@ fn install_sh_installs_into_a_staging_root_idempotently_and_the_result_runs() {
     let key = etc.join("pki/agent.key");
     assert_eq!(mode(&key), 0o600);
     assert_eq!(std::fs::metadata(&key).unwrap().uid(), uid, "the key belongs to vantage");
+    let pki_dir = std::fs::metadata(etc.join("pki")).unwrap();
+    assert_eq!((pki_dir.uid(), pki_dir.mode() & 0o777), (0, 0o750), "root keeps the directory; vantage only reads it");
     assert_eq!(std::fs::read(&key).unwrap(), std::fs::read(&agent_1_key).unwrap());
     assert_eq!(mode(&etc.join("pki/agent.pem")), 0o644);
     assert_eq!(mode(&root.join("usr/local/bin/vantage-agent")), 0o755);
@@ -527,16 +530,31 @@ fn the_compose_file_validates_and_its_services_run_as_written() {
     let names: Vec<&String> = services.keys().collect();
     assert_eq!(names, ["agent-ap-south", "agent-eu-west", "agent-us-east", "coordinator", "pki"]);
     for (name, service) in services {
-        assert_eq!(service["user"], "10001:10001", "{name}");
+        // Only the one-shot pki job is root, with nothing but CAP_CHOWN, to hand out files.
+        let user = if name == "pki" { "0:0" } else { "10001:10001" };
+        assert_eq!(service["user"], user, "{name}");
         assert_eq!(service["read_only"], true, "{name}");
         assert_eq!(service["cap_drop"], serde_json::json!(["ALL"]), "{name}");
+        let added = if name == "pki" { serde_json::json!(["CHOWN"]) } else { serde_json::Value::Null };
+        assert_eq!(service["cap_add"], added, "{name}");
     }
     let env_of = |s: &serde_json::Value| -> Vec<(String, String)> {
         s["environment"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_str().unwrap().into())).collect()
     };
-    let pki_dir = tmp.join("pki");
-    std::fs::create_dir_all(&pki_dir).unwrap();
-    let map = [("/etc/vantage/pki", pki_dir.to_str().unwrap().to_owned())];
+    // The volumes: the CA's, and one per service for what it is given (docker makes the mount points).
+    let (ca_dir, issued) = (tmp.join("ca"), tmp.join("issued"));
+    for dir in ["coordinator", "eu-west", "us-east", "ap-south"] {
+        std::fs::create_dir_all(issued.join(dir)).unwrap();
+    }
+    std::fs::create_dir_all(&ca_dir).unwrap();
+    let map = [
+        ("/etc/vantage/ca", ca_dir.to_str().unwrap().to_owned()),
+        ("/etc/vantage/issued", issued.to_str().unwrap().to_owned()),
+    ];
+    let mounts = strings(&services["pki"]["volumes"]);
+    for (from, _) in &map {
+        assert!(mounts.iter().any(|m| m.contains(&format!(":{from}"))), "the pki job mounts {from}: {mounts:?}");
+    }
 
     // The one-shot pki service's script, twice: the second run makes nothing and fails nothing.
     let pki_service = &services["pki"];
@@ -547,11 +565,29 @@ fn the_compose_file_validates_and_its_services_run_as_written() {
     let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
     let first = succeeds(Command::new("/bin/sh").args(["-c", &script]).env("PATH", &path));
     assert!(first.contains("CA ") && first.matches("agent ").count() == 3, "{first}");
-    let ca = std::fs::read(pki_dir.join("ca.pem")).unwrap();
+    let ca = std::fs::read(ca_dir.join("ca.pem")).unwrap();
     let second = succeeds(Command::new("/bin/sh").args(["-c", &script]).env("PATH", &path));
     assert!(second.trim().is_empty(), "the second run made something: {second}");
-    assert_eq!(std::fs::read(pki_dir.join("ca.pem")).unwrap(), ca);
-    assert_eq!(mode(&pki_dir.join("admin.token")), 0o600);
+    assert_eq!(std::fs::read(ca_dir.join("ca.pem")).unwrap(), ca);
+    assert_eq!(mode(&ca_dir.join("admin.token")), 0o600);
+    // Each service has its own files and nothing else: no agent holds the CA's key or the token.
+    for (service, files) in [
+        ("coordinator", vec!["admin.token", "ca.pem", "coordinator.key", "coordinator.pem"]),
+        ("eu-west", vec!["agent-eu-west-1.key", "agent-eu-west-1.pem", "ca.pem"]),
+        ("us-east", vec!["agent-us-east-1.key", "agent-us-east-1.pem", "ca.pem"]),
+        ("ap-south", vec!["agent-ap-south-1.key", "agent-ap-south-1.pem", "ca.pem"]),
+    ] {
+        let mut held: Vec<String> = std::fs::read_dir(issued.join(service))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        held.sort();
+        assert_eq!(held, files, "what {service} is given");
+        for file in files {
+            let meta = std::fs::metadata(issued.join(service).join(file)).unwrap();
+            assert_eq!((meta.uid(), meta.mode() & 0o777), (10001, 0o400), "{service}/{file}");
+        }
+    }
 
     // The coordinator with its config file, then each region's agent, as compose runs them.
     let coordinator = &services["coordinator"];
@@ -563,7 +599,7 @@ fn the_compose_file_validates_and_its_services_run_as_written() {
     let (command, env) = (strings(&coordinator["command"]), env_of(coordinator));
     known_to("vantage-coordinator", &command[1], &command[2..], &env);
     let map = [
-        map[0].clone(),
+        ("/etc/vantage/pki", issued.join("coordinator").to_str().unwrap().to_owned()),
         ("/etc/vantage/vantage.toml", deploy("compose/vantage.toml").to_str().unwrap().to_owned()),
         ("/var/lib/vantage", tmp.join("data").to_str().unwrap().to_owned()),
         ("0.0.0.0:7700", "127.0.0.1:0".into()),
@@ -577,7 +613,10 @@ fn the_compose_file_validates_and_its_services_run_as_written() {
         let agent = &services[&format!("agent-{region}")];
         let (command, env) = (strings(&agent["command"]), env_of(agent));
         known_to("vantage-agent", &command[1], &command[2..], &env);
-        let map = [map[0].clone(), ("https://coordinator:7700", format!("https://localhost:{port}"))];
+        let map = [
+            ("/etc/vantage/pki", issued.join(region).to_str().unwrap().to_owned()),
+            ("https://coordinator:7700", format!("https://localhost:{port}")),
+        ];
         agents.push(start_as_deployed(region, &command, &env, &map));
         let line = running.wait_for_line(|l| l.contains("agent connected"));
         assert!(line.contains(&format!("region=\"{region}\"")), "{line}");
