@@ -100,7 +100,8 @@ fn exporter(service: &'static str) -> Result<Option<Exporter>, String> {
         builder.build().map_err(|e| format!("the OTLP exporter: {e}"))?
     };
     let mut resource = opentelemetry_sdk::Resource::builder();
-    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+    let named = std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|a| a.contains("service.name="));
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() && !named {
         resource = resource.with_service_name(service);
     }
     let resource =
