@@ -337,6 +337,7 @@ impl Hub {
                 "agent certificate expires soon; issue a new one (pki issue-agent)"
             );
         }
+        self.check_name_free(name, region)?;
         let record = AgentRecord {
             name: name.into(),
             region: region.into(),
@@ -353,6 +354,7 @@ impl Hub {
             if !cert.sha256.is_empty() && state.revoked.contains(&cert.sha256) {
                 return Err(HubError::Forbidden(format!("the certificate of agent {name} ({region}) is revoked")));
             }
+            name_taken(&state, name, region)?;
             state.next_session += 1;
             let id = state.next_session;
             let (close, closed) = tokio::sync::oneshot::channel();
@@ -376,6 +378,13 @@ impl Hub {
         tracing::info!(agent = name, region, version, "agent connected");
         self.evaluate(None).await;
         Ok(session)
+    }
+
+    /// Refuses a second live agent with `name` in another region: agents are known by name, so
+    /// the two would take each other's session (and results) in turn. Once the other is gone,
+    /// the name may move (a host moved to another region).
+    fn check_name_free(&self, name: &str, region: &str) -> Result<(), HubError> {
+        name_taken(&self.lock(), name, region)
     }
 
     pub fn is_revoked(&self, sha256: &str) -> bool {
@@ -1052,6 +1061,17 @@ impl Hub {
         // Silences that ended before the cutoff went from the store with them.
         self.lock().silences.retain(|s| s.end_ms >= before);
         Ok(results)
+    }
+}
+
+fn name_taken(state: &State, name: &str, region: &str) -> Result<(), HubError> {
+    match state.agents.get(name) {
+        Some(other) if other.session.is_some() && other.record.region != region => Err(HubError::Forbidden(format!(
+            "agent name {name} is already connected from region {}; give each agent its own name \
+             (pki issue-agent --name)",
+            other.record.region
+        ))),
+        _ => Ok(()),
     }
 }
 

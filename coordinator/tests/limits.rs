@@ -160,3 +160,48 @@ async fn targets_are_checked_field_by_field_and_capped() {
     assert_eq!(status.code(), Code::InvalidArgument, "{}", status.message());
     running.shutdown().await;
 }
+
+/// Connects as `name` in `region` and keeps the stream: its sender and what the coordinator sends.
+async fn connect_as(
+    running: &Running,
+    name: &str,
+    region: &str,
+) -> Result<(tokio::sync::mpsc::Sender<AgentMessage>, tonic::Streaming<CoordinatorMessage>), tonic::Status> {
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", running.addr)).unwrap().connect().await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let hello = Hello { name: name.into(), region: region.into(), version: "test".into() };
+    tx.send(AgentMessage { kind: Some(agent_message::Kind::Hello(hello)) }).await.unwrap();
+    let inbound = AgentServiceClient::new(channel).connect(ReceiverStream::new(rx)).await?.into_inner();
+    Ok((tx, inbound))
+}
+
+#[tokio::test]
+async fn an_agent_name_live_in_one_region_is_refused_in_another() {
+    let running = start("names", 100).await;
+    let first = connect_as(&running, "agent-1", "eu-west").await.expect("the first agent-1 is admitted");
+    let refused = connect_as(&running, "agent-1", "us-east").await.expect_err("a second agent-1 elsewhere is refused");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert!(refused.message().contains("already connected from region eu-west"), "{}", refused.message());
+    let agents = running.hub.agents();
+    assert_eq!(agents.len(), 1);
+    assert_eq!((agents[0].region.as_str(), agents[0].connected), ("eu-west", true), "the first keeps its session");
+    // The same name and region reconnecting (a restarted agent) takes over, as before.
+    let again = connect_as(&running, "agent-1", "eu-west").await.expect("a reconnect is admitted");
+    drop(first);
+    // Once eu-west's agent-1 is gone, the name may move to another region.
+    drop(again);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let moved = loop {
+        match connect_as(&running, "agent-1", "us-east").await {
+            Ok(stream) => break stream,
+            Err(e) if e.code() == Code::PermissionDenied && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await; // until the coordinator sees the stream end
+            }
+            Err(e) => panic!("agent-1 could not move to us-east: {e}"),
+        }
+    };
+    assert_eq!(running.hub.agents()[0].region, "us-east");
+    drop(moved);
+    running.shutdown().await;
+}
