@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::Instrument;
 use vantage_proto::v1::agent_service_server::AgentService;
 use vantage_proto::v1::coordinator_server::Coordinator;
@@ -237,7 +237,21 @@ async fn serve_agent(
     rate: u32,
 ) -> Result<(), Status> {
     let mut bucket = Bucket::new(rate, Instant::now());
-    while let Some(message) = inbound.message().await? {
+    loop {
+        let message = match inbound.message().await {
+            Ok(Some(message)) => message,
+            Ok(None) => break,
+            // The connection itself went (the agent stopped, its host or the network failed):
+            // nothing to answer, and the region's silence is alerted on its own. A message that
+            // cannot be decoded (too large, malformed) is the agent's error, told to it below.
+            Err(status)
+                if matches!(status.code(), Code::Unknown | Code::Internal | Code::Cancelled | Code::Unavailable) =>
+            {
+                tracing::info!(agent = hello.name, region = hello.region, reason = %status.message(), "agent stream broke off");
+                break;
+            }
+            Err(status) => return Err(status),
+        };
         match message.kind {
             Some(agent_message::Kind::Batch(batch)) => {
                 check_batch(&batch)?;
