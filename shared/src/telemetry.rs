@@ -39,8 +39,7 @@ pub fn init(service: &'static str, default_filter: &str) -> Telemetry {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_filter(EnvFilter::try_from_env("VANTAGE_LOG").unwrap_or_else(|_| default_filter.into()));
     let (exporter, problem) = match exporter(service) {
-        Ok(Some((provider, runtime))) => (Some((provider, runtime)), None),
-        Ok(None) => (None, None),
+        Ok(exporter) => (exporter, None),
         Err(problem) => (None, Some(problem)),
     };
     let traces = exporter.as_ref().map(|(provider, _)| {
