@@ -85,6 +85,20 @@ impl Outbox {
         sealed
     }
 
+    /// Numbers new batches above `committed`, the coordinator's newest for this agent: sequences
+    /// start from the clock, and a clock stepped back (an NTP correction at boot) would otherwise
+    /// number them below what was committed, and the coordinator would drop them as duplicates.
+    pub fn raise_floor(&mut self, committed: u64) {
+        if self.next_sequence <= committed {
+            tracing::warn!(
+                committed,
+                next = self.next_sequence,
+                "batch sequences restart above the coordinator's newest (was the clock stepped back?)"
+            );
+            self.next_sequence = committed.saturating_add(1);
+        }
+    }
+
     /// Forgets every batch up to `sequence`, now committed.
     pub fn ack(&mut self, sequence: u64) {
         while self.unacked.front().is_some_and(|b| b.sequence <= sequence) {
@@ -181,6 +195,8 @@ async fn connect_and_serve(
     for batch in outbox.unacked() {
         send_batch(&tx, batch).await?;
     }
+    // New batches are numbered once the first assignment says what the coordinator committed.
+    let mut numbered = false;
     let mut flush = tokio::time::interval(FLUSH_EVERY);
     loop {
         tokio::select! {
@@ -188,7 +204,11 @@ async fn connect_and_serve(
                 let message = message.map_err(|s| format!("stream error: {}", s.message()))?;
                 let Some(kind) = message.and_then(|m| m.kind) else { return Ok(()) };
                 let command = match kind {
-                    coordinator_message::Kind::Assignment(a) => Some(Command::Assign(a.targets)),
+                    coordinator_message::Kind::Assignment(a) => {
+                        outbox.raise_floor(a.last_sequence);
+                        numbered = true;
+                        Some(Command::Assign(a.targets))
+                    }
                     coordinator_message::Kind::Change(c) => Some(Command::Change { upserted: c.upserted, removed: c.removed_urls }),
                     coordinator_message::Kind::RunNow(r) => {
                         Some(Command::RunNow { id: r.id, url: r.target_url, trace_context: r.trace_context })
@@ -205,13 +225,13 @@ async fn connect_and_serve(
             Some(result) = results.recv() => {
                 let urgent = !result.run_now_id.is_empty();
                 outbox.push(result);
-                if urgent || outbox.pending.len() >= BATCH_SIZE {
+                if numbered && (urgent || outbox.pending.len() >= BATCH_SIZE) {
                     for batch in outbox.seal() {
                         send_batch(&tx, batch).await?;
                     }
                 }
             }
-            _ = flush.tick() => {
+            _ = flush.tick(), if numbered => {
                 for batch in outbox.seal() {
                     send_batch(&tx, batch).await?;
                 }
@@ -252,6 +272,22 @@ mod tests {
         assert_eq!(outbox.unacked().len(), 1);
         outbox.ack(sealed[1].sequence);
         assert!(outbox.is_empty());
+    }
+
+    #[test]
+    fn new_batches_are_numbered_above_what_the_coordinator_committed() {
+        let mut outbox = Outbox::new(10_000);
+        outbox.push(result(0));
+        let first = outbox.seal()[0].sequence;
+        // A coordinator that committed far more (this agent's clock was ahead before a restart).
+        outbox.raise_floor(first + 1_000_000);
+        outbox.push(result(1));
+        assert_eq!(outbox.seal()[0].sequence, first + 1_000_001);
+        // A floor below where the outbox is leaves it alone.
+        outbox.raise_floor(5);
+        outbox.push(result(2));
+        assert_eq!(outbox.seal()[0].sequence, first + 1_000_002);
+        assert_eq!(outbox.unacked().len(), 3, "sealed batches keep their numbers");
     }
 
     #[test]

@@ -56,6 +56,8 @@ struct Session {
     since_ms: i64,
     assigned: BTreeMap<String, TargetSpec>,
     sent_full: bool,
+    /// The agent's newest committed batch when it connected, told in its first assignment.
+    last_sequence: u64,
     /// Empty without mTLS.
     cert_sha256: String,
 }
@@ -347,7 +349,12 @@ impl Hub {
             cert_not_after_ms: cert.not_after_ms,
         };
         let stored = record.clone();
-        blocking(&self.store, move |s| s.record_agent(&stored)).await?;
+        let agent_name = name.to_owned();
+        let last_sequence = blocking(&self.store, move |s| {
+            s.record_agent(&stored)?;
+            s.last_sequence(&agent_name)
+        })
+        .await?;
         let session = {
             let mut state = self.lock();
             // Revoked while its record was being written: still refused.
@@ -365,6 +372,7 @@ impl Hub {
                 since_ms: now_ms(),
                 assigned: BTreeMap::new(),
                 sent_full: false,
+                last_sequence,
                 cert_sha256: cert.sha256,
             };
             if let Some(old) = state.agents.insert(name.into(), AgentState { record, session: Some(session) }) {
@@ -1530,7 +1538,11 @@ fn reassign(state: &mut State, changed: &[String]) {
         let want = desired.remove(&agent.record.name).unwrap_or_default();
         let message = if !session.sent_full {
             session.sent_full = true;
-            coordinator_message::Kind::Assignment(Assignment { epoch, targets: want.values().cloned().collect() })
+            coordinator_message::Kind::Assignment(Assignment {
+                epoch,
+                targets: want.values().cloned().collect(),
+                last_sequence: session.last_sequence,
+            })
         } else {
             let upserted: Vec<TargetSpec> = want
                 .iter()
