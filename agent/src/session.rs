@@ -179,8 +179,13 @@ async fn connect_and_serve(
         .tcp_keepalive(Some(Duration::from_secs(30)));
     let channel = endpoint.connect().await.map_err(|e| format!("cannot reach {}: {e}", config.coordinator))?;
     let (tx, rx) = mpsc::channel::<AgentMessage>(256);
-    let hello =
-        Hello { name: config.name.clone(), region: config.region.clone(), version: env!("CARGO_PKG_VERSION").into() };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let hello = Hello {
+        name: config.name.clone(),
+        region: config.region.clone(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        sent_at: Some(prost_types::Timestamp { seconds: now.as_secs() as i64, nanos: now.subsec_nanos() as i32 }),
+    };
     tx.send(AgentMessage { kind: Some(agent_message::Kind::Hello(hello)) }).await.map_err(|_| "stream closed")?;
     let mut inbound = AgentServiceClient::new(channel)
         .max_decoding_message_size(MAX_ASSIGNMENT)

@@ -80,7 +80,7 @@ async fn ingest_via_grpc(batches: Vec<ResultBatch>, targets: usize) -> f64 {
     let channel =
         tonic::transport::Endpoint::from_shared(format!("http://{}", running.addr)).unwrap().connect().await.unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    let hello = Hello { name: "bench".into(), region: "bench".into(), version: "0".into() };
+    let hello = Hello { name: "bench".into(), region: "bench".into(), version: "0".into(), ..Default::default() };
     tx.send(AgentMessage { kind: Some(agent_message::Kind::Hello(hello)) }).await.unwrap();
     let mut inbound = AgentServiceClient::new(channel).connect(ReceiverStream::new(rx)).await.unwrap().into_inner();
     let total: usize = batches.iter().map(|b| b.results.len()).sum();

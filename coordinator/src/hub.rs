@@ -44,6 +44,9 @@ pub enum HubError {
     Closed,
 }
 
+/// An agent clock further than this from the coordinator's is warned about at its hello.
+const MAX_CLOCK_OFFSET_MS: i64 = 5_000;
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
@@ -58,6 +61,8 @@ struct Session {
     sent_full: bool,
     /// The agent's newest committed batch when it connected, told in its first assignment.
     last_sequence: u64,
+    /// Its clock minus the coordinator's at its hello.
+    clock_offset_ms: i64,
     /// Empty without mTLS.
     cert_sha256: String,
 }
@@ -319,6 +324,7 @@ impl Hub {
         region: &str,
         version: &str,
         cert: Option<AgentCert>,
+        clock_offset_ms: i64,
         tx: AgentTx,
     ) -> Result<(u64, tokio::sync::oneshot::Receiver<()>), HubError> {
         spec::check_name("agent name", name)?;
@@ -340,6 +346,17 @@ impl Hub {
             );
         }
         self.check_name_free(name, region)?;
+        if clock_offset_ms.abs() > MAX_CLOCK_OFFSET_MS {
+            let (seconds, side) =
+                (clock_offset_ms.abs() / 1000, if clock_offset_ms < 0 { "behind" } else { "ahead of" });
+            tracing::warn!(
+                agent = name,
+                region,
+                clock_offset_ms,
+                "the agent's clock is {seconds} s {side} the coordinator's: its results' times are off by as much \
+                 (run NTP, e.g. chrony, on it)"
+            );
+        }
         let record = AgentRecord {
             name: name.into(),
             region: region.into(),
@@ -373,6 +390,7 @@ impl Hub {
                 assigned: BTreeMap::new(),
                 sent_full: false,
                 last_sequence,
+                clock_offset_ms,
                 cert_sha256: cert.sha256,
             };
             if let Some(old) = state.agents.insert(name.into(), AgentState { record, session: Some(session) }) {
@@ -1031,6 +1049,7 @@ impl Hub {
                 assigned_targets: a.session.as_ref().map_or(0, |s| s.assigned.len() as u32),
                 cert_sha256: a.record.cert_sha256.clone(),
                 cert_not_after: Some(a.record.cert_not_after_ms).filter(|ms| *ms != 0).map(store::timestamp),
+                clock_offset_ms: a.session.as_ref().map_or(0, |s| s.clock_offset_ms),
             })
             .collect()
     }

@@ -207,8 +207,18 @@ impl AgentService for AgentEndpoint {
         let cert = self.admit(peer, &hello)?;
         let (tx, rx) = tokio::sync::mpsc::channel(4096);
         let hub = self.hub.clone();
-        let (session, closed) =
-            hub.connect_agent(&hello.name, &hello.region, &hello.version, cert, tx.clone()).await.inspect_err(|e| {
+        // Measured at the hello, sent just after connecting: the network's delay is in it too, so
+        // under a second it says nothing and counts as none.
+        let clock_offset_ms = hello
+            .sent_at
+            .as_ref()
+            .map(|t| crate::store::ms(t).saturating_sub(crate::hub::now_ms()))
+            .filter(|ms| ms.abs() >= 1_000)
+            .unwrap_or(0);
+        let (session, closed) = hub
+            .connect_agent(&hello.name, &hello.region, &hello.version, cert, clock_offset_ms, tx.clone())
+            .await
+            .inspect_err(|e| {
                 tracing::warn!(agent = hello.name, region = hello.region, error = %e, "agent refused");
             })?;
         let rate = self.rate;

@@ -44,7 +44,8 @@ async fn session(running: &Running, messages: Vec<AgentMessage>) -> Result<Vec<u
     let channel =
         tonic::transport::Endpoint::from_shared(format!("http://{}", running.addr)).unwrap().connect().await.unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let hello = Hello { name: "agent-1".into(), region: "eu-west".into(), version: "test".into() };
+    let hello =
+        Hello { name: "agent-1".into(), region: "eu-west".into(), version: "test".into(), ..Default::default() };
     tx.send(AgentMessage { kind: Some(agent_message::Kind::Hello(hello)) }).await.unwrap();
     let mut client = AgentServiceClient::new(channel).max_encoding_message_size(64 << 20);
     let mut inbound =
@@ -81,6 +82,7 @@ async fn malformed_or_oversized_agent_messages_end_the_stream_and_store_nothing(
             name: "agent-1".into(),
             region: "eu-west".into(),
             version: "x".into(),
+            ..Default::default()
         })),
     };
     let mut huge = result(URL);
@@ -170,7 +172,7 @@ async fn connect_as(
     let channel =
         tonic::transport::Endpoint::from_shared(format!("http://{}", running.addr)).unwrap().connect().await.unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let hello = Hello { name: name.into(), region: region.into(), version: "test".into() };
+    let hello = Hello { name: name.into(), region: region.into(), version: "test".into(), ..Default::default() };
     tx.send(AgentMessage { kind: Some(agent_message::Kind::Hello(hello)) }).await.unwrap();
     let inbound = AgentServiceClient::new(channel).connect(ReceiverStream::new(rx)).await?.into_inner();
     Ok((tx, inbound))

@@ -2,7 +2,8 @@
 //! sequences start from the clock, below what the coordinator already committed for it. The
 //! coordinator's first assignment says what it committed, and the agent numbers new batches above
 //! it, so they are stored, not dropped as duplicates. The clock is moved with libfaketime (Debian's
-//! faketime), on the real agent binary.
+//! faketime), on the real agent binary. The coordinator also measures the agent's clock at its
+//! hello, warns about it, and shows it in `ListAgents`.
 
 use vantage_e2e::cluster::Cluster;
 
@@ -44,6 +45,16 @@ fn an_agent_restarted_with_its_clock_behind_still_has_its_results_stored() {
     let agent = cluster.spawn_agent(0, &cert, &key, &[]);
     agent.wait_for_line(|l| l.contains("batch sequences restart above the coordinator's newest"));
     agent.wait_for_line(|l| l.contains("assignment received"));
+    // The coordinator measured the clock at the hello, warns, and shows it.
+    let warning = cluster
+        .coordinator
+        .as_ref()
+        .unwrap()
+        .wait_for_line(|l| l.contains("the agent's clock is") && l.contains("behind the coordinator's"));
+    assert!(warning.contains("agent=\"agent-eu-west\""), "{warning}");
+    let agents = cluster.call("ListAgents", "{}");
+    let offset: i64 = agents["agents"][0]["clockOffsetMs"].as_str().and_then(|o| o.parse().ok()).unwrap_or(0);
+    assert!((-125_000..=-115_000).contains(&offset), "ListAgents shows the agent 120 s behind: {agents}");
     // Its results are stored (polling the API: the store's growth is what is asserted).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while stored(&cluster, &url) < before + 3 {
