@@ -128,6 +128,36 @@ impl AdminAuth {
     }
 }
 
+impl AdminAuth {
+    /// For the HTTP port under `--http-auth`: the read or admin token, as `Bearer <token>` (what
+    /// Prometheus sends with `authorization: credentials_file`) or as the password of HTTP Basic
+    /// (what a browser asks for; the user name is not looked at). Says who, or why not.
+    pub fn check_http(&self, authorization: Option<&str>) -> Result<&'static str, &'static str> {
+        use base64::Engine;
+        let Some(value) = authorization else { return Err("credentials needed") };
+        let token = match value.trim().split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim().to_owned(),
+            Some((scheme, encoded)) if scheme.eq_ignore_ascii_case("basic") => {
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(encoded.trim())
+                    .map_err(|_| "the Basic credentials are not base64")?;
+                let pair = String::from_utf8(decoded).map_err(|_| "the Basic credentials are not text")?;
+                pair.split_once(':')
+                    .map(|(_, password)| password.to_owned())
+                    .ok_or("the Basic credentials lack a password")?
+            }
+            _ => return Err("use `Bearer <token>` or HTTP Basic with the token as password"),
+        };
+        if self.admin_token.as_ref().is_some_and(|t| t.matches(&token)) {
+            return Ok("admin token");
+        }
+        if self.read_token.as_ref().is_some_and(|t| t.matches(&token)) {
+            return Ok("read token");
+        }
+        Err("the token is not valid")
+    }
+}
+
 fn bearer<T>(request: &Request<T>) -> Result<Option<&str>, Status> {
     let Some(value) = request.metadata().get("authorization") else { return Ok(None) };
     let value = value.to_str().map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
@@ -165,6 +195,19 @@ mod tests {
         assert_eq!(code(Some("Basic YWRtaW4="), Access::Read), Err(tonic::Code::Unauthenticated));
         assert!(Token::new("short").is_err());
         assert_eq!(format!("{:?}", auth.admin_token), "Some(Token(…))");
+    }
+
+    #[test]
+    fn the_http_port_takes_a_token_as_bearer_or_as_a_basic_password() {
+        let auth = AdminAuth { read_token: Some(Token::new("read-token-0123456789").unwrap()), ..Default::default() };
+        assert_eq!(auth.check_http(Some("Bearer read-token-0123456789")), Ok("read token"));
+        // curl -u ops:read-token-0123456789
+        assert_eq!(auth.check_http(Some("Basic b3BzOnJlYWQtdG9rZW4tMDEyMzQ1Njc4OQ==")), Ok("read token"));
+        assert!(auth.check_http(None).is_err());
+        assert!(auth.check_http(Some("Bearer read-token-012345678")).is_err());
+        assert!(auth.check_http(Some("Basic b3BzOndyb25n")).is_err(), "ops:wrong");
+        assert!(auth.check_http(Some("Basic %%%")).is_err());
+        assert!(auth.check_http(Some("Digest x")).is_err());
     }
 
     #[test]

@@ -12,19 +12,28 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use crate::auth::AdminAuth;
 use crate::hub::Hub;
 
-pub async fn serve(listener: TcpListener, hub: Arc<Hub>) {
+/// Serves HTTP until the process ends; with `gate`, every request but `/healthz` and the signed
+/// heartbeats needs a token (`--http-auth`).
+pub async fn serve(listener: TcpListener, hub: Arc<Hub>, gate: Option<Arc<AdminAuth>>) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let hub = hub.clone();
+        let (hub, gate) = (hub.clone(), gate.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                let hub = hub.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(&hub, request).await) }
+                let (hub, gate) = (hub.clone(), gate.clone());
+                async move {
+                    let refused = gate.as_deref().and_then(|gate| refuse(gate, &request));
+                    Ok::<_, std::convert::Infallible>(match refused {
+                        Some(response) => response,
+                        None => route(&hub, request).await,
+                    })
+                }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .header_read_timeout(Duration::from_secs(10))
@@ -33,6 +42,29 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>) {
             let _ = tokio::time::timeout(Duration::from_secs(300), connection).await;
         });
     }
+}
+
+/// A 401 asking for credentials, unless the request has them or needs none.
+fn refuse(gate: &AdminAuth, request: &Request<hyper::body::Incoming>) -> Option<Response<Full<Bytes>>> {
+    let path = request.uri().path();
+    let signed = request.method() == hyper::Method::POST && path.starts_with("/v1/heartbeats/");
+    if path == "/healthz" || signed {
+        return None;
+    }
+    let authorization = request.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let reason = gate.check_http(authorization).err()?;
+    let mut response = respond(
+        StatusCode::UNAUTHORIZED,
+        "text/plain",
+        format!(
+            "{reason}: this coordinator's HTTP port needs its read or admin token (Bearer, or Basic as password)\n"
+        ),
+    );
+    response.headers_mut().insert(
+        hyper::header::WWW_AUTHENTICATE,
+        hyper::header::HeaderValue::from_static("Basic realm=\"Vantage\", charset=\"UTF-8\""),
+    );
+    Some(response)
 }
 
 /// Largest heartbeat body read.

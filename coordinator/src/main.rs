@@ -77,6 +77,10 @@ struct ServeArgs {
     /// A file holding a bearer token for the read-only calls.
     #[arg(long, env = "VANTAGE_READ_TOKEN_FILE", value_name = "FILE")]
     read_token_file: Option<PathBuf>,
+    /// The HTTP port's pages, status and metrics need the read or admin token (Bearer, or HTTP
+    /// Basic with the token as password); `/healthz` and the signed heartbeats stay open.
+    #[arg(long, env = "VANTAGE_HTTP_AUTH")]
+    http_auth: bool,
     /// Most targets the coordinator holds.
     #[arg(long, default_value_t = vantage_coordinator::hub::DEFAULT_MAX_TARGETS, env = "VANTAGE_MAX_TARGETS")]
     max_targets: usize,
@@ -150,6 +154,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         tls,
         admin_token_file: args.admin_token_file,
         read_token_file: args.read_token_file,
+        http_auth: args.http_auth,
         agent_rate: args.agent_rate,
     })
     .await?;

@@ -37,6 +37,8 @@ pub struct ServeOptions {
     pub tls: Option<TlsFiles>,
     pub admin_token_file: Option<PathBuf>,
     pub read_token_file: Option<PathBuf>,
+    /// The HTTP port (but `/healthz` and heartbeats, which are signed) needs the read or admin token.
+    pub http_auth: bool,
     /// Results per second per agent.
     pub agent_rate: u32,
 }
@@ -54,6 +56,7 @@ impl ServeOptions {
             tls: None,
             admin_token_file: None,
             read_token_file: None,
+            http_auth: false,
             agent_rate: crate::service::DEFAULT_AGENT_RATE,
         }
     }
@@ -175,6 +178,9 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
         admin_token: options.admin_token_file.as_deref().map(Token::load).transpose()?,
         read_token: options.read_token_file.as_deref().map(Token::load).transpose()?,
     });
+    if options.http_auth && auth.admin_token.is_none() && auth.read_token.is_none() {
+        anyhow::bail!("--http-auth needs a token to check: give --read-token-file (or --admin-token-file)");
+    }
     let mut hub_options = options.hub.clone();
     let targets = match &options.config {
         Some(path) => {
@@ -211,7 +217,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
             .max_encoding_message_size(MAX_ASSIGNMENT);
     // Answers as large as an assignment (every target's status): grpcurl needs -max-msg-sz for
     // those beyond 4 MiB.
-    let admin = CoordinatorServer::new(AdminEndpoint { hub: hub.clone(), auth })
+    let admin = CoordinatorServer::new(AdminEndpoint { hub: hub.clone(), auth: auth.clone() })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_ASSIGNMENT);
     let (stop, stopped) = oneshot::channel::<()>();
@@ -237,7 +243,8 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
         Some(http) => {
             let listener = TcpListener::bind(http).await.with_context(|| format!("listening on {http}"))?;
             let http_addr = listener.local_addr()?;
-            background.push(tokio::spawn(crate::http::serve(listener, hub.clone())));
+            let gate = options.http_auth.then(|| auth.clone());
+            background.push(tokio::spawn(crate::http::serve(listener, hub.clone(), gate)));
             Some(http_addr)
         }
         None => None,

@@ -2,7 +2,8 @@
 //! a bridge (certificates from the real `pki` commands), agents run in their regions'
 //! namespaces. Agents without a certificate, with another CA's, with a revoked one, or claiming
 //! another region are refused and store nothing; the admin API takes an admin certificate or a
-//! token and nothing else (checked with the real grpcurl); `--insecure` stays on loopback.
+//! token and nothing else (checked with the real grpcurl); `--insecure` stays on loopback; under
+//! `--http-auth` the HTTP port wants the token too (checked with curl).
 
 use vantage_e2e::cluster::{ADMIN_TOKEN, Cluster, READ_TOKEN, pki};
 use vantage_e2e::{grpcurl_output, run};
@@ -235,5 +236,73 @@ fn the_coordinator_warns_about_expiring_certificates_and_loose_key_files() {
     );
     let line = coordinator.wait_for_line(|l| l.contains("agent certificate expires soon"));
     assert!(line.contains("agent-1") && days_left(&line) <= 5, "{line}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// curl against the HTTP port: the status code, and the headers and body.
+fn curl(url: &str, extra: &[&str]) -> (String, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-D", "-", "-o", "-", "-w", "\n%{http_code}"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (said, code) = text.rsplit_once('\n').unwrap();
+    (code.to_owned(), said.to_owned())
+}
+
+#[test]
+fn under_http_auth_the_http_port_needs_the_token_but_for_health() {
+    let dir = std::env::temp_dir().join(format!("vantage-http-auth-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let data = dir.join("data");
+    let data = data.to_str().unwrap();
+    let refused = run(
+        "vantage-coordinator",
+        &["serve", "--insecure", "--listen", "127.0.0.1:0", "--data-dir", data, "--http-auth"],
+    );
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("--http-auth needs a token"), "{err}");
+
+    let token_file = dir.join("read.token");
+    std::fs::write(&token_file, READ_TOKEN).unwrap();
+    std::fs::set_permissions(&token_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let coordinator = vantage_e2e::Process::start(
+        "vantage-coordinator",
+        &[
+            "serve",
+            "--insecure",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data,
+            "--read-token-file",
+            token_file.to_str().unwrap(),
+            "--http-auth",
+        ],
+    );
+    let line = coordinator.wait_for_line(|l| l.contains("coordinator listening"));
+    let http = line.split("http=Some(").nth(1).and_then(|r| r.split(')').next()).unwrap().to_owned();
+    let base = format!("http://{http}");
+
+    for path in ["/", "/metrics", "/v1/status", "/v1/heartbeats", "/target?url=https://a.example/"] {
+        let (code, said) = curl(&format!("{base}{path}"), &[]);
+        assert_eq!(code, "401", "{path} without a token: {said}");
+        assert!(said.to_ascii_lowercase().contains("www-authenticate: basic realm=\"vantage\""), "{said}");
+        let (code, _) = curl(&format!("{base}{path}"), &["-H", "Authorization: Bearer not-the-token-0123456789"]);
+        assert_eq!(code, "401", "{path} with a wrong token");
+    }
+    // Prometheus sends the token as a bearer; a browser as the password of Basic.
+    let (code, said) = curl(&format!("{base}/metrics"), &["-H", &format!("Authorization: Bearer {READ_TOKEN}")]);
+    assert!(code == "200" && said.contains("vantage_targets"), "{code}: {said}");
+    let (code, said) = curl(&format!("{base}/"), &["-u", &format!("ops:{READ_TOKEN}")]);
+    assert!(code == "200" && said.contains("<title>Vantage status</title>"), "{code}: {said}");
+    // Health stays open for load balancers and service managers.
+    let (code, _) = curl(&format!("{base}/healthz"), &[]);
+    assert_eq!(code, "200");
     let _ = std::fs::remove_dir_all(&dir);
 }
