@@ -78,7 +78,7 @@ impl Outbox {
         while !self.pending.is_empty() {
             let take = self.pending.len().min(BATCH_SIZE);
             let batch = ResultBatch { sequence: self.next_sequence, results: self.pending.drain(..take).collect() };
-            self.next_sequence += 1;
+            self.next_sequence = self.next_sequence.saturating_add(1);
             self.unacked.push_back(batch.clone());
             sealed.push(batch);
         }

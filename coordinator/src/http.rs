@@ -31,7 +31,7 @@ pub async fn serve(listener: TcpListener, hub: Arc<Hub>, gate: Option<Arc<AdminA
                     let refused = gate.as_deref().and_then(|gate| refuse(gate, &request));
                     Ok::<_, std::convert::Infallible>(match refused {
                         Some(response) => response,
-                        None => route(&hub, request).await,
+                        None => route(&hub, request, gate.is_some()).await,
                     })
                 }
             });
@@ -70,7 +70,7 @@ fn refuse(gate: &AdminAuth, request: &Request<hyper::body::Incoming>) -> Option<
 /// Largest heartbeat body read.
 const MAX_HEARTBEAT_BODY: usize = 4096;
 
-async fn route(hub: &Hub, request: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+async fn route(hub: &Hub, request: Request<hyper::body::Incoming>, gated: bool) -> Response<Full<Bytes>> {
     let path = request.uri().path().to_owned();
     if request.method() == hyper::Method::GET {
         let query = request.uri().query().unwrap_or_default();
@@ -86,7 +86,7 @@ async fn route(hub: &Hub, request: Request<hyper::body::Incoming>) -> Response<F
         }
     }
     let (status, content_type, body) = match (request.method().as_str(), path.as_str()) {
-        ("POST", p) if p.starts_with("/v1/heartbeats/") => heartbeat(hub, request).await,
+        ("POST", p) if p.starts_with("/v1/heartbeats/") => heartbeat(hub, request, gated).await,
         ("GET", "/metrics") => (StatusCode::OK, "text/plain; version=0.0.4", crate::metrics::render(hub).await),
         ("GET", "/v1/heartbeats") => {
             let list: Vec<serde_json::Value> = hub
@@ -128,7 +128,12 @@ fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Ful
 }
 
 /// `POST /v1/heartbeats/{name}`: 200 with the next due time, or 401/400/409/404/413 with the reason.
-async fn heartbeat(hub: &Hub, request: Request<hyper::body::Incoming>) -> (StatusCode, &'static str, String) {
+/// Behind `--http-auth` an unknown name is a 401 like a bad signature, so names cannot be listed.
+async fn heartbeat(
+    hub: &Hub,
+    request: Request<hyper::body::Incoming>,
+    gated: bool,
+) -> (StatusCode, &'static str, String) {
     use http_body_util::BodyExt;
     let name = request.uri().path().trim_start_matches("/v1/heartbeats/").to_owned();
     let header = |n: &str| request.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
@@ -160,6 +165,9 @@ async fn heartbeat(hub: &Hub, request: Request<hyper::body::Incoming>) -> (Statu
                 E::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             tracing::warn!(heartbeat = name, error = %e, "heartbeat refused");
+            if gated && matches!(e, E::Unknown(_) | E::Unauthenticated(_)) {
+                return (StatusCode::UNAUTHORIZED, "text/plain", "no such heartbeat, or a bad signature\n".into());
+            }
             (status, "text/plain", format!("{e}\n"))
         }
     }

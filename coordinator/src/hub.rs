@@ -45,7 +45,7 @@ pub enum HubError {
 }
 
 /// An agent clock further than this from the coordinator's is warned about at its hello.
-const MAX_CLOCK_OFFSET_MS: i64 = 5_000;
+const MAX_CLOCK_OFFSET_MS: u64 = 5_000;
 
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
@@ -346,9 +346,9 @@ impl Hub {
             );
         }
         self.check_name_free(name, region)?;
-        if clock_offset_ms.abs() > MAX_CLOCK_OFFSET_MS {
-            let (seconds, side) =
-                (clock_offset_ms.abs() / 1000, if clock_offset_ms < 0 { "behind" } else { "ahead of" });
+        if clock_offset_ms.unsigned_abs() >= MAX_CLOCK_OFFSET_MS {
+            let seconds = clock_offset_ms.unsigned_abs() / 1000;
+            let side = if clock_offset_ms < 0 { "behind" } else { "ahead of" };
             tracing::warn!(
                 agent = name,
                 region,

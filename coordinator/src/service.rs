@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Code, Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 use vantage_proto::v1::agent_service_server::AgentService;
 use vantage_proto::v1::coordinator_server::Coordinator;
@@ -89,8 +89,29 @@ impl AgentEndpoint {
     }
 }
 
+/// Whether a stream error is the connection going (HTTP/2, hyper or I/O underneath), not
+/// something the agent sent.
+fn broke_off(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.is::<h2::Error>() || error.is::<hyper::Error>() || error.is::<std::io::Error>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+/// The largest batch sequence accepted.
+const MAX_SEQUENCE: u64 = 1 << 62;
+
 /// Checks an incoming batch before anything of it is used; a malformed batch ends the stream.
 pub fn check_batch(batch: &ResultBatch) -> Result<(), Status> {
+    // Agents count from the clock in microseconds: 2^62 is 146,000 years away. A sequence near
+    // the top would leave the agent no room above it.
+    if batch.sequence > MAX_SEQUENCE {
+        return Err(Status::invalid_argument(format!("sequence: at most {MAX_SEQUENCE}, got {}", batch.sequence)));
+    }
     if batch.results.len() > MAX_BATCH {
         return Err(Status::invalid_argument(format!(
             "results: a batch holds at most {MAX_BATCH}, got {}",
@@ -213,7 +234,7 @@ impl AgentService for AgentEndpoint {
             .sent_at
             .as_ref()
             .map(|t| crate::store::ms(t).saturating_sub(crate::hub::now_ms()))
-            .filter(|ms| ms.abs() >= 1_000)
+            .filter(|ms| ms.unsigned_abs() >= 1_000)
             .unwrap_or(0);
         let (session, closed) = hub
             .connect_agent(&hello.name, &hello.region, &hello.version, cert, clock_offset_ms, tx.clone())
@@ -254,9 +275,7 @@ async fn serve_agent(
             // The connection itself went (the agent stopped, its host or the network failed):
             // nothing to answer, and the region's silence is alerted on its own. A message that
             // cannot be decoded (too large, malformed) is the agent's error, told to it below.
-            Err(status)
-                if matches!(status.code(), Code::Unknown | Code::Internal | Code::Cancelled | Code::Unavailable) =>
-            {
+            Err(status) if broke_off(&status) => {
                 tracing::info!(agent = hello.name, region = hello.region, reason = %status.message(), "agent stream broke off");
                 break;
             }
@@ -556,6 +575,17 @@ mod tests {
     }
 
     #[test]
+    fn a_dropped_connection_is_told_apart_from_a_bad_message() {
+        let dropped = Status::from_error(Box::new(h2::Error::from(h2::Reason::INTERNAL_ERROR)));
+        assert_eq!(dropped.code(), tonic::Code::Internal, "the same code as a decode error");
+        assert!(broke_off(&dropped));
+        let reset = Status::from_error(Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset)));
+        assert!(broke_off(&reset));
+        assert!(!broke_off(&Status::internal("failed to decode Protobuf message: invalid wire type")));
+        assert!(!broke_off(&Status::out_of_range("message too large")));
+    }
+
+    #[test]
     fn malformed_batches_are_named() {
         let ok = TargetResult {
             target_url: "https://a.example/".into(),
@@ -588,6 +618,8 @@ mod tests {
             assert_eq!(status.code(), tonic::Code::InvalidArgument);
             assert!(status.message().starts_with(&format!("results[1].{field}")), "{}", status.message());
         }
+        let far = check_batch(&ResultBatch { sequence: u64::MAX, results: vec![ok.clone()] }).unwrap_err();
+        assert!(far.message().starts_with("sequence:"), "{}", far.message());
         let huge = ResultBatch { sequence: 1, results: vec![ok; MAX_BATCH + 1] };
         assert!(check_batch(&huge).unwrap_err().message().starts_with("results:"));
     }

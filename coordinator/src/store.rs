@@ -310,15 +310,15 @@ impl Store {
         Ok(out)
     }
 
-    /// Commits one agent batch in one write transaction: the history rows, the newest result per
-    /// (target, region) where these are newer, and the agent's sequence. A sequence at or below
-    /// the last committed one is a redelivery and writes nothing.
     /// The newest batch sequence committed for `agent` (0 for none).
     pub fn last_sequence(&self, agent: &str) -> Result<u64, StoreError> {
         let txn = self.db.begin_read()?;
         Ok(txn.open_table(SEQUENCES)?.get(agent)?.map_or(0, |s| s.value()))
     }
 
+    /// Commits one agent batch in one write transaction: the history rows, the newest result per
+    /// (target, region) where these are newer, and the agent's sequence. A sequence at or below
+    /// the last committed one is a redelivery and writes nothing.
     pub fn record_batch(
         &self,
         agent: &str,

@@ -169,3 +169,17 @@ pub fn grpcurl_output(args: &[&str]) -> String {
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
+
+/// `curl` POSTing a heartbeat signed with `secret` (openssl computes the HMAC); returns the HTTP
+/// status and the answer.
+pub fn post_heartbeat(url: &str, secret: &str, timestamp: i64, body: &str) -> (u16, String) {
+    let script = r#"sig=$(printf '%s.%s' "$2" "$3" | openssl dgst -sha256 -hmac "$1" | sed 's/^.*= //')
+curl -s -w '\n%{http_code}' -H "X-Vantage-Timestamp: $2" -H "X-Vantage-Signature: v1=$sig" --data "$3" "$4""#;
+    let out = Command::new("sh")
+        .args(["-c", script, "sh", secret, &timestamp.to_string(), body, url])
+        .output()
+        .expect("sh, openssl and curl run");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (answer, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), answer.to_owned())
+}

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use vantage_e2e::receiver::{Received, Receiver};
-use vantage_e2e::{Process, binary, grpcurl};
+use vantage_e2e::{Process, binary, grpcurl, post_heartbeat};
 use vantage_shared::lab::pki::{Ca, Identity, LeafSpec};
 use vantage_shared::lab::server::{self, Reply};
 
@@ -425,20 +425,6 @@ fn an_alert_queued_while_the_receiver_is_down_survives_a_killed_coordinator_and_
     let alerts = w.call("ListAlerts", "{}");
     let delivered = alerts["alerts"].as_array().unwrap().iter().find(|a| a["id"] == id.as_str()).unwrap().clone();
     assert_eq!(delivered["deliveries"][0]["state"], "delivered", "{alerts}");
-}
-
-/// `curl` POSTing a heartbeat signed with `secret` (openssl computes the HMAC); returns the HTTP
-/// status and the answer.
-fn post_heartbeat(url: &str, secret: &str, timestamp: i64, body: &str) -> (u16, String) {
-    let script = r#"sig=$(printf '%s.%s' "$2" "$3" | openssl dgst -sha256 -hmac "$1" | sed 's/^.*= //')
-curl -s -w '\n%{http_code}' -H "X-Vantage-Timestamp: $2" -H "X-Vantage-Signature: v1=$sig" --data "$3" "$4""#;
-    let out = Command::new("sh")
-        .args(["-c", script, "sh", secret, &timestamp.to_string(), body, url])
-        .output()
-        .expect("sh, openssl and curl run");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (answer, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.trim().parse().unwrap_or(0), answer.to_owned())
 }
 
 fn unix_now() -> i64 {

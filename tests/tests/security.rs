@@ -6,7 +6,7 @@
 //! `--http-auth` the HTTP port wants the token too (checked with curl).
 
 use vantage_e2e::cluster::{ADMIN_TOKEN, Cluster, READ_TOKEN, pki};
-use vantage_e2e::{grpcurl_output, run};
+use vantage_e2e::{grpcurl_output, post_heartbeat, run};
 
 fn history_len(c: &Cluster, region: &str) -> usize {
     let body = format!("{{\"url\": \"{}\", \"region\": \"{region}\", \"limit\": 1000}}", c.targets[0].url);
@@ -266,9 +266,19 @@ fn under_http_auth_the_http_port_needs_the_token_but_for_health() {
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && err.contains("--http-auth needs a token"), "{err}");
 
-    let token_file = dir.join("read.token");
-    std::fs::write(&token_file, READ_TOKEN).unwrap();
-    std::fs::set_permissions(&token_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let secret = |file: &str, text: &str| {
+        std::fs::write(dir.join(file), text).unwrap();
+        std::fs::set_permissions(dir.join(file), std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        dir.join(file).to_str().unwrap().to_owned()
+    };
+    let (read_token, admin_token) = (secret("read.token", READ_TOKEN), secret("admin.token", ADMIN_TOKEN));
+    secret("backup.secret", "backup-heartbeat-secret-01234");
+    std::fs::write(
+        dir.join("vantage.toml"),
+        "[[heartbeat]]\nname = \"backup\"\nperiod = \"1d\"\nsecret_file = \"backup.secret\"\n",
+    )
+    .unwrap();
+    let config = dir.join("vantage.toml");
     let coordinator = vantage_e2e::Process::start(
         "vantage-coordinator",
         &[
@@ -281,7 +291,11 @@ fn under_http_auth_the_http_port_needs_the_token_but_for_health() {
             "--data-dir",
             data,
             "--read-token-file",
-            token_file.to_str().unwrap(),
+            &read_token,
+            "--admin-token-file",
+            &admin_token,
+            "--config",
+            config.to_str().unwrap(),
             "--http-auth",
         ],
     );
@@ -301,6 +315,22 @@ fn under_http_auth_the_http_port_needs_the_token_but_for_health() {
     assert!(code == "200" && said.contains("vantage_targets"), "{code}: {said}");
     let (code, said) = curl(&format!("{base}/"), &["-u", &format!("ops:{READ_TOKEN}")]);
     assert!(code == "200" && said.contains("<title>Vantage status</title>"), "{code}: {said}");
+    let (code, _) = curl(&format!("{base}/v1/status"), &["-u", &format!("ops:{ADMIN_TOKEN}")]);
+    assert_eq!(code, "200", "the admin token opens it too");
+    let (code, _) = curl(&format!("{base}/"), &["-u", "ops:not-the-token-0123456789"]);
+    assert_eq!(code, "401", "a wrong Basic password");
+    // Heartbeats carry their own signatures: through without a token, and an unknown name is a
+    // 401 like a bad signature (names cannot be listed).
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let (code, said) =
+        post_heartbeat(&format!("{base}/v1/heartbeats/backup"), "backup-heartbeat-secret-01234", now, "ok");
+    assert_eq!(code, 200, "a signed heartbeat needs no token: {said}");
+    let (code, said) =
+        post_heartbeat(&format!("{base}/v1/heartbeats/nobody"), "backup-heartbeat-secret-01234", now, "ok");
+    assert_eq!((code, said.trim()), (401, "no such heartbeat, or a bad signature"));
+    let (code, said) =
+        post_heartbeat(&format!("{base}/v1/heartbeats/backup"), "not-the-secret-0123456789", now + 1, "ok");
+    assert_eq!((code, said.trim()), (401, "no such heartbeat, or a bad signature"));
     // Health stays open for load balancers and service managers.
     let (code, _) = curl(&format!("{base}/healthz"), &[]);
     assert_eq!(code, "200");
