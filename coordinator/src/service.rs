@@ -102,6 +102,15 @@ fn broke_off(status: &Status) -> bool {
     false
 }
 
+/// A request's `limit` of rows: 100 when unset, at most 1,000.
+fn row_limit(limit: u32) -> Result<usize, Status> {
+    match limit {
+        0 => Ok(100),
+        n if n > 1000 => Err(Status::invalid_argument("limit: at most 1000")),
+        n => Ok(n as usize),
+    }
+}
+
 /// The largest batch sequence accepted.
 const MAX_SEQUENCE: u64 = 1 << 62;
 
@@ -428,11 +437,7 @@ impl Coordinator for AdminEndpoint {
         if r.url.is_empty() {
             return Err(Status::invalid_argument("url: missing"));
         }
-        let limit = match r.limit {
-            0 => 100,
-            n if n > 1000 => return Err(Status::invalid_argument("limit: at most 1000")),
-            n => n as usize,
-        };
+        let limit = row_limit(r.limit)?;
         let region = Some(r.region).filter(|r| !r.is_empty());
         let since = ms(r.since.as_ref()).unwrap_or(i64::MIN);
         let until = ms(r.until.as_ref()).unwrap_or(i64::MAX);
@@ -466,11 +471,7 @@ impl Coordinator for AdminEndpoint {
     ) -> Result<Response<ListIncidentsResponse>, Status> {
         self.authorize(&request, Access::Read)?;
         let r = request.into_inner();
-        let limit = match r.limit {
-            0 => 100,
-            n if n > 1000 => return Err(Status::invalid_argument("limit: at most 1000")),
-            n => n as usize,
-        };
+        let limit = row_limit(r.limit)?;
         Ok(Response::new(ListIncidentsResponse { incidents: self.hub.incidents(&r.url, r.open_only, limit).await? }))
     }
 
@@ -504,11 +505,7 @@ impl Coordinator for AdminEndpoint {
     async fn list_alerts(&self, request: Request<ListAlertsRequest>) -> Result<Response<ListAlertsResponse>, Status> {
         self.authorize(&request, Access::Read)?;
         let r = request.into_inner();
-        let limit = match r.limit {
-            0 => 100,
-            n if n > 1000 => return Err(Status::invalid_argument("limit: at most 1000")),
-            n => n as usize,
-        };
+        let limit = row_limit(r.limit)?;
         let alerts = self.hub.alerts(&r.subject, limit).await?;
         Ok(Response::new(ListAlertsResponse { alerts: alerts.iter().map(alert_info).collect() }))
     }

