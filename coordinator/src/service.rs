@@ -328,7 +328,7 @@ async fn serve_agent(
                     tracing::debug!(agent = hello.name, sequence = batch.sequence, "duplicate batch dropped");
                 }
                 let ack =
-                    CoordinatorMessage { kind: Some(coordinator_message::Kind::Ack(Ack { sequence: batch.sequence })) };
+                    CoordinatorMessage { kind: Some(coordinator_message::Kind::Ack(Ack { sequence: batch.sequence, refused: Vec::new() })) };
                 if tx.send(Ok(ack)).await.is_err() {
                     break;
                 }

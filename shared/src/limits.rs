@@ -1,0 +1,70 @@
+//! Every size limit the agent and the coordinator must agree on, defined once: the coordinator
+//! refuses what exceeds them, `UpsertTarget` refuses targets the agent could not report on, and
+//! the agent truncates or splits so that it never builds what the coordinator would refuse.
+
+/// Longest target URL accepted anywhere (config, `UpsertTarget`, result batches).
+pub const MAX_URL: usize = 2048;
+/// Longest identifier carried with a result: run-now ids, failure codes.
+pub const MAX_ID: usize = 64;
+/// Most results in one batch.
+pub const MAX_BATCH_RESULTS: usize = 1000;
+/// Largest gRPC message the coordinator decodes from agents and API callers.
+pub const MAX_MESSAGE: usize = 4 << 20;
+/// Largest encoded batch an agent sends: the message cap less room for framing, so a batch
+/// split by bytes always fits.
+pub const MAX_BATCH_BYTES: usize = 3 << 20;
+/// Largest encoded single result the coordinator stores; the agent's truncation keeps every
+/// result well under it.
+pub const MAX_RESULT_BYTES: usize = 256 << 10;
+/// Longest free-text field of a result (a failure's message, hint and detail, a redirect
+/// location): longer text is cut by the agent, which marks the cut with [`TRUNCATED`].
+pub const MAX_TEXT: usize = 4096;
+/// Most subject alternative names kept per certificate.
+pub const MAX_SANS: usize = 256;
+/// Longest single SAN, subject or issuer kept.
+pub const MAX_NAME: usize = 1024;
+/// Most certificates of a served chain kept.
+pub const MAX_CHAIN: usize = 16;
+/// Most backends (resolved addresses) reported per result.
+pub const MAX_BACKENDS: usize = 64;
+/// What ends a field the agent cut short.
+pub const TRUNCATED: &str = "…[truncated]";
+
+/// `text` cut to at most `max` bytes on a character boundary, ending in [`TRUNCATED`] when cut.
+pub fn truncate(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut end = max.saturating_sub(TRUNCATED.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(TRUNCATED);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_text_is_kept() {
+        let mut s = "refused".to_owned();
+        truncate(&mut s, MAX_TEXT);
+        assert_eq!(s, "refused");
+    }
+
+    #[test]
+    fn long_text_is_cut_on_a_character_and_marked() {
+        let mut s = "é".repeat(5000);
+        truncate(&mut s, MAX_TEXT);
+        assert!(s.len() <= MAX_TEXT, "{}", s.len());
+        assert!(s.ends_with(TRUNCATED));
+        assert!(s.trim_end_matches(TRUNCATED).chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn the_batch_cap_leaves_room_under_the_message_cap() {
+        assert!(MAX_BATCH_BYTES + MAX_RESULT_BYTES < MAX_MESSAGE);
+    }
+}
