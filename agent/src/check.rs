@@ -8,11 +8,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use ipnet::IpNet;
 use vantage_shared::failure::Stage;
 use vantage_shared::report::{CertHealth, ProbeReport, ProbeStatus};
 use vantage_shared::target::TargetUrl;
 
 use crate::probe::cert::{self, Thresholds, watch::WatchedCert};
+use crate::probe::policy::{self, NetworkPolicy};
 use crate::probe::{Prober, ProberConfig, Target};
 
 /// Nagios/Icinga plugin exit codes.
@@ -37,6 +39,16 @@ pub struct NetworkArgs {
     /// holds one).
     #[arg(long = "ca-file", value_name = "PEM", env = "VANTAGE_CA_FILE")]
     pub ca_files: Vec<PathBuf>,
+    /// Never connect to addresses in this network (CIDR; repeatable; the environment variable
+    /// holds one). Added to the defaults, which deny link-local addresses and cloud metadata
+    /// endpoints: 169.254.0.0/16, fe80::/10, fd00:ec2::254/128. A target or redirect resolving
+    /// there fails with target_denied before any connection.
+    #[arg(long = "deny-network", value_name = "CIDR", value_parser = policy::parse_network, env = "VANTAGE_DENY_NETWORK")]
+    pub deny_networks: Vec<IpNet>,
+    /// Lift part of the denied networks: an address in this network is reached even if denied
+    /// (CIDR; repeatable; the environment variable holds one).
+    #[arg(long = "allow-network", value_name = "CIDR", value_parser = policy::parse_network, env = "VANTAGE_ALLOW_NETWORK")]
+    pub allow_networks: Vec<IpNet>,
 }
 
 impl NetworkArgs {
@@ -53,6 +65,7 @@ impl NetworkArgs {
             ca_files: self.ca_files.clone(),
             watch_certs: Vec::new(),
             watch_grace: cert::watch::DEFAULT_GRACE,
+            network: NetworkPolicy::new(&self.deny_networks, &self.allow_networks),
         }
     }
 }
@@ -427,5 +440,37 @@ mod tests {
         assert!(parse_nameserver("dns.example").is_err());
         assert!(parse_timeout("0s").is_err());
         assert!(parse_timeout("1h").is_err());
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct Line {
+        #[command(flatten)]
+        network: NetworkArgs,
+    }
+
+    #[test]
+    fn network_flags_say_the_default_denied_ranges_and_add_to_them() {
+        use clap::CommandFactory;
+        let help = Line::command().render_long_help().to_string();
+        for range in policy::DEFAULT_DENY {
+            assert!(help.contains(range), "--deny-network's help lacks {range}:\n{help}");
+        }
+        let line = <Line as clap::Parser>::try_parse_from([
+            "check",
+            "--deny-network",
+            "127.0.0.2/32",
+            "--deny-network",
+            "10.0.0.0/8",
+            "--allow-network",
+            "169.254.169.254",
+        ])
+        .unwrap();
+        let policy = line.network.prober_config().network;
+        assert!(!policy.permits("127.0.0.2".parse().unwrap()));
+        assert!(!policy.permits("10.1.1.1".parse().unwrap()));
+        assert!(!policy.permits("169.254.170.2".parse().unwrap()), "a given deny keeps the defaults");
+        assert!(policy.permits("169.254.169.254".parse().unwrap()));
+        let bad = <Line as clap::Parser>::try_parse_from(["check", "--deny-network", "10.0.0.0/40"]).unwrap_err();
+        assert!(bad.to_string().contains("CIDR"), "{bad}");
     }
 }

@@ -6,6 +6,7 @@ pub mod cert;
 pub mod connect;
 pub mod dns;
 pub mod http;
+pub mod policy;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -77,6 +78,8 @@ pub struct ProberConfig {
     /// How long a renewed watched file may wait for its reload (`cert::watch::DEFAULT_GRACE`
     /// from the command line).
     pub watch_grace: Duration,
+    /// The addresses a target may reach (the default denies link-local and metadata endpoints).
+    pub network: policy::NetworkPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +125,7 @@ impl Prober {
         let pinned = config.pinned.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
         Ok(Prober {
             inner: Arc::new(Inner {
-                resolver: dns::Resolver::new(&config.nameservers, pinned)?,
+                resolver: dns::Resolver::new(&config.nameservers, pinned, config.network)?,
                 roots,
                 tls: tls::client_config(provider.clone()),
                 provider,

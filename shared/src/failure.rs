@@ -82,6 +82,9 @@ failure_codes! {
     DnsUnexpectedAddress = "dns_unexpected_address", Dns,
         "The name resolves to an address that is not one of the expected addresses.",
         "Check the DNS record for a wrong or stale value (an old server, a hijacked record), or update the expected addresses if the move was intended.";
+    TargetDenied = "target_denied", Dns,
+        "The target (or a redirect it sent) resolves to an address this agent must not reach, such as a cloud metadata endpoint; no connection was made.",
+        "Point the target at a public address; if this address really is meant to be probed from this agent, lift it with --allow-network CIDR (link-local and metadata addresses are denied by default because they hand out the instance's credentials).";
     TcpRefused = "tcp_refused", Connect,
         "The server refused the TCP connection: nothing is listening on that port.",
         "Start the web server or load balancer listener, or fix the port; a firewall that rejects (rather than drops) also looks like this.";
@@ -188,13 +191,17 @@ mod tests {
             assert_eq!(FailureCode::from_code(code.as_str()), Some(code));
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));
-            assert!(code.as_str().starts_with(match code.stage() {
-                Stage::Dns => "dns_",
-                Stage::Connect => "tcp_",
-                Stage::Tls => "tls_",
-                Stage::Certificate => "cert_",
-                Stage::Http => "http_",
-            }));
+            // target_denied is found while resolving but names what was denied, not a DNS fault.
+            assert!(
+                code == FailureCode::TargetDenied
+                    || code.as_str().starts_with(match code.stage() {
+                        Stage::Dns => "dns_",
+                        Stage::Connect => "tcp_",
+                        Stage::Tls => "tls_",
+                        Stage::Certificate => "cert_",
+                        Stage::Http => "http_",
+                    })
+            );
             assert!(code.cause().ends_with('.') && code.hint().ends_with('.'), "{code}");
         }
     }

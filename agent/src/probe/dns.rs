@@ -15,6 +15,8 @@ use hickory_resolver::net::{DnsError as WireError, NetError};
 use vantage_shared::failure::FailureCode;
 use vantage_shared::target::TargetHost;
 
+use super::policy::NetworkPolicy;
+
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {
     #[error("{name} does not exist (NXDOMAIN)")]
@@ -27,6 +29,9 @@ pub enum DnsError {
     Server { name: String, detail: String },
     #[error("{name} resolves to {unexpected:?}, which is not among the expected {expected:?}")]
     UnexpectedAddress { name: String, unexpected: Vec<IpAddr>, expected: Vec<IpAddr> },
+    /// `what` names the host and, for a name, the denied addresses it resolved to.
+    #[error("{what} is in a network this agent must not reach (--deny-network; lift with --allow-network)")]
+    Denied { what: String, denied: Vec<IpAddr> },
 }
 
 /// The local resolver configuration is unusable: a problem here, not at the target.
@@ -42,6 +47,7 @@ impl DnsError {
             DnsError::Timeout { .. } => FailureCode::DnsTimeout,
             DnsError::Server { .. } => FailureCode::DnsError,
             DnsError::UnexpectedAddress { .. } => FailureCode::DnsUnexpectedAddress,
+            DnsError::Denied { .. } => FailureCode::TargetDenied,
         }
     }
 }
@@ -56,10 +62,12 @@ pub enum Source {
     Literal,
 }
 
-/// Resolves names the way the probe needs: all addresses, fresh each time (no cache).
+/// Resolves names the way the probe needs: all addresses, fresh each time (no cache), each
+/// checked against the network policy, so nothing the agent connects to escapes it.
 pub struct Resolver {
     resolver: TokioResolver,
     pinned: HashMap<String, Vec<IpAddr>>,
+    policy: NetworkPolicy,
 }
 
 impl Resolver {
@@ -68,6 +76,7 @@ impl Resolver {
     pub fn new(
         nameservers: &[SocketAddr],
         pinned: HashMap<String, Vec<IpAddr>>,
+        policy: NetworkPolicy,
     ) -> Result<Resolver, ResolverSetupError> {
         let built = if nameservers.is_empty() {
             hickory_resolver::system_conf::read_system_conf()
@@ -96,11 +105,28 @@ impl Resolver {
                 .build()
                 .map_err(|e| format!("cannot build the resolver: {e}"))
         });
-        Ok(Resolver { resolver: resolver.map_err(ResolverSetupError)?, pinned })
+        Ok(Resolver { resolver: resolver.map_err(ResolverSetupError)?, pinned, policy })
     }
 
-    /// Every address of `host`, within `budget`.
+    /// Every address of `host`, within `budget`; denied when any of them is outside the network
+    /// policy (a name that also resolves to a metadata address is not probed at all).
     pub async fn resolve(&self, host: &TargetHost, budget: Duration) -> Result<(Vec<IpAddr>, Source), DnsError> {
+        let (ips, source) = self.lookup(host, budget).await?;
+        let denied = self.policy.denied(&ips);
+        if !denied.is_empty() {
+            let what = match host {
+                TargetHost::Name(name) => {
+                    let list: Vec<String> = denied.iter().map(IpAddr::to_string).collect();
+                    format!("{name} resolves to {}, which", list.join(", "))
+                }
+                TargetHost::Ip(ip) => ip.to_string(),
+            };
+            return Err(DnsError::Denied { what, denied });
+        }
+        Ok((ips, source))
+    }
+
+    async fn lookup(&self, host: &TargetHost, budget: Duration) -> Result<(Vec<IpAddr>, Source), DnsError> {
         let name = match host {
             TargetHost::Ip(ip) => return Ok((vec![*ip], Source::Literal)),
             TargetHost::Name(name) => name,
