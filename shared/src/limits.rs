@@ -27,8 +27,33 @@ pub const MAX_NAME: usize = 1024;
 pub const MAX_CHAIN: usize = 16;
 /// Most backends (resolved addresses) reported per result.
 pub const MAX_BACKENDS: usize = 64;
+/// Most bytes of subject alternative names kept per certificate, all names together: with
+/// [`MAX_SANS`] names of [`MAX_NAME`] each a certificate alone could fill [`MAX_RESULT_BYTES`].
+pub const MAX_SANS_BYTES: usize = 64 << 10;
+/// Longest free-text field of one backend's failure (its message, hint and detail): a result
+/// carries up to [`MAX_BACKENDS`] of them, and the result's own failure says the most.
+pub const MAX_BACKEND_TEXT: usize = 512;
 /// What ends a field the agent cut short.
 pub const TRUNCATED: &str = "…[truncated]";
+
+/// The entry that replaces the tail of a list the agent cut short (the last SAN, the last
+/// chain certificate's subject, the last backend's address): `…[truncated: 12 more]`.
+pub fn truncated_more(more: usize) -> String {
+    format!("…[truncated: {more} more]")
+}
+
+/// `list` cut to at most `max` entries, the last of them then being `marker(n)` for the `n`
+/// entries it stands for (so a reader can tell, and count, what was dropped).
+pub fn truncate_list<T>(list: &mut Vec<T>, max: usize, marker: impl FnOnce(usize) -> T) {
+    if list.len() <= max || max == 0 {
+        list.truncate(max);
+        return;
+    }
+    let keep = max - 1;
+    let more = list.len() - keep;
+    list.truncate(keep);
+    list.push(marker(more));
+}
 
 /// `text` cut to at most `max` bytes on a character boundary, ending in [`TRUNCATED`] when cut.
 pub fn truncate(text: &mut String, max: usize) {
@@ -61,6 +86,16 @@ mod tests {
         assert!(s.len() <= MAX_TEXT, "{}", s.len());
         assert!(s.ends_with(TRUNCATED));
         assert!(s.trim_end_matches(TRUNCATED).chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn a_long_list_ends_in_a_marker_that_counts_the_rest() {
+        let mut list: Vec<String> = (0..10).map(|n| n.to_string()).collect();
+        truncate_list(&mut list, 4, truncated_more);
+        assert_eq!(list, ["0", "1", "2", "…[truncated: 7 more]"]);
+        let mut short = vec![1, 2];
+        truncate_list(&mut short, 2, |_| 0);
+        assert_eq!(short, [1, 2]);
     }
 
     #[test]
