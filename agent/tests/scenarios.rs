@@ -102,6 +102,7 @@ scenarios!(
     all_backends_one_bad,
     all_backends_one_expiring,
     http_to_https_redirect,
+    target_denied,
     first_backend_only,
     dns_resolves,
     dns_expected_address,

@@ -583,6 +583,30 @@ async fn build(dir: &Path) -> Result<(Vec<Scenario>, SocketAddr), LabError> {
         up(Critical, 2),
     );
 
+    // A redirect into a network the agent must not reach: the hop is refused before connecting,
+    // though the server there would answer (a stand-in for a redirect to a metadata endpoint).
+    let inner = server::bind("127.0.0.2", 0).await?;
+    let inner_port = inner.local_addr()?.port();
+    tokio::spawn(server::serve_plain(inner, ok_page()));
+    let (outer_host, inner_host) = (host("redirect-out"), host("metadata"));
+    let listener = server::bind("127.0.0.1", 0).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(server::serve_plain(listener, Reply::RedirectTo(format!("http://{inner_host}:{inner_port}/"))));
+    b.add(
+        "target_denied",
+        "a redirect to an address in a denied network (--deny-network 127.0.0.2/32)",
+        format!("http://{outer_host}:{}/", addr.port()),
+        vec![
+            "--resolve".into(),
+            format!("{outer_host}:127.0.0.1"),
+            "--resolve".into(),
+            format!("{inner_host}:127.0.0.2"),
+            "--deny-network".into(),
+            "127.0.0.2/32".into(),
+        ],
+        down(TargetDenied),
+    );
+
     // Names and addresses in every spelling: an IDN host (probed as punycode) and an IPv6 literal.
     let idn_ascii = format!("xn--bcher-kva.{DOMAIN}");
     let id = inter.identity(&LeafSpec::new(&[&idn_ascii]), &[&inter])?;
