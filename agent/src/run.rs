@@ -182,3 +182,35 @@ pub async fn shutdown_signal() {
         _ = term.recv() => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, clap::Parser)]
+    struct Line {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    #[test]
+    fn run_takes_the_network_policy_like_check() {
+        let line = <Line as clap::Parser>::try_parse_from([
+            "run",
+            "--coordinator",
+            "http://127.0.0.1:7700",
+            "--insecure",
+            "--region",
+            "r1",
+            "--deny-network",
+            "10.0.0.0/8",
+            "--allow-network",
+            "10.1.0.0/16",
+        ])
+        .unwrap();
+        let policy = line.run.config().unwrap().prober.network;
+        assert!(!policy.permits("10.2.0.1".parse().unwrap()));
+        assert!(policy.permits("10.1.0.1".parse().unwrap()));
+        assert!(!policy.permits("169.254.169.254".parse().unwrap()), "the defaults hold for `run` too");
+    }
+}

@@ -145,6 +145,21 @@ fn a_denied_network_is_target_denied_and_allow_network_lifts_it() {
 
     let run = with(&["--deny-network", "127.0.0.0/8", "--allow-network", "127.0.0.2/32"]);
     assert_eq!(run.json()["status"], "up", "allowed inside a denied range: {}", run.stdout);
+
+    // From the environment, as a deployment sets it (one value per variable).
+    let env_run = |vars: &[(&str, &str)]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_vantage-agent"))
+            .arg("check")
+            .args(&base)
+            .envs(vars.iter().copied())
+            .output()
+            .expect("vantage-agent runs");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON on stdout")
+    };
+    let json = env_run(&[("VANTAGE_DENY_NETWORK", "127.0.0.0/8")]);
+    assert_eq!(json["failure"]["code"], "target_denied", "{json}");
+    let json = env_run(&[("VANTAGE_DENY_NETWORK", "127.0.0.0/8"), ("VANTAGE_ALLOW_NETWORK", "127.0.0.2")]);
+    assert_eq!(json["status"], "up", "{json}");
 }
 
 #[test]
