@@ -414,59 +414,71 @@ async fn connect_and_serve(
     tracing::info!(coordinator = config.coordinator, region = config.region, "connected");
     // A session that came up starts the next outage's backoff from the beginning.
     *backoff = BACKOFF_FIRST;
-    // Whatever was sent and not acked before is sent again; the coordinator drops duplicates.
-    for batch in outbox.unacked() {
-        send_batch(&tx, batch).await?;
-        *sent = true;
-    }
-    // New batches are numbered once the first assignment says what the coordinator committed.
-    let mut numbered = false;
-    let mut flush = tokio::time::interval(FLUSH_EVERY);
-    loop {
-        tokio::select! {
-            message = inbound.message() => {
-                let message = message.map_err(SessionError::ended)?;
-                let Some(kind) = message.and_then(|m| m.kind) else { return Ok(()) };
-                let command = match kind {
-                    coordinator_message::Kind::Assignment(a) => {
-                        outbox.raise_floor(a.last_sequence);
-                        numbered = true;
-                        Some(Command::Assign(a.targets))
+    let served: Result<(), SessionError> = async {
+        // Whatever was sent and not acked before is sent again; the coordinator drops duplicates.
+        for batch in outbox.unacked() {
+            send_batch(&tx, batch).await?;
+            *sent = true;
+        }
+        // New batches are numbered once the first assignment says what the coordinator committed.
+        let mut numbered = false;
+        let mut flush = tokio::time::interval(FLUSH_EVERY);
+        loop {
+            tokio::select! {
+                message = inbound.message() => {
+                    let message = message.map_err(SessionError::ended)?;
+                    let Some(kind) = message.and_then(|m| m.kind) else { return Ok(()) };
+                    let command = match kind {
+                        coordinator_message::Kind::Assignment(a) => {
+                            outbox.raise_floor(a.last_sequence);
+                            numbered = true;
+                            Some(Command::Assign(a.targets))
+                        }
+                        coordinator_message::Kind::Change(c) => Some(Command::Change { upserted: c.upserted, removed: c.removed_urls }),
+                        coordinator_message::Kind::RunNow(r) => {
+                            Some(Command::RunNow { id: r.id, url: r.target_url, trace_context: r.trace_context })
+                        }
+                        coordinator_message::Kind::Ack(ack) => {
+                            refusals.log(&outbox.ack(&ack));
+                            None
+                        }
+                    };
+                    if let Some(command) = command {
+                        commands.send(command).await.map_err(|_| SessionError::SchedulerStopped)?;
                     }
-                    coordinator_message::Kind::Change(c) => Some(Command::Change { upserted: c.upserted, removed: c.removed_urls }),
-                    coordinator_message::Kind::RunNow(r) => {
-                        Some(Command::RunNow { id: r.id, url: r.target_url, trace_context: r.trace_context })
-                    }
-                    coordinator_message::Kind::Ack(ack) => {
-                        refusals.log(&outbox.ack(&ack));
-                        None
-                    }
-                };
-                if let Some(command) = command {
-                    commands.send(command).await.map_err(|_| SessionError::SchedulerStopped)?;
                 }
-            }
-            Some(result) = results.recv() => {
-                let urgent = !result.run_now_id.is_empty();
-                outbox.push(result);
-                if numbered && (urgent || outbox.pending.len() >= BATCH_SIZE) {
+                Some(result) = results.recv() => {
+                    let urgent = !result.run_now_id.is_empty();
+                    outbox.push(result);
+                    if numbered && (urgent || outbox.pending.len() >= BATCH_SIZE) {
+                        for batch in outbox.seal() {
+                            send_batch(&tx, batch).await?;
+                            *sent = true;
+                        }
+                    }
+                }
+                _ = flush.tick(), if numbered => {
                     for batch in outbox.seal() {
                         send_batch(&tx, batch).await?;
                         *sent = true;
                     }
-                }
-            }
-            _ = flush.tick(), if numbered => {
-                for batch in outbox.seal() {
-                    send_batch(&tx, batch).await?;
-                    *sent = true;
-                }
-                if outbox.dropped > 0 {
-                    tracing::warn!(dropped = outbox.dropped, "outbox was full; oldest results dropped");
-                    outbox.dropped = 0;
+                    if outbox.dropped > 0 {
+                        tracing::warn!(dropped = outbox.dropped, "outbox was full; oldest results dropped");
+                        outbox.dropped = 0;
+                    }
                 }
             }
         }
+    }
+    .await;
+    match served {
+        // The stream closed under a send: the coordinator ended it, and its status says why
+        // (a rejection must be counted as one, not taken for a dropped connection).
+        Err(SessionError::Closed) => match tokio::time::timeout(Duration::from_secs(1), inbound.message()).await {
+            Ok(Err(status)) => Err(SessionError::ended(status)),
+            _ => Err(SessionError::Closed),
+        },
+        other => other,
     }
 }
 

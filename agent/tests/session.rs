@@ -3,6 +3,8 @@
 //! stream with `INVALID_ARGUMENT` over a batch it cannot take, or goes away (`UNAVAILABLE`).
 //! The agent's side is the real `session::run`, fed results through its channel.
 
+use std::collections::HashMap;
+use std::io::BufRead;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,7 +16,8 @@ use tonic::{Request, Response, Status, Streaming};
 use vantage_agent::session::{self, MAX_REJECTIONS, Outbox, SessionConfig};
 use vantage_proto::v1::agent_service_server::{AgentService, AgentServiceServer};
 use vantage_proto::v1::{
-    Ack, AgentMessage, Assignment, CoordinatorMessage, RefusedResult, TargetResult, agent_message, coordinator_message,
+    Ack, AgentMessage, Assignment, CoordinatorMessage, RefusedResult, RunNow, TargetResult, TargetSpec, agent_message,
+    coordinator_message,
 };
 
 /// What the peer does with a batch.
@@ -31,6 +34,8 @@ struct Seen {
     sessions: usize,
     batches: Vec<(usize, u64, Vec<String>)>,
     acked: Vec<String>,
+    /// The sequences of the batches the peer ended the stream over.
+    ended: Vec<u64>,
 }
 
 impl Seen {
@@ -52,6 +57,10 @@ struct Peer {
     seen: Arc<Mutex<Seen>>,
     changed: Arc<Notify>,
     judge: Arc<Judge>,
+    /// The assignment every session starts with.
+    targets: Vec<TargetSpec>,
+    /// A run-now request for this URL, sent once, in the first session.
+    run_now: Arc<Mutex<Option<String>>>,
 }
 
 type MessageStream = Pin<Box<dyn Stream<Item = Result<CoordinatorMessage, Status>> + Send>>;
@@ -70,8 +79,13 @@ impl AgentService for Peer {
                 seen.sessions += 1;
                 seen.sessions
             };
-            let assignment = Assignment { epoch: 1, targets: Vec::new(), last_sequence: 0 };
+            let assignment = Assignment { epoch: 1, targets: peer.targets.clone(), last_sequence: 0 };
             let _ = tx.send(Ok(message(coordinator_message::Kind::Assignment(assignment)))).await;
+            let run_now = peer.run_now.lock().unwrap().take();
+            if let Some(url) = run_now {
+                let run_now = RunNow { id: format!("{url}#1"), target_url: url, trace_context: HashMap::new() };
+                let _ = tx.send(Ok(message(coordinator_message::Kind::RunNow(run_now)))).await;
+            }
             while let Ok(Some(m)) = inbound.message().await {
                 let Some(agent_message::Kind::Batch(batch)) = m.kind else { continue };
                 let urls: Vec<String> = batch.results.iter().map(|r| r.target_url.clone()).collect();
@@ -94,6 +108,9 @@ impl AgentService for Peer {
                     }
                 };
                 let end = reply.is_err();
+                if end {
+                    peer.seen.lock().unwrap().ended.push(batch.sequence);
+                }
                 let _ = tx.send(reply).await;
                 peer.changed.notify_waiters();
                 if end {
@@ -124,17 +141,48 @@ struct Harness {
     results: mpsc::Sender<TargetResult>,
 }
 
+/// Starts `peer` on a loopback port; returns its address.
+async fn listen(peer: &Peer) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = AgentServiceServer::new(peer.clone());
+    tokio::spawn(
+        tonic::transport::Server::builder().add_service(service).serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    addr
+}
+
+fn peer(judge: impl Fn(&[TargetResult], &Seen) -> Verdict + Send + Sync + 'static) -> Peer {
+    Peer {
+        seen: Arc::default(),
+        changed: Arc::default(),
+        judge: Arc::new(judge),
+        targets: Vec::new(),
+        run_now: Arc::default(),
+    }
+}
+
+/// Waits (up to 60 s) until `done` holds for what `peer` saw.
+async fn until(peer: &Peer, what: &str, done: impl Fn(&Seen) -> bool) {
+    let wait = async {
+        loop {
+            let changed = peer.changed.notified();
+            if done(&peer.seen.lock().unwrap()) {
+                return;
+            }
+            changed.await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(60), wait).await.is_err() {
+        let seen = peer.seen.lock().unwrap();
+        panic!("timed out waiting until {what}; batches seen: {:?}", seen.batches);
+    }
+}
+
 impl Harness {
     async fn start(judge: impl Fn(&[TargetResult], &Seen) -> Verdict + Send + Sync + 'static) -> Harness {
-        let peer = Peer { seen: Arc::default(), changed: Arc::default(), judge: Arc::new(judge) };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let service = AgentServiceServer::new(peer.clone());
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(TcpListenerStream::new(listener)),
-        );
+        let peer = peer(judge);
+        let addr = listen(&peer).await;
         let (results, results_rx) = mpsc::channel(1024);
         let (commands, mut commands_rx) = mpsc::channel(64);
         tokio::spawn(async move { while commands_rx.recv().await.is_some() {} });
@@ -152,21 +200,8 @@ impl Harness {
         self.results.send(result).await.unwrap();
     }
 
-    /// Waits (up to 60 s) until `done` holds for what the peer saw.
     async fn until(&self, what: &str, done: impl Fn(&Seen) -> bool) {
-        let wait = async {
-            loop {
-                let changed = self.peer.changed.notified();
-                if done(&self.peer.seen.lock().unwrap()) {
-                    return;
-                }
-                changed.await;
-            }
-        };
-        if tokio::time::timeout(Duration::from_secs(60), wait).await.is_err() {
-            let seen = self.peer.seen.lock().unwrap();
-            panic!("timed out waiting until {what}; batches seen: {:?}", seen.batches);
-        }
+        until(&self.peer, what, done).await
     }
 }
 
@@ -248,4 +283,110 @@ async fn a_coordinator_going_away_never_costs_a_batch() {
     let sent = seen.sequences_of("https://flaky.example/");
     assert_eq!(sent.len(), 2 * MAX_REJECTIONS as usize + 1, "{:?}", seen.batches);
     assert!(sent.iter().all(|s| *s == sent[0]));
+}
+
+/// The real `vantage-agent run`, its stderr collected line by line.
+struct AgentProcess {
+    child: std::process::Child,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl AgentProcess {
+    fn start(addr: std::net::SocketAddr, extra: &[String]) -> AgentProcess {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vantage-agent"))
+            .args(["run", "--insecure", "--region", "r1", "--name", "agent-1"])
+            .arg("--coordinator")
+            .arg(format!("http://{addr}"))
+            .args(extra)
+            .env("VANTAGE_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("vantage-agent starts");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (pipe, lines) = (child.stderr.take().unwrap(), stderr.clone());
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        });
+        AgentProcess { child, stderr }
+    }
+
+    fn lines(&self, containing: &str) -> Vec<String> {
+        self.stderr.lock().unwrap().iter().filter(|l| l.contains(containing)).cloned().collect()
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP server answering 200, as a target: its URL under `name`, which the agent pins
+/// to it with `--resolve`.
+async fn target_server(name: &str, pins: &mut Vec<String>) -> String {
+    use vantage_shared::lab::server::{self, Reply};
+    let listener = server::bind("127.0.0.1", 0).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(server::serve_plain(listener, Reply::Page { status: 200, body: "ok" }));
+    pins.extend(["--resolve".to_owned(), format!("{name}:127.0.0.1")]);
+    format!("http://{name}:{}/", addr.port())
+}
+
+fn spec(url: &str) -> TargetSpec {
+    TargetSpec {
+        url: url.into(),
+        interval: Some(prost_types::Duration { seconds: 1, nanos: 0 }),
+        timeout: Some(prost_types::Duration { seconds: 1, nanos: 0 }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_binary_logs_refusals_once_per_reason_and_the_batch_it_drops() {
+    let mut pins = Vec::new();
+    let refused = target_server("refuse.vantage.test", &mut pins).await;
+    let good = target_server("good.vantage.test", &mut pins).await;
+    let poison = target_server("poison.vantage.test", &mut pins).await;
+    // Results for `refused` come back refused; a batch holding the run-now result for `poison`
+    // ends the stream, as a run-now id the coordinator cannot take did before results could be
+    // refused one by one.
+    let p = poison.clone();
+    let mut peer = peer(move |results, _| {
+        if results.iter().any(|x| x.target_url == p && !x.run_now_id.is_empty()) {
+            Verdict::End(tonic::Code::InvalidArgument)
+        } else {
+            Verdict::Ack
+        }
+    });
+    peer.targets = vec![spec(&refused), spec(&good), spec(&poison)];
+    *peer.run_now.lock().unwrap() = Some(poison.clone());
+    let addr = listen(&peer).await;
+    let agent = AgentProcess::start(addr, &pins);
+
+    until(&peer, "the poison batch is dropped and results flow again", |s| {
+        let acked = |url: &str| s.acked.iter().filter(|u| *u == url).count();
+        s.ended.len() >= MAX_REJECTIONS as usize && acked(&good) >= 3 && acked(&refused) >= 3
+    })
+    .await;
+
+    // Several results for `refused` were refused for the same reason: one warning says so.
+    let warnings = agent.lines("the coordinator refused a result");
+    assert_eq!(warnings.len(), 1, "once per reason per minute: {warnings:?}");
+    let warning = &warnings[0];
+    assert!(warning.contains("WARN") && warning.contains(&refused) && warning.contains("not assigned"), "{warning}");
+
+    let dropped = agent.lines("it is dropped so the rest get through");
+    assert_eq!(dropped.len(), 1, "one batch dropped, logged once: {dropped:?}");
+    let line = &dropped[0];
+    assert!(line.contains("ERROR") && line.contains("sequence=") && line.contains("results="), "{line}");
+    assert!(line.contains("results[0].run_now_id: at most 64 bytes"), "the coordinator's error: {line}");
+    let seen = peer.seen.lock().unwrap();
+    let ended = &seen.ended;
+    assert_eq!(ended.len(), MAX_REJECTIONS as usize, "the batch is sent {MAX_REJECTIONS} times, no more: {ended:?}");
+    assert!(ended.iter().all(|s| *s == ended[0]), "the same batch each time: {ended:?}");
+    assert!(line.contains(&format!("sequence={}", ended[0])), "the log names the dropped batch: {line}");
 }
