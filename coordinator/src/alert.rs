@@ -5,6 +5,7 @@
 
 pub mod channel;
 pub mod dispatch;
+pub mod health;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -26,6 +27,9 @@ pub enum AlertKind {
     RegionRecovered,
     HeartbeatOverdue,
     HeartbeatRecovered,
+    /// An alert channel has answered "misconfigured" (401/403/404) for `channel_failing_after`.
+    ChannelFailing,
+    ChannelRecovered,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +40,7 @@ pub enum Severity {
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 11] = [
+    pub const ALL: [AlertKind; 13] = [
         AlertKind::Down,
         AlertKind::Recovered,
         AlertKind::Degraded,
@@ -48,6 +52,8 @@ impl AlertKind {
         AlertKind::RegionRecovered,
         AlertKind::HeartbeatOverdue,
         AlertKind::HeartbeatRecovered,
+        AlertKind::ChannelFailing,
+        AlertKind::ChannelRecovered,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +69,8 @@ impl AlertKind {
             AlertKind::RegionRecovered => "region_recovered",
             AlertKind::HeartbeatOverdue => "heartbeat_overdue",
             AlertKind::HeartbeatRecovered => "heartbeat_recovered",
+            AlertKind::ChannelFailing => "channel_failing",
+            AlertKind::ChannelRecovered => "channel_recovered",
         }
     }
 
@@ -80,6 +88,7 @@ impl AlertKind {
             AlertKind::Down | AlertKind::CertCritical | AlertKind::RegionSilent | AlertKind::HeartbeatOverdue => {
                 Severity::Critical
             }
+            AlertKind::ChannelFailing => Severity::Critical,
             AlertKind::Degraded | AlertKind::CertWarning => Severity::Warning,
             _ => Severity::Info,
         }
@@ -94,6 +103,7 @@ impl AlertKind {
                 | AlertKind::CertChanged
                 | AlertKind::RegionRecovered
                 | AlertKind::HeartbeatRecovered
+                | AlertKind::ChannelRecovered
         )
     }
 
@@ -110,6 +120,8 @@ impl AlertKind {
             AlertKind::RegionRecovered => "REGION BACK",
             AlertKind::HeartbeatOverdue => "HEARTBEAT OVERDUE",
             AlertKind::HeartbeatRecovered => "HEARTBEAT BACK",
+            AlertKind::ChannelFailing => "ALERT CHANNEL FAILING",
+            AlertKind::ChannelRecovered => "ALERT CHANNEL BACK",
         }
     }
 }
@@ -203,7 +215,10 @@ impl Alert {
                     self.of_regions
                 ));
             }
-            AlertKind::Recovered | AlertKind::DegradedCleared | AlertKind::HeartbeatRecovered => {
+            AlertKind::Recovered
+            | AlertKind::DegradedCleared
+            | AlertKind::HeartbeatRecovered
+            | AlertKind::ChannelRecovered => {
                 if let Some(d) = self.duration_ms {
                     line.push_str(&format!(" after {}", human_duration(d)));
                 }
@@ -293,7 +308,8 @@ pub fn new_id() -> String {
 pub enum DeliveryState {
     Pending,
     Delivered,
-    /// Gave up after retrying for `dispatch::GIVE_UP_AFTER`.
+    /// Refused by the receiver for good (400, 413, 422), or given up after retrying for
+    /// `dispatch::GIVE_UP_AFTER`; `last_error` says which.
     Failed,
     /// Held back by a silence: never sent.
     Silenced,
@@ -445,6 +461,9 @@ pub struct Alerting {
     pub status_url: String,
     /// How long a region may have no connected agent before `region_silent`.
     pub region_silent_after: Duration,
+    /// How long a channel may answer "misconfigured" before `channel_failing` goes to the other
+    /// channels (`None`: `health::CHANNEL_FAILING_AFTER`).
+    pub channel_failing_after: Option<Duration>,
 }
 
 impl Alerting {

@@ -46,6 +46,10 @@ struct AlertsEntry {
     status_url: String,
     #[serde(default, deserialize_with = "duration")]
     region_silent_after: Option<std::time::Duration>,
+    /// How long a channel may answer "misconfigured" (401/403/404) before the other channels
+    /// hear `channel_failing` (default `alert::health::CHANNEL_FAILING_AFTER`, 1h).
+    #[serde(default, deserialize_with = "duration")]
+    channel_failing_after: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -263,6 +267,7 @@ pub fn parse_config(text: &str, path: &str, dir: &Path) -> Result<Config, Config
         routes,
         status_url: file.alerts.status_url,
         region_silent_after: file.alerts.region_silent_after.unwrap_or(REGION_SILENT_AFTER),
+        channel_failing_after: file.alerts.channel_failing_after,
     };
     Ok(Config { targets: targets(file.target, text, path)?, alerting, silences })
 }
@@ -451,6 +456,7 @@ critical_days = 7
 [alerts]
 status_url = "https://vantage.example.net/"
 region_silent_after = "2m"
+channel_failing_after = "30m"
 
 [[channel]]
 name = "ops"
@@ -488,6 +494,7 @@ secret_file = "hook.secret"
         let config = parse_config(&text.replace("END", &end), "v.toml", &dir).unwrap();
         let a = &config.alerting;
         assert_eq!(a.region_silent_after, std::time::Duration::from_secs(120));
+        assert_eq!(a.channel_failing_after, Some(std::time::Duration::from_secs(1800)));
         assert_eq!(a.channels.len(), 2);
         assert!(matches!(&a.channels[0].kind, Kind::Webhook { secret: Some(s), .. } if s.0 == "s3cret-key-0123456789"));
         assert!(matches!(&a.channels[1].kind, Kind::Email(e) if e.port == 587 && e.tls == SmtpTls::StartTls));

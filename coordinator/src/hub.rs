@@ -216,6 +216,8 @@ pub struct Hub {
     /// Tells the alert dispatcher that alerts were queued.
     pub alerts_queued: Arc<tokio::sync::Notify>,
     pub counters: crate::metrics::Counters,
+    /// Alert channels answering that they are misconfigured (kept by the dispatcher).
+    pub channel_health: crate::alert::health::Board,
 }
 
 /// Runs blocking store work off the async threads.
@@ -291,6 +293,9 @@ impl Hub {
         for record in agents {
             state.agents.insert(record.name.clone(), AgentState { record, session: None });
         }
+        let channels: Vec<String> = options.alerting.channels.iter().map(|c| c.name.clone()).collect();
+        let channel_health =
+            crate::alert::health::Board::new(recall::<crate::alert::health::Failing>(&memory, "channel:"), &channels);
         let (watchers, _) = broadcast::channel(1024);
         Ok(Arc::new(Hub {
             store,
@@ -302,6 +307,7 @@ impl Hub {
             options,
             alerts_queued: Arc::new(tokio::sync::Notify::new()),
             counters: crate::metrics::Counters::default(),
+            channel_health,
         }))
     }
 
@@ -858,6 +864,26 @@ impl Hub {
 
     pub async fn update_alerts(&self, records: Vec<AlertRecord>) -> Result<(), HubError> {
         blocking(&self.store, move |s| s.update_alerts(&records)).await
+    }
+
+    /// Writes back delivery attempts: (alert id, the delivery as it is now).
+    pub async fn record_deliveries(&self, deliveries: Vec<(String, crate::alert::Delivery)>) -> Result<(), HubError> {
+        blocking(&self.store, move |s| s.record_deliveries(&deliveries)).await
+    }
+
+    /// Queues alerts planned outside the verdict loop (the dispatcher's `channel_failing`) with
+    /// alerting's memory changes, in one transaction, and wakes the dispatcher.
+    pub async fn queue_alerts(
+        &self,
+        records: Vec<AlertRecord>,
+        memory: Vec<(String, Option<Vec<u8>>)>,
+    ) -> Result<(), HubError> {
+        let queued = records.iter().any(AlertRecord::pending);
+        blocking(&self.store, move |s| s.record_changes(&[], &records, &memory)).await?;
+        if queued {
+            self.alerts_queued.notify_one();
+        }
+        Ok(())
     }
 
     pub async fn alerts(&self, subject: &str, limit: usize) -> Result<Vec<AlertRecord>, HubError> {

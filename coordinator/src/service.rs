@@ -327,8 +327,9 @@ async fn serve_agent(
                 if outcome == BatchOutcome::Duplicate {
                     tracing::debug!(agent = hello.name, sequence = batch.sequence, "duplicate batch dropped");
                 }
-                let ack =
-                    CoordinatorMessage { kind: Some(coordinator_message::Kind::Ack(Ack { sequence: batch.sequence, refused: Vec::new() })) };
+                let ack = CoordinatorMessage {
+                    kind: Some(coordinator_message::Kind::Ack(Ack { sequence: batch.sequence, refused: Vec::new() })),
+                };
                 if tx.send(Ok(ack)).await.is_err() {
                     break;
                 }

@@ -9,7 +9,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use serde::{Deserialize, Serialize};
 use vantage_proto::v1::{HistoryEntry, Incident, TargetSpec};
 
-use crate::alert::{AlertRecord, Silence};
+use crate::alert::{AlertRecord, Delivery, Silence};
 
 // Table names carry a version suffix; a change of encoding gets a new table.
 const TARGETS: TableDefinition<&str, &[u8]> = TableDefinition::new("targets_v1");
@@ -496,6 +496,32 @@ impl Store {
                     pending.insert(id, ())?;
                 } else {
                     pending.remove(id)?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Writes back delivery attempts, each into its alert's record (by alert id and channel), so
+    /// what other channels' attempts of the same alert wrote meanwhile is kept.
+    pub fn record_deliveries(&self, deliveries: &[(String, Delivery)]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(ALERTS)?;
+            let mut pending = txn.open_table(ALERT_PENDING)?;
+            for (id, delivery) in deliveries {
+                let Some(value) = table.get(id.as_str())? else { continue }; // pruned meanwhile
+                let mut record: AlertRecord = serde_json::from_slice(value.value()).map_err(corrupt)?;
+                drop(value);
+                for slot in record.deliveries.iter_mut().filter(|d| d.channel == delivery.channel) {
+                    *slot = delivery.clone();
+                }
+                table.insert(id.as_str(), serde_json::to_vec(&record).map_err(corrupt)?.as_slice())?;
+                if record.pending() {
+                    pending.insert(id.as_str(), ())?;
+                } else {
+                    pending.remove(id.as_str())?;
                 }
             }
         }

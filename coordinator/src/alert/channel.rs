@@ -1,6 +1,7 @@
 //! Where alerts go: a generic webhook (JSON signed with HMAC-SHA256), a Slack incoming webhook,
 //! PagerDuty's Events API v2, and email over SMTP. Each send has a time limit and reads at most a
-//! few KiB of the answer; a 2xx (or the SMTP server's acceptance) is a delivery.
+//! few KiB of the answer; a 2xx (or the SMTP server's acceptance) is a delivery, and anything
+//! else is classified (`SendError`): worth retrying, this alert refused, or the channel broken.
 
 use std::time::Duration;
 
@@ -65,19 +66,38 @@ pub struct Channel {
     pub kind: Kind,
 }
 
-/// Why a delivery failed: worth retrying, or not (the receiver refused this alert for good).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a delivery failed, classified by what it says about the alert and the channel.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
-    Retry(String),
-    Permanent(String),
+    /// Worth retrying: the receiver or the network may recover (5xx, 408, 425, 429, timeouts,
+    /// connection errors, an SMTP server's temporary refusal).
+    #[error("{0}")]
+    Transient(String),
+    /// The receiver refused this alert for good (400, 413, 422, a message that cannot be built):
+    /// retrying would not help, and other alerts may still go through.
+    #[error("{0} (this alert is refused: not retried)")]
+    Rejected(String),
+    /// The channel itself is misconfigured (401, 403, 404, and the other 3xx/4xx: a wrong URL,
+    /// key or token; SMTP authentication or address refused): every alert to it fails until
+    /// someone fixes it, so it is retried like a transient error, and said loudly.
+    #[error("{0} (the channel is misconfigured: check its URL and credentials; retried)")]
+    Misconfigured(String),
 }
 
-impl std::fmt::Display for SendError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            SendError::Retry(e) => f.write_str(e),
-            SendError::Permanent(e) => write!(f, "{e} (not retried)"),
+impl SendError {
+    /// What an HTTP receiver's non-2xx `status` means.
+    pub fn from_status(status: u16, error: String) -> SendError {
+        match status {
+            400 | 413 | 422 => SendError::Rejected(error),
+            408 | 425 | 429 | 500.. => SendError::Transient(error),
+            // 401, 403, 404 above all; a redirect or any other refusal is a wrong URL or
+            // credential too, and says nothing about this one alert.
+            _ => SendError::Misconfigured(error),
         }
+    }
+
+    pub fn is_misconfigured(&self) -> bool {
+        matches!(self, SendError::Misconfigured(_))
     }
 }
 
@@ -117,7 +137,7 @@ impl Sender {
             match &channel.kind {
                 Kind::Webhook { url, secret } => {
                     let body =
-                        serde_json::to_vec(&webhook_body(alert)).map_err(|e| SendError::Permanent(e.to_string()))?;
+                        serde_json::to_vec(&webhook_body(alert)).map_err(|e| SendError::Rejected(e.to_string()))?;
                     let timestamp = (super::super::hub::now_ms() / 1000).to_string();
                     let mut headers =
                         vec![("x-vantage-event-id", alert.id.clone()), ("x-vantage-timestamp", timestamp.clone())];
@@ -128,12 +148,12 @@ impl Sender {
                 }
                 Kind::Slack { url } => {
                     let body =
-                        serde_json::to_vec(&slack_body(alert)).map_err(|e| SendError::Permanent(e.to_string()))?;
+                        serde_json::to_vec(&slack_body(alert)).map_err(|e| SendError::Rejected(e.to_string()))?;
                     self.post(url, body, &[]).await
                 }
                 Kind::PagerDuty { url, routing_key } => {
                     let body = serde_json::to_vec(&pagerduty_body(alert, routing_key))
-                        .map_err(|e| SendError::Permanent(e.to_string()))?;
+                        .map_err(|e| SendError::Rejected(e.to_string()))?;
                     self.post(url, body, &[]).await
                 }
                 Kind::Email(email) => send_email(email, alert).await,
@@ -141,7 +161,7 @@ impl Sender {
         };
         tokio::time::timeout(SEND_TIMEOUT, work)
             .await
-            .map_err(|_| SendError::Retry(format!("no answer within {SEND_TIMEOUT:?}")))?
+            .map_err(|_| SendError::Transient(format!("no answer within {SEND_TIMEOUT:?}")))?
     }
 
     async fn post(&self, url: &str, body: Vec<u8>, headers: &[(&str, String)]) -> Result<(), SendError> {
@@ -153,9 +173,12 @@ impl Sender {
         }
         let request = request
             .body(Full::new(Bytes::from(body)))
-            .map_err(|e| SendError::Permanent(format!("bad request: {e}")))?;
-        let response =
-            self.http.request(request).await.map_err(|e| SendError::Retry(format!("cannot deliver: {}", chain(&e))))?;
+            .map_err(|e| SendError::Misconfigured(format!("bad request: {e}")))?;
+        let response = self
+            .http
+            .request(request)
+            .await
+            .map_err(|e| SendError::Transient(format!("cannot deliver: {}", chain(&e))))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -171,10 +194,7 @@ impl Sender {
         }
         answer.truncate(MAX_ANSWER.min(200));
         let error = format!("HTTP {status}: {}", String::from_utf8_lossy(&answer).trim());
-        // A 4xx is this alert refused for good (except timeouts and rate limits): retrying would
-        // only hold up the channel's later alerts.
-        let permanent = status.is_client_error() && !matches!(status.as_u16(), 408 | 429);
-        Err(if permanent { SendError::Permanent(error) } else { SendError::Retry(error) })
+        Err(SendError::from_status(status.as_u16(), error))
     }
 }
 
@@ -293,13 +313,25 @@ pub fn pagerduty_body(alert: &Alert, routing_key: &Secret) -> serde_json::Value 
 }
 
 async fn send_email(email: &Email, alert: &Alert) -> Result<(), SendError> {
-    send_email_inner(email, alert)
-        .await
-        .map_err(|(permanent, e)| if permanent { SendError::Permanent(e) } else { SendError::Retry(e) })
+    send_email_inner(email, alert).await
 }
 
-async fn send_email_inner(email: &Email, alert: &Alert) -> Result<(), (bool, String)> {
-    let bad = |e: String| (true, e);
+/// What an SMTP error means: authentication or a refused address is the channel's setup (every
+/// message would fail); a message too large is this alert; any other permanent refusal is this
+/// alert too; the rest (connection, TLS, 4xx) is worth retrying.
+fn smtp_error(e: &lettre::transport::smtp::Error) -> SendError {
+    let text = format!("SMTP: {}", chain(e));
+    let code = e.status().map(|c| c.to_string());
+    match code.as_deref() {
+        Some("530" | "534" | "535" | "538" | "550" | "551" | "553") => SendError::Misconfigured(text),
+        _ if e.is_permanent() => SendError::Rejected(text),
+        _ => SendError::Transient(text),
+    }
+}
+
+async fn send_email_inner(email: &Email, alert: &Alert) -> Result<(), SendError> {
+    // The addresses, the CA and TLS come from the channel's configuration.
+    let bad = SendError::Misconfigured;
     use lettre::transport::smtp::authentication::Credentials;
     use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
     let mut message = Message::builder()
@@ -309,7 +341,8 @@ async fn send_email_inner(email: &Email, alert: &Alert) -> Result<(), (bool, Str
     for to in &email.to {
         message = message.to(to.parse().map_err(|e| bad(format!("to {to:?}: {e}")))?);
     }
-    let message = message.body(alert.text()).map_err(|e| bad(format!("cannot build the message: {e}")))?;
+    let message =
+        message.body(alert.text()).map_err(|e| SendError::Rejected(format!("cannot build the message: {e}")))?;
     use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
     let tls = match email.tls {
         SmtpTls::None => Tls::None,
@@ -330,7 +363,7 @@ async fn send_email_inner(email: &Email, alert: &Alert) -> Result<(), (bool, Str
     if let (Some(user), Some(password)) = (&email.username, &email.password) {
         builder = builder.credentials(Credentials::new(user.clone(), password.0.clone()));
     }
-    builder.build().send(message).await.map(|_| ()).map_err(|e| (e.is_permanent(), format!("SMTP: {}", chain(&e))))
+    builder.build().send(message).await.map(|_| ()).map_err(|e| smtp_error(&e))
 }
 
 #[cfg(test)]
@@ -343,6 +376,32 @@ mod tests {
         // Known answer, as `printf '1700000000.{}' | openssl dgst -sha256 -hmac secret` gives it.
         let sig = sign(&Secret("secret".into()), "1700000000", b"{}");
         assert_eq!(sig, "b8569b78799ff9e3cbff0fc2d63a33a2b57f3282abd07c37ae5e8e7d79a5f163");
+    }
+
+    #[test]
+    fn receiver_answers_are_classified_by_what_they_say_about_the_alert_and_the_channel() {
+        let class = |status: u16| match SendError::from_status(status, String::new()) {
+            SendError::Transient(_) => "transient",
+            SendError::Rejected(_) => "rejected",
+            SendError::Misconfigured(_) => "misconfigured",
+        };
+        for (status, expected) in [
+            (400, "rejected"),
+            (413, "rejected"),
+            (422, "rejected"),
+            (401, "misconfigured"),
+            (403, "misconfigured"),
+            (404, "misconfigured"),
+            (410, "misconfigured"),
+            (302, "misconfigured"),
+            (408, "transient"),
+            (429, "transient"),
+            (500, "transient"),
+            (503, "transient"),
+        ] {
+            assert_eq!(class(status), expected, "HTTP {status}");
+        }
+        assert!(SendError::from_status(401, "HTTP 401".into()).is_misconfigured());
     }
 
     #[test]
