@@ -866,6 +866,25 @@ impl Hub {
         blocking(&self.store, move |s| s.update_alerts(&records)).await
     }
 
+    /// Alert channels failing now, as the API tells them.
+    pub fn failing_channels(&self) -> Vec<vantage_proto::v1::FailingChannel> {
+        self.channel_health
+            .failing()
+            .into_iter()
+            .map(|(channel, f)| vantage_proto::v1::FailingChannel {
+                channel,
+                since: Some(store::timestamp(f.since_ms)),
+                error: f.error,
+                alerted: f.alerted,
+            })
+            .collect()
+    }
+
+    /// The configured alert channels' names.
+    pub fn alert_channels(&self) -> Vec<String> {
+        self.options.alerting.channels.iter().map(|c| c.name.clone()).collect()
+    }
+
     /// Writes back delivery attempts: (alert id, the delivery as it is now).
     pub async fn record_deliveries(&self, deliveries: Vec<(String, crate::alert::Delivery)>) -> Result<(), HubError> {
         blocking(&self.store, move |s| s.record_deliveries(&deliveries)).await

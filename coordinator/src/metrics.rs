@@ -180,4 +180,17 @@ fn write_counters(f: &mut Family<'_>, hub: &Hub, statuses: &[TargetStatus], pend
     f.sample("vantage_targets", &[], statuses.len() as f64);
     f.header("vantage_alert_deliveries_pending", "gauge", "Alerts with deliveries still to make.");
     f.sample("vantage_alert_deliveries_pending", &[], pending as f64);
+    f.header(
+        "vantage_alert_channel_failing",
+        "gauge",
+        "Whether the alert channel's receiver says it is misconfigured (401/403/404): its alerts are not delivered.",
+    );
+    let failing = hub.channel_health.failing();
+    for channel in hub.alert_channels() {
+        f.sample(
+            "vantage_alert_channel_failing",
+            &[("channel", &channel)],
+            f64::from(u8::from(failing.contains_key(&channel))),
+        );
+    }
 }

@@ -12,6 +12,7 @@ use vantage_proto::v1::{
     Certificate, HistoryEntry, Incident, ProbeResult, ProbeStatus, RegionStatus, Stage, TargetStatus,
 };
 
+use crate::alert::health::Failing;
 use crate::alert::{AlertRecord, DeliveryState};
 use crate::hub::Hub;
 use crate::status::{opinion_name, verdict_name};
@@ -88,6 +89,9 @@ td.num { text-align: right; white-space: nowrap; }
 .o-up { color: var(--up); font-weight: 600; } .o-down { color: var(--down); font-weight: 600; }
 .o-partial { color: var(--degraded); font-weight: 600; } .o-unknown { color: var(--unknown); font-weight: 600; }
 .cause { border-left: 4px solid var(--down); background: var(--soft); padding: .5rem .75rem; margin: .5rem 0; }
+.alarm { border: 2px solid var(--down); border-radius: .5rem; background: #ffebe9; padding: .5rem .75rem;
+  margin: .5rem 0; overflow-wrap: anywhere; }
+.alarm strong { color: var(--down); }
 .facts th { width: 11rem; }
 .facts td { overflow-wrap: anywhere; }
 ul.timeline { padding-left: 1.1rem; } ul.timeline li { margin: .25rem 0; }
@@ -185,7 +189,8 @@ pub async fn route(hub: &Hub, path: &str, query: &str) -> Option<(StatusCode, St
             let page = query_value(query, "page").and_then(|p| p.parse::<usize>().ok()).unwrap_or(1).max(1);
             let offset = (page - 1).saturating_mul(PAGE_SIZE);
             let (statuses, total, counts) = hub.status_page(offset, PAGE_SIZE);
-            let body = table_fragment(&statuses, total, &counts, page, now);
+            let body = channel_banner(&hub.channel_health.failing(), now)
+                + &table_fragment(&statuses, total, &counts, page, now);
             let src = if page == 1 { "/?part=live".to_owned() } else { format!("/?page={page}&part=live") };
             Some((StatusCode::OK, if fragment { body } else { document("Vantage status", &src, &body) }))
         }
@@ -216,13 +221,33 @@ pub async fn route(hub: &Hub, path: &str, query: &str) -> Option<(StatusCode, St
             // One more than is shown: then the page says older ones exist.
             let incidents = hub.incidents(&url, false, MAX_INCIDENTS + 1).await.unwrap_or_default();
             let alerts = hub.alerts(&url, MAX_ALERTS).await.unwrap_or_default();
-            let body = target_fragment(&status, &latest, &history, &incidents, &alerts, now);
+            let body = channel_banner(&hub.channel_health.failing(), now)
+                + &target_fragment(&status, &latest, &history, &incidents, &alerts, now);
             let title = format!("{} · {} · Vantage", verdict_name(status.verdict), url);
             let src = format!("{}&part=live", target_href(&url));
             Some((StatusCode::OK, if fragment { body } else { document(&title, &src, &body) }))
         }
         _ => None,
     }
+}
+
+/// A banner per alert channel whose receiver says it is misconfigured: alerts are not reaching
+/// people, which the page must not hide behind a calm table.
+pub fn channel_banner(failing: &BTreeMap<String, Failing>, now: i64) -> String {
+    let mut out = String::new();
+    for (channel, f) in failing {
+        let _ = write!(
+            out,
+            "<div class=\"alarm\" role=\"alert\" data-failing-channel=\"{name}\"><strong>Alert channel {name} is \
+             failing</strong> since {since}: <code>{error}</code>. Its alerts are not being delivered (they are \
+             retried); fix the channel's URL or credentials.{told}</div>",
+            name = escape(channel),
+            since = when(Some(f.since_ms), now),
+            error = escape(&clip(&f.error, MAX_DETAIL)),
+            told = if f.alerted { " The other channels were told." } else { "" },
+        );
+    }
+    out
 }
 
 fn head(title: &str) -> String {
@@ -795,6 +820,20 @@ mod tests {
         assert_inert(&html);
         assert!(html.contains("<h2>Regions × backends</h2>"));
         assert!(html.contains("<strong>open</strong>"));
+    }
+
+    #[test]
+    fn a_failing_channel_shows_a_banner_with_its_name_and_error_escaped() {
+        let failing =
+            BTreeMap::from([(HOSTILE.to_owned(), Failing { since_ms: 1_000, error: HOSTILE.into(), alerted: true })]);
+        let html = channel_banner(&failing, 61_000);
+        assert_inert(&html);
+        assert!(html.contains("is failing</strong> since <time>1970-01-01T00:00:01Z</time>"), "{html}");
+        assert!(html.contains("The other channels were told."), "{html}");
+        assert!(channel_banner(&BTreeMap::new(), 0).is_empty(), "no banner while every channel works");
+        let page = document("t", "/?part=live", &html);
+        assert_eq!(page.matches("<script>").count(), 1, "only the page's own script");
+        assert!(!page.contains(" style="), "no inline style attribute: the policy allows only the page's style");
     }
 
     #[test]

@@ -402,7 +402,10 @@ impl Coordinator for AdminEndpoint {
             .into_iter()
             .map(|u| vantage_shared::TargetUrl::parse(&u).map(|t| t.to_string()).unwrap_or(u))
             .collect();
-        Ok(Response::new(ListStatusResponse { targets: self.hub.statuses(&urls) }))
+        Ok(Response::new(ListStatusResponse {
+            targets: self.hub.statuses(&urls),
+            failing_channels: self.hub.failing_channels(),
+        }))
     }
 
     type WatchStatusStream = StatusStream;

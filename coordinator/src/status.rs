@@ -140,6 +140,25 @@ pub fn render_table(statuses: &[TargetStatus], color: bool) -> String {
     out
 }
 
+/// One line per alert channel whose receiver says it is misconfigured: shown above the table,
+/// since alerts to it are not being delivered.
+pub fn render_failing_channels(channels: &[FailingChannel], color: bool) -> String {
+    let mut out = String::new();
+    for c in channels {
+        let since = ts(c.since.as_ref());
+        let told = if c.alerted { "; the other channels were told" } else { "" };
+        let line = format!(
+            "ALERT CHANNEL FAILING: {} since {}: {}: its alerts are not being delivered (retried); fix its URL or \
+             credentials{told}",
+            c.channel,
+            since.as_str().unwrap_or("?"),
+            c.error
+        );
+        let _ = writeln!(out, "{}", if color { format!("\x1b[1;31m{line}\x1b[0m") } else { line });
+    }
+    out
+}
+
 /// How the operator commands reach the coordinator's API.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
@@ -236,12 +255,23 @@ pub async fn run_status(args: StatusArgs) -> anyhow::Result<()> {
     let mut client = client(&args.client).await?;
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     if !args.watch {
-        let statuses =
-            client.list_status(ListStatusRequest::default()).await.map_err(status_error)?.into_inner().targets;
+        let response = client.list_status(ListStatusRequest::default()).await.map_err(status_error)?.into_inner();
+        let statuses = response.targets;
         if args.json {
             let json: Vec<_> = statuses.iter().map(to_json).collect();
-            println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "targets": json }))?);
+            let failing: Vec<_> = response
+                .failing_channels
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "channel": c.channel, "since": ts(c.since.as_ref()), "error": c.error, "alerted": c.alerted,
+                    })
+                })
+                .collect();
+            let json = serde_json::json!({ "targets": json, "failing_channels": failing });
+            println!("{}", serde_json::to_string_pretty(&json)?);
         } else {
+            print!("{}", render_failing_channels(&response.failing_channels, color));
             print!("{}", render_table(&statuses, color));
         }
         return Ok(());
