@@ -1,6 +1,7 @@
 //! The coordinator's HTTP side: the status page (`/`, `/target?url=…`, rendered by `page`),
 //! `/healthz`, Prometheus metrics at `/metrics`, the consolidated status as JSON at `/v1/status`,
-//! and heartbeats: `POST /v1/heartbeats/{name}` (signed with HMAC-SHA256) and
+//! and heartbeats: `POST /v1/heartbeats/{name}` (signed with HMAC-SHA256 over the timestamp, the
+//! name and the body) and
 //! `GET /v1/heartbeats`.
 
 use std::sync::Arc;

@@ -772,9 +772,10 @@ impl Hub {
 
     // ---- heartbeats ----
 
-    /// Accepts a heartbeat: `signature` (`v1=<hex>`) must be the HMAC-SHA256 of
-    /// `timestamp.body` under the heartbeat's secret, the timestamp within 5 minutes of now and
-    /// newer than the last accepted one. Returns when the next one is due (ms).
+    /// Accepts a heartbeat: `signature` (`v2=<hex>`) must be the HMAC-SHA256 of
+    /// `timestamp.name.body` under the heartbeat's secret (the name is signed, so a request for
+    /// one heartbeat cannot be replayed to another with the same secret), the timestamp within 5
+    /// minutes of now and newer than the last accepted one. Returns when the next one is due (ms).
     pub async fn heartbeat(
         &self,
         name: &str,
@@ -787,13 +788,21 @@ impl Hub {
         let unauthenticated = |why: &str| HeartbeatError::Unauthenticated(why.to_owned());
         let ts: i64 =
             timestamp.trim().parse().map_err(|_| unauthenticated("X-Vantage-Timestamp must be Unix seconds"))?;
-        let tag = signature
-            .trim()
-            .strip_prefix("v1=")
-            .and_then(hex_bytes)
-            .ok_or_else(|| unauthenticated("X-Vantage-Signature must be v1=<hex HMAC-SHA256>"))?;
+        let tag = match signature.trim().split_once('=') {
+            Some(("v2", hex)) => hex_bytes(hex),
+            Some(("v1", _)) => {
+                return Err(unauthenticated(
+                    "v1 signatures do not cover the heartbeat's name and are no longer accepted: send v2=<hex \
+                     HMAC-SHA256 of timestamp.name.body> (the deploy hook of this version does)",
+                ));
+            }
+            _ => None,
+        };
+        let tag = tag.ok_or_else(|| {
+            unauthenticated("X-Vantage-Signature must be v2=<hex HMAC-SHA256 of timestamp.name.body>")
+        })?;
         let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, config.secret.0.as_bytes());
-        let signed = [timestamp.trim().as_bytes(), b".", body].concat();
+        let signed = [timestamp.trim().as_bytes(), b".", name.as_bytes(), b".", body].concat();
         // Constant time.
         ring::hmac::verify(&key, &signed, &tag).map_err(|_| unauthenticated("the signature does not match"))?;
         let _deciding = self.deciding.lock().await;

@@ -178,13 +178,19 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-/// `curl` POSTing a heartbeat signed with `secret` (openssl computes the HMAC); returns the HTTP
-/// status and the answer.
+/// `curl` POSTing a heartbeat signed with `secret` for the name the URL ends in (`v2=`, openssl
+/// computes the HMAC of `timestamp.name.body`); returns the HTTP status and the answer.
 pub fn post_heartbeat(url: &str, secret: &str, timestamp: i64, body: &str) -> (u16, String) {
-    let script = r#"sig=$(printf '%s.%s' "$2" "$3" | openssl dgst -sha256 -hmac "$1" | sed 's/^.*= //')
-curl -s -w '\n%{http_code}' -H "X-Vantage-Timestamp: $2" -H "X-Vantage-Signature: v1=$sig" --data "$3" "$4""#;
+    let name = url.rsplit('/').next().unwrap_or_default();
+    post_heartbeat_signed_for(url, name, secret, timestamp, body)
+}
+
+/// Like `post_heartbeat`, with the signature made for the heartbeat `name` whatever the URL says.
+pub fn post_heartbeat_signed_for(url: &str, name: &str, secret: &str, timestamp: i64, body: &str) -> (u16, String) {
+    let script = r#"sig=$(printf '%s.%s.%s' "$2" "$5" "$3" | openssl dgst -sha256 -hmac "$1" | sed 's/^.*= //')
+curl -s -w '\n%{http_code}' -H "X-Vantage-Timestamp: $2" -H "X-Vantage-Signature: v2=$sig" --data "$3" "$4""#;
     let out = Command::new("sh")
-        .args(["-c", script, "sh", secret, &timestamp.to_string(), body, url])
+        .args(["-c", script, "sh", secret, &timestamp.to_string(), body, url, name])
         .output()
         .expect("sh, openssl and curl run");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
