@@ -1,6 +1,6 @@
 //! A real HTTP receiver for alert deliveries (webhook, Slack, PagerDuty): it records every
-//! request, answers 200 (or 503 while it is made to fail), and can be stopped and started again
-//! on the same port.
+//! request, answers 200 (or 503 while it is made to fail, or the status a rule chooses for the
+//! requests it matches), and can be stopped and started again on the same port.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +17,8 @@ pub struct Received {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// What the receiver answered.
+    pub status: u16,
 }
 
 impl Received {
@@ -29,6 +31,9 @@ impl Received {
     }
 }
 
+/// Which requests get which answer: the first matching rule decides.
+type Rules = Arc<Mutex<Vec<(Arc<dyn Fn(&Received) -> bool + Send + Sync>, u16)>>>;
+
 #[derive(Default)]
 struct Log {
     requests: Mutex<Vec<Received>>,
@@ -40,6 +45,7 @@ pub struct Receiver {
     runtime: tokio::runtime::Runtime,
     log: Arc<Log>,
     failing: Arc<AtomicBool>,
+    rules: Rules,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -54,6 +60,7 @@ impl Receiver {
             runtime,
             log: Arc::new(Log::default()),
             failing: Arc::new(AtomicBool::new(false)),
+            rules: Rules::default(),
             task: None,
         };
         receiver.serve(listener);
@@ -61,17 +68,17 @@ impl Receiver {
     }
 
     fn serve(&mut self, listener: tokio::net::TcpListener) {
-        let (log, failing) = (self.log.clone(), self.failing.clone());
+        let (log, failing, rules) = (self.log.clone(), self.failing.clone(), self.rules.clone());
         self.task = Some(self.runtime.spawn(async move {
             // The connections end with the receiver (a stopped one keeps no keep-alive open).
             let mut connections = tokio::task::JoinSet::new();
             loop {
                 let Ok((tcp, _)) = listener.accept().await else { continue };
-                let (log, failing) = (log.clone(), failing.clone());
+                let (log, failing, rules) = (log.clone(), failing.clone(), rules.clone());
                 while connections.try_join_next().is_some() {}
                 connections.spawn(async move {
                     let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-                        let (log, failing) = (log.clone(), failing.clone());
+                        let (log, failing, rules) = (log.clone(), failing.clone(), rules.clone());
                         async move {
                             let path = request.uri().path().to_owned();
                             let headers = request
@@ -83,10 +90,16 @@ impl Receiver {
                             let status = if failing.load(Ordering::SeqCst) {
                                 503
                             } else {
-                                let received = Received { path, headers, body: body.unwrap_or_default() };
+                                let mut received =
+                                    Received { path, headers, body: body.unwrap_or_default(), status: 200 };
+                                let rules = rules.lock().expect("rules").clone();
+                                if let Some((_, status)) = rules.iter().find(|(matches, _)| matches(&received)) {
+                                    received.status = *status;
+                                }
+                                let status = received.status;
                                 log.requests.lock().expect("log").push(received);
                                 log.arrived.notify_all();
-                                200
+                                status
                             };
                             let mut response = hyper::Response::new(Full::new(Bytes::from_static(b"ok")));
                             *response.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
@@ -109,6 +122,23 @@ impl Receiver {
         self.failing.store(failing, Ordering::SeqCst);
     }
 
+    /// Answers `status` to the requests `matches` selects (recorded with that status; the rules
+    /// set earlier come first).
+    pub fn answer(&self, status: u16, matches: impl Fn(&Received) -> bool + Send + Sync + 'static) {
+        self.rules.lock().expect("rules").push((Arc::new(matches), status));
+    }
+
+    /// Drops every rule: everything is answered 200 again.
+    pub fn answer_all_ok(&self) {
+        self.rules.lock().expect("rules").clear();
+    }
+
+    /// Every request so far that a rule answered with something else than 200 and that satisfies
+    /// `pred`.
+    pub fn refused(&self, pred: impl Fn(&Received) -> bool) -> Vec<Received> {
+        self.log.requests.lock().expect("log").iter().filter(|r| r.status != 200 && pred(r)).cloned().collect()
+    }
+
     /// Stops listening and closes its connections: new ones are refused.
     pub fn stop(&mut self) {
         if let Some(task) = self.task.take() {
@@ -123,17 +153,17 @@ impl Receiver {
         self.serve(listener);
     }
 
-    /// Every request so far that satisfies `pred`.
+    /// Every request so far answered 200 that satisfies `pred`, in the order they arrived.
     pub fn matching(&self, pred: impl Fn(&Received) -> bool) -> Vec<Received> {
-        self.log.requests.lock().expect("log").iter().filter(|r| pred(r)).cloned().collect()
+        self.log.requests.lock().expect("log").iter().filter(|r| r.status == 200 && pred(r)).cloned().collect()
     }
 
-    /// Waits (up to two minutes) until a request satisfies `pred`, and returns it.
+    /// Waits (up to two minutes) until a request answered 200 satisfies `pred`, and returns it.
     pub fn wait_for(&self, what: &str, pred: impl Fn(&Received) -> bool) -> Received {
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut requests = self.log.requests.lock().expect("log");
         loop {
-            if let Some(found) = requests.iter().find(|r| pred(r)) {
+            if let Some(found) = requests.iter().find(|r| r.status == 200 && pred(r)) {
                 return found.clone();
             }
             let left = deadline.saturating_duration_since(Instant::now());

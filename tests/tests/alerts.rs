@@ -561,3 +561,106 @@ secret_file = "backup.secret"
     receiver.wait_for("heartbeat_recovered", |r| kind(r) == "heartbeat_recovered" && r.json()["subject"] == "backup");
     assert!(receiver.matching(|r| r.json()["subject"] == "certbot-shop").is_empty(), "the renewed one never alerted");
 }
+
+#[test]
+fn a_channel_answering_401_is_loud_and_wedges_nothing() {
+    let receiver = Receiver::start();
+    let mut w = World::new("failing-channel");
+    let shop = w.add_site("shop", 90);
+    let blog = w.add_site("blog", 90);
+    let (shop_url, blog_url) = (w.sites[shop].url.clone(), w.sites[blog].url.clone());
+    // The "bad" channel's receiver refuses the credentials; on the "good" one, alerts about the
+    // shop are stuck (503) while the others go through.
+    receiver.answer(401, |r| r.path == "/bad");
+    let stuck = shop_url.clone();
+    receiver.answer(503, move |r| r.path == "/good" && r.json()["subject"] == stuck.as_str());
+    let config = format!(
+        "[alerts]\nchannel_failing_after = \"3s\"\n\n\
+         [[channel]]\nname = \"good\"\ntype = \"webhook\"\nurl = \"{}\"\n\n\
+         [[channel]]\nname = \"bad\"\ntype = \"webhook\"\nurl = \"{}\"\n\n\
+         [[route]]\nchannels = [\"good\", \"bad\"]\n\n{}",
+        receiver.url("/good"),
+        receiver.url("/bad"),
+        w.targets_toml(&[]),
+    );
+    let config = w.write("vantage.toml", &config);
+    w.start_coordinator(&config);
+    w.start_agent(0);
+    let mut up = std::collections::HashSet::new();
+    w.coordinator().wait_for_line(|l| {
+        if l.contains("verdict changed") && l.contains("\"UP\"") {
+            up.extend([&shop_url, &blog_url].into_iter().filter(|u| l.contains(u.as_str())).cloned());
+        }
+        up.len() == 2
+    });
+
+    // Both sites go down: the blog's DOWN reaches the good channel although the shop's is stuck
+    // there, and although the bad channel refuses both.
+    w.stop_site(shop);
+    w.stop_site(blog);
+    receiver.wait_for("the blog's DOWN on the good channel", |r| r.path == "/good" && about_(r, "down", &blog_url));
+    let error = w.coordinator().wait_for_line(|l| l.contains("ERROR") && l.contains("alert channel failing"));
+    assert!(error.contains("bad") && error.contains("401"), "{error}");
+
+    // The metric, the alert's deliveries, `status` and the page all say so.
+    let http = w.http.clone().unwrap();
+    let metrics = curl(&format!("{http}/metrics"));
+    assert!(metrics.contains("vantage_alert_channel_failing{channel=\"bad\"} 1"), "{metrics}");
+    assert!(metrics.contains("vantage_alert_channel_failing{channel=\"good\"} 0"), "{metrics}");
+    let alerts = w.call("ListAlerts", &format!("{{\"subject\": \"{blog_url}\"}}"));
+    let down = alerts["alerts"].as_array().unwrap().iter().find(|a| a["kind"] == "down").expect("a down alert").clone();
+    let delivery = |channel: &str| {
+        down["deliveries"].as_array().unwrap().iter().find(|d| d["channel"] == channel).unwrap().clone()
+    };
+    assert_eq!(delivery("good")["state"], "delivered", "{down}");
+    let bad = delivery("bad");
+    assert_eq!(bad["state"], "pending", "retried, not dropped: {down}");
+    let last_error = bad["lastError"].as_str().unwrap_or_default();
+    assert!(last_error.starts_with("HTTP 401 Unauthorized") && last_error.contains("misconfigured"), "{down}");
+    let status = vantage_e2e::run("vantage-coordinator", &["status", "--addr", &format!("http://{}", w.addr.unwrap())]);
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(status.starts_with("ALERT CHANNEL FAILING: bad since "), "{status}");
+    assert!(status.contains("HTTP 401 Unauthorized") && status.contains("TARGET"), "{status}");
+    let page = curl(&format!("{http}/"));
+    assert!(page.contains("data-failing-channel=\"bad\"><strong>Alert channel bad is failing</strong>"), "{page}");
+
+    // After 3 s the good channel hears channel_failing; the bad one keeps being retried.
+    let raised = receiver.wait_for("channel_failing", |r| r.path == "/good" && kind(r) == "channel_failing");
+    assert_eq!(raised.json()["subject"], "bad");
+    assert!(raised.json()["text"].as_str().unwrap().contains("HTTP 401"), "{:?}", raised.json());
+    assert!(receiver.refused(|r| r.path == "/bad" && about_(r, "down", &blog_url)).len() >= 2, "retried with backoff");
+    assert!(receiver.refused(|r| r.path == "/bad" && kind(r) == "channel_failing").is_empty(), "told elsewhere");
+
+    // The blog recovers: its RECOVERED goes out on the good channel, still past the stuck shop.
+    w.start_site(blog);
+    receiver.wait_for("the blog's RECOVERED", |r| r.path == "/good" && about_(r, "recovered", &blog_url));
+    assert!(receiver.matching(|r| r.path == "/good" && r.json()["subject"] == shop_url.as_str()).is_empty());
+
+    // The shop recovers while its DOWN is still stuck; then both receivers work again: the shop's
+    // DOWN arrives before its RECOVERED, the bad channel gets its alerts, and its recovery is told.
+    w.start_site(shop);
+    w.coordinator().wait_for_line(|l| l.contains("verdict changed") && l.contains(&shop_url) && l.contains("\"UP\""));
+    receiver.answer_all_ok();
+    let recovered =
+        receiver.wait_for("the shop's RECOVERED", |r| r.path == "/good" && about_(r, "recovered", &shop_url));
+    let shop_alerts: Vec<String> =
+        receiver.matching(|r| r.path == "/good" && r.json()["subject"] == shop_url.as_str()).iter().map(kind).collect();
+    assert_eq!(shop_alerts, ["down", "recovered"], "a resolve never before its trigger");
+    assert_eq!(recovered.json()["subject"], shop_url.as_str());
+    receiver.wait_for("the blog's DOWN on the bad channel", |r| r.path == "/bad" && about_(r, "down", &blog_url));
+    receiver.wait_for("channel_recovered", |r| r.path == "/good" && kind(r) == "channel_recovered");
+    let metrics = curl(&format!("{http}/metrics"));
+    assert!(metrics.contains("vantage_alert_channel_failing{channel=\"bad\"} 0"), "{metrics}");
+    assert!(!curl(&format!("{http}/")).contains("data-failing-channel"), "the banner is gone");
+}
+
+/// An alert of `kind_` about `subject`, on any path.
+fn about_(r: &Received, kind_: &str, subject: &str) -> bool {
+    kind(r) == kind_ && r.json()["subject"] == subject
+}
+
+fn curl(url: &str) -> String {
+    let out = Command::new("curl").args(["-s", "--max-time", "10", url]).output().expect("curl runs");
+    assert!(out.status.success(), "curl {url}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
