@@ -822,6 +822,40 @@ mod tests {
     }
 
     #[test]
+    fn each_delivery_is_written_into_its_alert_without_undoing_the_others() {
+        use crate::alert::{Alert, AlertKind, Delivery, DeliveryState};
+        let dir = temp_dir("record-deliveries");
+        let store = Store::open(&dir).unwrap();
+        let delivery = |channel: &str, state| Delivery {
+            channel: channel.into(),
+            state,
+            attempts: 0,
+            last_error: String::new(),
+            next_attempt_ms: 0,
+            delivered_ms: 0,
+        };
+        let record = AlertRecord {
+            alert: Alert::new(AlertKind::Down, "https://a.example/", 1_000, "k".into()),
+            deliveries: vec![delivery("good", DeliveryState::Pending), delivery("bad", DeliveryState::Pending)],
+            silenced_by: None,
+        };
+        let id = record.alert.id.clone();
+        store.record_changes(&[], std::slice::from_ref(&record), &[]).unwrap();
+        // Two sends of one alert finish apart, each written from its own copy.
+        store.record_deliveries(&[(id.clone(), delivery("good", DeliveryState::Delivered))]).unwrap();
+        let mut bad = delivery("bad", DeliveryState::Pending);
+        bad.last_error = "HTTP 401".into();
+        store.record_deliveries(&[(id.clone(), bad)]).unwrap();
+        let stored = store.pending_alerts().unwrap();
+        assert_eq!(stored.len(), 1);
+        let states: Vec<_> = stored[0].deliveries.iter().map(|d| (d.state, d.last_error.as_str())).collect();
+        assert_eq!(states, [(DeliveryState::Delivered, ""), (DeliveryState::Pending, "HTTP 401")]);
+        store.record_deliveries(&[(id, delivery("bad", DeliveryState::Failed))]).unwrap();
+        assert!(store.pending_alerts().unwrap().is_empty(), "settled: out of the pending index");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn old_settled_alerts_and_ended_silences_are_pruned_pending_ones_kept() {
         use crate::alert::{Alert, AlertKind, Delivery, DeliveryState};
         let dir = temp_dir("prune-alerts");

@@ -121,9 +121,13 @@ fn remember(channel: &str, failing: Option<&Failing>) -> (String, Option<Vec<u8>
     (format!("channel:{channel}"), failing.and_then(|f| serde_json::to_vec(f).ok()))
 }
 
-/// A send that finished: the alert's id, when it happened, the delivery before the attempt, and
-/// the result.
-type Finished = (String, i64, Delivery, Result<(), SendError>);
+/// A send that finished.
+struct Finished {
+    alert: Alert,
+    /// As it was before the attempt.
+    delivery: Delivery,
+    result: Result<(), SendError>,
+}
 
 /// Runs until the task is aborted; `wake` is notified when new alerts are queued.
 pub async fn run(hub: Arc<Hub>, alerting: Arc<Alerting>, wake: Arc<Notify>) {
@@ -153,7 +157,7 @@ pub async fn run(hub: Arc<Hub>, alerting: Arc<Alerting>, wake: Arc<Notify>) {
                     Some(channel) => sender.send(&channel, &alert).await,
                     None => Err(SendError::Rejected("no such channel in the configuration".to_owned())),
                 };
-                (alert.id, alert.at_ms, delivery, result)
+                Finished { alert, delivery, result }
             });
             in_flight.insert(key.clone());
             tasks.insert(task.id(), key);
@@ -203,13 +207,17 @@ async fn finish(hub: &Hub, alerting: &Alerting, finished: Vec<Finished>) {
     let mut deliveries = Vec::new();
     let mut alerts = Vec::new();
     let mut memory = Vec::new();
-    for (id, at_ms, mut delivery, result) in finished {
-        settle(&mut delivery, at_ms, &result, now);
-        let channel = delivery.channel.clone();
+    for Finished { alert, mut delivery, result } in finished {
+        settle(&mut delivery, alert.at_ms, &result, now);
+        let (id, channel) = (alert.id, delivery.channel.clone());
         match &result {
-            Ok(()) => tracing::info!(id, channel, "alert delivered"),
+            Ok(()) => {
+                tracing::info!(id, kind = alert.kind.as_str(), subject = alert.subject, channel, "alert delivered")
+            }
             Err(error) => tracing::warn!(
                 id,
+                kind = alert.kind.as_str(),
+                subject = alert.subject,
                 channel,
                 attempts = delivery.attempts,
                 error = %error,
