@@ -136,6 +136,14 @@ pub async fn run(hub: Arc<Hub>, alerting: Arc<Alerting>, wake: Arc<Notify>) {
     let mut in_flight: HashSet<(String, String)> = HashSet::new();
     let mut sends: tokio::task::JoinSet<Finished> = tokio::task::JoinSet::new();
     let mut tasks: HashMap<tokio::task::Id, (String, String)> = HashMap::new();
+    for (channel, failing) in hub.channel_health.failing() {
+        tracing::error!(
+            channel,
+            since = super::ms_rfc3339(failing.since_ms),
+            error = failing.error,
+            "alert channel failing since before this start: its alerts are retried"
+        );
+    }
     loop {
         raise_overdue(&hub, &alerting, failing_after).await;
         let mut records = match hub.pending_alerts().await {
