@@ -871,10 +871,6 @@ impl Hub {
         blocking(&self.store, |s| s.pending_alerts()).await
     }
 
-    pub async fn update_alerts(&self, records: Vec<AlertRecord>) -> Result<(), HubError> {
-        blocking(&self.store, move |s| s.update_alerts(&records)).await
-    }
-
     /// Alert channels failing now, as the API tells them.
     pub fn failing_channels(&self) -> Vec<vantage_proto::v1::FailingChannel> {
         self.channel_health

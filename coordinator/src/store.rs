@@ -483,26 +483,6 @@ impl Store {
         Ok(())
     }
 
-    /// Writes back alerts after delivery attempts.
-    pub fn update_alerts(&self, alerts: &[AlertRecord]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write()?;
-        {
-            let mut table = txn.open_table(ALERTS)?;
-            let mut pending = txn.open_table(ALERT_PENDING)?;
-            for record in alerts {
-                let id = record.alert.id.as_str();
-                table.insert(id, serde_json::to_vec(record).map_err(corrupt)?.as_slice())?;
-                if record.pending() {
-                    pending.insert(id, ())?;
-                } else {
-                    pending.remove(id)?;
-                }
-            }
-        }
-        txn.commit()?;
-        Ok(())
-    }
-
     /// Writes back delivery attempts, each into its alert's record (by alert id and channel), so
     /// what other channels' attempts of the same alert wrote meanwhile is kept.
     pub fn record_deliveries(&self, deliveries: &[(String, Delivery)]) -> Result<(), StoreError> {
