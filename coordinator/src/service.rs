@@ -336,10 +336,10 @@ impl AgentService for AgentEndpoint {
             .inspect_err(|e| {
                 tracing::warn!(agent = hello.name, region = hello.region, error = %e, "agent refused");
             })?;
-        let (rate, bytes, refusals) = (self.rate, self.bytes, self.refusals.clone());
+        let (pace, refusals) = (Pace::new(self.rate, self.bytes, Instant::now()), self.refusals.clone());
         tokio::spawn(async move {
             let result = tokio::select! {
-                result = serve_agent(&hub, &hello, &mut inbound, &tx, (rate, bytes, &refusals)) => result,
+                result = serve_agent(&hub, &hello, &mut inbound, &tx, pace, &refusals) => result,
                 // The hub dropped this session: end the stream so the agent reconnects.
                 _ = closed => Ok(()),
             };
@@ -381,9 +381,9 @@ async fn serve_agent(
     hello: &Hello,
     inbound: &mut Streaming<AgentMessage>,
     tx: &crate::hub::AgentTx,
-    (rate, bytes, refusals): (u32, u64, &RefusalLog),
+    mut pace: Pace,
+    refusals: &RefusalLog,
 ) -> Result<(), Status> {
-    let mut pace = Pace::new(rate, bytes, Instant::now());
     loop {
         let message = match inbound.message().await {
             Ok(Some(message)) => message,
