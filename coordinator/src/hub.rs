@@ -1723,6 +1723,10 @@ fn reassign(state: &mut State, changed: &[String]) {
             agent.released.insert(url.clone(), now);
         }
         session.patience_ms = patience_ms(&want);
+        if session.assigned.is_empty() && !want.is_empty() {
+            // Nothing to report until now: its time starts with its first targets.
+            session.last_accepted_ms = session.last_accepted_ms.max(now);
+        }
         let message = if !session.sent_full {
             session.sent_full = true;
             coordinator_message::Kind::Assignment(Assignment {
