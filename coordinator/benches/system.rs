@@ -27,8 +27,9 @@ fn temp(name: &str) -> std::path::PathBuf {
 fn options(dir: std::path::PathBuf) -> ServeOptions {
     ServeOptions {
         hub: HubOptions { reconnect_grace: Duration::from_secs(1), ..HubOptions::default() },
-        // Capacity is measured here, not the per-agent pace (`--agent-rate`).
+        // Capacity is measured here, not the per-agent pace (`--agent-rate`, `--agent-bytes`).
         agent_rate: u32::MAX,
+        agent_bytes: u64::MAX,
         ..ServeOptions::local("127.0.0.1:0".parse().unwrap(), dir)
     }
 }

@@ -448,6 +448,14 @@ critical_days = 7
     }
 
     #[test]
+    fn a_url_longer_than_agents_can_report_is_refused() {
+        let long = format!("https://a.example/{}", "x".repeat(vantage_shared::limits::MAX_URL));
+        let e = parse(&format!("\n[[target]]\nurl = \"{long}\"\n"), "v.toml").unwrap_err().to_string();
+        assert!(e.starts_with("v.toml:2: target https://a.example/"), "{e}");
+        assert!(e.ends_with(&format!(": url: at most 2048 bytes, got {}", long.len())), "{e}");
+    }
+
+    #[test]
     fn alerting_sections_load_and_their_errors_name_the_line() {
         let dir = std::env::temp_dir().join(format!("vantage-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -14,17 +14,16 @@ use vantage_proto::v1::{
     RegionStatus, RunNow, TargetSpec, TargetStatus, coordinator_message,
 };
 use vantage_shared::FailureCode;
+use vantage_shared::limits::{MAX_BATCH_RESULTS, MAX_ID};
 
 use crate::alert::{Alert, AlertCause, AlertKind, AlertRecord, Alerting, Silence};
+use crate::refusal::{Reason, Refusal};
 use crate::store::{self, AgentRecord, BatchOutcome, IncidentChange, Store, StoreError, StoredResult, VerdictRecord};
 use crate::verdict::{self, Decision, Observation, Opinion, RegionOpinion, Verdict};
 use crate::{assign, spec};
 
 /// What the coordinator sends down an agent's stream.
 pub type AgentTx = mpsc::Sender<Result<CoordinatorMessage, tonic::Status>>;
-
-/// Most results one batch may carry.
-pub const MAX_BATCH: usize = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
@@ -65,11 +64,64 @@ struct Session {
     clock_offset_ms: i64,
     /// Empty without mTLS.
     cert_sha256: String,
+    /// When one of its results was last stored (until the first, when it connected).
+    last_accepted_ms: i64,
+    /// Its results have been refused since the last one was stored.
+    refusing: bool,
+    /// How long it may go on with only refused results before it no longer counts as reporting
+    /// (see `Session::reporting`).
+    patience_ms: i64,
+}
+
+impl Session {
+    /// Whether the agent's results are being stored. Connected is not enough: an agent whose
+    /// every result is refused leaves its targets unjudged as surely as a disconnected one. A
+    /// refusal counts only once the agent has gone longer without a stored result than its
+    /// targets need, so an odd refused result (for a target deleted a moment ago) says nothing.
+    fn reporting(&self, now: i64) -> bool {
+        !self.refusing || now - self.last_accepted_ms <= self.patience_ms
+    }
+}
+
+/// How long an agent assigned `assigned` may go without a stored result: two of its shortest
+/// interval plus a probe and its retry (two timeouts and the retry's second) and a few seconds
+/// of delivery. With nothing assigned there is nothing to report, and no limit.
+fn patience_ms(assigned: &BTreeMap<String, TargetSpec>) -> i64 {
+    assigned
+        .values()
+        .map(|spec| {
+            let (interval, timeout) = spec::timing(spec);
+            (2 * interval + 2 * timeout + Duration::from_secs(5)).as_millis() as i64
+        })
+        .min()
+        .unwrap_or(i64::MAX)
+}
+
+/// How long after a target left an agent's assignment its results for it are still accepted: a
+/// run under way when it moved (the probe, its retry a second later, the retry) and the batch's
+/// way to the coordinator, with a minute to spare for a reconnection.
+pub fn release_grace(spec: &TargetSpec) -> Duration {
+    let (interval, timeout) = spec::timing(spec);
+    interval + 2 * timeout + Duration::from_secs(60)
 }
 
 struct AgentState {
     record: AgentRecord,
     session: Option<Session>,
+    /// Targets that left this agent's assignment lately: url → when (ms). Its results for them are
+    /// still accepted for their `release_grace`.
+    released: HashMap<String, i64>,
+}
+
+impl AgentState {
+    /// Drops the session (its stream ends); what it was assigned counts as released now.
+    fn end_session(&mut self, now: i64) {
+        if let Some(session) = self.session.take() {
+            for url in session.assigned.into_keys() {
+                self.released.insert(url, now);
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -97,14 +149,27 @@ struct State {
     agents: BTreeMap<String, AgentState>,
     epoch: u64,
     next_session: u64,
-    run_now: HashMap<String, mpsc::UnboundedSender<HistoryEntry>>,
+    run_now: HashMap<String, RunNowWait>,
     /// What watchers last heard about each target.
     announced: HashMap<String, String>,
     /// Fingerprints of revoked agent certificates.
     revoked: HashSet<String>,
 }
 
+/// A `CheckNow` waiting for its results: where they go, and which agents were asked (their
+/// answers are accepted even if the target moved away from them meanwhile).
+struct RunNowWait {
+    tx: mpsc::UnboundedSender<HistoryEntry>,
+    url: String,
+    asked: Vec<String>,
+}
+
 impl State {
+    /// Whether an agent of `region` is connected and its results are being stored.
+    fn reporting_in(&self, region: &str, now: i64) -> bool {
+        self.agents.values().any(|a| a.record.region == region && a.session.as_ref().is_some_and(|s| s.reporting(now)))
+    }
+
     fn regions_known(&self) -> BTreeSet<String> {
         self.agents.values().map(|a| a.record.region.clone()).collect()
     }
@@ -210,6 +275,8 @@ pub struct Hub {
     deciding: tokio::sync::Mutex<()>,
     /// Tells `CheckNow` calls apart.
     next_check: std::sync::atomic::AtomicU64,
+    /// Random per coordinator process: run-now ids of a restarted coordinator are new ones.
+    run_now_prefix: String,
     watchers: broadcast::Sender<TargetStatus>,
     started: Instant,
     options: HubOptions,
@@ -291,7 +358,7 @@ impl Hub {
             ..State::default()
         };
         for record in agents {
-            state.agents.insert(record.name.clone(), AgentState { record, session: None });
+            state.agents.insert(record.name.clone(), AgentState { record, session: None, released: HashMap::new() });
         }
         let channels: Vec<String> = options.alerting.channels.iter().map(|c| c.name.clone()).collect();
         let channel_health =
@@ -302,6 +369,7 @@ impl Hub {
             state: Mutex::new(state),
             deciding: tokio::sync::Mutex::new(()),
             next_check: std::sync::atomic::AtomicU64::new(0),
+            run_now_prefix: run_now_prefix(),
             watchers,
             started: Instant::now(),
             options,
@@ -388,22 +456,31 @@ impl Hub {
             state.next_session += 1;
             let id = state.next_session;
             let (close, closed) = tokio::sync::oneshot::channel();
+            let now = now_ms();
             let session = Session {
                 id,
                 tx,
                 _close: close,
-                since_ms: now_ms(),
+                since_ms: now,
                 assigned: BTreeMap::new(),
                 sent_full: false,
                 last_sequence,
                 clock_offset_ms,
                 cert_sha256: cert.sha256,
+                last_accepted_ms: now,
+                refusing: false,
+                patience_ms: i64::MAX,
             };
-            if let Some(old) = state.agents.insert(name.into(), AgentState { record, session: Some(session) }) {
+            let mut agent = AgentState { record, session: Some(session), released: HashMap::new() };
+            if let Some(mut old) = state.agents.remove(name) {
                 if old.session.is_some() {
                     tracing::warn!(agent = name, "agent reconnected; its previous stream is closed");
                 }
+                // Its outbox may hold results for what the old session was assigned.
+                old.end_session(now);
+                agent.released = old.released;
             }
+            state.agents.insert(name.into(), agent);
             reassign(&mut state, &[]);
             (id, closed)
         };
@@ -475,7 +552,7 @@ impl Hub {
             let current = state.agents.get_mut(name).filter(|a| a.session.as_ref().is_some_and(|s| s.id == session));
             match current {
                 Some(agent) => {
-                    agent.session = None;
+                    agent.end_session(now_ms());
                     agent.record.last_seen_ms = now_ms();
                     reassign(&mut state, &[]);
                     true
@@ -498,11 +575,15 @@ impl Hub {
         sequence: u64,
         results: Vec<(String, HistoryEntry)>,
     ) -> Result<BatchOutcome, HubError> {
-        if results.len() > MAX_BATCH {
-            return Err(HubError::Refused(format!("a batch holds at most {MAX_BATCH} results, got {}", results.len())));
+        if results.len() > MAX_BATCH_RESULTS {
+            return Err(HubError::Refused(format!(
+                "a batch holds at most {MAX_BATCH_RESULTS} results, got {}",
+                results.len()
+            )));
         }
         // Only results for targets this region probes are kept: an agent cannot fill the history
-        // with targets nobody configured.
+        // with targets nobody configured. (The agent service refuses them earlier, in the ack:
+        // this holds if a target is deleted meanwhile.)
         let results: Vec<(String, HistoryEntry)> = {
             let state = self.lock();
             results
@@ -557,7 +638,7 @@ impl Hub {
                 let key = (row.url.clone(), region.to_owned());
                 let newer = state.latest.get(&key).is_none_or(|cur| store::entry_ms(cur) <= row.at_ms);
                 if let Some(waiter) = run_now_id(&row.entry).and_then(|id| state.run_now.get(&id)) {
-                    let _ = waiter.send(row.entry.clone());
+                    let _ = waiter.tx.send(row.entry.clone());
                 }
                 if newer && state.targets.contains_key(&row.url) {
                     state.latest.insert(key, row.entry);
@@ -569,6 +650,60 @@ impl Hub {
             self.evaluate(Some(touched.into_iter().collect())).await;
         }
         Ok(outcome)
+    }
+
+    /// Which of an agent's results (target URL, run-now id) it may report: `None` for each one
+    /// to store, or why not. A result is accepted for a target assigned to the agent now, one
+    /// that left its assignment within the target's `release_grace` (a run under way when the
+    /// target moved, an outbox resent after a reconnection), or one that answers a `CheckNow`
+    /// that asked this agent. Anything else (a target never assigned to it, long gone from it, or
+    /// not configured at all) is refused: an agent cannot report for another agent's or another
+    /// region's targets.
+    pub fn check_assigned<'a>(
+        &self,
+        agent: &str,
+        results: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Vec<Option<Refusal>> {
+        let state = self.lock();
+        let now = now_ms();
+        let agent_state = state.agents.get(agent);
+        let session = agent_state.and_then(|a| a.session.as_ref());
+        results
+            .into_iter()
+            .map(|(url, run_now_id)| {
+                let Some(spec) = state.targets.get(url) else {
+                    return Some(Refusal::new(
+                        Reason::UnknownTarget,
+                        format!("target_url: no target {url} (never configured, or deleted)"),
+                    ));
+                };
+                let assigned = session.is_some_and(|s| s.assigned.contains_key(url));
+                let lately = agent_state
+                    .and_then(|a| a.released.get(url))
+                    .is_some_and(|at| now - at <= release_grace(spec).as_millis() as i64);
+                let asked = !run_now_id.is_empty()
+                    && state
+                        .run_now
+                        .get(run_now_id)
+                        .is_some_and(|w| w.url == url && w.asked.iter().any(|a| a == agent));
+                (!(assigned || lately || asked)).then(|| {
+                    Refusal::new(Reason::NotAssigned, format!("target_url: {url} is not assigned to this agent"))
+                })
+            })
+            .collect()
+    }
+
+    /// Notes how an agent's batch went: `accepted` results stored, `refused` refused. An agent
+    /// whose results are all refused stops counting as reporting for its region (see
+    /// `Session::reporting`).
+    pub fn reported(&self, agent: &str, accepted: usize, refused: usize) {
+        let mut state = self.lock();
+        let Some(session) = state.agents.get_mut(agent).and_then(|a| a.session.as_mut()) else { return };
+        if accepted > 0 {
+            (session.last_accepted_ms, session.refusing) = (now_ms(), false);
+        } else if refused > 0 {
+            session.refusing = true;
+        }
     }
 
     // ---- targets ----
@@ -1020,14 +1155,15 @@ impl Hub {
     pub async fn check_now(&self, url: &str) -> Result<(TargetStatus, Vec<HistoryEntry>, Vec<String>), HubError> {
         let url =
             vantage_shared::TargetUrl::parse(url).map(|u| u.to_string()).map_err(|_| HubError::NoTarget(url.into()))?;
-        let id = format!("{url}#{}", self.next_check.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let id =
+            run_now_id_for(&self.run_now_prefix, self.next_check.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let (tx, mut rx) = mpsc::unbounded_channel();
         let (regions, asked, deadline) = {
             let mut state = self.lock();
             let spec = state.targets.get(&url).cloned().ok_or_else(|| HubError::NoTarget(url.clone()))?;
             let regions = state.target_regions(&spec);
             let (_, timeout) = spec::timing(&spec);
-            let mut asked = Vec::new();
+            let (mut asked, mut agents_asked) = (Vec::new(), Vec::new());
             for region in &regions {
                 let agents = state.connected_in(region);
                 let Some(owner) = assign::owner(&url, &agents).map(str::to_owned) else { continue };
@@ -1041,9 +1177,10 @@ impl Hub {
                 };
                 if session.is_some_and(|s| s.tx.try_send(Ok(message)).is_ok()) {
                     asked.push(region.clone());
+                    agents_asked.push(owner);
                 }
             }
-            state.run_now.insert(id.clone(), tx);
+            state.run_now.insert(id.clone(), RunNowWait { tx, url: url.clone(), asked: agents_asked });
             // A probe, the agent's retry after 1 s, a second probe, and time to deliver.
             (regions, asked, timeout * 2 + Duration::from_secs(3))
         };
@@ -1150,6 +1287,23 @@ fn name_taken(state: &State, name: &str, region: &str) -> Result<(), HubError> {
         ))),
         _ => Ok(()),
     }
+}
+
+/// Random hex for this process's run-now ids.
+fn run_now_prefix() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    // The system RNG does not fail on Linux; a zero prefix still tells this process's calls apart.
+    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The run-now id of this process's `n`th `CheckNow`: short whatever the URL (at most 38 bytes,
+/// under `limits::MAX_ID`), so an agent can always report it.
+fn run_now_id_for(prefix: &str, n: u64) -> String {
+    let id = format!("r-{prefix}-{n}");
+    debug_assert!(id.len() <= MAX_ID);
+    id
 }
 
 fn run_now_id(entry: &HistoryEntry) -> Option<String> {
@@ -1552,7 +1706,8 @@ fn region_alerts(state: &mut State, now: i64, after: Duration, alerts: &mut Vec<
         return;
     }
     for region in state.regions_known() {
-        let connected = !state.connected_in(&region).is_empty();
+        // Connected is not enough: an agent whose every result is refused judges nothing.
+        let connected = state.reporting_in(&region, now);
         let dedup = format!("vantage/region/{region}");
         match (connected, state.silent_regions.get(&region).cloned()) {
             (true, Some(gone)) => {
@@ -1574,7 +1729,11 @@ fn region_alerts(state: &mut State, now: i64, after: Duration, alerts: &mut Vec<
                 alert.regions = vec![region.clone()];
                 alert.cause = Some(AlertCause {
                     code: "region_silent".into(),
-                    message: format!("No agent of region {region} has been connected for {}.", crate::alert::human_duration(now - gone.since_ms)),
+                    message: if state.connected_in(&region).is_empty() {
+                        format!("No agent of region {region} has been connected for {}.", crate::alert::human_duration(now - gone.since_ms))
+                    } else {
+                        format!("The agents of region {region} are connected, but none of their results has been stored for {}: they are refused (vantage_results_refused_total and the coordinator's log say why).", crate::alert::human_duration(now - gone.since_ms))
+                    },
                     hint: "Check the agent hosts of this region (service running, network to the coordinator, certificate not expired or revoked); its targets are UNKNOWN from there meanwhile.".into(),
                 });
                 alerts.push(alert);
@@ -1602,9 +1761,22 @@ fn reassign(state: &mut State, changed: &[String]) {
     state.epoch += 1;
     let epoch = state.epoch;
     let mut dead = Vec::new();
+    let now = now_ms();
     for agent in state.agents.values_mut() {
+        // Released targets are forgotten once their grace is over (or they are gone).
+        agent.released.retain(|url, at| {
+            state.targets.get(url).is_some_and(|spec| now - *at <= release_grace(spec).as_millis() as i64)
+        });
         let Some(session) = agent.session.as_mut() else { continue };
         let want = desired.remove(&agent.record.name).unwrap_or_default();
+        for url in session.assigned.keys().filter(|u| !want.contains_key(*u)) {
+            agent.released.insert(url.clone(), now);
+        }
+        session.patience_ms = patience_ms(&want);
+        if session.assigned.is_empty() && !want.is_empty() {
+            // Nothing to report until now: its time starts with its first targets.
+            session.last_accepted_ms = session.last_accepted_ms.max(now);
+        }
         let message = if !session.sent_full {
             session.sent_full = true;
             coordinator_message::Kind::Assignment(Assignment {
@@ -1636,7 +1808,7 @@ fn reassign(state: &mut State, changed: &[String]) {
         for name in dead {
             tracing::warn!(agent = name, "agent stream is full; disconnecting it");
             if let Some(a) = state.agents.get_mut(&name) {
-                a.session = None;
+                a.end_session(now);
             }
         }
         // Their targets go to the region's other agents.

@@ -11,6 +11,7 @@ pub mod hub;
 pub mod metrics;
 pub mod page;
 pub mod pki;
+pub mod refusal;
 pub mod serve;
 pub mod service;
 pub mod spec;

@@ -87,6 +87,10 @@ struct ServeArgs {
     /// Results per second one agent may deliver; beyond it, its stream is read more slowly.
     #[arg(long, default_value_t = vantage_coordinator::service::DEFAULT_AGENT_RATE, env = "VANTAGE_AGENT_RATE")]
     agent_rate: u32,
+    /// Bytes of result batches per second one agent may deliver (8 MiB); beyond it, its stream is
+    /// read more slowly.
+    #[arg(long, default_value_t = vantage_coordinator::service::DEFAULT_AGENT_BYTES, env = "VANTAGE_AGENT_BYTES")]
+    agent_bytes: u64,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -156,6 +160,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         read_token_file: args.read_token_file,
         http_auth: args.http_auth,
         agent_rate: args.agent_rate,
+        agent_bytes: args.agent_bytes,
     })
     .await?;
     tokio::select! {

@@ -20,6 +20,8 @@ pub struct Counters {
     pub results: AtomicU64,
     pub batches: AtomicU64,
     pub duplicate_batches: AtomicU64,
+    /// Results refused, by reason (in `refusal::Reason::ALL` order).
+    pub refused: [AtomicU64; crate::refusal::Reason::ALL.len()],
     /// Failing results by failure code (codes are a fixed list).
     pub failures: Mutex<BTreeMap<String, u64>>,
 }
@@ -31,6 +33,10 @@ impl Counters {
         }
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         *failures.entry(code.to_owned()).or_default() += 1;
+    }
+
+    pub fn count_refused(&self, reason: crate::refusal::Reason, n: u64) {
+        self.refused[reason.index()].fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn add(counter: &AtomicU64, n: u64) {
@@ -175,6 +181,15 @@ fn write_counters(f: &mut Family<'_>, hub: &Hub, statuses: &[TargetStatus], pend
     ] {
         f.header(name, "counter", help);
         f.sample(name, &[], value);
+    }
+    f.header(
+        "vantage_results_refused_total",
+        "counter",
+        "Results from agents acknowledged but not stored, by reason (the coordinator's log names the agent).",
+    );
+    for reason in crate::refusal::Reason::ALL {
+        let n = counters.refused[reason.index()].load(Ordering::Relaxed);
+        f.sample("vantage_results_refused_total", &[("reason", reason.as_str())], n as f64);
     }
     f.header("vantage_targets", "gauge", "Targets configured.");
     f.sample("vantage_targets", &[], statuses.len() as f64);

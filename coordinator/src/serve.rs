@@ -19,8 +19,8 @@ use crate::hub::{Hub, HubOptions};
 use crate::service::{AdminEndpoint, AgentEndpoint};
 use crate::store::Store;
 
-/// Largest gRPC message accepted (a full batch is far smaller).
-const MAX_MESSAGE: usize = 4 << 20;
+/// Largest gRPC message accepted: agents split their batches to fit it.
+const MAX_MESSAGE: usize = vantage_shared::limits::MAX_MESSAGE;
 /// Largest message sent to an agent: a full assignment of `--max-targets` targets (about 100
 /// bytes each) must fit. Agents accept as much (`vantage_agent::session::MAX_ASSIGNMENT`).
 const MAX_ASSIGNMENT: usize = vantage_agent::session::MAX_ASSIGNMENT;
@@ -41,6 +41,8 @@ pub struct ServeOptions {
     pub http_auth: bool,
     /// Results per second per agent.
     pub agent_rate: u32,
+    /// Bytes of result batches per second per agent.
+    pub agent_bytes: u64,
 }
 
 impl ServeOptions {
@@ -58,6 +60,7 @@ impl ServeOptions {
             read_token_file: None,
             http_auth: false,
             agent_rate: crate::service::DEFAULT_AGENT_RATE,
+            agent_bytes: crate::service::DEFAULT_AGENT_BYTES,
         }
     }
 }
@@ -211,10 +214,15 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
         .register_encoded_file_descriptor_set(vantage_proto::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .context("building gRPC reflection")?;
-    let agents =
-        AgentServiceServer::new(AgentEndpoint { hub: hub.clone(), mtls: tls.is_some(), rate: options.agent_rate })
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_ASSIGNMENT);
+    let agents = AgentServiceServer::new(AgentEndpoint {
+        hub: hub.clone(),
+        mtls: tls.is_some(),
+        rate: options.agent_rate,
+        bytes: options.agent_bytes,
+        refusals: Default::default(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE)
+    .max_encoding_message_size(MAX_ASSIGNMENT);
     // Answers as large as an assignment (every target's status): grpcurl needs -max-msg-sz for
     // those beyond 4 MiB.
     let admin = CoordinatorServer::new(AdminEndpoint { hub: hub.clone(), auth: auth.clone() })

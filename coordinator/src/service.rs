@@ -1,10 +1,12 @@
 //! The gRPC services, kept thin: `AgentService` (each agent's stream) and `Coordinator` (admin and
 //! query API) translate between the wire and the hub. Errors become `tonic::Status` in one place.
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prost::Message as _;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -13,20 +15,29 @@ use vantage_proto::v1::agent_service_server::AgentService;
 use vantage_proto::v1::coordinator_server::Coordinator;
 use vantage_proto::v1::*;
 use vantage_shared::identity::{self, Identity};
+use vantage_shared::limits::{MAX_BATCH_RESULTS, MAX_ID, MAX_MESSAGE, MAX_RESULT_BYTES, MAX_URL};
 
 use crate::auth::{self, Access, AdminAuth};
-use crate::hub::{AgentCert, Hub, HubError, MAX_BATCH};
+use crate::hub::{AgentCert, Hub, HubError};
+use crate::refusal::{Reason, Refusal, RefusalLog};
 use crate::store::BatchOutcome;
 
 /// How long a new stream may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Longest target URL accepted anywhere.
-pub const MAX_URL: usize = 2048;
 /// Most URLs one `ListStatus` call may name.
 pub const MAX_URLS_PER_REQUEST: usize = 1000;
 /// Default of `--agent-rate`: results per second one agent may deliver before its stream is read
 /// more slowly (a resent outbox drains at this pace instead of flooding the store).
 pub const DEFAULT_AGENT_RATE: u32 = 2000;
+/// Default of `--agent-bytes`: bytes of result batches per second one agent may deliver before
+/// its stream is read more slowly. 8 MiB/s is the full result rate at 4 KiB a result (a result
+/// with a certificate chain is 1–3 KiB), while one agent cannot keep the store writing at disk
+/// speed with results at the size limit.
+pub const DEFAULT_AGENT_BYTES: u64 = 8 << 20;
+/// Trace context a result may carry: `traceparent` and `tracestate`, each bounded.
+const MAX_TRACE_FIELDS: usize = 2;
+const MAX_TRACE_KEY: usize = 32;
+const MAX_TRACE_VALUE: usize = 512;
 
 impl From<HubError> for Status {
     fn from(e: HubError) -> Status {
@@ -51,6 +62,10 @@ pub struct AgentEndpoint {
     pub mtls: bool,
     /// Results per second per agent.
     pub rate: u32,
+    /// Bytes of batches per second per agent.
+    pub bytes: u64,
+    /// When each agent's refusals were last logged.
+    pub refusals: Arc<RefusalLog>,
 }
 
 impl AgentEndpoint {
@@ -114,35 +129,104 @@ fn row_limit(limit: u32) -> Result<usize, Status> {
 /// The largest batch sequence accepted.
 const MAX_SEQUENCE: u64 = 1 << 62;
 
-/// Checks an incoming batch before anything of it is used; a malformed batch ends the stream.
+/// Checks a batch as a whole: what breaks the protocol (an absurd sequence, too many results)
+/// ends the stream. Its results are checked one by one by [`check_result`].
 pub fn check_batch(batch: &ResultBatch) -> Result<(), Status> {
     // Agents count from the clock in microseconds: 2^62 is 146,000 years away. A sequence near
     // the top would leave the agent no room above it.
     if batch.sequence > MAX_SEQUENCE {
         return Err(Status::invalid_argument(format!("sequence: at most {MAX_SEQUENCE}, got {}", batch.sequence)));
     }
-    if batch.results.len() > MAX_BATCH {
+    if batch.results.len() > MAX_BATCH_RESULTS {
         return Err(Status::invalid_argument(format!(
-            "results: a batch holds at most {MAX_BATCH}, got {}",
+            "results: a batch holds at most {MAX_BATCH_RESULTS}, got {}",
             batch.results.len()
         )));
     }
-    for (i, r) in batch.results.iter().enumerate() {
-        let bad = |what: &str| Err(Status::invalid_argument(format!("results[{i}].{what}")));
-        if r.target_url.is_empty() || r.target_url.len() > MAX_URL {
-            return bad("target_url: must be 1 to 2048 bytes");
-        }
-        if r.result.is_none() {
-            return bad("result: missing");
-        }
-        if r.run_now_id.len() > 64 || r.first_failure_code.len() > 64 {
-            return bad("run_now_id / first_failure_code: at most 64 bytes");
-        }
-        if r.trace_context.len() > 2 || r.trace_context.iter().any(|(k, v)| k.len() > 32 || v.len() > 512) {
-            return bad("trace_context: at most traceparent and tracestate, 512 bytes each");
+    Ok(())
+}
+
+/// Checks one result on its own. One the coordinator will not store is refused in the ack (the
+/// agent drops it), never a reason to end the stream: a stream ended for a result the agent
+/// resends after reconnecting would wedge that agent for good.
+pub fn check_result(r: &TargetResult) -> Result<(), Refusal> {
+    if r.target_url.is_empty() || r.target_url.len() > MAX_URL {
+        return Err(Refusal::new(
+            Reason::TargetUrl,
+            format!("target_url: must be 1 to {MAX_URL} bytes, got {}", r.target_url.len()),
+        ));
+    }
+    if r.result.is_none() {
+        return Err(Refusal::new(Reason::NoResult, "result: missing"));
+    }
+    for (field, id) in [("run_now_id", &r.run_now_id), ("first_failure_code", &r.first_failure_code)] {
+        if id.len() > MAX_ID {
+            return Err(Refusal::new(Reason::Id, format!("{field}: at most {MAX_ID} bytes, got {}", id.len())));
         }
     }
+    if r.trace_context.len() > MAX_TRACE_FIELDS
+        || r.trace_context.iter().any(|(k, v)| k.len() > MAX_TRACE_KEY || v.len() > MAX_TRACE_VALUE)
+    {
+        return Err(Refusal::new(
+            Reason::TraceContext,
+            format!("trace_context: at most traceparent and tracestate, {MAX_TRACE_VALUE} bytes each"),
+        ));
+    }
+    let size = r.encoded_len();
+    if size > MAX_RESULT_BYTES {
+        return Err(Refusal::new(
+            Reason::TooLarge,
+            format!("the result is {size} bytes encoded, at most {MAX_RESULT_BYTES}"),
+        ));
+    }
     Ok(())
+}
+
+/// Splits a batch's results into those to store and those refused (by position in the batch):
+/// each must be well-formed ([`check_result`]) and for a target assigned to this agent
+/// ([`Hub::check_assigned`]).
+pub fn screen(hub: &Hub, agent: &str, results: Vec<TargetResult>) -> (Vec<TargetResult>, Vec<(u32, Refusal)>) {
+    let mut refused = Vec::new();
+    let mut valid = Vec::with_capacity(results.len());
+    for (i, r) in results.into_iter().enumerate() {
+        match check_result(&r) {
+            Ok(()) => valid.push((i as u32, r)),
+            Err(refusal) => refused.push((i as u32, refusal)),
+        }
+    }
+    let assigned = hub.check_assigned(agent, valid.iter().map(|(_, r)| (r.target_url.as_str(), r.run_now_id.as_str())));
+    let mut kept = Vec::with_capacity(valid.len());
+    for ((i, r), refusal) in valid.into_iter().zip(assigned) {
+        match refusal {
+            None => kept.push(r),
+            Some(refusal) => refused.push((i, refusal)),
+        }
+    }
+    refused.sort_by_key(|(i, _)| *i);
+    (kept, refused)
+}
+
+/// Counts a batch's refusals and logs them, at most once per agent and reason a minute.
+fn note_refusals(hub: &Hub, log: &RefusalLog, hello: &Hello, refused: &[(u32, Refusal)]) {
+    let mut by_reason: BTreeMap<Reason, (u64, &Refusal)> = BTreeMap::new();
+    for (_, refusal) in refused {
+        by_reason.entry(refusal.reason).or_insert((0, refusal)).0 += 1;
+    }
+    let now = Instant::now();
+    for (reason, (count, example)) in by_reason {
+        hub.counters.count_refused(reason, count);
+        if let Some(unlogged) = log.due(&hello.name, reason, count, now) {
+            tracing::warn!(
+                agent = hello.name,
+                region = hello.region,
+                reason = reason.as_str(),
+                count,
+                unlogged_since_last = unlogged,
+                example = %example,
+                "results refused: acknowledged to the agent, not stored"
+            );
+        }
+    }
 }
 
 /// A batch's results as history rows of `region` and `agent`, keyed by target URL.
@@ -202,9 +286,10 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn new(rate: u32, now: Instant) -> Bucket {
-        let rate = f64::from(rate.max(1));
-        let burst = rate.max(2.0 * MAX_BATCH as f64);
+    /// At least `floor` in a burst, so that a single batch never waits on a full bucket.
+    fn new(rate: f64, floor: f64, now: Instant) -> Bucket {
+        let rate = rate.max(1.0);
+        let burst = rate.max(floor);
         Bucket { tokens: burst, rate, burst, last: now }
     }
 
@@ -251,10 +336,10 @@ impl AgentService for AgentEndpoint {
             .inspect_err(|e| {
                 tracing::warn!(agent = hello.name, region = hello.region, error = %e, "agent refused");
             })?;
-        let rate = self.rate;
+        let (pace, refusals) = (Pace::new(self.rate, self.bytes, Instant::now()), self.refusals.clone());
         tokio::spawn(async move {
             let result = tokio::select! {
-                result = serve_agent(&hub, &hello, &mut inbound, &tx, rate) => result,
+                result = serve_agent(&hub, &hello, &mut inbound, &tx, pace, &refusals) => result,
                 // The hub dropped this session: end the stream so the agent reconnects.
                 _ = closed => Ok(()),
             };
@@ -268,15 +353,37 @@ impl AgentService for AgentEndpoint {
     }
 }
 
-/// Reads an agent's batches until its stream ends; each is acked once committed.
+/// One agent's pace: results per second and bytes per second, each with bursts of two full
+/// batches; a batch waits as long as the slower of the two needs.
+struct Pace {
+    results: Bucket,
+    bytes: Bucket,
+}
+
+impl Pace {
+    fn new(rate: u32, bytes: u64, now: Instant) -> Pace {
+        Pace {
+            results: Bucket::new(f64::from(rate), 2.0 * MAX_BATCH_RESULTS as f64, now),
+            bytes: Bucket::new(bytes as f64, 2.0 * MAX_MESSAGE as f64, now),
+        }
+    }
+
+    /// Takes a batch of `results` results and `bytes` bytes; returns how long to wait.
+    fn take(&mut self, results: usize, bytes: usize, now: Instant) -> Duration {
+        self.results.take(results, now).max(self.bytes.take(bytes, now))
+    }
+}
+
+/// Reads an agent's batches until its stream ends; each is acked once committed, with the
+/// results that were refused.
 async fn serve_agent(
     hub: &Arc<Hub>,
     hello: &Hello,
     inbound: &mut Streaming<AgentMessage>,
     tx: &crate::hub::AgentTx,
-    rate: u32,
+    mut pace: Pace,
+    refusals: &RefusalLog,
 ) -> Result<(), Status> {
-    let mut bucket = Bucket::new(rate, Instant::now());
     loop {
         let message = match inbound.message().await {
             Ok(Some(message)) => message,
@@ -293,11 +400,13 @@ async fn serve_agent(
         match message.kind {
             Some(agent_message::Kind::Batch(batch)) => {
                 check_batch(&batch)?;
-                let wait = bucket.take(1 + batch.results.len(), Instant::now());
+                let wait = pace.take(1 + batch.results.len(), batch.encoded_len(), Instant::now());
                 if !wait.is_zero() {
-                    tracing::debug!(agent = hello.name, ?wait, "agent over its result rate; reading slower");
+                    tracing::debug!(agent = hello.name, ?wait, "agent over its result or byte rate; reading slower");
                     tokio::time::sleep(wait).await;
                 }
+                let (results, refused) = screen(hub, &hello.name, batch.results);
+                note_refusals(hub, refusals, hello, &refused);
                 // A run-now result carries its probe's trace: the ingest joins it (one CheckNow,
                 // one trace).
                 let span = tracing::info_span!(
@@ -305,17 +414,19 @@ async fn serve_agent(
                     agent = hello.name,
                     region = hello.region,
                     sequence = batch.sequence,
-                    results = batch.results.len()
+                    results = results.len(),
+                    refused = refused.len()
                 );
                 // Only a run-now the coordinator is waiting for: an agent cannot force its batches
                 // into the sampled traces.
-                let traced = batch.results.iter().find(|r| {
+                let traced = results.iter().find(|r| {
                     !r.trace_context.is_empty() && !r.run_now_id.is_empty() && hub.awaits_run_now(&r.run_now_id)
                 });
                 if let Some(r) = traced {
                     vantage_shared::telemetry::adopt(&span, r.trace_context.iter().map(|(k, v)| (&**k, &**v)));
                 }
-                let results = history_entries(batch.results, &hello.region, &hello.name);
+                let accepted = results.len();
+                let results = history_entries(results, &hello.region, &hello.name);
                 // Its own task: if this stream is dropped mid-batch (the session was replaced), the
                 // commit and the live view still finish together.
                 let (ingesting, name, region) = (hub.clone(), hello.name.clone(), hello.region.clone());
@@ -327,8 +438,13 @@ async fn serve_agent(
                 if outcome == BatchOutcome::Duplicate {
                     tracing::debug!(agent = hello.name, sequence = batch.sequence, "duplicate batch dropped");
                 }
+                hub.reported(&hello.name, accepted, refused.len());
+                let refused = refused
+                    .into_iter()
+                    .map(|(index, refusal)| RefusedResult { index, reason: refusal.message })
+                    .collect();
                 let ack = CoordinatorMessage {
-                    kind: Some(coordinator_message::Kind::Ack(Ack { sequence: batch.sequence, refused: Vec::new() })),
+                    kind: Some(coordinator_message::Kind::Ack(Ack { sequence: batch.sequence, refused })),
                 };
                 if tx.send(Ok(ack)).await.is_err() {
                     break;
@@ -563,7 +679,7 @@ mod tests {
     #[test]
     fn the_bucket_lets_bursts_through_and_paces_floods() {
         let start = Instant::now();
-        let mut bucket = Bucket::new(1000, start);
+        let mut bucket = Bucket::new(1000.0, 2000.0, start);
         // A burst of two full batches passes at once.
         assert_eq!(bucket.take(1001, start), Duration::ZERO);
         assert_eq!(bucket.take(999, start), Duration::ZERO);
@@ -573,6 +689,19 @@ mod tests {
         let later = start + Duration::from_secs(60);
         assert_eq!(bucket.take(2000, later), Duration::ZERO);
         assert!(bucket.take(1, later) > Duration::ZERO);
+    }
+
+    #[test]
+    fn the_pace_waits_for_the_slower_budget() {
+        let start = Instant::now();
+        // 1 MiB a second: two full messages pass at once whatever the rate, then bytes set the pace.
+        let mut pace = Pace::new(100_000, 1 << 20, start);
+        assert_eq!(pace.take(10, 2 * MAX_MESSAGE, start), Duration::ZERO);
+        assert_eq!(pace.take(10, 3 << 20, start), Duration::from_secs(3));
+        // Few bytes, many results: the result rate sets it.
+        let mut pace = Pace::new(1000, u64::MAX, start);
+        assert_eq!(pace.take(2000, 100, start), Duration::ZERO);
+        assert_eq!(pace.take(500, 100, start), Duration::from_millis(500));
     }
 
     #[test]
@@ -587,41 +716,64 @@ mod tests {
     }
 
     #[test]
-    fn malformed_batches_are_named() {
+    fn a_batch_ends_the_stream_only_for_its_sequence_or_size() {
         let ok = TargetResult {
             target_url: "https://a.example/".into(),
             result: Some(ProbeResult::default()),
             ..Default::default()
         };
         assert!(check_batch(&ResultBatch { sequence: 1, results: vec![ok.clone()] }).is_ok());
+        // A bad result is the result's problem, not the batch's.
+        assert!(check_batch(&ResultBatch { sequence: 1, results: vec![TargetResult::default()] }).is_ok());
+        let far = check_batch(&ResultBatch { sequence: u64::MAX, results: vec![ok.clone()] }).unwrap_err();
+        assert!(far.message().starts_with("sequence:"), "{}", far.message());
+        let huge = ResultBatch { sequence: 1, results: vec![ok; MAX_BATCH_RESULTS + 1] };
+        assert!(check_batch(&huge).unwrap_err().message().starts_with("results:"));
+    }
+
+    #[test]
+    fn each_bad_result_is_refused_with_its_reason() {
+        let ok = TargetResult {
+            target_url: "https://a.example/".into(),
+            result: Some(ProbeResult::default()),
+            ..Default::default()
+        };
+        assert_eq!(check_result(&ok), Ok(()));
+        let traced = [("traceparent".to_owned(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned())];
+        assert_eq!(check_result(&TargetResult { trace_context: traced.into(), ..ok.clone() }), Ok(()));
+        let longest = format!("https://a.example/{}", "x".repeat(MAX_URL - 18));
+        assert_eq!(check_result(&TargetResult { target_url: longest.clone(), ..ok.clone() }), Ok(()));
+        let mut large = ok.clone();
+        large.result.as_mut().unwrap().tls_cipher = "x".repeat(MAX_RESULT_BYTES);
         let cases = [
-            (TargetResult { target_url: String::new(), ..ok.clone() }, "target_url"),
-            (TargetResult { target_url: "x".repeat(3000), ..ok.clone() }, "target_url"),
-            (TargetResult { result: None, ..ok.clone() }, "result"),
-            (TargetResult { run_now_id: "x".repeat(65), ..ok.clone() }, "run_now_id"),
+            (TargetResult { target_url: String::new(), ..ok.clone() }, Reason::TargetUrl, "target_url:"),
+            (TargetResult { target_url: format!("{longest}x"), ..ok.clone() }, Reason::TargetUrl, "target_url:"),
+            (TargetResult { result: None, ..ok.clone() }, Reason::NoResult, "result: missing"),
+            (TargetResult { run_now_id: "x".repeat(MAX_ID + 1), ..ok.clone() }, Reason::Id, "run_now_id:"),
+            (
+                TargetResult { first_failure_code: "x".repeat(MAX_ID + 1), ..ok.clone() },
+                Reason::Id,
+                "first_failure_code:",
+            ),
             (
                 TargetResult { trace_context: [("traceparent".into(), "0".repeat(513))].into(), ..ok.clone() },
-                "trace_context",
+                Reason::TraceContext,
+                "trace_context:",
             ),
             (
                 TargetResult {
                     trace_context: (0..3).map(|i| (format!("k{i}"), String::new())).collect(),
                     ..ok.clone()
                 },
-                "trace_context",
+                Reason::TraceContext,
+                "trace_context:",
             ),
+            (large, Reason::TooLarge, "the result is"),
         ];
-        let traced = [("traceparent".to_owned(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned())];
-        let traced = TargetResult { trace_context: traced.into(), ..ok.clone() };
-        assert!(check_batch(&ResultBatch { sequence: 1, results: vec![traced] }).is_ok());
-        for (bad, field) in cases {
-            let status = check_batch(&ResultBatch { sequence: 1, results: vec![ok.clone(), bad] }).unwrap_err();
-            assert_eq!(status.code(), tonic::Code::InvalidArgument);
-            assert!(status.message().starts_with(&format!("results[1].{field}")), "{}", status.message());
+        for (bad, reason, message) in cases {
+            let refusal = check_result(&bad).unwrap_err();
+            assert_eq!(refusal.reason, reason, "{refusal}");
+            assert!(refusal.message.starts_with(message), "{refusal}");
         }
-        let far = check_batch(&ResultBatch { sequence: u64::MAX, results: vec![ok.clone()] }).unwrap_err();
-        assert!(far.message().starts_with("sequence:"), "{}", far.message());
-        let huge = ResultBatch { sequence: 1, results: vec![ok; MAX_BATCH + 1] };
-        assert!(check_batch(&huge).unwrap_err().message().starts_with("results:"));
     }
 }

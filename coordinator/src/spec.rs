@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use vantage_proto::v1::TargetSpec;
 use vantage_shared::TargetUrl;
+use vantage_shared::limits::MAX_URL;
 
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,8 +43,18 @@ pub fn from_duration(d: Duration) -> prost_types::Duration {
 
 /// Checks `spec` and fills in its defaults; the URL becomes its normalized form.
 pub fn normalize(mut spec: TargetSpec) -> Result<TargetSpec, SpecError> {
+    // Agents report a target by its URL, and the coordinator stores no result whose URL is over
+    // the shared limit: a longer one could never be judged. Normalizing may lengthen it
+    // (percent-encoding), so the stored form is checked too.
+    let too_long = |len: usize| bad("url", format!("at most {MAX_URL} bytes, got {len}"));
+    if spec.url.len() > MAX_URL {
+        return Err(too_long(spec.url.len()));
+    }
     let url = TargetUrl::parse(&spec.url).map_err(|e| bad("url", e.to_string()))?;
     spec.url = url.to_string();
+    if spec.url.len() > MAX_URL {
+        return Err(too_long(spec.url.len()));
+    }
     let interval = match spec.interval.as_ref() {
         None => DEFAULT_INTERVAL,
         Some(d) => to_duration(Some(d)).ok_or_else(|| bad("interval", "must not be negative"))?,
@@ -164,6 +175,15 @@ mod tests {
     }
 
     #[test]
+    fn a_url_of_the_limit_is_accepted() {
+        let path = "x".repeat(MAX_URL - "https://a.example/".len());
+        let s = normalize(spec(&format!("https://a.example/{path}"))).unwrap();
+        assert_eq!(s.url.len(), MAX_URL);
+        let over = normalize(spec(&format!("https://a.example/{path}x"))).unwrap_err();
+        assert_eq!(over.to_string(), format!("url: at most {MAX_URL} bytes, got {}", MAX_URL + 1));
+    }
+
+    #[test]
     fn pins_are_stored_lowercase_without_colons() {
         let colons = vec!["AB"; 32].join(":");
         let s = normalize(TargetSpec { pin_sha256: vec![colons], ..spec("https://a.example/") }).unwrap();
@@ -174,6 +194,9 @@ mod tests {
     fn each_bad_field_is_named() {
         let cases: Vec<(TargetSpec, &str)> = vec![
             (spec("ftp://a.example/"), "url"),
+            (spec(&format!("https://a.example/{}", "x".repeat(MAX_URL))), "url"),
+            // Within the limit as typed, over it once spaces are percent-encoded.
+            (spec(&format!("https://a.example/{}", " x".repeat(MAX_URL / 2 - 20))), "url"),
             (
                 TargetSpec { interval: Some(from_duration(Duration::from_millis(500))), ..spec("https://a.example/") },
                 "interval",
