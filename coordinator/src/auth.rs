@@ -2,7 +2,8 @@
 //! SAN URI carries their region and name (`vantage_shared::identity`). The admin API takes an
 //! admin certificate or a bearer token (an admin token for everything, an optional read token for
 //! the read-only calls). Tokens are kept as SHA-256 digests and compared in constant time; they
-//! never reach a log or a reply.
+//! never reach a log or a reply. [`METHODS`] is the one table of who may call what; the gRPC port
+//! (`grpc`) enforces it from a call's headers, before any message body is read.
 
 use std::path::Path;
 
@@ -18,6 +19,47 @@ const MIN_TOKEN: usize = 16;
 pub enum Access {
     Read,
     Write,
+}
+
+/// Who may call a gRPC method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// Anyone: server reflection, whose messages are tiny and reveal only the public protocol.
+    Open,
+    /// An agent: with mTLS, a client certificate naming an agent (its hello is checked against
+    /// it later); without, anyone (plaintext on loopback).
+    Agent,
+    /// An admin certificate or a bearer token; the read token only for [`Access::Read`].
+    Admin(Access),
+}
+
+/// The authorization table: every gRPC method the coordinator serves, by path. A method missing
+/// here is refused before it is read, whatever the services behind would do with it.
+pub const METHODS: &[(&str, Rule)] = &[
+    ("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", Rule::Open),
+    ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", Rule::Open),
+    ("/vantage.v1.AgentService/Connect", Rule::Agent),
+    ("/vantage.v1.Coordinator/UpsertTarget", Rule::Admin(Access::Write)),
+    ("/vantage.v1.Coordinator/DeleteTarget", Rule::Admin(Access::Write)),
+    ("/vantage.v1.Coordinator/ListTargets", Rule::Admin(Access::Read)),
+    ("/vantage.v1.Coordinator/ListStatus", Rule::Admin(Access::Read)),
+    ("/vantage.v1.Coordinator/WatchStatus", Rule::Admin(Access::Read)),
+    ("/vantage.v1.Coordinator/GetHistory", Rule::Admin(Access::Read)),
+    ("/vantage.v1.Coordinator/CheckNow", Rule::Admin(Access::Write)),
+    ("/vantage.v1.Coordinator/ListAgents", Rule::Admin(Access::Read)),
+    ("/vantage.v1.Coordinator/ListIncidents", Rule::Admin(Access::Read)),
+    ("/vantage.v1.Coordinator/RevokeAgent", Rule::Admin(Access::Write)),
+    ("/vantage.v1.Coordinator/ListAlerts", Rule::Admin(Access::Read)),
+    ("/vantage.v1.Coordinator/CreateSilence", Rule::Admin(Access::Write)),
+    ("/vantage.v1.Coordinator/ListSilences", Rule::Admin(Access::Read)),
+    ("/vantage.v1.Coordinator/DeleteSilence", Rule::Admin(Access::Write)),
+    ("/vantage.v1.Coordinator/ListRegions", Rule::Admin(Access::Read)),
+    ("/vantage.v1.Coordinator/ForgetRegion", Rule::Admin(Access::Write)),
+];
+
+/// The rule for a request path (`/package.Service/Method`); `None` means refused.
+pub fn rule(path: &str) -> Option<Rule> {
+    METHODS.iter().find(|(p, _)| *p == path).map(|(_, rule)| *rule)
 }
 
 /// A bearer token, as its digest.
@@ -102,15 +144,32 @@ impl AdminAuth {
         if self.is_open() {
             return Ok("anyone (no credentials configured)".into());
         }
-        if let Some(peer) = peer_info(request)? {
-            if let Some(Identity::Admin { name }) = &peer.cert.identity {
-                if revoked(&peer.cert.sha256_hex) {
+        let peer = peer_info(request)?;
+        let authorization = request.metadata().get("authorization").map(|v| v.as_encoded_bytes());
+        self.check_credentials(peer.as_ref().map(|p| &p.cert), authorization, access, revoked)
+    }
+
+    /// [`check`](Self::check) from what a call presents: its client certificate (read) and its
+    /// `authorization` header.
+    pub fn check_credentials(
+        &self,
+        cert: Option<&CertIdentity>,
+        authorization: Option<&[u8]>,
+        access: Access,
+        revoked: impl Fn(&str) -> bool,
+    ) -> Result<String, Status> {
+        if self.is_open() {
+            return Ok("anyone (no credentials configured)".into());
+        }
+        if let Some(cert) = cert {
+            if let Some(Identity::Admin { name }) = &cert.identity {
+                if revoked(&cert.sha256_hex) {
                     return Err(Status::permission_denied(format!("the admin certificate of {name} is revoked")));
                 }
                 return Ok(format!("admin certificate {name}"));
             }
         }
-        let Some(token) = bearer(request)? else {
+        let Some(token) = bearer(authorization)? else {
             return Err(Status::unauthenticated(
                 "this call needs an admin client certificate or an `authorization: Bearer <token>` header",
             ));
@@ -158,9 +217,12 @@ impl AdminAuth {
     }
 }
 
-fn bearer<T>(request: &Request<T>) -> Result<Option<&str>, Status> {
-    let Some(value) = request.metadata().get("authorization") else { return Ok(None) };
-    let value = value.to_str().map_err(|_| Status::unauthenticated("the authorization header is not text"))?;
+fn bearer(value: Option<&[u8]>) -> Result<Option<&str>, Status> {
+    let Some(value) = value else { return Ok(None) };
+    let value = std::str::from_utf8(value)
+        .ok()
+        .filter(|v| v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)))
+        .ok_or_else(|| Status::unauthenticated("the authorization header is not text"))?;
     match value.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(Some(token.trim())),
         _ => Err(Status::unauthenticated("the authorization header must be `Bearer <token>`")),

@@ -1,8 +1,9 @@
 //! The coordinator's HTTP side: the status page (`/`, `/target?url=…`, rendered by `page`),
 //! `/healthz`, Prometheus metrics at `/metrics`, the consolidated status as JSON at `/v1/status`,
 //! and heartbeats: `POST /v1/heartbeats/{name}` (signed with HMAC-SHA256 over the timestamp, the
-//! name and the body) and
-//! `GET /v1/heartbeats`.
+//! name and the body) and `GET /v1/heartbeats`. Connections are capped, and a slow client cannot
+//! hold one: its headers must arrive within `--http-header-timeout`, a heartbeat body within
+//! 10 s, and no connection lasts beyond five minutes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,33 +15,78 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::auth::AdminAuth;
+use crate::conn::{Cap, Port, Stats};
 use crate::hub::Hub;
 
-/// Serves HTTP until the process ends; with `gate`, every request but `/healthz` and the signed
-/// heartbeats needs a token (`--http-auth`).
-pub async fn serve(listener: TcpListener, hub: Arc<Hub>, gate: Option<Arc<AdminAuth>>) {
+/// Default of `--http-max-connections`: browsers, Prometheus and heartbeat senders need few.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+/// Default of `--http-header-timeout`.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a connection lasts, however busy.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
+/// Largest request head (request line and headers) read; hyper answers 431 beyond it.
+const MAX_HEAD: usize = 64 << 10;
+
+/// The HTTP port's limits (flags of `serve`).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers (from the connection's start, or
+    /// the end of its previous request).
+    pub header_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_connections: DEFAULT_MAX_CONNECTIONS, header_timeout: DEFAULT_HEADER_TIMEOUT }
+    }
+}
+
+/// What the HTTP port serves from.
+pub struct Http {
+    pub hub: Arc<Hub>,
+    /// With it, every request but `/healthz` and the signed heartbeats needs a token
+    /// (`--http-auth`).
+    pub gate: Option<Arc<AdminAuth>>,
+    pub limits: Limits,
+    /// Connection counters, also shown on `/metrics`.
+    pub stats: Arc<Stats>,
+    pub cap: Cap,
+}
+
+/// Serves HTTP until the process ends.
+pub async fn serve(listener: TcpListener, http: Arc<Http>) {
+    let mut last_error = None;
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                crate::conn::accept_failed(Port::Http, e, &mut last_error).await;
+                continue;
+            }
         };
-        let (hub, gate) = (hub.clone(), gate.clone());
+        // Beyond the cap the connection is dropped, which closes it.
+        let Some(slot) = http.cap.admit() else { continue };
+        let http = http.clone();
         tokio::spawn(async move {
+            let _slot = slot;
+            let serving = http.clone();
             let service = hyper::service::service_fn(move |request| {
-                let (hub, gate) = (hub.clone(), gate.clone());
+                let http = serving.clone();
                 async move {
-                    let refused = gate.as_deref().and_then(|gate| refuse(gate, &request));
+                    let refused = http.gate.as_deref().and_then(|gate| refuse(gate, &request));
                     Ok::<_, std::convert::Infallible>(match refused {
                         Some(response) => response,
-                        None => route(&hub, request, gate.is_some()).await,
+                        None => route(&http, request).await,
                     })
                 }
             });
             let connection = hyper::server::conn::http1::Builder::new()
-                .header_read_timeout(Duration::from_secs(10))
+                .header_read_timeout(http.limits.header_timeout)
                 .timer(hyper_util::rt::TokioTimer::new())
+                .max_buf_size(MAX_HEAD)
                 .serve_connection(TokioIo::new(tcp), service);
-            let _ = tokio::time::timeout(Duration::from_secs(300), connection).await;
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
         });
     }
 }
@@ -71,7 +117,8 @@ fn refuse(gate: &AdminAuth, request: &Request<hyper::body::Incoming>) -> Option<
 /// Largest heartbeat body read.
 const MAX_HEARTBEAT_BODY: usize = 4096;
 
-async fn route(hub: &Hub, request: Request<hyper::body::Incoming>, gated: bool) -> Response<Full<Bytes>> {
+async fn route(http: &Http, request: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    let (hub, gated) = (&*http.hub, http.gate.is_some());
     let path = request.uri().path().to_owned();
     if request.method() == hyper::Method::GET {
         let query = request.uri().query().unwrap_or_default();
@@ -88,7 +135,10 @@ async fn route(hub: &Hub, request: Request<hyper::body::Incoming>, gated: bool) 
     }
     let (status, content_type, body) = match (request.method().as_str(), path.as_str()) {
         ("POST", p) if p.starts_with("/v1/heartbeats/") => heartbeat(hub, request, gated).await,
-        ("GET", "/metrics") => (StatusCode::OK, "text/plain; version=0.0.4", crate::metrics::render(hub).await),
+        ("GET", "/metrics") => {
+            let text = crate::metrics::render(hub).await + &http.stats.render();
+            (StatusCode::OK, "text/plain; version=0.0.4", text)
+        }
         ("GET", "/v1/heartbeats") => {
             let list: Vec<serde_json::Value> = hub
                 .heartbeats()

@@ -6,6 +6,8 @@ pub mod alert;
 pub mod assign;
 pub mod auth;
 pub mod config;
+pub mod conn;
+pub mod grpc;
 pub mod http;
 pub mod hub;
 pub mod metrics;

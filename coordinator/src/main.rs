@@ -4,13 +4,14 @@
 mod demo;
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use vantage_coordinator::hub::HubOptions;
 use vantage_coordinator::serve::{self, ServeOptions, TlsFiles};
-use vantage_coordinator::status;
+use vantage_coordinator::{grpc, http, status};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -91,10 +92,44 @@ struct ServeArgs {
     /// read more slowly.
     #[arg(long, default_value_t = vantage_coordinator::service::DEFAULT_AGENT_BYTES, env = "VANTAGE_AGENT_BYTES")]
     agent_bytes: u64,
+    /// Most connections the gRPC port holds at once; beyond it a new connection is closed at once
+    /// (connections already open, agents' among them, are not affected).
+    #[arg(long, default_value_t = nonzero(grpc::DEFAULT_MAX_CONNECTIONS), env = "VANTAGE_MAX_CONNECTIONS")]
+    max_connections: NonZeroUsize,
+    /// Most calls (HTTP/2 streams) open at once on one gRPC connection.
+    #[arg(long, default_value_t = nonzero(grpc::DEFAULT_MAX_STREAMS as usize) , env = "VANTAGE_MAX_STREAMS_PER_CONNECTION")]
+    max_streams_per_connection: NonZeroUsize,
+    /// With mTLS: a gRPC connection without a client certificate is closed unless it makes a call
+    /// with a valid token within this time.
+    #[arg(long, default_value = "10s", value_parser = positive_duration, env = "VANTAGE_UNAUTHENTICATED_TIMEOUT")]
+    unauthenticated_timeout: Duration,
+    /// Largest header list (bytes, as HTTP/2 counts them) of one gRPC call.
+    #[arg(
+        long,
+        default_value_t = grpc::DEFAULT_MAX_HEADER_LIST,
+        value_parser = clap::value_parser!(u32).range(1024..),
+        env = "VANTAGE_MAX_HEADER_LIST_SIZE"
+    )]
+    max_header_list_size: u32,
+    /// Most connections the HTTP port holds at once; beyond it a new connection is closed at once.
+    #[arg(long, default_value_t = nonzero(http::DEFAULT_MAX_CONNECTIONS), env = "VANTAGE_HTTP_MAX_CONNECTIONS")]
+    http_max_connections: NonZeroUsize,
+    /// How long an HTTP client may take to send a request's headers before its connection is
+    /// closed (slow clients cannot hold connections).
+    #[arg(long, default_value = "10s", value_parser = positive_duration, env = "VANTAGE_HTTP_HEADER_TIMEOUT")]
+    http_header_timeout: Duration,
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
     vantage_shared::duration::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    duration(s).and_then(|d| if d.is_zero() { Err("must be more than 0s".into()) } else { Ok(d) })
+}
+
+fn nonzero(n: usize) -> NonZeroUsize {
+    NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN)
 }
 
 fn main() -> std::process::ExitCode {
@@ -161,6 +196,16 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         http_auth: args.http_auth,
         agent_rate: args.agent_rate,
         agent_bytes: args.agent_bytes,
+        grpc_limits: grpc::Limits {
+            max_connections: args.max_connections.get(),
+            max_streams: u32::try_from(args.max_streams_per_connection.get()).unwrap_or(u32::MAX),
+            unauthenticated_timeout: args.unauthenticated_timeout,
+            max_header_list: args.max_header_list_size,
+        },
+        http_limits: http::Limits {
+            max_connections: args.http_max_connections.get(),
+            header_timeout: args.http_header_timeout,
+        },
     })
     .await?;
     tokio::select! {

@@ -1,6 +1,6 @@
 //! `vantage-coordinator serve`: the store, the hub, the gRPC services (with server reflection, so
-//! grpcurl needs no proto files), the HTTP side, and the periodic work (silent regions turning
-//! unknown, history retention).
+//! grpcurl needs no proto files) behind the gRPC port's gate and limits (`grpc`), the HTTP side,
+//! and the periodic work (silent regions turning unknown, history retention).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use vantage_proto::v1::agent_service_server::AgentServiceServer;
 use vantage_proto::v1::coordinator_server::CoordinatorServer;
@@ -43,6 +43,10 @@ pub struct ServeOptions {
     pub agent_rate: u32,
     /// Bytes of result batches per second per agent.
     pub agent_bytes: u64,
+    /// The gRPC port's connection and HTTP/2 limits.
+    pub grpc_limits: crate::grpc::Limits,
+    /// The HTTP port's connection limit and timeouts.
+    pub http_limits: crate::http::Limits,
 }
 
 impl ServeOptions {
@@ -61,6 +65,8 @@ impl ServeOptions {
             http_auth: false,
             agent_rate: crate::service::DEFAULT_AGENT_RATE,
             agent_bytes: crate::service::DEFAULT_AGENT_BYTES,
+            grpc_limits: crate::grpc::Limits::default(),
+            http_limits: crate::http::Limits::default(),
         }
     }
 }
@@ -75,21 +81,9 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
-    fn server_config(&self) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
-        let read = |path: &PathBuf| std::fs::read(path).with_context(|| format!("reading {}", path.display()));
+    fn acceptor(&self) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
         vantage_shared::identity::warn_if_loose(&self.key);
-        let (cert, key, ca) = (read(&self.cert)?, read(&self.key)?, read(&self.client_ca)?);
-        crate::pki::pem_certificate(&String::from_utf8_lossy(&cert))
-            .with_context(|| format!("{} holds no certificate", self.cert.display()))?;
-        crate::pki::pem_certificate(&String::from_utf8_lossy(&ca))
-            .with_context(|| format!("{} holds no certificate", self.client_ca.display()))?;
-        Ok(tonic::transport::ServerTlsConfig::new()
-            .identity(tonic::transport::Identity::from_pem(cert, key))
-            .client_ca_root(tonic::transport::Certificate::from_pem(ca))
-            // Admins may come with a token instead of a certificate; agents without one are
-            // refused by the agent service.
-            .client_auth_optional(true)
-            .timeout(Duration::from_secs(10)))
+        crate::grpc::tls_acceptor(&self.cert, &self.key, &self.client_ca)
     }
 }
 
@@ -120,14 +114,37 @@ fn check_expiry(tls: Option<&TlsFiles>, hub: &Hub) {
     }
 }
 
+/// Warns when the process may open fewer files than its connection caps allow connections: the
+/// accept loops would then fail (and retry) below the caps. Raise it with `ulimit -n` or
+/// systemd's `LimitNOFILE=`.
+fn check_open_files(options: &ServeOptions) {
+    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else { return };
+    let soft = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|n| n.parse::<usize>().ok());
+    let http = options.http_listen.map_or(0, |_| options.http_limits.max_connections);
+    // The store, listeners, outgoing alert deliveries and the runtime take a few more.
+    let needed = options.grpc_limits.max_connections + http + 64;
+    if let Some(soft) = soft.filter(|soft| *soft < needed) {
+        tracing::warn!(
+            open_files = soft,
+            needed,
+            "the open-file limit is below --max-connections + --http-max-connections; raise it (ulimit -n, \
+             LimitNOFILE=) or lower the caps"
+        );
+    }
+}
+
 /// A running coordinator. Dropping it does not stop it; call `shutdown`.
 pub struct Running {
     pub hub: Arc<Hub>,
     store: Arc<Store>,
     pub addr: SocketAddr,
     pub http_addr: Option<SocketAddr>,
-    stop: Option<oneshot::Sender<()>>,
-    grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+    stop: watch::Sender<bool>,
+    grpc: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
 }
 
@@ -140,7 +157,7 @@ impl Running {
     /// failed are decided again from the committed results.
     pub async fn wait(&mut self) -> anyhow::Result<()> {
         tokio::select! {
-            ended = &mut self.grpc => ended.context("the gRPC server task failed")?.context("the gRPC server failed"),
+            ended = &mut self.grpc => ended.context("the gRPC server task failed"),
             error = self.store.failed() => {
                 self.hub.close_sessions();
                 anyhow::bail!(
@@ -154,9 +171,7 @@ impl Running {
     /// Stops accepting, ends every agent stream (agents reconnect elsewhere or later), and
     /// gives calls in flight a few seconds to finish.
     pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        let _ = self.stop.send(true);
         for task in &self.background {
             task.abort();
         }
@@ -175,7 +190,8 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
             options.listen
         );
     }
-    let tls = options.tls.as_ref().map(TlsFiles::server_config).transpose()?;
+    let tls = options.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
+    check_open_files(&options);
     let auth = Arc::new(AdminAuth {
         mtls: tls.is_some(),
         admin_token: options.admin_token_file.as_deref().map(Token::load).transpose()?,
@@ -228,23 +244,24 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
     let admin = CoordinatorServer::new(AdminEndpoint { hub: hub.clone(), auth: auth.clone() })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_ASSIGNMENT);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let mut server = tonic::transport::Server::builder();
-    if let Some(tls) = tls {
-        server = server.tls_config(tls).context("the TLS configuration")?;
-    }
-    let grpc = tokio::spawn(
-        server
-            .http2_keepalive_interval(Some(Duration::from_secs(20)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-            .add_service(reflection)
-            .add_service(reflection_alpha)
-            .add_service(agents)
-            .add_service(admin)
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
-                let _ = stopped.await;
-            }),
-    );
+    // Reflection is open to anyone: its requests name a symbol or a file, so they stay tiny.
+    let routes = tonic::service::Routes::new(reflection.max_decoding_message_size(crate::grpc::MAX_REFLECTION_MESSAGE))
+        .add_service(reflection_alpha.max_decoding_message_size(crate::grpc::MAX_REFLECTION_MESSAGE))
+        .add_service(agents)
+        .add_service(admin);
+    let revoking = hub.clone();
+    let gate = crate::grpc::Gate { auth: auth.clone(), revoked: Arc::new(move |sha256| revoking.is_revoked(sha256)) };
+    let stats = Arc::new(crate::conn::Stats::default());
+    let (stop, stopped) = watch::channel(false);
+    let grpc = tokio::spawn(crate::grpc::serve(
+        listener,
+        tls,
+        routes,
+        gate,
+        options.grpc_limits.clone(),
+        stats.clone(),
+        stopped,
+    ));
 
     let mut background = Vec::new();
     let http_addr = match options.http_listen {
@@ -252,7 +269,10 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
             let listener = TcpListener::bind(http).await.with_context(|| format!("listening on {http}"))?;
             let http_addr = listener.local_addr()?;
             let gate = options.http_auth.then(|| auth.clone());
-            background.push(tokio::spawn(crate::http::serve(listener, hub.clone(), gate)));
+            let cap =
+                crate::conn::Cap::new(crate::conn::Port::Http, options.http_limits.max_connections, stats.clone());
+            let http = crate::http::Http { hub: hub.clone(), gate, limits: options.http_limits.clone(), stats, cap };
+            background.push(tokio::spawn(crate::http::serve(listener, Arc::new(http))));
             Some(http_addr)
         }
         None => None,
@@ -288,5 +308,5 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
         }
     }));
     tracing::info!(%addr, http = ?http_addr, mtls = options.tls.is_some(), "coordinator listening");
-    Ok(Running { hub, store, addr, http_addr, stop: Some(stop), grpc, background })
+    Ok(Running { hub, store, addr, http_addr, stop, grpc, background })
 }
