@@ -94,12 +94,7 @@ impl Stats {
             None => logged.push(((port, why), now)),
         }
         drop(logged);
-        tracing::warn!(
-            port = port.label(),
-            reason = why.label(),
-            total,
-            "connection refused or closed: {detail} (logged at most once a minute)"
-        );
+        tracing::warn!(port = port.label(), reason = why.label(), total, "{detail} (logged at most once a minute)");
     }
 
     /// Counts a gRPC call refused from its headers.
@@ -126,8 +121,10 @@ impl Stats {
              reason (limit: the connection cap; tls_handshake: failed or too slow; unauthenticated: no credential \
              within the grace period).\n# TYPE vantage_connections_closed_total counter"
         );
-        for port in ports {
-            for why in Closed::ALL {
+        // The HTTP port is plaintext and needs no credential to stay: only its cap closes.
+        let reasons = [(Port::Grpc, &Closed::ALL[..]), (Port::Http, &[Closed::Limit][..])];
+        for (port, reasons) in reasons {
+            for &why in reasons {
                 let n = self.closed(port, why);
                 let _ = writeln!(
                     out,
@@ -173,7 +170,7 @@ impl Cap {
                 Some(Slot { _permit: permit, port: self.port, stats: self.stats.clone() })
             }
             Err(_) => {
-                let detail = format!("{} connections are open, the most allowed", self.max);
+                let detail = format!("connection refused: the cap of {} open connections is reached", self.max);
                 self.stats.count_closed(self.port, Closed::Limit, &detail);
                 None
             }

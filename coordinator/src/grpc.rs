@@ -234,11 +234,11 @@ impl Server {
         let stream = match tokio::time::timeout(TLS_HANDSHAKE, tls.accept(tcp)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
-                let detail = format!("TLS handshake failed: {e}");
+                let detail = format!("connection closed: the TLS handshake failed: {e}");
                 return self.stats.count_closed(Port::Grpc, Closed::TlsHandshake, &detail);
             }
             Err(_) => {
-                let detail = format!("no TLS handshake within {}s", TLS_HANDSHAKE.as_secs());
+                let detail = format!("connection closed: no TLS handshake within {}s", TLS_HANDSHAKE.as_secs());
                 return self.stats.count_closed(Port::Grpc, Closed::TlsHandshake, &detail);
             }
         };
@@ -309,7 +309,7 @@ impl Server {
                         continue;
                     }
                     let detail = format!(
-                        "no client certificate and no authenticated call within {}s",
+                        "connection closed: no client certificate and no authenticated call within {}s",
                         self.limits.unauthenticated_timeout.as_secs()
                     );
                     // Dropping the connection closes it: the peer had its chance.
