@@ -50,10 +50,11 @@ impl Closed {
 }
 
 /// gRPC status codes a call may be refused with before its body is read (for the metric's label).
-const REFUSED_CODES: [(tonic::Code, &str); 3] = [
+const REFUSED_CODES: [(tonic::Code, &str); 4] = [
     (tonic::Code::Unauthenticated, "unauthenticated"),
     (tonic::Code::PermissionDenied, "permission_denied"),
     (tonic::Code::Unimplemented, "unimplemented"),
+    (tonic::Code::ResourceExhausted, "resource_exhausted"),
 ];
 
 /// The counters behind `vantage_connections*` and `vantage_grpc_calls_refused_total`.
@@ -61,7 +62,7 @@ const REFUSED_CODES: [(tonic::Code, &str); 3] = [
 pub struct Stats {
     open: [AtomicU64; 2],
     closed: [[AtomicU64; 3]; 2],
-    refused_calls: [AtomicU64; 3],
+    refused_calls: [AtomicU64; 4],
     /// When each (port, reason) was last logged.
     logged: Mutex<Vec<((Port, Closed), Instant)>>,
 }

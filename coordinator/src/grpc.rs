@@ -6,12 +6,14 @@
 //! certificate that has made no authenticated call within the grace period is closed.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use anyhow::Context;
-use hyper::body::Incoming;
+use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -44,6 +46,9 @@ pub const STREAM_WINDOW: u32 = 256 << 10;
 pub const CONNECTION_WINDOW: u32 = 512 << 10;
 /// Largest server reflection request: a symbol or file name.
 pub const MAX_REFLECTION_MESSAGE: usize = 4 << 10;
+/// With mTLS, reflection calls open at once on a connection without a credential (grpcurl makes
+/// one): what such a peer can make the coordinator hold stays a few KiB per connection.
+pub const MAX_OPEN_CALLS: usize = 2;
 /// How long a TLS handshake may take.
 pub const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
 /// HTTP/2 pings on an idle connection, and how long an answer may take.
@@ -120,11 +125,81 @@ struct Connection {
     cert: Option<Result<CertIdentity, String>>,
     /// Whether a call with a credential has been let through.
     authenticated: AtomicBool,
+    /// Calls open now that needed no credential.
+    open_calls: AtomicUsize,
+}
+
+impl Connection {
+    fn new(cert: Option<Result<CertIdentity, String>>) -> Connection {
+        Connection { cert, authenticated: AtomicBool::new(false), open_calls: AtomicUsize::new(0) }
+    }
+}
+
+/// A call let through.
+struct Admitted {
+    /// It carried a credential.
+    credential: bool,
+    /// For a call that needed none on a connection without one: its place among
+    /// [`MAX_OPEN_CALLS`], given back when its answer is done.
+    place: Option<OpenCall>,
+}
+
+struct OpenCall(Arc<Connection>);
+
+impl Drop for OpenCall {
+    fn drop(&mut self) {
+        self.0.open_calls.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// An answer's body that holds its call's place until hyper is done with it.
+struct Holding {
+    body: tonic::body::Body,
+    _place: OpenCall,
+}
+
+impl hyper::body::Body for Holding {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Status>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 impl Gate {
-    /// Lets a call through (saying whether it carried a credential), or says why not.
-    fn admit(&self, path: &str, headers: &hyper::HeaderMap, connection: &Connection) -> Result<bool, Status> {
+    /// Lets a call through, or says why not.
+    fn admit(&self, path: &str, headers: &hyper::HeaderMap, connection: &Arc<Connection>) -> Result<Admitted, Status> {
+        let credential = self.credential(path, headers, connection)?;
+        let unproven = self.auth.mtls
+            && connection.cert.is_none()
+            && !credential
+            && !connection.authenticated.load(Ordering::Relaxed);
+        if !unproven {
+            return Ok(Admitted { credential, place: None });
+        }
+        if connection.open_calls.fetch_add(1, Ordering::Relaxed) >= MAX_OPEN_CALLS {
+            connection.open_calls.fetch_sub(1, Ordering::Relaxed);
+            return Err(Status::resource_exhausted(format!(
+                "at most {MAX_OPEN_CALLS} calls at once on a connection without a credential"
+            )));
+        }
+        Ok(Admitted { credential, place: Some(OpenCall(connection.clone())) })
+    }
+
+    /// Checks a call against the table: whether it carried a credential, or why it may not pass.
+    fn credential(&self, path: &str, headers: &hyper::HeaderMap, connection: &Connection) -> Result<bool, Status> {
         let Some(rule) = crate::auth::rule(path) else {
             return Err(Status::unimplemented(format!("{path} is not a method of this coordinator")));
         };
@@ -228,7 +303,7 @@ impl Server {
         let _ = tcp.set_nodelay(true);
         let Some(tls) = &self.tls else {
             let info = tcp.connect_info();
-            let connection = Connection { cert: None, authenticated: AtomicBool::new(false) };
+            let connection = Connection::new(None);
             return self.http2(tcp, info, connection, None, shutdown).await;
         };
         let stream = match tokio::time::timeout(TLS_HANDSHAKE, tls.accept(tcp)).await {
@@ -246,7 +321,7 @@ impl Server {
         let cert = info.peer_certs().and_then(|certs| certs.first().map(|leaf| identity::of_certificate(leaf)));
         // Only a connection without a certificate has to earn its place with a credential.
         let grace = cert.is_none().then_some(self.limits.unauthenticated_timeout);
-        let connection = Connection { cert, authenticated: AtomicBool::new(false) };
+        let connection = Connection::new(cert);
         self.http2(stream, info, connection, grace, shutdown).await;
     }
 
@@ -276,8 +351,8 @@ impl Server {
                         server.stats.count_refused_call(status.code());
                         Ok::<_, Infallible>(refusal(status))
                     }
-                    Ok(credential) => {
-                        if credential {
+                    Ok(admitted) => {
+                        if admitted.credential {
                             state.authenticated.store(true, Ordering::Relaxed);
                         }
                         request.extensions_mut().insert(info);
@@ -286,7 +361,11 @@ impl Server {
                             Service::<hyper::Request<tonic::body::Body>>::poll_ready(&mut routes, cx)
                         })
                         .await?;
-                        routes.call(request.map(tonic::body::Body::new)).await
+                        let response = routes.call(request.map(tonic::body::Body::new)).await?;
+                        Ok(match admitted.place {
+                            Some(place) => response.map(|body| tonic::body::Body::new(Holding { body, _place: place })),
+                            None => response,
+                        })
                     }
                 }
             }
@@ -303,7 +382,12 @@ impl Server {
                     }
                     return;
                 }
-                _ = async { deadline.as_mut().expect("guarded").await }, if deadline.is_some() => {
+                _ = async {
+                    match deadline.as_mut() {
+                        Some(deadline) => deadline.await,
+                        None => std::future::pending().await,
+                    }
+                }, if deadline.is_some() => {
                     if connection.authenticated.load(Ordering::Relaxed) {
                         deadline = None;
                         continue;
@@ -332,7 +416,7 @@ mod tests {
     fn connection(cert: Option<Identity>) -> Connection {
         let cert = cert
             .map(|identity| Ok(CertIdentity { identity: Some(identity), not_after_unix: 0, sha256_hex: "ab".into() }));
-        Connection { cert, authenticated: AtomicBool::new(false) }
+        Connection::new(cert)
     }
 
     fn gate(mtls: bool) -> Gate {
@@ -358,7 +442,7 @@ mod tests {
         let agent = Identity::Agent { region: "eu".into(), name: "a".into() };
         let admin = Identity::Admin { name: "ops".into() };
         let code = |path: &str, cert: Option<Identity>, auth: Option<&str>| {
-            gate.admit(path, &headers(auth), &connection(cert)).map_err(|s| s.code())
+            gate.admit(path, &headers(auth), &Arc::new(connection(cert))).map(|a| a.credential).map_err(|s| s.code())
         };
         let connect = "/vantage.v1.AgentService/Connect";
         assert_eq!(code(connect, Some(agent.clone()), None), Ok(true));
@@ -379,22 +463,47 @@ mod tests {
         assert_eq!(code(reflection, None, None), Ok(false), "reflection is open but earns no credential");
         assert_eq!(code("/vantage.v1.Coordinator/Nope", None, None), Err(tonic::Code::Unimplemented));
         assert_eq!(code("/", Some(agent), None), Err(tonic::Code::Unimplemented));
-        let unreadable = Connection { cert: Some(Err("bad".into())), authenticated: AtomicBool::new(false) };
+        let unreadable = Arc::new(Connection::new(Some(Err("bad".into()))));
         let refused = gate.admit(upsert, &headers(Some("Bearer admin-token-0123456789")), &unreadable);
-        assert_eq!(refused.map_err(|s| s.code()), Err(tonic::Code::Unauthenticated));
+        assert_eq!(refused.map(|a| a.credential).map_err(|s| s.code()), Err(tonic::Code::Unauthenticated));
     }
 
     #[test]
     fn without_mtls_agents_pass_and_the_admin_api_wants_its_token_if_one_is_set() {
         let gate = gate(false);
-        let code =
-            |path: &str, auth: Option<&str>| gate.admit(path, &headers(auth), &connection(None)).map_err(|s| s.code());
+        let code = |path: &str, auth: Option<&str>| {
+            gate.admit(path, &headers(auth), &Arc::new(connection(None))).map(|a| a.credential).map_err(|s| s.code())
+        };
         assert_eq!(code("/vantage.v1.AgentService/Connect", None), Ok(false));
         assert_eq!(code("/vantage.v1.Coordinator/ListTargets", None), Err(tonic::Code::Unauthenticated));
         assert_eq!(code("/vantage.v1.Coordinator/ListTargets", Some("Bearer read-token-0123456789")), Ok(true));
         let open = Gate { auth: Arc::new(AdminAuth::default()), revoked: Arc::new(|_| false) };
-        let admitted = open.admit("/vantage.v1.Coordinator/DeleteTarget", &headers(None), &connection(None));
-        assert_eq!(admitted.map_err(|s| s.code()), Ok(false));
+        let admitted = open.admit("/vantage.v1.Coordinator/DeleteTarget", &headers(None), &Arc::new(connection(None)));
+        assert_eq!(admitted.map(|a| a.credential).map_err(|s| s.code()), Ok(false));
+    }
+
+    #[test]
+    fn a_connection_without_a_credential_holds_few_open_calls_until_it_shows_one() {
+        let gate = gate(true);
+        let reflection = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+        let bare = Arc::new(connection(None));
+        let held: Vec<Admitted> =
+            (0..MAX_OPEN_CALLS).map(|_| gate.admit(reflection, &headers(None), &bare).unwrap()).collect();
+        let refused = gate.admit(reflection, &headers(None), &bare).map(|_| ()).map_err(|s| s.code());
+        assert_eq!(refused, Err(tonic::Code::ResourceExhausted));
+        drop(held);
+        let again = gate.admit(reflection, &headers(None), &bare).expect("places are given back");
+        // A certificate, or a token call on the connection, lifts the limit.
+        let agent = Arc::new(connection(Some(Identity::Agent { region: "eu".into(), name: "a".into() })));
+        let many: Vec<Admitted> = (0..10).map(|_| gate.admit(reflection, &headers(None), &agent).unwrap()).collect();
+        assert!(many.iter().all(|a| a.place.is_none()));
+        let token =
+            gate.admit("/vantage.v1.Coordinator/ListAgents", &headers(Some("Bearer read-token-0123456789")), &bare);
+        assert!(token.unwrap().credential);
+        bare.authenticated.store(true, Ordering::Relaxed);
+        assert!(gate.admit(reflection, &headers(None), &bare).unwrap().place.is_none());
+        drop(again);
+        assert_eq!(bare.open_calls.load(Ordering::Relaxed), 0);
     }
 
     #[test]
