@@ -30,6 +30,10 @@ pub enum AlertKind {
     /// An alert channel has answered "misconfigured" (401/403/404) for `channel_failing_after`.
     ChannelFailing,
     ChannelRecovered,
+    // Blindness and the region set (issue 11).
+    Unknown,
+    UnknownCleared,
+    RegionForgotten,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +44,7 @@ pub enum Severity {
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 13] = [
+    pub const ALL: [AlertKind; 16] = [
         AlertKind::Down,
         AlertKind::Recovered,
         AlertKind::Degraded,
@@ -54,6 +58,9 @@ impl AlertKind {
         AlertKind::HeartbeatRecovered,
         AlertKind::ChannelFailing,
         AlertKind::ChannelRecovered,
+        AlertKind::Unknown,
+        AlertKind::UnknownCleared,
+        AlertKind::RegionForgotten,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +78,9 @@ impl AlertKind {
             AlertKind::HeartbeatRecovered => "heartbeat_recovered",
             AlertKind::ChannelFailing => "channel_failing",
             AlertKind::ChannelRecovered => "channel_recovered",
+            AlertKind::Unknown => "unknown",
+            AlertKind::UnknownCleared => "unknown_cleared",
+            AlertKind::RegionForgotten => "region_forgotten",
         }
     }
 
@@ -89,7 +99,7 @@ impl AlertKind {
                 Severity::Critical
             }
             AlertKind::ChannelFailing => Severity::Critical,
-            AlertKind::Degraded | AlertKind::CertWarning => Severity::Warning,
+            AlertKind::Degraded | AlertKind::CertWarning | AlertKind::Unknown => Severity::Warning,
             _ => Severity::Info,
         }
     }
@@ -104,6 +114,9 @@ impl AlertKind {
                 | AlertKind::RegionRecovered
                 | AlertKind::HeartbeatRecovered
                 | AlertKind::ChannelRecovered
+                | AlertKind::UnknownCleared
+                // It ends the region's `region_silent` (same dedup key): the region is gone for good.
+                | AlertKind::RegionForgotten
         )
     }
 
@@ -122,6 +135,9 @@ impl AlertKind {
             AlertKind::HeartbeatRecovered => "HEARTBEAT BACK",
             AlertKind::ChannelFailing => "ALERT CHANNEL FAILING",
             AlertKind::ChannelRecovered => "ALERT CHANNEL BACK",
+            AlertKind::Unknown => "UNKNOWN",
+            AlertKind::UnknownCleared => "JUDGED AGAIN",
+            AlertKind::RegionForgotten => "REGION FORGOTTEN",
         }
     }
 }
@@ -218,7 +234,8 @@ impl Alert {
             AlertKind::Recovered
             | AlertKind::DegradedCleared
             | AlertKind::HeartbeatRecovered
-            | AlertKind::ChannelRecovered => {
+            | AlertKind::ChannelRecovered
+            | AlertKind::UnknownCleared => {
                 if let Some(d) = self.duration_ms {
                     line.push_str(&format!(" after {}", human_duration(d)));
                 }
@@ -464,6 +481,8 @@ pub struct Alerting {
     /// How long a channel may answer "misconfigured" before `channel_failing` goes to the other
     /// channels (`None`: `health::CHANNEL_FAILING_AFTER`).
     pub channel_failing_after: Option<Duration>,
+    /// How long a target may be `UNKNOWN` before `unknown` (zero: never).
+    pub unknown_after: Duration,
 }
 
 impl Alerting {

@@ -26,6 +26,16 @@ struct File {
     silence: Vec<toml::Spanned<SilenceEntry>>,
     #[serde(default)]
     heartbeat: Vec<toml::Spanned<HeartbeatEntry>>,
+    #[serde(default)]
+    quorum: QuorumEntry,
+}
+
+/// `[quorum]`: how the default region set (of targets without their own `regions`) is kept.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuorumEntry {
+    #[serde(default, deserialize_with = "duration")]
+    region_forget_after: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,6 +60,8 @@ struct AlertsEntry {
     /// hear `channel_failing` (default `alert::health::CHANNEL_FAILING_AFTER`, 1h).
     #[serde(default, deserialize_with = "duration")]
     channel_failing_after: Option<std::time::Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    unknown_after: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -112,10 +124,18 @@ pub struct Config {
     pub targets: Vec<TargetSpec>,
     pub alerting: Alerting,
     pub silences: Vec<Silence>,
+    /// `[quorum] region_forget_after`: a region without a connected agent this long leaves the
+    /// default region set (zero: never by itself).
+    pub region_forget_after: std::time::Duration,
 }
 
 /// Default of `[alerts] region_silent_after`.
 pub const REGION_SILENT_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
+/// Default of `[alerts] unknown_after`.
+pub const UNKNOWN_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
+/// Default of `[quorum] region_forget_after`: a week, long enough for any planned maintenance of
+/// a region's agents, short enough that a decommissioned region stops holding quorums hostage.
+pub const REGION_FORGET_AFTER: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -268,8 +288,14 @@ pub fn parse_config(text: &str, path: &str, dir: &Path) -> Result<Config, Config
         status_url: file.alerts.status_url,
         region_silent_after: file.alerts.region_silent_after.unwrap_or(REGION_SILENT_AFTER),
         channel_failing_after: file.alerts.channel_failing_after,
+        unknown_after: file.alerts.unknown_after.unwrap_or(UNKNOWN_AFTER),
     };
-    Ok(Config { targets: targets(file.target, text, path)?, alerting, silences })
+    Ok(Config {
+        targets: targets(file.target, text, path)?,
+        alerting,
+        silences,
+        region_forget_after: file.quorum.region_forget_after.unwrap_or(REGION_FORGET_AFTER),
+    })
 }
 
 /// Reads a secret file (surrounding whitespace dropped), warning when others may read it.
@@ -465,6 +491,10 @@ critical_days = 7
 status_url = "https://vantage.example.net/"
 region_silent_after = "2m"
 channel_failing_after = "30m"
+unknown_after = "90s"
+
+[quorum]
+region_forget_after = "2d"
 
 [[channel]]
 name = "ops"
@@ -503,6 +533,11 @@ secret_file = "hook.secret"
         let a = &config.alerting;
         assert_eq!(a.region_silent_after, std::time::Duration::from_secs(120));
         assert_eq!(a.channel_failing_after, Some(std::time::Duration::from_secs(1800)));
+        assert_eq!(a.unknown_after, std::time::Duration::from_secs(90));
+        assert_eq!(config.region_forget_after, std::time::Duration::from_secs(2 * 86_400));
+        let defaults = parse_config("", "v.toml", &dir).unwrap();
+        assert_eq!(defaults.alerting.unknown_after, UNKNOWN_AFTER);
+        assert_eq!(defaults.region_forget_after, REGION_FORGET_AFTER);
         assert_eq!(a.channels.len(), 2);
         assert!(matches!(&a.channels[0].kind, Kind::Webhook { secret: Some(s), .. } if s.0 == "s3cret-key-0123456789"));
         assert!(matches!(&a.channels[1].kind, Kind::Email(e) if e.port == 587 && e.tls == SmtpTls::StartTls));
@@ -523,6 +558,7 @@ secret_file = "hook.secret"
                 "v.toml:5: route: unknown event \"boom\"",
             ),
             ("[[silence]]\nend = \"2999-01-01T00:00:00Z\"\n", "v.toml:1: silence: target: give a target or labels"),
+            ("[quorum]\nregion_forget_after = \"soon\"\n", "v.toml: TOML parse error at line 2"),
             (
                 "[[heartbeat]]\nname = \"h\"\nperiod = \"1d\"\nsecret_file = \"missing.secret\"\n",
                 "v.toml:1: heartbeat h: cannot read",

@@ -18,7 +18,10 @@ use vantage_shared::limits::{MAX_BATCH_RESULTS, MAX_ID};
 
 use crate::alert::{Alert, AlertCause, AlertKind, AlertRecord, Alerting, Silence};
 use crate::refusal::{Reason, Refusal};
-use crate::store::{self, AgentRecord, BatchOutcome, IncidentChange, Store, StoreError, StoredResult, VerdictRecord};
+use crate::regions::RegionSet;
+use crate::store::{
+    self, AgentRecord, BatchOutcome, IncidentChange, RegionRecord, Store, StoreError, StoredResult, VerdictRecord,
+};
 use crate::verdict::{self, Decision, Observation, Opinion, RegionOpinion, Verdict};
 use crate::{assign, spec};
 
@@ -39,6 +42,9 @@ pub enum HubError {
     Forbidden(String),
     #[error("{0}")]
     Full(String),
+    /// Refused in the current state (a region with connected agents cannot be forgotten).
+    #[error("{0}")]
+    Conflict(String),
     #[error("the coordinator is shutting down")]
     Closed,
 }
@@ -154,6 +160,10 @@ struct State {
     announced: HashMap<String, String>,
     /// Fingerprints of revoked agent certificates.
     revoked: HashSet<String>,
+    /// The default region set (regions agents connected from, less the forgotten ones).
+    regions: RegionSet,
+    /// Targets with an `unknown` alert not yet cleared: url → since (ms).
+    unknown: HashMap<String, i64>,
 }
 
 /// A `CheckNow` waiting for its results: where they go, and which agents were asked (their
@@ -171,7 +181,11 @@ impl State {
     }
 
     fn regions_known(&self) -> BTreeSet<String> {
-        self.agents.values().map(|a| a.record.region.clone()).collect()
+        self.regions.current()
+    }
+
+    fn connected_regions(&self) -> BTreeSet<String> {
+        self.agents.values().filter(|a| a.session.is_some()).map(|a| a.record.region.clone()).collect()
     }
 
     fn target_regions(&self, spec: &TargetSpec) -> Vec<String> {
@@ -199,6 +213,9 @@ pub struct HubOptions {
     pub alerting: Arc<Alerting>,
     /// Silences from the config file (they replace the config's earlier ones).
     pub silences: Vec<Silence>,
+    /// A region without a connected agent this long leaves the default region set (zero: never
+    /// by itself).
+    pub region_forget_after: Duration,
 }
 
 impl Default for HubOptions {
@@ -208,6 +225,7 @@ impl Default for HubOptions {
             max_targets: DEFAULT_MAX_TARGETS,
             alerting: Arc::new(Alerting::default()),
             silences: Vec::new(),
+            region_forget_after: crate::config::REGION_FORGET_AFTER,
         }
     }
 }
@@ -321,27 +339,32 @@ impl Hub {
             )));
         }
         let config_silences = options.silences.clone();
-        let (targets, latest, verdicts, agents, open, revoked, silences, memory) = blocking(&store, move |s| {
-            let existing = s.targets()?;
-            for stale in existing.iter().filter(|t| t.source == "config") {
-                if !config_targets.iter().any(|c| c.url == stale.url) {
-                    s.delete_target(&stale.url)?;
-                }
-            }
-            s.upsert_targets(&config_targets)?;
-            s.replace_config_silences(&config_silences)?;
-            Ok((
-                s.targets()?,
-                s.latest()?,
-                s.verdicts()?,
-                s.agents()?,
-                s.incidents("", true, usize::MAX)?,
-                s.revoked()?,
-                s.silences()?,
-                s.alert_state()?,
-            ))
-        })
-        .await?;
+        let (stale, targets, latest, verdicts, agents, open, revoked, silences, memory, regions) =
+            blocking(&store, move |s| {
+                // Targets an earlier config brought and this one dropped: removed below, once the
+                // hub can resolve what they raised.
+                let stale: Vec<String> = s
+                    .targets()?
+                    .into_iter()
+                    .filter(|t| t.source == "config" && !config_targets.iter().any(|c| c.url == t.url))
+                    .map(|t| t.url)
+                    .collect();
+                s.upsert_targets(&config_targets)?;
+                s.replace_config_silences(&config_silences)?;
+                Ok((
+                    stale,
+                    s.targets()?,
+                    s.latest()?,
+                    s.verdicts()?,
+                    s.agents()?,
+                    s.incidents("", true, usize::MAX)?,
+                    s.revoked()?,
+                    s.silences()?,
+                    s.alert_state()?,
+                    s.regions()?,
+                ))
+            })
+            .await?;
         let mut state = State {
             targets: targets.into_iter().map(|t| (t.url.clone(), t)).collect(),
             latest: latest.into_iter().map(|r| ((r.url, r.entry.region.clone()), r.entry)).collect(),
@@ -354,7 +377,9 @@ impl Hub {
             degraded: recall(&memory, "degraded:"),
             sent: recall(&memory, "sent:"),
             held: recall(&memory, "held:"),
+            unknown: recall(&memory, "unknown:"),
             revoked: revoked.into_iter().collect(),
+            regions: RegionSet::new(regions),
             ..State::default()
         };
         for record in agents {
@@ -364,7 +389,7 @@ impl Hub {
         let channel_health =
             crate::alert::health::Board::new(recall::<crate::alert::health::Failing>(&memory, "channel:"), &channels);
         let (watchers, _) = broadcast::channel(1024);
-        Ok(Arc::new(Hub {
+        let hub = Arc::new(Hub {
             store,
             state: Mutex::new(state),
             deciding: tokio::sync::Mutex::new(()),
@@ -376,7 +401,14 @@ impl Hub {
             alerts_queued: Arc::new(tokio::sync::Notify::new()),
             counters: crate::metrics::Counters::default(),
             channel_health,
-        }))
+        });
+        if !stale.is_empty() {
+            tracing::info!(targets = stale.len(), "targets no longer in the config are removed");
+        }
+        for url in stale {
+            hub.remove_target(&url, Removal::Config).await?;
+        }
+        Ok(hub)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -441,8 +473,15 @@ impl Hub {
         };
         let stored = record.clone();
         let agent_name = name.to_owned();
+        // The region is (back) in the default set from now; stored first, like the agent.
+        let (region_record, returned) = {
+            let state = self.lock();
+            let mut regions = state.regions.clone();
+            regions.seen(region, now_ms())
+        };
         let last_sequence = blocking(&self.store, move |s| {
             s.record_agent(&stored)?;
+            s.put_regions(&[region_record])?;
             s.last_sequence(&agent_name)
         })
         .await?;
@@ -453,6 +492,7 @@ impl Hub {
                 return Err(HubError::Forbidden(format!("the certificate of agent {name} ({region}) is revoked")));
             }
             name_taken(&state, name, region)?;
+            state.regions.seen(region, now_ms());
             state.next_session += 1;
             let id = state.next_session;
             let (close, closed) = tokio::sync::oneshot::channel();
@@ -485,6 +525,13 @@ impl Hub {
             (id, closed)
         };
         tracing::info!(agent = name, region, version, "agent connected");
+        if returned {
+            tracing::info!(
+                region,
+                agent = name,
+                "region is back in the default region set: an agent connected from it"
+            );
+        }
         self.evaluate(None).await;
         Ok(session)
     }
@@ -554,14 +601,20 @@ impl Hub {
                 Some(agent) => {
                     agent.end_session(now_ms());
                     agent.record.last_seen_ms = now_ms();
+                    let region = agent.record.region.clone();
                     reassign(&mut state, &[]);
-                    true
+                    // The region's time without agents (towards `region_forget_after`) runs from
+                    // its last agent's leaving.
+                    Some(state.regions.seen(&region, now_ms()).0)
                 }
-                None => false,
+                None => None,
             }
         };
-        if gone {
+        if let Some(region) = gone {
             tracing::info!(agent = name, "agent disconnected");
+            if let Err(e) = blocking(&self.store, move |s| s.put_regions(&[region])).await {
+                tracing::error!(error = %e, "recording the region's last agent failed");
+            }
             self.evaluate(None).await;
         }
     }
@@ -732,14 +785,42 @@ impl Hub {
 
     pub async fn delete_target(&self, url: &str) -> Result<bool, HubError> {
         let url = vantage_shared::TargetUrl::parse(url).map(|u| u.to_string()).unwrap_or_else(|_| url.to_owned());
-        let key = url.clone();
+        self.remove_target(&url, Removal::Api).await
+    }
+
+    /// Removes a target and resolves what it raised (its open incident, degraded and unknown
+    /// alerts) on every channel that heard the trigger, in the same transaction; its incident is
+    /// closed as removed. A target added again later starts afresh (new incident, new dedup keys).
+    async fn remove_target(&self, url: &str, why: Removal) -> Result<bool, HubError> {
         // Not while verdicts are being decided: none may be recorded for it after this.
         let _deciding = self.deciding.lock().await;
-        let existed = blocking(&self.store, move |s| s.delete_target(&key)).await?;
+        let now = now_ms();
+        let (records, memory) = {
+            let mut state = self.lock();
+            let mut memory = Vec::new();
+            let alerts = removal_alerts(&mut state, url, why, now, &mut memory);
+            (plan_alerts(&mut state, &self.options.alerting, alerts, &mut memory), memory)
+        };
+        for record in &records {
+            tracing::info!(
+                id = record.alert.id,
+                channels = record.deliveries.len(),
+                "alert: {}",
+                record.alert.summary()
+            );
+        }
+        let queued = records.iter().any(AlertRecord::pending);
+        let key = url.to_owned();
+        let existed = blocking(&self.store, move |s| s.remove_target(&key, &records, &memory)).await?;
+        if queued {
+            self.alerts_queued.notify_one();
+        }
+        let url = url.to_owned();
         let mut state = self.lock();
         state.open_incidents.remove(&url);
         state.certs.remove(&url);
         state.degraded.remove(&url);
+        state.unknown.remove(&url);
         state.targets.remove(&url);
         state.verdicts.remove(&url);
         state.latest.retain(|(u, _), _| *u != url);
@@ -774,6 +855,7 @@ impl Hub {
         let mut alerts: Vec<Alert> = Vec::new();
         let mut memory: Vec<Remembered> = Vec::new();
         let mut announcements = Vec::new();
+        let mut region_saves: Vec<RegionRecord> = Vec::new();
         let records = {
             let mut state = self.lock();
             let urls = urls.unwrap_or_else(|| state.targets.keys().cloned().collect());
@@ -792,19 +874,23 @@ impl Hub {
                     let incident = match decision.verdict {
                         Verdict::Down if !state.open_incidents.contains_key(&url) => {
                             state.open_incidents.insert(url.clone(), now);
-                            alerts.push(target_alert(&state, &spec, AlertKind::Down, &decision, regions.len(), now));
+                            let mut alert = target_alert(&state, &spec, AlertKind::Down, &decision, regions.len(), now);
+                            alert.dedup_key = spell_key(&state, "target", &url, now);
+                            alerts.push(alert);
                             IncidentChange::Open(Incident {
                                 url: url.clone(),
                                 opened: Some(store::timestamp(now)),
                                 closed: None,
                                 cause: decision.cause.map(cause),
                                 regions: decision.failing.clone(),
+                                closed_reason: String::new(),
                             })
                         }
                         Verdict::Up if state.open_incidents.contains_key(&url) => {
                             let opened = state.open_incidents.remove(&url).unwrap_or(now);
                             let mut alert =
                                 target_alert(&state, &spec, AlertKind::Recovered, &decision, regions.len(), now);
+                            alert.dedup_key = spell_key(&state, "target", &url, opened);
                             (alert.since_ms, alert.duration_ms) = (opened, Some(now - opened));
                             alerts.push(alert);
                             IncidentChange::Close { at_ms: now }
@@ -817,21 +903,17 @@ impl Hub {
                     let key = format!("degraded:{url}");
                     match (decision.verdict, degraded_since) {
                         (Verdict::Degraded, None) if !state.open_incidents.contains_key(&url) => {
-                            alerts.push(target_alert(
-                                &state,
-                                &spec,
-                                AlertKind::Degraded,
-                                &decision,
-                                regions.len(),
-                                now,
-                            ));
+                            let mut alert =
+                                target_alert(&state, &spec, AlertKind::Degraded, &decision, regions.len(), now);
+                            alert.dedup_key = spell_key(&state, "degraded", &url, now);
+                            alerts.push(alert);
                             state.degraded.insert(url.clone(), now);
                             memory.push((key, serde_json::to_vec(&now).ok()));
                         }
                         (Verdict::Up | Verdict::Down, Some(since)) => {
                             // Cleared where it was heard (or held back); a degraded spell nobody
                             // was told about (the usual first seconds of an outage) ends quietly.
-                            let dedup = format!("vantage/degraded/{url}");
+                            let dedup = spell_key(&state, "degraded", &url, since);
                             if state.sent.contains_key(&dedup) || state.held.contains_key(&dedup) {
                                 let mut alert = target_alert(
                                     &state,
@@ -841,6 +923,7 @@ impl Hub {
                                     regions.len(),
                                     now,
                                 );
+                                alert.dedup_key = dedup;
                                 (alert.since_ms, alert.duration_ms) = (since, Some(now - since));
                                 alerts.push(alert);
                             }
@@ -851,6 +934,31 @@ impl Hub {
                     }
                     tracing::info!(target = %url, verdict = record.verdict, cause = ?record.cause, "verdict changed");
                     changes.push((url.clone(), record.clone(), incident));
+                }
+                let alerted_unknown = state.unknown.get(&url).copied();
+                match blindness(
+                    decision.verdict,
+                    record.since_ms,
+                    alerted_unknown,
+                    now,
+                    self.options.alerting.unknown_after,
+                ) {
+                    Blindness::Raise => {
+                        alerts.push(unknown_alert(&state, &spec, &decision, &regions, record.since_ms, now));
+                        state.unknown.insert(url.clone(), record.since_ms);
+                        memory.push((format!("unknown:{url}"), serde_json::to_vec(&record.since_ms).ok()));
+                    }
+                    Blindness::Clear(since) => {
+                        let mut alert =
+                            target_alert(&state, &spec, AlertKind::UnknownCleared, &decision, regions.len(), now);
+                        alert.dedup_key = spell_key(&state, "unknown", &url, since);
+                        (alert.since_ms, alert.duration_ms) = (since, Some(now - since));
+                        alert.detail = format!("judged {} again", decision.verdict.as_str());
+                        alerts.push(alert);
+                        state.unknown.remove(&url);
+                        memory.push((format!("unknown:{url}"), None));
+                    }
+                    Blindness::Nothing => {}
                 }
                 state.verdicts.insert(url.clone(), record);
                 if let Some((alert, remembered)) = cert_alerts(&mut state, &spec, now) {
@@ -871,6 +979,8 @@ impl Hub {
                 }
             }
             if periodic && !in_grace {
+                region_saves =
+                    forget_quiet_regions(&mut state, now, self.options.region_forget_after, &mut alerts, &mut memory);
                 region_alerts(&mut state, now, self.options.alerting.region_silent_after, &mut alerts, &mut memory);
             }
             if periodic {
@@ -881,6 +991,11 @@ impl Hub {
             }
             plan_alerts(&mut state, &self.options.alerting, alerts, &mut memory)
         };
+        if !region_saves.is_empty() {
+            if let Err(e) = blocking(&self.store, move |s| s.put_regions(&region_saves)).await {
+                tracing::error!(error = %e, "recording the region set failed");
+            }
+        }
         if !changes.is_empty() || !records.is_empty() || !memory.is_empty() {
             for record in &records {
                 let held = record.silenced_by.as_deref().map(|s| format!(" (held back by silence {s})"));
@@ -1211,10 +1326,17 @@ impl Hub {
     /// Each target's newest result per region: (url, region, result).
     pub fn latest_results(&self) -> Vec<(String, String, vantage_proto::v1::ProbeResult)> {
         let state = self.lock();
+        let current = state.regions_known();
+        // Only the regions that judge the target now (a forgotten region's last words are not).
+        let judges = |url: &String, region: &String| {
+            state.targets.get(url).is_some_and(|spec| {
+                if spec.regions.is_empty() { current.contains(region) } else { spec.regions.contains(region) }
+            })
+        };
         let mut out: Vec<_> = state
             .latest
             .iter()
-            .filter(|((url, _), _)| state.targets.contains_key(url))
+            .filter(|((url, region), _)| judges(url, region))
             .filter_map(|((url, region), e)| Some((url.clone(), region.clone(), e.result.clone()?)))
             .collect();
         out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
@@ -1239,6 +1361,78 @@ impl Hub {
                 clock_offset_ms: a.session.as_ref().map_or(0, |s| s.clock_offset_ms),
             })
             .collect()
+    }
+
+    /// Every region the coordinator knows, in the default set or forgotten.
+    pub fn regions(&self) -> Vec<vantage_proto::v1::RegionInfo> {
+        let state = self.lock();
+        let now = now_ms();
+        state
+            .regions
+            .records()
+            .map(|r| {
+                let connected = state.connected_in(&r.name).len();
+                vantage_proto::v1::RegionInfo {
+                    region: r.name.clone(),
+                    connected_agents: connected as u32,
+                    last_seen: Some(store::timestamp(if connected > 0 { now } else { r.last_seen_ms })),
+                    forget_at: state
+                        .regions
+                        .forget_at(&r.name, connected > 0, self.options.region_forget_after)
+                        .map(store::timestamp),
+                    forgotten: r.forgotten_ms.is_some(),
+                    forgotten_at: r.forgotten_ms.map(store::timestamp),
+                    agents: state.agents.values().filter(|a| a.record.region == r.name).count() as u32,
+                }
+            })
+            .collect()
+    }
+
+    /// The regions in the default region set now.
+    pub fn region_set(&self) -> BTreeSet<String> {
+        self.lock().regions_known()
+    }
+
+    /// Takes `region` out of the default region set until an agent connects from it again
+    /// (`ForgetRegion`); `by` names the caller. False when it was not in the set.
+    pub async fn forget_region(&self, region: &str, by: &str) -> Result<bool, HubError> {
+        spec::check_name("region", region)?;
+        let deciding = self.deciding.lock().await;
+        let now = now_ms();
+        let (record, records, memory) = {
+            let mut state = self.lock();
+            let connected = state.connected_in(region).len();
+            let forgotten =
+                state.regions.forget(region, connected, now).map_err(|e| HubError::Conflict(e.to_string()))?;
+            let Some(record) = forgotten else { return Ok(false) };
+            let mut memory = Vec::new();
+            let quiet = now.saturating_sub(record.last_seen_ms);
+            let mut alert = region_forgotten(&mut state, region, record.last_seen_ms, now, &mut memory);
+            alert.detail = format!(
+                "forgotten by {by} (ForgetRegion) after {} without an agent",
+                crate::alert::human_duration(quiet)
+            );
+            let records = plan_alerts(&mut state, &self.options.alerting, vec![alert], &mut memory);
+            (record, records, memory)
+        };
+        tracing::warn!(
+            region,
+            by,
+            "region forgotten: it leaves the default region set until an agent connects from it"
+        );
+        let queued = records.iter().any(AlertRecord::pending);
+        blocking(&self.store, move |s| {
+            s.put_regions(&[record])?;
+            s.record_changes(&[], &records, &memory)
+        })
+        .await?;
+        if queued {
+            self.alerts_queued.notify_one();
+        }
+        drop(deciding);
+        // Quorums change now, not at the next sweep.
+        self.evaluate(None).await;
+        Ok(true)
     }
 
     pub async fn history(
@@ -1623,6 +1817,7 @@ fn released_alerts(state: &mut State, now: i64, memory: &mut Vec<Remembered>) ->
         let still = match alert.kind {
             AlertKind::Down => state.open_incidents.contains_key(&alert.subject),
             AlertKind::Degraded => state.degraded.contains_key(&alert.subject),
+            AlertKind::Unknown => state.unknown.contains_key(&alert.subject),
             AlertKind::CertWarning | AlertKind::CertCritical => {
                 state.certs.get(&alert.subject).is_some_and(|c| Some(&c.current) == alert.fingerprint.as_ref())
             }
@@ -1746,6 +1941,183 @@ fn region_alerts(state: &mut State, now: i64, after: Duration, alerts: &mut Vec<
     }
 }
 
+/// The dedup key of one spell of a target's problem (`kind`: `target`, `degraded`, `unknown`)
+/// that began at `since`: the next outage, or the same target added again, is a fresh incident
+/// on the pager. A spell alerted under the older key (without its start) keeps it, so its resolve
+/// still matches.
+fn spell_key(state: &State, kind: &str, url: &str, since: i64) -> String {
+    let legacy = format!("vantage/{kind}/{url}");
+    if state.sent.contains_key(&legacy) || state.held.contains_key(&legacy) {
+        legacy
+    } else {
+        format!("{legacy}#{since}")
+    }
+}
+
+/// What a target's verdict means for its `unknown` alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Blindness {
+    /// `UNKNOWN` for `unknown_after` and not alerted yet.
+    Raise,
+    /// Judged again after an `unknown` alert (raised for the spell that began then).
+    Clear(i64),
+    Nothing,
+}
+
+/// `verdict` has held since `since`; `alerted` is the start of the spell an `unknown` alert was
+/// raised for. `after` zero: never.
+fn blindness(verdict: Verdict, since: i64, alerted: Option<i64>, now: i64, after: Duration) -> Blindness {
+    match (verdict, alerted) {
+        (Verdict::Unknown, None) if !after.is_zero() && now.saturating_sub(since) >= after.as_millis() as i64 => {
+            Blindness::Raise
+        }
+        (Verdict::Unknown, _) => Blindness::Nothing,
+        (_, Some(spell)) => Blindness::Clear(spell),
+        (_, None) => Blindness::Nothing,
+    }
+}
+
+/// `unknown`: too few regions can judge the target, for long enough to say so.
+fn unknown_alert(
+    state: &State,
+    spec: &TargetSpec,
+    decision: &Decision,
+    opinions: &[RegionOpinion],
+    since: i64,
+    now: i64,
+) -> Alert {
+    let mut alert = Alert::new(AlertKind::Unknown, &spec.url, now, spell_key(state, "unknown", &spec.url, since));
+    alert.labels = spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    alert.since_ms = since;
+    alert.of_regions = opinions.len();
+    alert.regions = opinions.iter().filter(|o| o.opinion == Opinion::Unknown).map(|o| o.region.clone()).collect();
+    let known = opinions.len() - alert.regions.len();
+    alert.cause = Some(AlertCause {
+        code: "no_quorum".into(),
+        message: format!(
+            "Vantage cannot judge this target: {known} of its {} regions hold an opinion, and {} are needed. The \
+             others ({}) have no connected agent or only stale results.",
+            opinions.len(),
+            decision.quorum,
+            alert.regions.join(", ")
+        ),
+        hint: "Check the agents of those regions (vantage-coordinator regions ls; ListAgents): service running, \
+               network to the coordinator, certificate valid. A region gone for good can be forgotten \
+               (vantage-coordinator regions forget REGION)."
+            .into(),
+    });
+    alert
+}
+
+/// `region_forgotten` for a region that left the default set now (it resolves the region's
+/// `region_silent`, which has the same dedup key), and the end of its silence watch.
+fn region_forgotten(state: &mut State, region: &str, last_seen: i64, now: i64, memory: &mut Vec<Remembered>) -> Alert {
+    if state.silent_regions.remove(region).is_some() {
+        memory.push((format!("region:{region}"), None));
+    }
+    let mut alert = Alert::new(AlertKind::RegionForgotten, region, now, format!("vantage/region/{region}"));
+    alert.since_ms = last_seen;
+    alert.regions = vec![region.to_owned()];
+    alert.cause = Some(AlertCause {
+        code: "region_forgotten".into(),
+        message: format!(
+            "Region {region} has left the default region set: targets without their own regions are judged by \
+             the others ({}).",
+            state.regions_known().into_iter().collect::<Vec<_>>().join(", ")
+        ),
+        hint: "Nothing to do if the region is gone for good. If not, start an agent in it: the region comes back \
+               as soon as one connects. Targets that name it in their own regions still count it."
+            .into(),
+    });
+    alert
+}
+
+/// Regions without a connected agent for `after` leave the default set (`region_forgotten`);
+/// returns the region records to store.
+fn forget_quiet_regions(
+    state: &mut State,
+    now: i64,
+    after: Duration,
+    alerts: &mut Vec<Alert>,
+    memory: &mut Vec<Remembered>,
+) -> Vec<RegionRecord> {
+    let connected = state.connected_regions();
+    let (forgotten, save) = state.regions.tick(&connected, now, after);
+    for (region, quiet) in forgotten {
+        let quiet_for = crate::alert::human_duration(quiet);
+        tracing::warn!(
+            region,
+            without_agents = quiet_for,
+            "region forgotten: no agent for longer than region_forget_after; it leaves the default region set \
+             until an agent connects from it"
+        );
+        let mut alert = region_forgotten(state, &region, now - quiet, now, memory);
+        alert.detail = format!("no agent for {quiet_for} (region_forget_after)");
+        alerts.push(alert);
+    }
+    save
+}
+
+/// Why a target is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Removal {
+    /// `DeleteTarget`.
+    Api,
+    /// No longer in the config file at start-up.
+    Config,
+}
+
+/// The resolves a removed target owes: `recovered` for its open incident, `degraded_cleared` and
+/// `unknown_cleared` for alerts it raised, each with the `removed` cause; its alert memory goes.
+fn removal_alerts(state: &mut State, url: &str, why: Removal, now: i64, memory: &mut Vec<Remembered>) -> Vec<Alert> {
+    let mut alerts = Vec::new();
+    let Some(spec) = state.targets.get(url).cloned() else { return alerts };
+    let said = match why {
+        Removal::Api => "The target was deleted (DeleteTarget)",
+        Removal::Config => "The target is no longer in the config file",
+    };
+    let make = |state: &State, kind: AlertKind, prefix: &str, since: i64| {
+        let mut alert = Alert::new(kind, url, now, spell_key(state, prefix, url, since));
+        alert.labels = spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        (alert.since_ms, alert.duration_ms) = (since, Some(now - since));
+        alert.cause = Some(AlertCause {
+            code: "removed".into(),
+            message: format!("{said}: what it raised ends here, and its open incident is closed as removed."),
+            hint: "Nothing to do, unless it was removed by mistake: add it again (it starts afresh).".into(),
+        });
+        alert.detail = "removed".into();
+        alert
+    };
+    if let Some(&opened) = state.open_incidents.get(url) {
+        alerts.push(make(state, AlertKind::Recovered, "target", opened));
+    }
+    if let Some(&since) = state.degraded.get(url) {
+        let alert = make(state, AlertKind::DegradedCleared, "degraded", since);
+        if state.sent.contains_key(&alert.dedup_key) || state.held.contains_key(&alert.dedup_key) {
+            alerts.push(alert);
+        }
+        memory.push((format!("degraded:{url}"), None));
+    }
+    if let Some(&since) = state.unknown.get(url) {
+        alerts.push(make(state, AlertKind::UnknownCleared, "unknown", since));
+        memory.push((format!("unknown:{url}"), None));
+    }
+    // Certificate alerts have no resolve of their own; what is remembered of them goes.
+    memory.push((format!("cert:{url}"), None));
+    let cert_prefix = format!("vantage/cert/{url}/");
+    let stale: Vec<String> =
+        state.sent.keys().chain(state.held.keys()).filter(|k| k.starts_with(&cert_prefix)).cloned().collect();
+    for key in stale {
+        if state.sent.remove(&key).is_some() {
+            memory.push((format!("sent:{key}"), None));
+        }
+        if state.held.remove(&key).is_some() {
+            memory.push((format!("held:{key}"), None));
+        }
+    }
+    alerts
+}
+
 /// Recomputes who probes what and tells each connected agent what changed (`changed` targets
 /// are re-sent to their owners even if ownership did not move).
 fn reassign(state: &mut State, changed: &[String]) {
@@ -1813,5 +2185,41 @@ fn reassign(state: &mut State, changed: &[String]) {
         }
         // Their targets go to the region's other agents.
         reassign(state, changed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_is_raised_after_its_delay_once_and_cleared_by_any_known_verdict() {
+        let after = Duration::from_secs(300);
+        let at = |s: i64| s * 1000;
+        // Not before the delay, then once.
+        assert_eq!(blindness(Verdict::Unknown, at(0), None, at(299), after), Blindness::Nothing);
+        assert_eq!(blindness(Verdict::Unknown, at(0), None, at(300), after), Blindness::Raise);
+        assert_eq!(blindness(Verdict::Unknown, at(0), Some(at(0)), at(900), after), Blindness::Nothing);
+        // Judged again, whatever the verdict: cleared, naming the spell it was raised for.
+        for verdict in [Verdict::Up, Verdict::Degraded, Verdict::Down] {
+            assert_eq!(blindness(verdict, at(950), Some(at(0)), at(950), after), Blindness::Clear(at(0)));
+            assert_eq!(blindness(verdict, at(0), None, at(9_999), after), Blindness::Nothing);
+        }
+        // Zero turns it off.
+        assert_eq!(blindness(Verdict::Unknown, at(0), None, at(1_000_000), Duration::ZERO), Blindness::Nothing);
+    }
+
+    #[test]
+    fn each_spell_of_a_problem_has_its_own_dedup_key_and_older_keys_are_kept() {
+        let mut state = State::default();
+        let url = "https://shop.example/";
+        let first = spell_key(&state, "target", url, 1_000);
+        let second = spell_key(&state, "target", url, 2_000);
+        assert_ne!(first, second, "a new outage (or the target added again) is a new incident");
+        assert!(first.starts_with("vantage/target/https://shop.example/"), "{first}");
+        // An outage alerted by an older coordinator, under the key without its start.
+        state.sent.insert(format!("vantage/target/{url}"), vec!["pager".into()]);
+        assert_eq!(spell_key(&state, "target", url, 3_000), format!("vantage/target/{url}"));
+        assert_ne!(spell_key(&state, "degraded", url, 3_000), format!("vantage/degraded/{url}"));
     }
 }

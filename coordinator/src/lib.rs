@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod page;
 pub mod pki;
 pub mod refusal;
+pub mod regions;
 pub mod serve;
 pub mod service;
 pub mod spec;

@@ -36,6 +36,8 @@ enum Command {
     Alerts(status::AlertsArgs),
     /// Hold back notifications for a while (maintenance windows).
     Silences(status::SilencesArgs),
+    /// List the regions, or forget one that is gone for good.
+    Regions(status::RegionsArgs),
     /// Create Vantage's CA and issue coordinator, agent and admin certificates.
     #[command(subcommand)]
     Pki(vantage_coordinator::pki::PkiCommand),
@@ -152,6 +154,7 @@ fn main() -> std::process::ExitCode {
         Command::Targets(args) => runtime.block_on(status::run_targets(args)),
         Command::Alerts(args) => runtime.block_on(status::run_alerts(args)),
         Command::Silences(args) => runtime.block_on(status::run_silences(args)),
+        Command::Regions(args) => runtime.block_on(status::run_regions(args)),
         Command::Pki(vantage_coordinator::pki::PkiCommand::RevokeAgent(args)) => {
             runtime.block_on(vantage_coordinator::pki::revoke(args))
         }

@@ -166,9 +166,12 @@ fn write_counters(f: &mut Family<'_>, hub: &Hub, statuses: &[TargetStatus], pend
         f.sample("vantage_failures_total", &[("code", &code)], n as f64);
     }
     f.header("vantage_agents_connected", "gauge", "Agents connected now, by region.");
-    let mut regions: BTreeMap<String, u32> = BTreeMap::new();
+    // The default region set: a forgotten region is no region without agents to alert on.
+    let mut regions: BTreeMap<String, u32> = hub.region_set().into_iter().map(|r| (r, 0)).collect();
     for agent in hub.agents() {
-        *regions.entry(agent.region.clone()).or_default() += u32::from(agent.connected);
+        if let Some(n) = regions.get_mut(&agent.region) {
+            *n += u32::from(agent.connected);
+        }
     }
     for (region, n) in regions {
         f.sample("vantage_agents_connected", &[("region", &region)], f64::from(n));

@@ -206,6 +206,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
             let config = crate::config::load(path)?;
             hub_options.alerting = Arc::new(config.alerting);
             hub_options.silences = config.silences;
+            hub_options.region_forget_after = config.region_forget_after;
             config.targets
         }
         None => Vec::new(),

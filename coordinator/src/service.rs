@@ -47,6 +47,7 @@ impl From<HubError> for Status {
             HubError::Refused(reason) => Status::invalid_argument(reason),
             HubError::Forbidden(reason) => Status::permission_denied(reason),
             HubError::Full(reason) => Status::resource_exhausted(reason),
+            HubError::Conflict(reason) => Status::failed_precondition(reason),
             HubError::Closed => Status::unavailable("the coordinator is shutting down"),
             HubError::Store(e) => {
                 tracing::error!(error = %e, "store failure");
@@ -669,6 +670,26 @@ impl Coordinator for AdminEndpoint {
         let deleted = self.hub.delete_silence(&id).await?;
         tracing::info!(id, deleted, by, "silence deleted");
         Ok(Response::new(DeleteSilenceResponse { deleted }))
+    }
+
+    async fn list_regions(
+        &self,
+        request: Request<ListRegionsRequest>,
+    ) -> Result<Response<ListRegionsResponse>, Status> {
+        self.authorize(&request, Access::Read)?;
+        Ok(Response::new(ListRegionsResponse { regions: self.hub.regions() }))
+    }
+
+    async fn forget_region(
+        &self,
+        request: Request<ForgetRegionRequest>,
+    ) -> Result<Response<ForgetRegionResponse>, Status> {
+        // It changes every default quorum: an admin's call.
+        let by = self.authorize(&request, Access::Write)?;
+        let region = request.into_inner().region;
+        let forgotten = self.hub.forget_region(&region, &by).await?;
+        tracing::info!(region, forgotten, by, "region forget requested");
+        Ok(Response::new(ForgetRegionResponse { forgotten }))
     }
 }
 

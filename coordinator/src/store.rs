@@ -40,6 +40,8 @@ const ALERT_PENDING: TableDefinition<&str, ()> = TableDefinition::new("alert_pen
 const ALERT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("alert_state_v1");
 /// Silences: id → `Silence` (JSON).
 const SILENCES: TableDefinition<&str, &[u8]> = TableDefinition::new("silences_v1");
+/// The regions agents have connected from: name → `RegionRecord` (JSON).
+const REGIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("regions_v1");
 
 // redb's errors are carried as text beside their kind (not as sources), so each is told once.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +74,19 @@ pub struct AgentRecord {
     pub cert_sha256: String,
     #[serde(default)]
     pub cert_not_after_ms: i64,
+}
+
+/// What the store remembers about a region: when an agent of it was last connected, and whether
+/// it has left the default region set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegionRecord {
+    pub name: String,
+    /// When an agent of it was last connected (written at connects, disconnects, and now and
+    /// then while one is).
+    pub last_seen_ms: i64,
+    /// When it left the default region set; `None` while it is in it.
+    #[serde(default)]
+    pub forgotten_ms: Option<i64>,
 }
 
 /// A revoked agent certificate.
@@ -184,6 +199,21 @@ impl Store {
             txn.open_table(ALERT_PENDING)?;
             txn.open_table(ALERT_STATE)?;
             txn.open_table(SILENCES)?;
+            let mut regions = txn.open_table(REGIONS)?;
+            // Databases from before region records: each region its agents came from, last seen
+            // when its agents last were.
+            if regions.is_empty()? {
+                let mut seen: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+                for row in txn.open_table(AGENTS)?.iter()? {
+                    let agent: AgentRecord = serde_json::from_slice(row?.1.value()).map_err(corrupt)?;
+                    let last = seen.entry(agent.region).or_insert(agent.last_seen_ms);
+                    *last = (*last).max(agent.last_seen_ms);
+                }
+                for (name, last_seen_ms) in seen {
+                    let record = RegionRecord { name, last_seen_ms, forgotten_ms: None };
+                    regions.insert(record.name.as_str(), serde_json::to_vec(&record).map_err(corrupt)?.as_slice())?;
+                }
+            }
         }
         txn.commit()?;
         Ok(Store { db, failed: std::sync::OnceLock::new(), failure: tokio::sync::Notify::new() })
@@ -240,6 +270,18 @@ impl Store {
     /// Removes a target and its current verdict and newest results (history stays until it
     /// ages out); true when it existed.
     pub fn delete_target(&self, url: &str) -> Result<bool, StoreError> {
+        self.remove_target(url, &[], &[])
+    }
+
+    /// `delete_target`, with the alerts its removal sends and alerting's memory changes, in one
+    /// transaction: the resolves are queued exactly when the target is gone. Its open incident
+    /// is closed as `removed`.
+    pub fn remove_target(
+        &self,
+        url: &str,
+        alerts: &[AlertRecord],
+        state: &[(String, Option<Vec<u8>>)],
+    ) -> Result<bool, StoreError> {
         let txn = self.db.begin_write()?;
         let existed = txn.open_table(TARGETS)?.remove(url)?.is_some();
         txn.open_table(VERDICTS)?.remove(url)?;
@@ -249,7 +291,8 @@ impl Store {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
-        close_incidents(&mut txn.open_table(INCIDENTS)?, url, now)?;
+        close_incidents(&mut txn.open_table(INCIDENTS)?, url, now, CLOSED_REMOVED)?;
+        Self::write_alerts(&txn, alerts, state)?;
         txn.commit()?;
         Ok(existed)
     }
@@ -271,6 +314,29 @@ impl Store {
         txn.open_table(AGENTS)?.insert(agent.name.as_str(), bytes.as_slice())?;
         txn.commit()?;
         Ok(())
+    }
+
+    /// Writes region records (one transaction).
+    pub fn put_regions(&self, records: &[RegionRecord]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(REGIONS)?;
+            for record in records {
+                table.insert(record.name.as_str(), serde_json::to_vec(record).map_err(corrupt)?.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn regions(&self) -> Result<Vec<RegionRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(REGIONS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            out.push(serde_json::from_slice(row?.1.value()).map_err(corrupt)?);
+        }
+        Ok(out)
     }
 
     /// Records a revoked certificate; false when it already was.
@@ -457,6 +523,16 @@ impl Store {
         for (url, record, incident) in verdicts {
             Self::write_verdict(&txn, url, record, incident)?;
         }
+        Self::write_alerts(&txn, alerts, state)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn write_alerts(
+        txn: &redb::WriteTransaction,
+        alerts: &[AlertRecord],
+        state: &[(String, Option<Vec<u8>>)],
+    ) -> Result<(), StoreError> {
         {
             let mut table = txn.open_table(ALERTS)?;
             let mut order = txn.open_table(ALERT_ORDER)?;
@@ -479,7 +555,6 @@ impl Store {
                 };
             }
         }
-        txn.commit()?;
         Ok(())
     }
 
@@ -628,7 +703,7 @@ impl Store {
                     let opened = new.opened.as_ref().map_or(record.since_ms, ms);
                     incidents.insert((url, opened), new.encode_to_vec().as_slice())?;
                 }
-                IncidentChange::Close { at_ms } => close_incidents(&mut incidents, url, *at_ms)?,
+                IncidentChange::Close { at_ms } => close_incidents(&mut incidents, url, *at_ms, CLOSED_RECOVERED)?,
             }
         }
         Ok(())
@@ -684,8 +759,18 @@ impl Store {
     }
 }
 
-/// Closes every open incident of `url` at `at_ms`.
-fn close_incidents(incidents: &mut redb::Table<(&str, i64), &[u8]>, url: &str, at_ms: i64) -> Result<(), StoreError> {
+/// `Incident.closed_reason` of an incident closed by the target's `UP`.
+pub const CLOSED_RECOVERED: &str = "recovered";
+/// … and of one closed because its target was removed.
+pub const CLOSED_REMOVED: &str = "removed";
+
+/// Closes every open incident of `url` at `at_ms`, for `reason`.
+fn close_incidents(
+    incidents: &mut redb::Table<(&str, i64), &[u8]>,
+    url: &str,
+    at_ms: i64,
+    reason: &str,
+) -> Result<(), StoreError> {
     let open: Vec<(i64, Incident)> = incidents
         .range((url, i64::MIN)..=(url, i64::MAX))?
         .filter_map(Result::ok)
@@ -694,6 +779,7 @@ fn close_incidents(incidents: &mut redb::Table<(&str, i64), &[u8]>, url: &str, a
         .collect();
     for (opened, mut incident) in open {
         incident.closed = Some(timestamp(at_ms));
+        incident.closed_reason = reason.to_owned();
         incidents.insert((url, opened), incident.encode_to_vec().as_slice())?;
     }
     Ok(())
@@ -771,6 +857,46 @@ mod tests {
     }
 
     #[test]
+    fn region_records_survive_reopening_and_older_databases_get_them_from_their_agents() {
+        let dir = temp_dir("regions");
+        let agent = |name: &str, region: &str, last_seen_ms: i64| AgentRecord {
+            name: name.into(),
+            region: region.into(),
+            version: "1".into(),
+            last_seen_ms,
+            cert_sha256: String::new(),
+            cert_not_after_ms: 0,
+        };
+        {
+            let store = Store::open(&dir).unwrap();
+            store.record_agent(&agent("a1", "eu", 1_000)).unwrap();
+            store.record_agent(&agent("a2", "eu", 3_000)).unwrap();
+            store.record_agent(&agent("a3", "us", 2_000)).unwrap();
+            // As a database from before region records: none.
+            let txn = store.db.begin_write().unwrap();
+            txn.delete_table(REGIONS).unwrap();
+            txn.commit().unwrap();
+        }
+        {
+            let store = Store::open(&dir).unwrap();
+            let regions = store.regions().unwrap();
+            assert_eq!(
+                regions,
+                [
+                    RegionRecord { name: "eu".into(), last_seen_ms: 3_000, forgotten_ms: None },
+                    RegionRecord { name: "us".into(), last_seen_ms: 2_000, forgotten_ms: None },
+                ]
+            );
+            store
+                .put_regions(&[RegionRecord { name: "us".into(), last_seen_ms: 2_000, forgotten_ms: Some(9_000) }])
+                .unwrap();
+        }
+        let store = Store::open(&dir).unwrap();
+        assert_eq!(store.regions().unwrap()[1].forgotten_ms, Some(9_000), "a forgotten region stays forgotten");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn verdicts_transitions_and_incidents() {
         let dir = temp_dir("verdicts");
         let store = Store::open(&dir).unwrap();
@@ -790,6 +916,7 @@ mod tests {
         assert!(store.incidents(u, true, 100).unwrap().is_empty());
         let all = store.incidents("", false, 100).unwrap();
         assert_eq!(all[0].closed, Some(timestamp(20_000)));
+        assert_eq!(all[0].closed_reason, "recovered");
         assert_eq!(store.verdicts().unwrap(), vec![(u.to_owned(), up)]);
         assert_eq!(store.transitions(u).unwrap().len(), 2);
         // Deleting a target ends its open incident.
@@ -798,6 +925,7 @@ mod tests {
         assert_eq!(store.incidents(u, true, 100).unwrap().len(), 1);
         store.delete_target(u).unwrap();
         assert!(store.incidents(u, true, 100).unwrap().is_empty());
+        assert_eq!(store.incidents(u, false, 1).unwrap()[0].closed_reason, "removed");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
