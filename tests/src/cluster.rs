@@ -55,6 +55,8 @@ pub struct Cluster {
     pub pki: PathBuf,
     /// Environment variables for the coordinator and agents started from now on.
     pub env: Vec<(String, String)>,
+    /// TOML appended to the coordinator's config file after the targets (`[quorum]`, channels…).
+    pub config_extra: String,
 }
 
 /// Runs `vantage-coordinator pki …`, which must succeed.
@@ -126,6 +128,7 @@ impl Cluster {
             agents: regions.iter().map(|_| None).collect(),
             pki: pki_dir,
             env: Vec::new(),
+            config_extra: String::new(),
         }
     }
 
@@ -175,6 +178,7 @@ impl Cluster {
                 t.url
             ));
         }
+        config.push_str(&self.config_extra);
         let config_file = self.dir.join("vantage.toml");
         std::fs::write(&config_file, config).expect("config");
         self.launch_coordinator(SocketAddr::new(self.bridge_ip, 0));

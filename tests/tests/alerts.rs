@@ -664,3 +664,122 @@ fn curl(url: &str) -> String {
     assert!(out.status.success(), "curl {url}");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+fn webhook_and_pager(receiver: &Receiver) -> String {
+    format!(
+        "[[channel]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{}\"\n\n[[channel]]\nname = \"pager\"\ntype = \"pagerduty\"\n\
+         url = \"{}\"\nrouting_key_file = \"pd.key\"\n\n[[route]]\nchannels = [\"hook\", \"pager\"]\n\n",
+        receiver.url("/hook"),
+        receiver.url("/pd"),
+    )
+}
+
+fn pd(r: &Received, action: &str, url: &str) -> bool {
+    r.path == "/pd"
+        && r.json()["event_action"] == action
+        && (action == "resolve" || r.json()["payload"]["source"] == url)
+        && (action != "resolve" || r.json()["dedup_key"].as_str().is_some_and(|k| k.contains(url)))
+}
+
+#[test]
+fn a_target_nobody_can_judge_raises_unknown_and_clears_it_once_judged() {
+    let receiver = Receiver::start();
+    let mut w = World::new("unknown");
+    let shop = w.add_site("shop", 90);
+    w.write("pd.key", "R0UTINGKEY0123456789");
+    let config = format!("[alerts]\nunknown_after = \"2s\"\n\n{}{}", webhook_and_pager(&receiver), w.targets_toml(&[]));
+    let config = w.write("vantage.toml", &config);
+    w.start_coordinator(&config);
+    for i in 0..3 {
+        w.start_agent(i);
+    }
+    let url = w.sites[shop].url.clone();
+    w.coordinator().wait_for_line(|l| l.contains("verdict changed") && l.contains("\"UP\""));
+    assert!(receiver.matching(|r| kind(r) == "unknown").is_empty(), "judged: nothing to say");
+
+    // Every agent of the target's regions is gone: nobody can judge it.
+    for agent in &mut w.agents {
+        *agent = None;
+    }
+    let unknown = receiver.wait_for("unknown", |r| about(r, "unknown", &url));
+    let u = unknown.json();
+    assert_eq!(u["cause"]["code"], "no_quorum", "{u}");
+    assert_eq!((u["regions"].as_array().map(Vec::len), &u["of_regions"]), (Some(3), &serde_json::json!(3)), "{u}");
+    assert!(u["summary"].as_str().unwrap().starts_with("UNKNOWN"), "{u}");
+    let trigger = receiver.wait_for("PagerDuty trigger of unknown", |r| pd(r, "trigger", &url));
+    assert_eq!(trigger.json()["payload"]["severity"], "warning");
+
+    for i in 0..3 {
+        w.start_agent(i);
+    }
+    let cleared = receiver.wait_for("unknown_cleared", |r| about(r, "unknown_cleared", &url));
+    let c = cleared.json();
+    assert_eq!(c["dedup_key"], u["dedup_key"], "the resolve names its trigger: {c}");
+    assert_eq!(c["detail"], "judged UP again", "{c}");
+    let resolve = receiver.wait_for("PagerDuty resolve", |r| r.path == "/pd" && r.json()["event_action"] == "resolve");
+    assert_eq!(resolve.json()["dedup_key"], trigger.json()["dedup_key"]);
+    assert_eq!(receiver.matching(|r| about(r, "unknown", &url)).len(), 1, "raised once");
+}
+
+#[test]
+fn deleting_a_down_target_resolves_its_alerts_and_a_re_added_one_starts_afresh() {
+    let receiver = Receiver::start();
+    let mut w = World::new("removal");
+    let shop = w.add_site("shop", 90);
+    let legacy = w.add_site("legacy", 90);
+    w.write("pd.key", "R0UTINGKEY0123456789");
+    let channels = webhook_and_pager(&receiver);
+    let config = w.write("vantage.toml", &format!("{channels}{}", w.targets_toml(&[])));
+    w.start_coordinator(&config);
+    for i in 0..3 {
+        w.start_agent(i);
+    }
+    let (url, legacy_url) = (w.sites[shop].url.clone(), w.sites[legacy].url.clone());
+    w.stop_site(shop);
+    w.stop_site(legacy);
+    let down = receiver.wait_for("DOWN", |r| about(r, "down", &url)).json();
+    let trigger = receiver.wait_for("PagerDuty trigger", |r| pd(r, "trigger", &url)).json();
+    assert_eq!(trigger["dedup_key"], down["dedup_key"]);
+
+    // Deleted while DOWN: the pager's incident is resolved, with the reason.
+    let deleted = w.call("DeleteTarget", &format!("{{\"url\": \"{url}\"}}"));
+    assert_eq!(deleted["deleted"], true, "{deleted}");
+    let resolved = receiver.wait_for("recovered (removed)", |r| about(r, "recovered", &url)).json();
+    assert_eq!(resolved["cause"]["code"], "removed", "{resolved}");
+    assert_eq!(resolved["dedup_key"], down["dedup_key"], "{resolved}");
+    let resolve = receiver.wait_for("PagerDuty resolve", |r| {
+        r.path == "/pd" && r.json()["event_action"] == "resolve" && r.json()["dedup_key"] == trigger["dedup_key"]
+    });
+    assert_eq!(resolve.json()["routing_key"], "R0UTINGKEY0123456789");
+    let incidents = w.call("ListIncidents", &format!("{{\"url\": \"{url}\"}}"));
+    let incident = &incidents["incidents"][0];
+    assert!(incident.get("closed").is_some(), "{incidents}");
+    assert_eq!(incident["closedReason"], "removed", "{incidents}");
+
+    // Added again (still down): a new incident, a new dedup key.
+    let body = format!(r#"{{"target": {{"url": "{url}", "interval": "1s", "timeout": "0.5s"}}}}"#);
+    let added = w.call("UpsertTarget", &body);
+    assert_eq!(added["created"], true, "{added}");
+    let again = receiver.wait_for("the second DOWN", |r| about(r, "down", &url) && r.json()["id"] != down["id"]).json();
+    assert_ne!(again["dedup_key"], down["dedup_key"], "a re-added target is a fresh incident: {again}");
+    let second = receiver
+        .wait_for("the second trigger", |r| pd(r, "trigger", &url) && r.json()["dedup_key"] != trigger["dedup_key"]);
+    assert_eq!(second.json()["dedup_key"], again["dedup_key"]);
+
+    // A start-up whose config no longer holds a target resolves it too.
+    let legacy_down = receiver.wait_for("legacy DOWN", |r| about(r, "down", &legacy_url)).json();
+    w.coordinator = None;
+    w.sites.remove(legacy);
+    let config = w.write("vantage.toml", &format!("{channels}{}", w.targets_toml(&[])));
+    w.start_coordinator(&config);
+    let resolved = receiver.wait_for("legacy recovered (removed)", |r| about(r, "recovered", &legacy_url)).json();
+    assert_eq!(resolved["cause"]["code"], "removed", "{resolved}");
+    assert_eq!(resolved["dedup_key"], legacy_down["dedup_key"]);
+    assert!(resolved["cause"]["message"].as_str().unwrap().contains("no longer in the config file"), "{resolved}");
+    let incidents = w.call("ListIncidents", &format!("{{\"url\": \"{legacy_url}\"}}"));
+    assert_eq!(incidents["incidents"][0]["closedReason"], "removed", "{incidents}");
+    // The re-added target is the API's: it stays.
+    let targets = w.call("ListTargets", "{}");
+    assert_eq!(targets["targets"].as_array().map(Vec::len), Some(1), "{targets}");
+    assert_eq!(targets["targets"][0]["url"], url.as_str());
+}

@@ -228,3 +228,156 @@ fn a_sigkilled_coordinator_loses_nothing_acked_and_counts_nothing_twice() {
         }
     }
 }
+
+// ---- the region set: a ghost region leaves it ----
+
+const GHOSTLY: [&str; 4] = ["r1", "r2", "r3", "r4"];
+
+fn region_names(status: &serde_json::Value) -> Vec<String> {
+    opinions(status).into_iter().map(|(r, _)| r).collect()
+}
+
+/// `vantage-coordinator ARGS… <admin credentials>`, which must succeed; its stdout.
+fn cli(c: &Cluster, args: &[&str]) -> String {
+    let mut all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    all.extend(c.cli_credentials());
+    let out = vantage_e2e::run("vantage-coordinator", &all.iter().map(String::as_str).collect::<Vec<_>>());
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{args:?}: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// The `ListRegions` entry of `region`, through grpcurl.
+fn region_info(c: &Cluster, region: &str) -> serde_json::Value {
+    let regions = c.call("ListRegions", "{}");
+    regions["regions"].as_array().and_then(|rs| rs.iter().find(|r| r["region"] == region).cloned()).unwrap_or_default()
+}
+
+/// Polls `ListRegions` (every 100 ms, up to a minute) until `region`'s entry satisfies `pred`.
+fn wait_region(c: &Cluster, region: &str, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let info = region_info(c, region);
+        if pred(&info) {
+            return info;
+        }
+        assert!(std::time::Instant::now() < deadline, "region {region}: {what} within a minute: {info}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Agents in r1, r2, r3 and one that said hello from r4 and left; r3 stops too; the target's port
+/// closes. Returns the cluster, its watch and the target's URL once the target is UNKNOWN with
+/// r1 and r2 down out of 4 regions (quorum 3): the ghost holds the quorum hostage.
+fn ghost_region_cluster(config_extra: String, stagger: std::time::Duration) -> (Cluster, Watch, String) {
+    let mut c = Cluster::new(&GHOSTLY);
+    c.add_target("closing", false);
+    c.config_extra = config_extra;
+    c.start_coordinator("1s", "500ms");
+    c.start_agents();
+    let url = c.targets[0].url.clone();
+    let watch = Watch::new(&c);
+    watch.wait_for(&url, |s| s["verdict"] == "UP" && region_names(s).len() == 4);
+    c.kill_agent(3); // r4: a test VM, a decommissioned region
+    wait_region(&c, "r4", "without agents", |r| r["region"] == "r4" && r.get("connectedAgents").is_none());
+    // r3's own time without agents starts this much later than r4's (so a short
+    // region_forget_after ends r4's first, by this margin).
+    std::thread::sleep(stagger);
+    c.kill_agent(2); // r3 stops
+    c.stop_target(0);
+    let (unknown, _) = watch.wait_for(&url, |s| {
+        s["verdict"] == "UNKNOWN"
+            && opinions(s).iter().filter(|(_, o)| o == "down").map(|(r, _)| r.as_str()).collect::<Vec<_>>()
+                == ["r1", "r2"]
+    });
+    assert_eq!(region_names(&unknown), GHOSTLY, "{unknown}");
+    assert_eq!(unknown["quorum"], 3, "{unknown}");
+    (c, watch, url)
+}
+
+#[test]
+fn a_ghost_region_forgotten_with_forget_region_lets_the_closed_port_be_down_and_stays_forgotten() {
+    let (mut c, watch, url) = ghost_region_cluster(String::new(), std::time::Duration::ZERO);
+    // The operator sees why: r3 and r4 have no agent, and will leave by themselves only in a week.
+    let listed = cli(&c, &["regions", "ls"]);
+    let row = |region: &str| listed.lines().find(|l| l.starts_with(region)).unwrap_or_default().to_owned();
+    assert!(listed.starts_with("REGION"), "{listed}");
+    assert!(row("r1").contains("1/1") && row("r1").contains("in the region set"), "{listed}");
+    assert!(row("r4").contains("0/1") && row("r4").contains("without agents; forgotten at"), "{listed}");
+    let forget_at = millis(&region_info(&c, "r4")["forgetAt"]);
+    let week = 7 * 86_400_000;
+    assert!((week - 120_000..=week).contains(&(forget_at - vantage_e2e::now_ms())), "forgotten in a week by default");
+
+    // A region with a connected agent is not forgotten.
+    let mut args = c.admin_tls();
+    args.extend(["-d".into(), r#"{"region": "r1"}"#.into(), c.coordinator_addr.to_string()]);
+    args.push("vantage.v1.Coordinator/ForgetRegion".into());
+    let refused = vantage_e2e::grpcurl_output(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(refused.contains("FailedPrecondition") && refused.contains("connected agent"), "{refused}");
+
+    let said = cli(&c, &["regions", "forget", "r4"]);
+    assert!(said.starts_with("forgot region r4"), "{said}");
+    let (down, _) = watch.wait_for(&url, |s| s["verdict"] == "DOWN");
+    assert_eq!(region_names(&down), ["r1", "r2", "r3"], "{down}");
+    assert_eq!(down["quorum"], 2, "{down}");
+    assert_eq!(down["failing_regions"], serde_json::json!(["r1", "r2"]));
+    let open = c.call("ListIncidents", &format!("{{\"url\": \"{url}\", \"open_only\": true}}"));
+    assert_eq!(open["incidents"].as_array().map(Vec::len), Some(1), "an incident opens: {open}");
+    let listed = cli(&c, &["regions", "ls"]);
+    assert!(row_of(&listed, "r4").contains("forgotten since"), "{listed}");
+    // Forgetting it again says so.
+    let mut again = vec!["regions".to_owned(), "forget".into(), "r4".into()];
+    again.extend(c.cli_credentials());
+    let out = vantage_e2e::run("vantage-coordinator", &again.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not in the default region set"));
+
+    // Forgotten for good: still after a restart.
+    drop(watch);
+    c.kill_coordinator();
+    c.restart_coordinator();
+    assert_eq!(region_info(&c, "r4")["forgotten"], true);
+    let status = c.call("ListStatus", "{}");
+    let regions: Vec<&str> = status["targets"][0]["regions"]
+        .as_array()
+        .map(|rs| rs.iter().filter_map(|r| r["region"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(regions, ["r1", "r2", "r3"], "{status}");
+
+    // An agent connecting from r4 brings it back.
+    c.start_agent(3);
+    let back = wait_region(&c, "r4", "back", |r| r.get("forgotten").is_none() && r["connectedAgents"] == 1);
+    assert!(back.get("forgottenAt").is_none(), "{back}");
+    let watch = Watch::new(&c);
+    watch.wait_for(&url, |s| region_names(s) == GHOSTLY);
+}
+
+fn row_of(listed: &str, region: &str) -> String {
+    listed.lines().find(|l| l.starts_with(region)).unwrap_or_default().to_owned()
+}
+
+#[test]
+fn a_ghost_region_leaves_by_itself_after_region_forget_after_with_an_alert() {
+    let receiver = vantage_e2e::receiver::Receiver::start();
+    let extra = format!(
+        "[quorum]\nregion_forget_after = \"12s\"\n\n[[channel]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{}\"\n\n\
+         [[route]]\nchannels = [\"hook\"]\n",
+        receiver.url("/hook")
+    );
+    let (c, watch, url) = ghost_region_cluster(extra, std::time::Duration::from_secs(5));
+    let (down, _) = watch.wait_for(&url, |s| s["verdict"] == "DOWN");
+    assert_eq!(region_names(&down), ["r1", "r2", "r3"], "r4 left first: {down}");
+    assert_eq!(down["failing_regions"], serde_json::json!(["r1", "r2"]));
+    let forgotten = receiver
+        .wait_for("region_forgotten", |r| r.json()["kind"] == "region_forgotten" && r.json()["subject"] == "r4");
+    let f = forgotten.json();
+    assert_eq!(f["cause"]["code"], "region_forgotten", "{f}");
+    assert!(f["detail"].as_str().unwrap_or_default().contains("region_forget_after"), "{f}");
+    assert_eq!(f["dedup_key"], "vantage/region/r4", "it resolves the region's region_silent: {f}");
+    receiver.wait_for("DOWN", |r| r.json()["kind"] == "down" && r.json()["subject"] == url.as_str());
+    c.coordinator
+        .as_ref()
+        .unwrap()
+        .wait_for_line(|l| l.contains("region forgotten") && l.contains("r4") && l.contains("region_forget_after"));
+    assert_eq!(region_info(&c, "r4")["forgotten"], true);
+}
