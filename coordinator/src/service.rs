@@ -687,8 +687,8 @@ impl Coordinator for AdminEndpoint {
         // It changes every default quorum: an admin's call.
         let by = self.authorize(&request, Access::Write)?;
         let region = request.into_inner().region;
+        // The hub logs it, with `by`.
         let forgotten = self.hub.forget_region(&region, &by).await?;
-        tracing::info!(region, forgotten, by, "region forget requested");
         Ok(Response::new(ForgetRegionResponse { forgotten }))
     }
 }
