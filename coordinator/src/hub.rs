@@ -1992,15 +1992,22 @@ fn unknown_alert(
     alert.of_regions = opinions.len();
     alert.regions = opinions.iter().filter(|o| o.opinion == Opinion::Unknown).map(|o| o.region.clone()).collect();
     let known = opinions.len() - alert.regions.len();
-    alert.cause = Some(AlertCause {
-        code: "no_quorum".into(),
-        message: format!(
+    let message = if opinions.is_empty() {
+        "Vantage cannot judge this target: no region judges it (no agent has connected from any of the \
+         default region set yet)."
+            .to_owned()
+    } else {
+        format!(
             "Vantage cannot judge this target: {known} of its {} regions hold an opinion, and {} are needed. The \
              others ({}) have no connected agent or only stale results.",
             opinions.len(),
             decision.quorum,
             alert.regions.join(", ")
-        ),
+        )
+    };
+    alert.cause = Some(AlertCause {
+        code: "no_quorum".into(),
+        message,
         hint: "Check the agents of those regions (vantage-coordinator regions ls; ListAgents): service running, \
                network to the coordinator, certificate valid. A region gone for good can be forgotten \
                (vantage-coordinator regions forget REGION)."
