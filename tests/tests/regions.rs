@@ -315,6 +315,27 @@ fn a_ghost_region_forgotten_with_forget_region_lets_the_closed_port_be_down_and_
     let refused = vantage_e2e::grpcurl_output(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(refused.contains("FailedPrecondition") && refused.contains("connected agent"), "{refused}");
 
+    // Listing is a read, forgetting an admin's write.
+    let ca = c.pki.join("ca.pem").to_str().unwrap().to_owned();
+    let addr = c.coordinator_addr.to_string();
+    let as_reader = |method: &str, auth: &[&str]| {
+        let mut args = vec!["-cacert", ca.as_str()];
+        args.extend(auth);
+        let method = format!("vantage.v1.Coordinator/{method}");
+        let body = if method == "ForgetRegion" { r#"{"region": "r4"}"# } else { "{}" };
+        args.extend(["-d", body, addr.as_str(), method.as_str()]);
+        vantage_e2e::grpcurl_output(&args)
+    };
+    let read = format!("authorization: Bearer {}", vantage_e2e::cluster::READ_TOKEN);
+    let listed = as_reader("ListRegions", &["-H", &read]);
+    assert!(listed.contains("\"region\": \"r4\""), "{listed}");
+    let refused = as_reader("ForgetRegion", &["-H", &read]);
+    assert!(refused.contains("Code: PermissionDenied"), "{refused}");
+    for method in ["ListRegions", "ForgetRegion"] {
+        let out = as_reader(method, &[]);
+        assert!(out.contains("Code: Unauthenticated"), "{method}: {out}");
+    }
+
     let said = cli(&c, &["regions", "forget", "r4"]);
     assert!(said.starts_with("forgot region r4"), "{said}");
     let (down, _) = watch.wait_for(&url, |s| s["verdict"] == "DOWN");
