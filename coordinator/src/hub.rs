@@ -473,15 +473,8 @@ impl Hub {
         };
         let stored = record.clone();
         let agent_name = name.to_owned();
-        // The region is (back) in the default set from now; stored first, like the agent.
-        let (region_record, returned) = {
-            let state = self.lock();
-            let mut regions = state.regions.clone();
-            regions.seen(region, now_ms())
-        };
         let last_sequence = blocking(&self.store, move |s| {
             s.record_agent(&stored)?;
-            s.put_regions(&[region_record])?;
             s.last_sequence(&agent_name)
         })
         .await?;
@@ -492,7 +485,9 @@ impl Hub {
                 return Err(HubError::Forbidden(format!("the certificate of agent {name} ({region}) is revoked")));
             }
             name_taken(&state, name, region)?;
-            state.regions.seen(region, now_ms());
+            // Admitted: the region is (back) in the default set from now (a refused agent, a
+            // revoked one say, brings no forgotten region back).
+            let (region_record, returned) = state.regions.seen(region, now_ms());
             state.next_session += 1;
             let id = state.next_session;
             let (close, closed) = tokio::sync::oneshot::channel();
@@ -522,9 +517,13 @@ impl Hub {
             }
             state.agents.insert(name.into(), agent);
             reassign(&mut state, &[]);
-            (id, closed)
+            (id, closed, region_record, returned)
         };
+        let (session, closed, region_record, returned) = session;
         tracing::info!(agent = name, region, version, "agent connected");
+        if let Err(e) = blocking(&self.store, move |s| s.put_regions(&[region_record])).await {
+            tracing::error!(error = %e, "recording the agent's region failed");
+        }
         if returned {
             tracing::info!(
                 region,
@@ -533,7 +532,7 @@ impl Hub {
             );
         }
         self.evaluate(None).await;
-        Ok(session)
+        Ok((session, closed))
     }
 
     /// Refuses a second live agent with `name` in another region: agents are known by name, so
