@@ -52,6 +52,8 @@ pub fn run(name: &str, args: &[&str]) -> Output {
 pub struct Process {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
+    /// Every line it printed so far, whether a test waited for it or not.
+    printed: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     pub name: String,
 }
 
@@ -70,6 +72,7 @@ impl Process {
             .spawn()
             .unwrap_or_else(|e| panic!("{name} starts: {e}"));
         let (tx, lines) = std::sync::mpsc::channel();
+        let printed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         for stream in [
             child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
             child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
@@ -77,16 +80,17 @@ impl Process {
         .into_iter()
         .flatten()
         {
-            let tx = tx.clone();
+            let (tx, printed) = (tx.clone(), printed.clone());
             std::thread::spawn(move || {
                 for line in std::io::BufRead::lines(std::io::BufReader::new(stream)).map_while(Result::ok) {
+                    printed.lock().expect("printed lines").push(line.clone());
                     if tx.send(line).is_err() {
                         break;
                     }
                 }
             });
         }
-        Process { child, lines, name: name.to_owned() }
+        Process { child, lines, printed, name: name.to_owned() }
     }
 
     /// Waits (up to two minutes) for an output line that satisfies `pred`, and returns it.
@@ -123,6 +127,25 @@ impl Process {
                 _ => panic!("{} did not end", self.name),
             }
         }
+    }
+
+    /// Every line read during `span` (a real, bounded wait, for asserting that something never
+    /// happens within it).
+    pub fn lines_for(&self, span: std::time::Duration) -> Vec<String> {
+        let end = std::time::Instant::now() + span;
+        let mut lines = Vec::new();
+        loop {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(_) => return lines,
+            }
+        }
+    }
+
+    /// Every line the process printed so far (stdout and stderr), read by a test or not.
+    pub fn printed(&self) -> Vec<String> {
+        self.printed.lock().expect("printed lines").clone()
     }
 
     /// Every output line not yet read, waiting up to a second for the last ones.

@@ -19,6 +19,8 @@ pub struct Received {
     pub body: Vec<u8>,
     /// What the receiver answered.
     pub status: u16,
+    /// When it arrived.
+    pub at: std::time::SystemTime,
 }
 
 impl Received {
@@ -90,8 +92,13 @@ impl Receiver {
                             let status = if failing.load(Ordering::SeqCst) {
                                 503
                             } else {
-                                let mut received =
-                                    Received { path, headers, body: body.unwrap_or_default(), status: 200 };
+                                let mut received = Received {
+                                    path,
+                                    headers,
+                                    body: body.unwrap_or_default(),
+                                    status: 200,
+                                    at: std::time::SystemTime::now(),
+                                };
                                 let rules = rules.lock().expect("rules").clone();
                                 if let Some((_, status)) = rules.iter().find(|(matches, _)| matches(&received)) {
                                     received.status = *status;
