@@ -7,15 +7,14 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{check, lab, strings};
-use vantage_shared::duration::parse_duration;
+use support::{TIMEOUT_MARGIN, assert_ended_at_the_timeout, check, lab, strings, timeout_of};
 
 /// Peak resident memory allowed to one `check` against a hostile server. A probe that buffered
 /// what these servers send would need from 400 KB (the chain) to gigabytes.
 const MAX_PEAK_RSS_KIB: i64 = 64 * 1024;
-/// Slack on top of `--timeout` for starting the process and a busy machine: a generous bound,
-/// not a timing measurement; what it catches is a probe that never ends.
-const MARGIN: Duration = Duration::from_secs(10);
+/// Most of an unread body that may leave a server: the probe's read buffer and both sockets'
+/// buffers on loopback, well under the 1 MiB a body check reads.
+const UNREAD_BODY_MAX: u64 = 768 * 1024;
 
 /// Runs scenario `name` (plus `extra` arguments), asserts it ended with failure `code` (`None`:
 /// up) in time and in bounded memory, and returns the JSON report.
@@ -32,15 +31,15 @@ fn survives(name: &str, extra: &[&str], code: Option<&str>) -> serde_json::Value
     let context = format!("{name} ({}), {extra:?}:\n{}", scenario.summary, run.stdout);
     eprintln!("{name} {extra:?}: {} in {took:.1?}, peak RSS {} KiB", json["failure"]["code"], run.peak_rss_kib);
     assert_eq!(json["failure"]["code"].as_str(), code, "{context}");
-    assert!(took < timeout + MARGIN, "took {took:?} against a {timeout:?} timeout; {context}");
+    // Every run ends within its --timeout (plus TIMEOUT_MARGIN); one that fails by a timeout
+    // also waited that long.
+    if code.is_some_and(|c| c.ends_with("_timeout")) {
+        assert_ended_at_the_timeout(took, timeout, &context);
+    } else {
+        assert!(took < timeout + TIMEOUT_MARGIN, "took {took:?} against a {timeout:?} timeout; {context}");
+    }
     assert!(run.peak_rss_kib < MAX_PEAK_RSS_KIB, "peak RSS {} KiB; {context}", run.peak_rss_kib);
     json
-}
-
-/// The `--timeout` the run is given (the last one wins), or `check`'s default.
-fn timeout_of(args: &[String]) -> Duration {
-    let given = args.windows(2).rev().find(|w| w[0] == "--timeout").map(|w| w[1].as_str());
-    parse_duration(given.unwrap_or("10s")).expect("scenario timeouts parse")
 }
 
 fn detail(json: &serde_json::Value) -> &str {
@@ -72,13 +71,30 @@ fn an_endless_body_under_a_terabyte_content_length_is_not_read_without_a_body_ch
     assert!(detail(&json).contains("first 1048576 bytes"), "{}", detail(&json));
 }
 
+/// Runs the gzip bomb scenario and returns the report and the body bytes the bomb server got
+/// rid of before the probe hung up.
+fn bomb_sent(extra: &[&str], code: Option<&str>) -> (serde_json::Value, u64) {
+    let tally = &lab().gzip_bomb_sent;
+    let before = tally.finished();
+    let json = survives("http_gzip_bomb", extra, code);
+    let sent = tally.nth(before, Duration::from_secs(10)).expect("the bomb server saw the probe hang up");
+    eprintln!("http_gzip_bomb {extra:?}: {sent} body bytes sent");
+    (json, sent)
+}
+
 #[test]
 fn a_gzip_bomb_is_never_inflated() {
-    let json = survives("http_gzip_bomb", &[], None);
+    let (json, sent) = bomb_sent(&[], None);
     assert_eq!(json["http"]["status"], 200);
-    // Searched for text, the body is a mebibyte of compressed bytes that do not contain it.
-    let json = survives("http_gzip_bomb", &["--expect-body", "Welcome"], Some("http_body_mismatch"));
+    // Without a body check only the head is read: the body's bytes that left the server are
+    // what the sockets buffered, far from the mebibyte a body check reads.
+    assert!(sent < UNREAD_BODY_MAX, "{sent} bytes of an unread body left the server");
+    // Searched for text, the body is a mebibyte of compressed bytes that do not contain it:
+    // that mebibyte came off the wire. A probe that inflated would have its mebibyte of zeros
+    // from 1/159 of it (about 6.6 KiB) and hang up with far less sent.
+    let (json, sent) = bomb_sent(&["--expect-body", "Welcome"], Some("http_body_mismatch"));
     assert!(detail(&json).contains("first 1048576 bytes"), "{}", detail(&json));
+    assert!(sent >= 1 << 20, "only {sent} compressed bytes were read for a mebibyte searched: inflated");
 }
 
 #[test]

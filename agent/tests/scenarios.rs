@@ -3,16 +3,25 @@
 
 mod support;
 
-use support::{check, lab};
+use std::time::Instant;
+
+use support::{assert_ended_at_the_timeout, check, lab, timeout_of};
 use vantage_shared::failure::FailureCode;
 
 fn assert_scenario(name: &str) {
     let scenario = lab().scenario(name);
     let mut args = scenario.check_args();
     args.push("--json".into());
+    let started = Instant::now();
     let run = check(&args);
+    let took = started.elapsed();
     let json = run.json();
     let context = format!("scenario {name} ({}):\n{}", scenario.summary, run.stdout);
+    // A scenario that ends in a timeout waits for its --timeout, and not for the default.
+    if scenario.code.is_some_and(|c| c.as_str().ends_with("_timeout")) {
+        eprintln!("{name}: {took:.2?} against --timeout {:?}", timeout_of(&args));
+        assert_ended_at_the_timeout(took, timeout_of(&args), &context);
+    }
     let status = serde_json::to_value(scenario.status).unwrap();
     assert_eq!(json["status"], status, "{context}");
     let code = json["failure"]["code"].as_str().and_then(FailureCode::from_code);

@@ -29,7 +29,7 @@ use crate::report::{CertHealth, ProbeStatus};
 use dns::Answer;
 use gzip::GzipBomb;
 use pki::{Ca, LeafSpec};
-use server::{Hostile, Reply};
+use server::{Hostile, Reply, Tally};
 
 /// The domain every lab host name lives under.
 pub const DOMAIN: &str = "vantage.test";
@@ -66,6 +66,9 @@ pub struct Lab {
     pub ca_file: PathBuf,
     /// The lab's DNS server.
     pub dns: SocketAddr,
+    /// Bytes of the gzip bomb (`http_gzip_bomb`) handed to each finished connection: what its
+    /// client took off the wire, plus what the socket buffers held.
+    pub gzip_bomb_sent: Tally,
     dir: PathBuf,
     runtime: Option<tokio::runtime::Runtime>,
 }
@@ -107,11 +110,13 @@ impl Lab {
             LAB_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir)?;
-        let built = runtime.block_on(build(&dir));
+        let gzip_bomb_sent = Tally::default();
+        let built = runtime.block_on(build(&dir, gzip_bomb_sent.clone()));
         let mut lab = Lab {
             scenarios: Vec::new(),
             ca_file: dir.join("lab-ca.pem"),
             dns: "0.0.0.0:0".parse().expect("literal"),
+            gzip_bomb_sent,
             dir,
             runtime: Some(runtime),
         };
@@ -191,7 +196,12 @@ fn host(name: &str) -> String {
 }
 
 async fn tls_server(identity: &pki::Identity, reply: Reply) -> Result<SocketAddr, LabError> {
-    let listener = server::bind("127.0.0.1", 0).await?;
+    let listener = match reply {
+        // A small send buffer (inherited by every accepted socket) keeps what the kernel holds
+        // for a client small, so the bomb's byte count tells what the client read.
+        Reply::GzipBomb(..) => server::bind_with_send_buffer("127.0.0.1", 32 * 1024)?,
+        _ => server::bind("127.0.0.1", 0).await?,
+    };
     let addr = listener.local_addr()?;
     tokio::spawn(server::serve_tls(listener, server::server_config(identity), reply));
     Ok(addr)
@@ -204,7 +214,7 @@ async fn hostile_server(hostile: Hostile) -> Result<SocketAddr, LabError> {
     Ok(addr)
 }
 
-async fn build(dir: &Path) -> Result<(Vec<Scenario>, SocketAddr), LabError> {
+async fn build(dir: &Path, gzip_bomb_sent: Tally) -> Result<(Vec<Scenario>, SocketAddr), LabError> {
     use CertHealth::*;
     use FailureCode::*;
 
@@ -526,7 +536,7 @@ async fn build(dir: &Path) -> Result<(Vec<Scenario>, SocketAddr), LabError> {
         (
             "http_gzip_bomb",
             "a 200 whose gzip body inflates to 10 GiB: the probe never inflates, so the site is up",
-            Reply::GzipBomb(GzipBomb::inflating_to(10 << 30)),
+            Reply::GzipBomb(GzipBomb::inflating_to(10 << 30), gzip_bomb_sent),
             &[],
             up(Ok, 0),
         ),

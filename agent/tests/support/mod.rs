@@ -98,3 +98,20 @@ fn wait_with_rusage(pid: libc::pid_t) -> (i32, i64) {
 pub fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| (*s).to_owned()).collect()
 }
+
+/// What a run may take beyond its `--timeout`: starting the process, a busy machine. Generous for
+/// a loaded CI machine, and well under `check`'s 10 s default, so a probe that ignored
+/// `--timeout` and waited for the default fails.
+pub const TIMEOUT_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The `--timeout` a run is given (the last one wins), or `check`'s default.
+pub fn timeout_of(args: &[String]) -> std::time::Duration {
+    let given = args.windows(2).rev().find(|w| w[0] == "--timeout").map(|w| w[1].as_str());
+    vantage_shared::duration::parse_duration(given.unwrap_or("10s")).expect("scenario timeouts parse")
+}
+
+/// A run that ended in a timeout failure waited for its `--timeout`, and not much longer.
+pub fn assert_ended_at_the_timeout(took: std::time::Duration, timeout: std::time::Duration, context: &str) {
+    assert!(took >= timeout, "ended after {took:?}, before its {timeout:?} timeout; {context}");
+    assert!(took < timeout + TIMEOUT_MARGIN, "took {took:?} against a {timeout:?} timeout; {context}");
+}

@@ -2,7 +2,9 @@
 //! that stall, trickle, lie about TLS, or flood headers, bodies and bytes.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::ServerConfig;
@@ -33,8 +35,8 @@ pub enum Reply {
     /// A 200 whose body never ends: chunked, or under a 1 TiB `Content-Length`.
     EndlessBody { chunked: bool },
     /// A 200 with `Content-Encoding: gzip` whatever the request asked, whose body inflates to
-    /// gigabytes.
-    GzipBomb(GzipBomb),
+    /// gigabytes; each connection's count of body bytes sent goes to the tally.
+    GzipBomb(GzipBomb, Tally),
     /// Slowloris in reverse: the response head one byte at a time, this far apart, never ending.
     Trickle(Duration),
     /// Bytes that are not HTTP at all.
@@ -229,12 +231,21 @@ async fn respond<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, reply: &Reply
                 while stream.write_all(&chunk).await.is_ok() {}
                 return;
             }
-            Reply::GzipBomb(bomb) => {
+            Reply::GzipBomb(bomb, tally) => {
                 let head = format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-encoding: gzip\r\ncontent-length: {}\r\n\r\n",
                     bomb.compressed_len()
                 );
-                if stream.write_all(head.as_bytes()).await.is_err() || bomb.write_to(&mut stream).await.is_err() {
+                if stream.write_all(head.as_bytes()).await.is_err() {
+                    tally.record(0);
+                    return;
+                }
+                let mut counted = Counting { inner: &mut stream, sent: 0 };
+                let written = bomb.write_to(&mut counted).await;
+                // Until the client goes away, or the whole bomb is out.
+                let _ = counted.flush().await;
+                tally.record(counted.sent);
+                if written.is_err() {
                     return;
                 }
                 break;
@@ -267,6 +278,55 @@ async fn respond<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, reply: &Reply
         }
     }
     let _ = stream.shutdown().await;
+}
+
+/// Counts of bytes sent, one per finished connection, that a test can wait for.
+#[derive(Debug, Clone, Default)]
+pub struct Tally(Arc<(Mutex<Vec<u64>>, Condvar)>);
+
+impl Tally {
+    fn record(&self, sent: u64) {
+        let (counts, changed) = &*self.0;
+        counts.lock().expect("tally").push(sent);
+        changed.notify_all();
+    }
+
+    /// How many connections have finished so far.
+    pub fn finished(&self) -> usize {
+        self.0.0.lock().expect("tally").len()
+    }
+
+    /// The count of the `n`th finished connection (from 0), waiting up to `within` for it.
+    pub fn nth(&self, n: usize, within: Duration) -> Option<u64> {
+        let (counts, changed) = &*self.0;
+        let guard = counts.lock().expect("tally");
+        let (guard, _) = changed.wait_timeout_while(guard, within, |c| c.len() <= n).expect("tally");
+        guard.get(n).copied()
+    }
+}
+
+/// A writer that counts the bytes its inner writer accepted.
+struct Counting<'a, W> {
+    inner: &'a mut W,
+    sent: u64,
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Counting<'_, W> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut *self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.sent += n as u64;
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.inner).poll_shutdown(cx)
+    }
 }
 
 fn page(status: u16, body: &str, location: Option<&str>) -> Vec<u8> {
@@ -350,6 +410,15 @@ pub async fn serve_h2(listener: TcpListener, identity: &Identity, stall: bool) {
 /// Binds `ip:port` (port 0 for any).
 pub async fn bind(ip: &str, port: u16) -> std::io::Result<TcpListener> {
     TcpListener::bind(SocketAddr::new(ip.parse().expect("lab addresses are literals"), port)).await
+}
+
+/// A listener on `ip` (any port) whose accepted sockets send through a kernel buffer of about
+/// `bytes` (Linux doubles it for its bookkeeping), without the usual autotuning to megabytes.
+pub fn bind_with_send_buffer(ip: &str, bytes: u32) -> std::io::Result<TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_send_buffer_size(bytes)?;
+    socket.bind(SocketAddr::new(ip.parse().expect("lab addresses are literals"), 0))?;
+    socket.listen(1024)
 }
 
 /// A listener whose accept queue is full, so new connection attempts go unanswered (SYNs are
