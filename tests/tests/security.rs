@@ -55,8 +55,10 @@ fn agents_that_cannot_prove_their_region_are_refused_and_store_nothing() {
     // unknown_ca, 48, for a differently named one), as openssl s_client, presenting it, shows;
     // with the rightful certificate there is no alert.
     let s_client = |cert: &std::path::Path, key: &std::path::Path| {
-        let out = std::process::Command::new("openssl")
-            .args(["s_client", "-ign_eof", "-alpn", "h2", "-connect", &addr])
+        // Reading until the server closes: at once after an alert; a session it accepts stays
+        // open (it waits for HTTP/2), so 5 s without an alert is the bounded "never".
+        let out = std::process::Command::new("timeout")
+            .args(["5", "openssl", "s_client", "-ign_eof", "-alpn", "h2", "-connect", &addr])
             .arg("-CAfile")
             .arg(&ca)
             .arg("-cert")
