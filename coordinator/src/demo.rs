@@ -13,7 +13,7 @@ use clap::{Args, Parser};
 use vantage_agent::check::{self, CheckArgs};
 use vantage_agent::probe::ProberConfig;
 use vantage_agent::run::AgentConfig;
-use vantage_coordinator::hub::HubOptions;
+use vantage_coordinator::hub::{HubOptions, Retention};
 use vantage_coordinator::serve::{self, ServeOptions};
 use vantage_coordinator::status::{render_table, verdict_name};
 use vantage_proto::v1::{TargetSpec, TargetStatus};
@@ -77,7 +77,7 @@ async fn live(lab: &Lab, demo: &DemoArgs) -> anyhow::Result<()> {
     let data_dir = lab.dir().join("coordinator");
     let running = serve::start(ServeOptions {
         http_listen: Some(demo.http_listen),
-        retention: Duration::from_secs(86_400),
+        retention: Retention { results: Duration::from_secs(86_400), ..Retention::default() },
         hub: HubOptions { reconnect_grace: Duration::from_secs(2), ..HubOptions::default() },
         ..ServeOptions::local(demo.listen, data_dir)
     })

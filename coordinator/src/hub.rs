@@ -20,7 +20,8 @@ use crate::alert::{Alert, AlertCause, AlertKind, AlertRecord, Alerting, Silence}
 use crate::refusal::{Reason, Refusal};
 use crate::regions::RegionSet;
 use crate::store::{
-    self, AgentRecord, BatchOutcome, IncidentChange, RegionRecord, Store, StoreError, StoredResult, VerdictRecord,
+    self, AgentRecord, BatchOutcome, IncidentChange, Pruned, Pruning, RegionRecord, Store, StoreError, StoredResult,
+    VerdictRecord,
 };
 use crate::verdict::{self, Decision, Observation, Opinion, RegionOpinion, Verdict};
 use crate::{assign, spec};
@@ -365,6 +366,21 @@ impl Hub {
                 ))
             })
             .await?;
+        // One line, however many targets; each target's own at DEBUG.
+        let mut by_source: BTreeMap<&str, usize> = BTreeMap::new();
+        for target in targets.iter().filter(|t| !stale.contains(&t.url)) {
+            *by_source.entry(if target.source.is_empty() { "unset" } else { target.source.as_str() }).or_default() += 1;
+            tracing::debug!(target = target.url, source = target.source, "target loaded");
+        }
+        let loaded: usize = by_source.values().sum();
+        let by_source: Vec<String> = by_source.iter().map(|(source, n)| format!("{source}={n}")).collect();
+        tracing::info!(
+            targets = loaded,
+            by_source = by_source.join(" "),
+            agents = agents.len(),
+            open_incidents = open.len(),
+            "targets loaded"
+        );
         let mut state = State {
             targets: targets.into_iter().map(|t| (t.url.clone(), t)).collect(),
             latest: latest.into_iter().map(|r| ((r.url, r.entry.region.clone()), r.entry)).collect(),
@@ -931,7 +947,12 @@ impl Hub {
                         }
                         _ => {}
                     }
-                    tracing::info!(target = %url, verdict = record.verdict, cause = ?record.cause, "verdict changed");
+                    if previous.is_some() {
+                        tracing::info!(target = %url, verdict = record.verdict, cause = ?record.cause, "verdict changed");
+                    } else {
+                        // A new target's first verdict (every target's, at first start): not news.
+                        tracing::debug!(target = %url, verdict = record.verdict, "first verdict");
+                    }
                     changes.push((url.clone(), record.clone(), incident));
                 }
                 let alerted_unknown = state.unknown.get(&url).copied();
@@ -1457,19 +1478,113 @@ impl Hub {
         blocking(&self.store, move |s| s.incidents(&url, open_only, limit)).await
     }
 
-    /// Deletes results older than `retention`.
-    pub async fn prune(&self, retention: Duration) -> Result<u64, HubError> {
-        let before = now_ms() - retention.as_millis() as i64;
-        let (results, alerts) =
-            blocking(&self.store, move |s| Ok((s.prune_results(before)?, s.prune_alerts(before)?))).await?;
-        if alerts > 0 {
-            tracing::info!(removed = alerts, "settled alerts past retention removed");
+    /// One pass of housekeeping (what goes and when: [`Retention`]): agents gone too long are
+    /// forgotten, then the store prunes step by step, each step one short write transaction,
+    /// pausing between steps so that ingest commits never wait behind more than one.
+    pub async fn prune(&self, retention: &Retention) -> Result<Pruned, HubError> {
+        let started = Instant::now();
+        let now = now_ms();
+        let cutoff = |kept: Duration| now.saturating_sub(i64::try_from(kept.as_millis()).unwrap_or(i64::MAX));
+        let forgotten = self.forget_agents(cutoff(retention.agents), now).await?;
+        let (results, events) = (cutoff(retention.results), cutoff(retention.events));
+        let mut pruning = Pruning::new(results, events, results);
+        loop {
+            let over;
+            (pruning, over) = blocking(&self.store, move |s| {
+                let over = s.prune_step(&mut pruning, store::PRUNE_STEP_ROWS)?;
+                Ok((pruning, over))
+            })
+            .await?;
+            if over {
+                break;
+            }
+            tokio::time::sleep(PRUNE_PAUSE).await;
         }
         // Silences that ended before the cutoff went from the store with them.
-        self.lock().silences.retain(|s| s.end_ms >= before);
-        Ok(results)
+        self.lock().silences.retain(|s| s.end_ms >= results);
+        let done = pruning.done;
+        if done != Pruned::default() || forgotten > 0 {
+            tracing::info!(
+                results = done.results,
+                transitions = done.transitions,
+                incidents = done.incidents,
+                alerts = done.alerts,
+                silences = done.silences,
+                agents = forgotten,
+                indexed = done.indexed,
+                steps = done.steps,
+                took_ms = started.elapsed().as_millis() as u64,
+                "housekeeping: removed what outlived its retention"
+            );
+        }
+        Ok(done)
+    }
+
+    /// Forgets agents not connected since `before_ms` (store and memory), and refreshes the
+    /// stored last-seen time of the connected ones; returns how many were forgotten.
+    async fn forget_agents(&self, before_ms: i64, now: i64) -> Result<usize, HubError> {
+        let (seen, gone) = {
+            let mut state = self.lock();
+            let (mut seen, mut gone) = (Vec::new(), Vec::new());
+            for agent in state.agents.values_mut() {
+                if agent.session.is_some() {
+                    agent.record.last_seen_ms = now;
+                    seen.push(agent.record.clone());
+                } else if agent.record.last_seen_ms < before_ms {
+                    gone.push(agent.record.name.clone());
+                }
+            }
+            (seen, gone)
+        };
+        if seen.is_empty() && gone.is_empty() {
+            return Ok(0);
+        }
+        let forgotten = blocking(&self.store, move |s| s.sweep_agents(&seen, &gone, before_ms)).await?;
+        let mut state = self.lock();
+        for name in &forgotten {
+            // One that connected again meanwhile stays.
+            if state.agents.get(name).is_some_and(|a| a.session.is_none()) {
+                state.agents.remove(name);
+                tracing::info!(agent = name, "agent not seen for longer than the agent retention: forgotten");
+            }
+        }
+        Ok(forgotten.len())
     }
 }
+
+/// How long the coordinator keeps what it records (README: "Storage and retention").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Results history; settled alerts and ended silences are kept as long.
+    pub results: Duration,
+    /// Verdict transitions and closed incidents (open incidents stay).
+    pub events: Duration,
+    /// Agents not connected for this long are forgotten: their record (`ListAgents`) and batch
+    /// sequence.
+    pub agents: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        const DAY: u64 = 86_400;
+        Retention {
+            results: Duration::from_secs(7 * DAY),
+            events: Duration::from_secs(365 * DAY),
+            agents: Duration::from_secs(30 * DAY),
+        }
+    }
+}
+
+impl Retention {
+    /// The same retention for everything.
+    pub fn all(kept: Duration) -> Retention {
+        Retention { results: kept, events: kept, agents: kept }
+    }
+}
+
+/// Pause between two housekeeping steps. redb's writer lock is not fair: a pruner that began its
+/// next step at once could take it again before a waiting ingest commit wakes up.
+const PRUNE_PAUSE: Duration = Duration::from_millis(5);
 
 fn name_taken(state: &State, name: &str, region: &str) -> Result<(), HubError> {
     match state.agents.get(name) {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use vantage_coordinator::hub::HubOptions;
+use vantage_coordinator::hub::{HubOptions, Retention};
 use vantage_coordinator::serve::{self, ServeOptions, TlsFiles};
 use vantage_coordinator::{grpc, http, status};
 
@@ -60,9 +60,15 @@ struct ServeArgs {
     /// Targets file (TOML).
     #[arg(long, env = "VANTAGE_CONFIG")]
     config: Option<PathBuf>,
-    /// How long results are kept.
+    /// How long results are kept (settled alerts and ended silences as long).
     #[arg(long, default_value = "7d", value_parser = duration, env = "VANTAGE_RETENTION")]
     retention: Duration,
+    /// How long verdict transitions and closed incidents are kept.
+    #[arg(long, default_value = "365d", value_parser = duration, env = "VANTAGE_EVENT_RETENTION")]
+    event_retention: Duration,
+    /// Agents not connected for this long are forgotten (ListAgents, their batch sequence).
+    #[arg(long, default_value = "30d", value_parser = duration, env = "VANTAGE_AGENT_RETENTION")]
+    agent_retention: Duration,
     /// The coordinator's certificate (`coordinator.pem` from `pki init`).
     #[arg(long, env = "VANTAGE_TLS_CERT", value_name = "PEM", requires_all = ["tls_key", "client_ca"])]
     tls_cert: Option<PathBuf>,
@@ -191,7 +197,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         http_listen: Some(args.http_listen),
         data_dir: args.data_dir,
         config: args.config,
-        retention: args.retention,
+        retention: Retention { results: args.retention, events: args.event_retention, agents: args.agent_retention },
         hub: HubOptions { max_targets: args.max_targets, ..HubOptions::default() },
         tls,
         admin_token_file: args.admin_token_file,

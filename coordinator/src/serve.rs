@@ -1,6 +1,6 @@
 //! `vantage-coordinator serve`: the store, the hub, the gRPC services (with server reflection, so
 //! grpcurl needs no proto files) behind the gRPC port's gate and limits (`grpc`), the HTTP side,
-//! and the periodic work (silent regions turning unknown, history retention).
+//! and the periodic work (silent regions turning unknown, housekeeping).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,7 +15,7 @@ use vantage_proto::v1::agent_service_server::AgentServiceServer;
 use vantage_proto::v1::coordinator_server::CoordinatorServer;
 
 use crate::auth::{AdminAuth, Token};
-use crate::hub::{Hub, HubOptions};
+use crate::hub::{Hub, HubOptions, Retention};
 use crate::service::{AdminEndpoint, AgentEndpoint};
 use crate::store::Store;
 
@@ -24,6 +24,8 @@ const MAX_MESSAGE: usize = vantage_shared::limits::MAX_MESSAGE;
 /// Largest message sent to an agent: a full assignment of `--max-targets` targets (about 100
 /// bytes each) must fit. Agents accept as much (`vantage_agent::session::MAX_ASSIGNMENT`).
 const MAX_ASSIGNMENT: usize = vantage_agent::session::MAX_ASSIGNMENT;
+/// How often housekeeping runs (the first pass at start-up).
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -31,7 +33,8 @@ pub struct ServeOptions {
     pub http_listen: Option<SocketAddr>,
     pub data_dir: PathBuf,
     pub config: Option<PathBuf>,
-    pub retention: Duration,
+    /// How long results, events and agent records are kept.
+    pub retention: Retention,
     pub hub: HubOptions,
     /// mTLS; `None` is plaintext, allowed on loopback only.
     pub tls: Option<TlsFiles>,
@@ -57,7 +60,7 @@ impl ServeOptions {
             http_listen: None,
             data_dir,
             config: None,
-            retention: Duration::from_secs(7 * 86_400),
+            retention: Retention::default(),
             hub: HubOptions::default(),
             tls: None,
             admin_token_file: None,
@@ -298,13 +301,14 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
     let pruning = hub.clone();
     let retention = options.retention;
     background.push(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        // A pass takes as long as it takes (it pauses between steps); the next starts a period
+        // after, not in a burst of missed ticks.
+        let mut tick = tokio::time::interval(PRUNE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            match pruning.prune(retention).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(removed = n, "results past retention removed"),
-                Err(e) => tracing::error!(error = %e, "pruning history failed"),
+            if let Err(e) = pruning.prune(&retention).await {
+                tracing::error!(error = %e, "housekeeping failed");
             }
         }
     }));

@@ -1,7 +1,12 @@
 //! The coordinator's durable state in one redb file, behind domain words: targets, agents,
 //! results (history and the newest per target and region), verdicts with their transitions, and
 //! incidents. No redb type leaves this module. Calls block: run them off the async threads.
+//!
+//! Housekeeping removes what aged out a bounded step at a time ([`Store::prune_step`]): each step
+//! is one short write transaction that walks a time-ordered index from its oldest end, so it
+//! never scans a whole table and an ingest commit waits at most one step behind it.
 
+use std::ops::Bound;
 use std::path::Path;
 
 use prost::Message;
@@ -20,11 +25,29 @@ const SEQUENCES: TableDefinition<&str, u64> = TableDefinition::new("agent_sequen
 const LATEST: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("latest_v1");
 /// (url, checked_at ms, region, agent sequence, index in batch) → result.
 const RESULTS: TableDefinition<(&str, i64, &str, u64, u32), &[u8]> = TableDefinition::new("results_v1");
+/// (checked_at ms, url, region, agent sequence, index in batch) of every history row: the
+/// results' keys in time order, so pruning finds the oldest rows without a scan. Databases from
+/// before it are indexed by housekeeping in steps (see `HISTORY_INDEX_FROM`).
+const RESULTS_BY_TIME: TableDefinition<(i64, &str, &str, u64, u32), ()> = TableDefinition::new("results_by_time_v1");
 const VERDICTS: TableDefinition<&str, &[u8]> = TableDefinition::new("verdicts_v1");
 /// (url, at ms) → the verdict entered then.
 const TRANSITIONS: TableDefinition<(&str, i64), &[u8]> = TableDefinition::new("transitions_v1");
+/// (at ms, url) of every transition, for pruning.
+const TRANSITIONS_BY_TIME: TableDefinition<(i64, &str), ()> = TableDefinition::new("transitions_by_time_v1");
 /// (url, opened ms) → incident.
 const INCIDENTS: TableDefinition<(&str, i64), &[u8]> = TableDefinition::new("incidents_v1");
+/// (closed ms, url, opened ms) of every closed incident, for pruning.
+const INCIDENTS_CLOSED: TableDefinition<(i64, &str, i64), ()> = TableDefinition::new("incidents_closed_v1");
+/// Housekeeping's own bookkeeping: key → value.
+const HOUSEKEEPING: TableDefinition<&str, &[u8]> = TableDefinition::new("housekeeping_v1");
+/// In `HOUSEKEEPING` while history rows from before `RESULTS_BY_TIME` are being indexed: the
+/// last results key indexed (JSON; empty before the first step).
+const HISTORY_INDEX_FROM: &str = "history_index_from";
+
+/// Most rows one housekeeping step removes (or indexes), so the write transaction it holds
+/// stays short: ingest commits wait behind at most one step. Measured by
+/// `cargo bench -p vantage-coordinator --bench prune` (see the README's benchmarks).
+pub const PRUNE_STEP_ROWS: usize = 10_000;
 /// Revoked agent certificates: SHA-256 fingerprint (hex) → `Revocation`.
 const REVOKED: TableDefinition<&str, &[u8]> = TableDefinition::new("revoked_certs_v1");
 /// The alert outbox: id → `AlertRecord` (JSON).
@@ -123,6 +146,75 @@ pub enum BatchOutcome {
     Duplicate,
 }
 
+/// One pass of housekeeping: what goes (everything from before each cutoff, Unix ms), how far
+/// the pass has got, and what it did so far. [`Store::prune_step`] applies it one bounded write
+/// transaction at a time.
+#[derive(Debug, Clone)]
+pub struct Pruning {
+    /// Results checked before this.
+    pub results_before: i64,
+    /// Verdict transitions entered before this, and incidents closed before it.
+    pub events_before: i64,
+    /// Alerts raised before this whose deliveries are all settled, and silences that ended
+    /// before it.
+    pub alerts_before: i64,
+    stage: PruneStage,
+    pub done: Pruned,
+}
+
+impl Pruning {
+    pub fn new(results_before: i64, events_before: i64, alerts_before: i64) -> Pruning {
+        Pruning {
+            results_before,
+            events_before,
+            alerts_before,
+            stage: PruneStage::IndexHistory,
+            done: Pruned::default(),
+        }
+    }
+}
+
+/// What a pass of housekeeping did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// History rows from before the time index, indexed.
+    pub indexed: u64,
+    pub results: u64,
+    pub transitions: u64,
+    pub incidents: u64,
+    pub alerts: u64,
+    pub silences: u64,
+    /// Write transactions it took.
+    pub steps: u64,
+}
+
+/// Where a pass of housekeeping is, in the order it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PruneStage {
+    /// Indexing history rows from before the time index (only after an upgrade).
+    IndexHistory,
+    Results,
+    Transitions,
+    Incidents,
+    /// Settled alerts, walking the (at, id) order after this key: pending ones are stepped over.
+    Alerts(Option<(i64, String)>),
+    Silences,
+    Done,
+}
+
+impl PruneStage {
+    fn next(&self) -> PruneStage {
+        match self {
+            PruneStage::IndexHistory => PruneStage::Results,
+            PruneStage::Results => PruneStage::Transitions,
+            PruneStage::Transitions => PruneStage::Incidents,
+            PruneStage::Incidents => PruneStage::Alerts(None),
+            PruneStage::Alerts(_) => PruneStage::Silences,
+            PruneStage::Silences | PruneStage::Done => PruneStage::Done,
+        }
+    }
+}
+
 /// What a verdict change does to incidents.
 #[derive(Debug, Clone, PartialEq)]
 pub enum IncidentChange {
@@ -177,10 +269,8 @@ impl Store {
             txn.open_table(AGENTS)?;
             txn.open_table(SEQUENCES)?;
             txn.open_table(LATEST)?;
-            txn.open_table(RESULTS)?;
             txn.open_table(VERDICTS)?;
-            txn.open_table(TRANSITIONS)?;
-            txn.open_table(INCIDENTS)?;
+            open_time_indexes(&txn)?;
             txn.open_table(REVOKED)?;
             txn.open_table(ALERTS)?;
             txn.open_table(ALERT_ORDER)?;
@@ -285,13 +375,13 @@ impl Store {
         let txn = self.db.begin_write()?;
         let existed = txn.open_table(TARGETS)?.remove(url)?.is_some();
         txn.open_table(VERDICTS)?.remove(url)?;
-        txn.open_table(LATEST)?.retain(|(u, _), _| u != url)?;
+        txn.open_table(LATEST)?.retain_in((url, "")..(url, "\u{10ffff}"), |_, _| false)?;
         // An open incident of a target that is gone is over.
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
-        close_incidents(&mut txn.open_table(INCIDENTS)?, url, now, CLOSED_REMOVED)?;
+        close_incidents(&txn, url, now, CLOSED_REMOVED)?;
         Self::write_alerts(&txn, alerts, state)?;
         txn.commit()?;
         Ok(existed)
@@ -399,12 +489,14 @@ impl Store {
             }
             sequences.insert(agent, sequence)?;
             let mut history = txn.open_table(RESULTS)?;
+            let mut by_time = txn.open_table(RESULTS_BY_TIME)?;
             let mut latest = txn.open_table(LATEST)?;
             for (index, result) in results.iter().enumerate() {
                 let bytes = result.entry.encode_to_vec();
                 let region = result.entry.region.as_str();
                 history
                     .insert((result.url.as_str(), result.at_ms, region, sequence, index as u32), bytes.as_slice())?;
+                by_time.insert((result.at_ms, result.url.as_str(), region, sequence, index as u32), ())?;
                 let newer = match latest.get((result.url.as_str(), region))? {
                     Some(current) => {
                         let current = HistoryEntry::decode(current.value()).map_err(corrupt)?;
@@ -463,51 +555,104 @@ impl Store {
         Ok(out)
     }
 
-    /// Deletes results older than `before_ms`; returns how many.
-    /// Removes alerts from before `before_ms` whose deliveries are all settled, and silences that
-    /// ended before then; returns how many alerts went.
-    pub fn prune_alerts(&self, before_ms: i64) -> Result<u64, StoreError> {
+    /// One step of `pruning`: one write transaction that indexes or removes at most `max_rows`
+    /// rows of one kind, oldest first. Returns true once the pass is over. Between steps other
+    /// writers (ingest) get the database, so none waits longer than one step.
+    pub fn prune_step(&self, pruning: &mut Pruning, max_rows: usize) -> Result<bool, StoreError> {
+        let max = max_rows.max(1);
         let txn = self.db.begin_write()?;
-        let mut removed = 0;
-        {
-            let pending = txn.open_table(ALERT_PENDING)?;
-            let mut order = txn.open_table(ALERT_ORDER)?;
-            let mut by_subject = txn.open_table(ALERT_BY_SUBJECT)?;
-            let mut alerts = txn.open_table(ALERTS)?;
-            let mut old: Vec<(i64, String)> = Vec::new();
-            for row in order.range((i64::MIN, "")..(before_ms, ""))? {
-                let (key, _) = row?;
-                let (at, id) = key.value();
-                if pending.get(id)?.is_none() {
-                    old.push((at, id.to_owned()));
+        let done = &mut pruning.done;
+        // (rows written, whether the stage is over)
+        let (rows, finished) = match &pruning.stage {
+            PruneStage::IndexHistory => match index_history(&txn, max)? {
+                Some((rows, finished)) => {
+                    done.indexed += rows;
+                    // The position moved (or the build ended): always written.
+                    (rows.max(1), finished)
                 }
+                None => (0, true),
+            },
+            PruneStage::Results => {
+                let rows = prune_results(&txn, pruning.results_before, max)?;
+                done.results += rows;
+                (rows, rows < max as u64)
             }
-            for (at, id) in old {
-                order.remove((at, id.as_str()))?;
-                if let Some(value) = alerts.remove(id.as_str())? {
-                    let record: AlertRecord = serde_json::from_slice(value.value()).map_err(corrupt)?;
-                    by_subject.remove((record.alert.subject.as_str(), at, id.as_str()))?;
-                }
-                removed += 1;
+            PruneStage::Transitions => {
+                let rows = prune_transitions(&txn, pruning.events_before, max)?;
+                done.transitions += rows;
+                (rows, rows < max as u64)
             }
-            let mut silences = txn.open_table(SILENCES)?;
-            silences
-                .retain(|_, value| serde_json::from_slice::<Silence>(value).map_or(true, |s| s.end_ms >= before_ms))?;
+            PruneStage::Incidents => {
+                let rows = prune_incidents(&txn, pruning.events_before, max)?;
+                done.incidents += rows;
+                (rows, rows < max as u64)
+            }
+            PruneStage::Alerts(after) => {
+                let (rows, next) = prune_alerts(&txn, pruning.alerts_before, after.as_ref(), max)?;
+                done.alerts += rows;
+                let finished = next.is_none();
+                pruning.stage = PruneStage::Alerts(next);
+                (rows, finished)
+            }
+            PruneStage::Silences => {
+                let before = pruning.alerts_before;
+                let mut silences = txn.open_table(SILENCES)?;
+                let mut rows = 0;
+                // Few rows (silences are made by hand or in the config): one step.
+                silences.retain(|_, value| {
+                    let keep = serde_json::from_slice::<Silence>(value).map_or(true, |s| s.end_ms >= before);
+                    rows += u64::from(!keep);
+                    keep
+                })?;
+                done.silences += rows;
+                (rows, true)
+            }
+            PruneStage::Done => (0, true),
+        };
+        if rows > 0 {
+            txn.commit()?;
+            done.steps += 1;
+        } else {
+            txn.abort()?;
         }
-        txn.commit()?;
-        Ok(removed)
+        if finished {
+            pruning.stage = pruning.stage.next();
+        }
+        Ok(pruning.stage == PruneStage::Done)
     }
 
-    pub fn prune_results(&self, before_ms: i64) -> Result<u64, StoreError> {
+    /// Refreshes the stored last-seen time of the agents `seen` now (so that after a restart a
+    /// long-lived connection does not look old), and forgets the `gone` agents (their record and
+    /// batch sequence) whose stored last-seen time is before `before_ms`; one that connected again
+    /// meanwhile is kept. Returns the names forgotten. Agents are few: one transaction.
+    pub fn sweep_agents(
+        &self,
+        seen: &[AgentRecord],
+        gone: &[String],
+        before_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
         let txn = self.db.begin_write()?;
-        let mut removed = 0;
-        txn.open_table(RESULTS)?.retain(|(_, at_ms, _, _, _), _| {
-            let keep = at_ms >= before_ms;
-            removed += u64::from(!keep);
-            keep
-        })?;
+        let mut forgotten = Vec::new();
+        {
+            let mut agents = txn.open_table(AGENTS)?;
+            let mut sequences = txn.open_table(SEQUENCES)?;
+            for agent in seen {
+                agents.insert(agent.name.as_str(), serde_json::to_vec(agent).map_err(corrupt)?.as_slice())?;
+            }
+            for name in gone {
+                let stored: Option<AgentRecord> = match agents.get(name.as_str())? {
+                    Some(value) => Some(serde_json::from_slice(value.value()).map_err(corrupt)?),
+                    None => None,
+                };
+                if stored.is_some_and(|a| a.last_seen_ms < before_ms) {
+                    agents.remove(name.as_str())?;
+                    sequences.remove(name.as_str())?;
+                    forgotten.push(name.clone());
+                }
+            }
+        }
         txn.commit()?;
-        Ok(removed)
+        Ok(forgotten)
     }
 
     /// Verdict changes (each with its transition and incident change), the alerts they cause and
@@ -696,14 +841,14 @@ impl Store {
             let bytes = serde_json::to_vec(record).map_err(corrupt)?;
             txn.open_table(VERDICTS)?.insert(url, bytes.as_slice())?;
             txn.open_table(TRANSITIONS)?.insert((url, record.since_ms), bytes.as_slice())?;
-            let mut incidents = txn.open_table(INCIDENTS)?;
+            txn.open_table(TRANSITIONS_BY_TIME)?.insert((record.since_ms, url), ())?;
             match incident {
                 IncidentChange::None => {}
                 IncidentChange::Open(new) => {
                     let opened = new.opened.as_ref().map_or(record.since_ms, ms);
-                    incidents.insert((url, opened), new.encode_to_vec().as_slice())?;
+                    txn.open_table(INCIDENTS)?.insert((url, opened), new.encode_to_vec().as_slice())?;
                 }
-                IncidentChange::Close { at_ms } => close_incidents(&mut incidents, url, *at_ms, CLOSED_RECOVERED)?,
+                IncidentChange::Close { at_ms } => close_incidents(txn, url, *at_ms, CLOSED_RECOVERED)?,
             }
         }
         Ok(())
@@ -765,12 +910,9 @@ pub const CLOSED_RECOVERED: &str = "recovered";
 pub const CLOSED_REMOVED: &str = "removed";
 
 /// Closes every open incident of `url` at `at_ms`, for `reason`.
-fn close_incidents(
-    incidents: &mut redb::Table<(&str, i64), &[u8]>,
-    url: &str,
-    at_ms: i64,
-    reason: &str,
-) -> Result<(), StoreError> {
+fn close_incidents(txn: &redb::WriteTransaction, url: &str, at_ms: i64, reason: &str) -> Result<(), StoreError> {
+    let mut incidents = txn.open_table(INCIDENTS)?;
+    let mut closed = txn.open_table(INCIDENTS_CLOSED)?;
     let open: Vec<(i64, Incident)> = incidents
         .range((url, i64::MIN)..=(url, i64::MAX))?
         .filter_map(Result::ok)
@@ -781,8 +923,196 @@ fn close_incidents(
         incident.closed = Some(timestamp(at_ms));
         incident.closed_reason = reason.to_owned();
         incidents.insert((url, opened), incident.encode_to_vec().as_slice())?;
+        closed.insert((at_ms, url, opened), ())?;
     }
     Ok(())
+}
+
+/// Opens the time-ordered indexes and brings them up to date for a database written before them
+/// (or by an older binary since, which wrote rows without them). Transitions and closed
+/// incidents (a row per verdict change or outage) are indexed here, at once; the history, which
+/// may hold millions of rows, is left to housekeeping to index in steps ([`Store::prune_step`]),
+/// so start-up does not wait for it.
+fn open_time_indexes(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let results = txn.open_table(RESULTS)?;
+    let results_by_time = txn.open_table(RESULTS_BY_TIME)?;
+    let mut housekeeping = txn.open_table(HOUSEKEEPING)?;
+    if results.len()? != results_by_time.len()? && housekeeping.get(HISTORY_INDEX_FROM)?.is_none() {
+        tracing::info!(
+            rows = results.len()?,
+            indexed = results_by_time.len()?,
+            "history rows not yet indexed by time (a database from an older version): housekeeping indexes them \
+             in steps before pruning them"
+        );
+        housekeeping.insert(HISTORY_INDEX_FROM, [].as_slice())?;
+    }
+    let transitions = txn.open_table(TRANSITIONS)?;
+    let mut transitions_by_time = txn.open_table(TRANSITIONS_BY_TIME)?;
+    if transitions.len()? != transitions_by_time.len()? {
+        transitions_by_time.retain(|_, _| false)?;
+        for row in transitions.iter()? {
+            let (key, _) = row?;
+            let (url, at) = key.value();
+            transitions_by_time.insert((at, url), ())?;
+        }
+    }
+    let incidents = txn.open_table(INCIDENTS)?;
+    let mut closed_index = txn.open_table(INCIDENTS_CLOSED)?;
+    let mut closed = Vec::new();
+    for row in incidents.iter()? {
+        let (key, value) = row?;
+        let (url, opened) = key.value();
+        if let Some(at) = Incident::decode(value.value()).map_err(corrupt)?.closed {
+            closed.push((ms(&at), url.to_owned(), opened));
+        }
+    }
+    if closed.len() as u64 != closed_index.len()? {
+        closed_index.retain(|_, _| false)?;
+        for (at, url, opened) in &closed {
+            closed_index.insert((*at, url.as_str(), *opened), ())?;
+        }
+    }
+    Ok(())
+}
+
+/// A history key, owned.
+type HistoryKey = (String, i64, String, u64, u32);
+
+/// Indexes up to `max` history rows from before the time index, from where the last step ended;
+/// `None` when no such build is under way, else the rows indexed and whether the build is over.
+fn index_history(txn: &redb::WriteTransaction, max: usize) -> Result<Option<(u64, bool)>, StoreError> {
+    let mut housekeeping = txn.open_table(HOUSEKEEPING)?;
+    let Some(from) = housekeeping.get(HISTORY_INDEX_FROM)?.map(|v| v.value().to_vec()) else { return Ok(None) };
+    let from: Option<HistoryKey> =
+        if from.is_empty() { None } else { Some(serde_json::from_slice(&from).map_err(corrupt)?) };
+    let results = txn.open_table(RESULTS)?;
+    let mut by_time = txn.open_table(RESULTS_BY_TIME)?;
+    let rows = match &from {
+        Some((url, at, region, sequence, index)) => {
+            let after = (url.as_str(), *at, region.as_str(), *sequence, *index);
+            results.range::<(&str, i64, &str, u64, u32)>((Bound::Excluded(after), Bound::Unbounded))?
+        }
+        None => results.iter()?,
+    };
+    let mut last: Option<HistoryKey> = None;
+    let mut count = 0u64;
+    for row in rows.take(max) {
+        let (key, _) = row?;
+        let (url, at, region, sequence, index) = key.value();
+        by_time.insert((at, url, region, sequence, index), ())?;
+        last = Some((url.to_owned(), at, region.to_owned(), sequence, index));
+        count += 1;
+    }
+    let finished = count < max as u64;
+    match last.filter(|_| !finished) {
+        Some(last) => {
+            housekeeping.insert(HISTORY_INDEX_FROM, serde_json::to_vec(&last).map_err(corrupt)?.as_slice())?
+        }
+        None => housekeeping.remove(HISTORY_INDEX_FROM)?,
+    };
+    Ok(Some((count, finished)))
+}
+
+/// Removes up to `max` of the oldest history rows checked before `before_ms`; returns how many.
+fn prune_results(txn: &redb::WriteTransaction, before_ms: i64, max: usize) -> Result<u64, StoreError> {
+    let mut by_time = txn.open_table(RESULTS_BY_TIME)?;
+    let mut results = txn.open_table(RESULTS)?;
+    let old: Vec<(i64, String, String, u64, u32)> = by_time
+        .range(..(before_ms, "", "", 0u64, 0u32))?
+        .take(max)
+        .map(|row| {
+            let (key, _) = row?;
+            let (at, url, region, sequence, index) = key.value();
+            Ok((at, url.to_owned(), region.to_owned(), sequence, index))
+        })
+        .collect::<Result<_, StoreError>>()?;
+    for (at, url, region, sequence, index) in &old {
+        results.remove((url.as_str(), *at, region.as_str(), *sequence, *index))?;
+        by_time.remove((*at, url.as_str(), region.as_str(), *sequence, *index))?;
+    }
+    Ok(old.len() as u64)
+}
+
+/// Removes up to `max` of the oldest verdict transitions entered before `before_ms`.
+fn prune_transitions(txn: &redb::WriteTransaction, before_ms: i64, max: usize) -> Result<u64, StoreError> {
+    let mut by_time = txn.open_table(TRANSITIONS_BY_TIME)?;
+    let mut transitions = txn.open_table(TRANSITIONS)?;
+    let old: Vec<(i64, String)> = by_time
+        .range(..(before_ms, ""))?
+        .take(max)
+        .map(|row| {
+            let (key, _) = row?;
+            let (at, url) = key.value();
+            Ok((at, url.to_owned()))
+        })
+        .collect::<Result<_, StoreError>>()?;
+    for (at, url) in &old {
+        transitions.remove((url.as_str(), *at))?;
+        by_time.remove((*at, url.as_str()))?;
+    }
+    Ok(old.len() as u64)
+}
+
+/// Removes up to `max` of the incidents closed longest before `before_ms` (open ones stay).
+fn prune_incidents(txn: &redb::WriteTransaction, before_ms: i64, max: usize) -> Result<u64, StoreError> {
+    let mut closed = txn.open_table(INCIDENTS_CLOSED)?;
+    let mut incidents = txn.open_table(INCIDENTS)?;
+    let old: Vec<(i64, String, i64)> = closed
+        .range(..(before_ms, "", i64::MIN))?
+        .take(max)
+        .map(|row| {
+            let (key, _) = row?;
+            let (at, url, opened) = key.value();
+            Ok((at, url.to_owned(), opened))
+        })
+        .collect::<Result<_, StoreError>>()?;
+    for (at, url, opened) in &old {
+        incidents.remove((url.as_str(), *opened))?;
+        closed.remove((*at, url.as_str(), *opened))?;
+    }
+    Ok(old.len() as u64)
+}
+
+/// Looks at up to `max` alerts raised before `before_ms`, after `after` in time order, and
+/// removes those whose deliveries are all settled (with their place in both indexes); returns
+/// how many went and where to go on (`None`: no more).
+fn prune_alerts(
+    txn: &redb::WriteTransaction,
+    before_ms: i64,
+    after: Option<&(i64, String)>,
+    max: usize,
+) -> Result<(u64, Option<(i64, String)>), StoreError> {
+    let pending = txn.open_table(ALERT_PENDING)?;
+    let mut order = txn.open_table(ALERT_ORDER)?;
+    let mut by_subject = txn.open_table(ALERT_BY_SUBJECT)?;
+    let mut alerts = txn.open_table(ALERTS)?;
+    let start = match after {
+        Some((at, id)) => Bound::Excluded((*at, id.as_str())),
+        None => Bound::Unbounded,
+    };
+    let seen: Vec<(i64, String)> = order
+        .range::<(i64, &str)>((start, Bound::Excluded((before_ms, ""))))?
+        .take(max)
+        .map(|row| {
+            let (key, _) = row?;
+            let (at, id) = key.value();
+            Ok((at, id.to_owned()))
+        })
+        .collect::<Result<_, StoreError>>()?;
+    let mut removed = 0;
+    for (at, id) in &seen {
+        if pending.get(id.as_str())?.is_some() {
+            continue;
+        }
+        order.remove((*at, id.as_str()))?;
+        if let Some(value) = alerts.remove(id.as_str())? {
+            let record: AlertRecord = serde_json::from_slice(value.value()).map_err(corrupt)?;
+            by_subject.remove((record.alert.subject.as_str(), *at, id.as_str()))?;
+        }
+        removed += 1;
+    }
+    let next = if seen.len() < max { None } else { seen.last().cloned() };
+    Ok((removed, next))
 }
 
 /// When a stored entry's probe ran, Unix ms.
@@ -808,6 +1138,92 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("vantage-store-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
+    }
+
+    /// Runs a whole pass of `pruning`, `max_rows` per step; returns what it did.
+    fn prune(store: &Store, mut pruning: Pruning, max_rows: usize) -> Pruned {
+        while !store.prune_step(&mut pruning, max_rows).unwrap() {}
+        pruning.done
+    }
+
+    /// Every history row in the time index and nothing else, and the same for transitions and
+    /// closed incidents.
+    fn assert_indexes_consistent(store: &Store) {
+        let txn = store.db.begin_read().unwrap();
+        let results: Vec<(i64, String, String, u64, u32)> = txn
+            .open_table(RESULTS)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|row| {
+                let (key, _) = row.unwrap();
+                let (url, at, region, sequence, index) = key.value();
+                (at, url.to_owned(), region.to_owned(), sequence, index)
+            })
+            .collect();
+        let mut results = results;
+        results.sort();
+        let by_time: Vec<(i64, String, String, u64, u32)> = txn
+            .open_table(RESULTS_BY_TIME)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|row| {
+                let (key, _) = row.unwrap();
+                let (at, url, region, sequence, index) = key.value();
+                (at, url.to_owned(), region.to_owned(), sequence, index)
+            })
+            .collect();
+        assert_eq!(results, by_time, "the history's time index holds exactly its rows");
+        let mut transitions: Vec<(i64, String)> = txn
+            .open_table(TRANSITIONS)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|row| {
+                let (key, _) = row.unwrap();
+                let (url, at) = key.value();
+                (at, url.to_owned())
+            })
+            .collect();
+        transitions.sort();
+        let by_time: Vec<(i64, String)> = txn
+            .open_table(TRANSITIONS_BY_TIME)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|row| {
+                let (key, _) = row.unwrap();
+                let (at, url) = key.value();
+                (at, url.to_owned())
+            })
+            .collect();
+        assert_eq!(transitions, by_time, "the transitions' time index holds exactly them");
+        let mut closed: Vec<(i64, String, i64)> = txn
+            .open_table(INCIDENTS)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .filter_map(|row| {
+                let (key, value) = row.unwrap();
+                let (url, opened) = key.value();
+                let closed = Incident::decode(value.value()).unwrap().closed?;
+                Some((ms(&closed), url.to_owned(), opened))
+            })
+            .collect();
+        closed.sort();
+        let index: Vec<(i64, String, i64)> = txn
+            .open_table(INCIDENTS_CLOSED)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|row| {
+                let (key, _) = row.unwrap();
+                let (at, url, opened) = key.value();
+                (at, url.to_owned(), opened)
+            })
+            .collect();
+        assert_eq!(closed, index, "the closed incidents' index holds exactly them");
     }
 
     fn result(url: &str, region: &str, at_ms: i64, status: ProbeStatus) -> StoredResult {
@@ -851,8 +1267,199 @@ mod tests {
         let mut latest = store.latest().unwrap();
         latest.sort_by_key(|r| r.entry.region.clone());
         assert_eq!(latest.iter().map(|r| r.at_ms).collect::<Vec<_>>(), vec![1_000, 1_500]);
-        assert_eq!(store.prune_results(1_200).unwrap(), 2);
+        assert_eq!(prune(&store, Pruning::new(1_200, i64::MIN, i64::MIN), 100).results, 2);
         assert_eq!(store.history(u, None, 0, i64::MAX, 10).unwrap().len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Batches of `result`s: `urls` × `regions` every 100 ms from 0 to `until_ms`, one batch (of
+    /// agent `agent`) per time.
+    fn record_history(store: &Store, urls: &[&str], regions: &[&str], until_ms: i64) -> usize {
+        let mut rows = 0;
+        for (sequence, at) in (0..=until_ms).step_by(100).enumerate() {
+            let batch: Vec<StoredResult> =
+                urls.iter().flat_map(|u| regions.iter().map(move |r| result(u, r, at, ProbeStatus::Up))).collect();
+            rows += batch.len();
+            store.record_batch("agent", sequence as u64 + 1, &batch).unwrap();
+        }
+        rows
+    }
+
+    fn history_times(store: &Store, urls: &[&str]) -> Vec<i64> {
+        let mut times: Vec<i64> = urls
+            .iter()
+            .flat_map(|u| store.history(u, None, i64::MIN, i64::MAX, usize::MAX).unwrap())
+            .map(|r| r.at_ms)
+            .collect();
+        times.sort();
+        times
+    }
+
+    #[test]
+    fn history_older_than_the_cutoff_goes_oldest_first_in_bounded_steps_newer_stays() {
+        let dir = temp_dir("prune-history");
+        let store = Store::open(&dir).unwrap();
+        let urls = ["https://a.example/", "https://b.example/", "https://c.example/"];
+        let total = record_history(&store, &urls, &["eu", "us"], 3_900);
+        assert_eq!(total, 240);
+        let latest_before = store.latest().unwrap();
+        // Rows at 0, 100, …, 2_000: 21 times × 6.
+        let mut pruning = Pruning::new(2_050, i64::MIN, i64::MIN);
+        let mut removed_per_step = Vec::new();
+        loop {
+            let before = pruning.done.results;
+            let over = store.prune_step(&mut pruning, 10).unwrap();
+            removed_per_step.push(pruning.done.results - before);
+            if removed_per_step.iter().sum::<u64>() == 20 {
+                // Two full steps: the 20 oldest rows (0, 100 and 200 everywhere, 2 of 300) went.
+                let times = history_times(&store, &urls);
+                assert_eq!((times[0], times.iter().filter(|t| **t == 300).count()), (300, 4), "oldest first");
+            }
+            if over {
+                break;
+            }
+        }
+        assert!(removed_per_step.iter().all(|n| *n <= 10), "no step removes more than its bound: {removed_per_step:?}");
+        assert_eq!(pruning.done.results, 126);
+        assert_eq!(pruning.done.steps, 13, "12 full steps and one of 6");
+        let times = history_times(&store, &urls);
+        assert_eq!(times.len(), 240 - 126);
+        assert!(times.iter().all(|t| *t >= 2_050), "every row older than the cutoff is gone");
+        assert_eq!(times[0], 2_100, "and every newer row is kept");
+        assert_eq!(store.latest().unwrap(), latest_before, "the newest result per target and region stays");
+        assert_indexes_consistent(&store);
+        // Nothing left to remove: no write at all.
+        assert_eq!(prune(&store, Pruning::new(2_050, i64::MIN, i64::MIN), 10), Pruned::default());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn old_transitions_and_closed_incidents_are_pruned_open_incidents_kept() {
+        let dir = temp_dir("prune-events");
+        let store = Store::open(&dir).unwrap();
+        let (a, b) = ("https://a.example/", "https://b.example/");
+        let verdict =
+            |v: &str, at: i64| VerdictRecord { verdict: v.into(), cause: None, since_ms: at, failing_regions: vec![] };
+        let open = |url: &str, at: i64| {
+            IncidentChange::Open(Incident { url: url.into(), opened: Some(timestamp(at)), ..Default::default() })
+        };
+        let changes = [
+            (a.to_owned(), verdict("DOWN", 1_000), open(a, 1_000)),
+            (b.to_owned(), verdict("DOWN", 1_500), open(b, 1_500)),
+            (a.to_owned(), verdict("UP", 2_000), IncidentChange::Close { at_ms: 2_000 }),
+            (a.to_owned(), verdict("DOWN", 5_000), open(a, 5_000)),
+        ];
+        for change in changes {
+            store.record_changes(&[change], &[], &[]).unwrap();
+        }
+        assert_indexes_consistent(&store);
+        let done = prune(&store, Pruning::new(i64::MIN, 3_000, i64::MIN), 1);
+        assert_eq!((done.transitions, done.incidents), (3, 1));
+        assert_eq!(store.transitions(a).unwrap(), [verdict("DOWN", 5_000)]);
+        assert!(store.transitions(b).unwrap().is_empty());
+        let opened: Vec<i64> =
+            store.incidents("", false, 10).unwrap().iter().map(|i| ms(i.opened.as_ref().unwrap())).collect();
+        assert_eq!(opened, [5_000, 1_500], "open incidents stay, however old");
+        assert_indexes_consistent(&store);
+        // An incident closed by deleting its target is pruned like any other.
+        store.delete_target(b).unwrap();
+        assert_indexes_consistent(&store);
+        assert_eq!(prune(&store, Pruning::new(i64::MIN, i64::MAX, i64::MIN), 100).incidents, 1);
+        assert_eq!(store.incidents(b, false, 10).unwrap(), []);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_database_from_before_the_time_indexes_is_indexed_in_steps_then_pruned() {
+        let dir = temp_dir("prune-upgrade");
+        let urls = ["https://a.example/", "https://b.example/"];
+        let u = urls[0];
+        let total = {
+            let store = Store::open(&dir).unwrap();
+            let total = record_history(&store, &urls, &["eu"], 2_900); // 60 rows
+            let down = VerdictRecord { verdict: "DOWN".into(), cause: None, since_ms: 1_000, failing_regions: vec![] };
+            let incident = Incident { url: u.into(), opened: Some(timestamp(1_000)), ..Default::default() };
+            store.record_changes(&[(u.into(), down, IncidentChange::Open(incident))], &[], &[]).unwrap();
+            let up = VerdictRecord { verdict: "UP".into(), cause: None, since_ms: 2_000, failing_regions: vec![] };
+            store.record_changes(&[(u.into(), up, IncidentChange::Close { at_ms: 2_000 })], &[], &[]).unwrap();
+            // As written by a version without the indexes.
+            let txn = store.db.begin_write().unwrap();
+            txn.delete_table(RESULTS_BY_TIME).unwrap();
+            txn.delete_table(TRANSITIONS_BY_TIME).unwrap();
+            txn.delete_table(INCIDENTS_CLOSED).unwrap();
+            txn.delete_table(HOUSEKEEPING).unwrap();
+            txn.commit().unwrap();
+            total
+        };
+        let store = Store::open(&dir).unwrap();
+        {
+            let txn = store.db.begin_read().unwrap();
+            assert!(txn.open_table(RESULTS_BY_TIME).unwrap().is_empty().unwrap(), "history waits for housekeeping");
+            assert!(txn.open_table(HOUSEKEEPING).unwrap().get(HISTORY_INDEX_FROM).unwrap().is_some());
+            assert_eq!(txn.open_table(TRANSITIONS_BY_TIME).unwrap().len().unwrap(), 2, "indexed at open");
+            assert_eq!(txn.open_table(INCIDENTS_CLOSED).unwrap().len().unwrap(), 1, "indexed at open");
+        }
+        let mut pruning = Pruning::new(1_050, 1_500, i64::MIN);
+        let mut indexed_per_step = Vec::new();
+        loop {
+            let before = pruning.done.indexed;
+            let over = store.prune_step(&mut pruning, 7).unwrap();
+            indexed_per_step.push(pruning.done.indexed - before);
+            if indexed_per_step.len() == 1 {
+                // Ingest goes on while the index is built: its rows are indexed as they are written.
+                let batch = [result(u, "eu", 5_000, ProbeStatus::Up)];
+                store.record_batch("late", 1, &batch).unwrap();
+            }
+            if over {
+                break;
+            }
+        }
+        assert!(indexed_per_step.iter().all(|n| *n <= 7), "{indexed_per_step:?}");
+        assert!(indexed_per_step.len() >= total / 7, "the build went in steps: {indexed_per_step:?}");
+        assert!(pruning.done.indexed >= total as u64);
+        // 0..=1_000 every 100 ms for two targets.
+        assert_eq!((pruning.done.results, pruning.done.transitions, pruning.done.incidents), (22, 1, 0));
+        let times = history_times(&store, &urls);
+        assert_eq!(times.len(), total + 1 - 22);
+        assert!(times.iter().all(|t| *t > 1_000));
+        assert_indexes_consistent(&store);
+        let txn = store.db.begin_read().unwrap();
+        assert!(txn.open_table(HOUSEKEEPING).unwrap().get(HISTORY_INDEX_FROM).unwrap().is_none(), "build over");
+        drop(txn);
+        drop(store);
+        // Once built, opening again starts no new build.
+        let store = Store::open(&dir).unwrap();
+        let txn = store.db.begin_read().unwrap();
+        assert!(txn.open_table(HOUSEKEEPING).unwrap().get(HISTORY_INDEX_FROM).unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn agents_gone_too_long_are_forgotten_with_their_sequence_seen_ones_refreshed() {
+        let dir = temp_dir("sweep-agents");
+        let store = Store::open(&dir).unwrap();
+        let agent = |name: &str, last_seen_ms: i64| AgentRecord {
+            name: name.into(),
+            region: "eu".into(),
+            version: "1".into(),
+            last_seen_ms,
+            cert_sha256: String::new(),
+            cert_not_after_ms: 0,
+        };
+        for (name, seen) in [("gone", 1_000), ("connected", 1_000), ("back", 9_000)] {
+            store.record_agent(&agent(name, seen)).unwrap();
+            store.record_batch(name, 5, &[]).unwrap();
+        }
+        // "back" looked gone to the caller but connected again (a newer record) meanwhile.
+        let forgotten =
+            store.sweep_agents(&[agent("connected", 10_000)], &["gone".into(), "back".into()], 5_000).unwrap();
+        assert_eq!(forgotten, ["gone"]);
+        let mut left: Vec<(String, i64)> =
+            store.agents().unwrap().into_iter().map(|a| (a.name, a.last_seen_ms)).collect();
+        left.sort();
+        assert_eq!(left, [("back".to_owned(), 9_000), ("connected".to_owned(), 10_000)]);
+        assert_eq!(store.last_sequence("gone").unwrap(), 0, "its batch sequence went with it");
+        assert_eq!(store.last_sequence("back").unwrap(), 5);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -997,7 +1604,9 @@ mod tests {
         };
         store.put_silence(&silence("ended", 3_000)).unwrap();
         store.put_silence(&silence("running", 8_000)).unwrap();
-        assert_eq!(store.prune_alerts(5_000).unwrap(), 1);
+        // One alert looked at per step: the pending one is stepped over, not stuck on.
+        let done = prune(&store, Pruning::new(i64::MIN, i64::MIN, 5_000), 1);
+        assert_eq!((done.alerts, done.silences), (1, 1));
         let left: Vec<String> = store.alerts("", 10).unwrap().into_iter().map(|r| r.alert.id).collect();
         assert_eq!(left, [new.alert.id.clone(), stuck.alert.id.clone()]);
         assert_eq!(store.silences().unwrap().iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["running"]);

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use vantage_coordinator::hub::{Hub, HubOptions};
+use vantage_coordinator::hub::{Hub, HubOptions, Retention};
 use vantage_coordinator::store::{BatchOutcome, Store};
 use vantage_coordinator::{service, spec};
 use vantage_proto::v1::{AgentMessage, TargetSpec, agent_message};
@@ -93,7 +93,7 @@ fuzz_target!(|data: &[u8]| {
         let urls: Vec<String> = h.hub.targets().into_iter().map(|t| t.url).collect();
         let _ = h.hub.statuses(&urls);
         if run % PRUNE_EVERY == PRUNE_EVERY - 1 {
-            h.hub.prune(Duration::ZERO).await.expect("prune");
+            h.hub.prune(&Retention::all(Duration::ZERO)).await.expect("prune");
         }
     });
 });
