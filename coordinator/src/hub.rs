@@ -1491,7 +1491,7 @@ impl Hub {
         loop {
             let over;
             (pruning, over) = blocking(&self.store, move |s| {
-                let over = s.prune_step(&mut pruning, store::PRUNE_STEP_ROWS)?;
+                let over = s.prune_step(&mut pruning, store::PRUNE_STEP_ROWS, store::PRUNE_STEP_TIME)?;
                 Ok((pruning, over))
             })
             .await?;

@@ -8,6 +8,7 @@
 
 use std::ops::Bound;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use prost::Message;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -44,10 +45,15 @@ const HOUSEKEEPING: TableDefinition<&str, &[u8]> = TableDefinition::new("houseke
 /// last results key indexed (JSON; empty before the first step).
 const HISTORY_INDEX_FROM: &str = "history_index_from";
 
-/// Most rows one housekeeping step removes (or indexes), so the write transaction it holds
-/// stays short: ingest commits wait behind at most one step. Measured by
-/// `cargo bench -p vantage-coordinator --bench prune` (see the README's benchmarks).
-pub const PRUNE_STEP_ROWS: usize = 10_000;
+/// Most rows one housekeeping step removes (or indexes), so the write transaction it holds stays
+/// short: an ingest commit waits behind at most one step. Each removed row dirties a page of its
+/// own (history is kept in target order, pruned in time order), and the commit writes and syncs
+/// them: measured with `cargo bench -p vantage-coordinator --bench prune` (README, "Benchmarks"),
+/// 10,000 rows made a step of about 150 ms on the 2-core test machine, 1,000 one of 20–40 ms.
+pub const PRUNE_STEP_ROWS: usize = 1_000;
+/// Most time one step spends removing history rows before it commits what it has (a loaded
+/// machine slows a step down however few its rows).
+pub const PRUNE_STEP_TIME: Duration = Duration::from_millis(10);
 /// Revoked agent certificates: SHA-256 fingerprint (hex) → `Revocation`.
 const REVOKED: TableDefinition<&str, &[u8]> = TableDefinition::new("revoked_certs_v1");
 /// The alert outbox: id → `AlertRecord` (JSON).
@@ -556,9 +562,10 @@ impl Store {
     }
 
     /// One step of `pruning`: one write transaction that indexes or removes at most `max_rows`
-    /// rows of one kind, oldest first. Returns true once the pass is over. Between steps other
-    /// writers (ingest) get the database, so none waits longer than one step.
-    pub fn prune_step(&self, pruning: &mut Pruning, max_rows: usize) -> Result<bool, StoreError> {
+    /// rows of one kind, oldest first (history rows for at most `max_time`, then it commits).
+    /// Returns true once the pass is over. Between steps other writers (ingest) get the
+    /// database, so none waits longer than one step.
+    pub fn prune_step(&self, pruning: &mut Pruning, max_rows: usize, max_time: Duration) -> Result<bool, StoreError> {
         let max = max_rows.max(1);
         let txn = self.db.begin_write()?;
         let done = &mut pruning.done;
@@ -573,9 +580,9 @@ impl Store {
                 None => (0, true),
             },
             PruneStage::Results => {
-                let rows = prune_results(&txn, pruning.results_before, max)?;
+                let (rows, finished) = prune_results(&txn, pruning.results_before, max, max_time)?;
                 done.results += rows;
-                (rows, rows < max as u64)
+                (rows, finished)
             }
             PruneStage::Transitions => {
                 let rows = prune_transitions(&txn, pruning.events_before, max)?;
@@ -1013,8 +1020,15 @@ fn index_history(txn: &redb::WriteTransaction, max: usize) -> Result<Option<(u64
     Ok(Some((count, finished)))
 }
 
-/// Removes up to `max` of the oldest history rows checked before `before_ms`; returns how many.
-fn prune_results(txn: &redb::WriteTransaction, before_ms: i64, max: usize) -> Result<u64, StoreError> {
+/// Removes up to `max` of the oldest history rows checked before `before_ms`, for at most
+/// `max_time`; returns how many, and whether none older is left.
+fn prune_results(
+    txn: &redb::WriteTransaction,
+    before_ms: i64,
+    max: usize,
+    max_time: Duration,
+) -> Result<(u64, bool), StoreError> {
+    let started = Instant::now();
     let mut by_time = txn.open_table(RESULTS_BY_TIME)?;
     let mut results = txn.open_table(RESULTS)?;
     let old: Vec<(i64, String, String, u64, u32)> = by_time
@@ -1026,11 +1040,19 @@ fn prune_results(txn: &redb::WriteTransaction, before_ms: i64, max: usize) -> Re
             Ok((at, url.to_owned(), region.to_owned(), sequence, index))
         })
         .collect::<Result<_, StoreError>>()?;
+    let mut removed = 0;
     for (at, url, region, sequence, index) in &old {
         results.remove((url.as_str(), *at, region.as_str(), *sequence, *index))?;
-        by_time.remove((*at, url.as_str(), region.as_str(), *sequence, *index))?;
+        removed += 1;
+        if started.elapsed() >= max_time {
+            break;
+        }
     }
-    Ok(old.len() as u64)
+    // Oldest first, so the index loses a prefix: one sweep.
+    if let Some((at, url, region, sequence, index)) = old.get(removed.max(1) - 1) {
+        by_time.retain_in(..=(*at, url.as_str(), region.as_str(), *sequence, *index), |_, _| false)?;
+    }
+    Ok((removed as u64, old.len() < max && removed == old.len()))
 }
 
 /// Removes up to `max` of the oldest verdict transitions entered before `before_ms`.
@@ -1142,7 +1164,7 @@ mod tests {
 
     /// Runs a whole pass of `pruning`, `max_rows` per step; returns what it did.
     fn prune(store: &Store, mut pruning: Pruning, max_rows: usize) -> Pruned {
-        while !store.prune_step(&mut pruning, max_rows).unwrap() {}
+        while !store.prune_step(&mut pruning, max_rows, Duration::MAX).unwrap() {}
         pruning.done
     }
 
@@ -1308,7 +1330,7 @@ mod tests {
         let mut removed_per_step = Vec::new();
         loop {
             let before = pruning.done.results;
-            let over = store.prune_step(&mut pruning, 10).unwrap();
+            let over = store.prune_step(&mut pruning, 10, Duration::MAX).unwrap();
             removed_per_step.push(pruning.done.results - before);
             if removed_per_step.iter().sum::<u64>() == 20 {
                 // Two full steps: the 20 oldest rows (0, 100 and 200 everywhere, 2 of 300) went.
@@ -1403,7 +1425,7 @@ mod tests {
         let mut indexed_per_step = Vec::new();
         loop {
             let before = pruning.done.indexed;
-            let over = store.prune_step(&mut pruning, 7).unwrap();
+            let over = store.prune_step(&mut pruning, 7, Duration::MAX).unwrap();
             indexed_per_step.push(pruning.done.indexed - before);
             if indexed_per_step.len() == 1 {
                 // Ingest goes on while the index is built: its rows are indexed as they are written.
