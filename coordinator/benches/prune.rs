@@ -180,12 +180,11 @@ fn main() {
             bytes as f64 / f64::from(1 << 30)
         );
         println!(
-            "pruning to {KEPT_DAYS} days: {} rows removed in {} steps (each at most {} rows and {} ms of removing), \
+            "pruning to {KEPT_DAYS} days: {} rows removed in {} steps (sized to hold the write lock {} ms at most), \
              {:.1} s: {:.0} rows/s",
             done.results,
             done.steps,
-            store::PRUNE_STEP_ROWS,
-            store::PRUNE_STEP_TIME.as_millis(),
+            vantage_coordinator::hub::PRUNE_STEP_TARGET.as_millis(),
             pruning.as_secs_f64(),
             done.results as f64 / pruning.as_secs_f64()
         );

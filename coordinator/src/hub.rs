@@ -1488,15 +1488,23 @@ impl Hub {
         let forgotten = self.forget_agents(cutoff(retention.agents), now).await?;
         let (results, events) = (cutoff(retention.results), cutoff(retention.events));
         let mut pruning = Pruning::new(results, events, results);
+        let mut rows = PRUNE_STEP_FIRST_ROWS;
         loop {
             let over;
             (pruning, over) = blocking(&self.store, move |s| {
-                let over = s.prune_step(&mut pruning, store::PRUNE_STEP_ROWS, store::PRUNE_STEP_TIME)?;
+                let over = s.prune_step(&mut pruning, rows, store::PRUNE_STEP_TIME)?;
                 Ok((pruning, over))
             })
             .await?;
             if over {
                 break;
+            }
+            // Steps as large as keep within the target: halved when one took longer, grown
+            // slowly while they take less than half of it.
+            if pruning.last_step > PRUNE_STEP_TARGET {
+                rows = (rows / 2).max(PRUNE_STEP_MIN_ROWS);
+            } else if pruning.last_step < PRUNE_STEP_TARGET / 2 {
+                rows = (rows + rows / 4).min(store::PRUNE_STEP_ROWS);
             }
             tokio::time::sleep(PRUNE_PAUSE).await;
         }
@@ -1581,6 +1589,13 @@ impl Retention {
         Retention { results: kept, events: kept, agents: kept }
     }
 }
+
+/// A housekeeping step should hold the write lock no longer than this (an ingest commit arriving
+/// during one waits for its end, then takes its own time): the rows per step follow the time steps
+/// take, from `PRUNE_STEP_FIRST_ROWS`, between `PRUNE_STEP_MIN_ROWS` and `store::PRUNE_STEP_ROWS`.
+pub const PRUNE_STEP_TARGET: Duration = Duration::from_millis(20);
+const PRUNE_STEP_FIRST_ROWS: usize = 1_000;
+const PRUNE_STEP_MIN_ROWS: usize = 50;
 
 /// Pause between two housekeeping steps. redb's writer lock is not fair: a pruner that began its
 /// next step at once could take it again before a waiting ingest commit wakes up.

@@ -46,11 +46,11 @@ const HOUSEKEEPING: TableDefinition<&str, &[u8]> = TableDefinition::new("houseke
 const HISTORY_INDEX_FROM: &str = "history_index_from";
 
 /// Most rows one housekeeping step removes (or indexes), so the write transaction it holds stays
-/// short: an ingest commit waits behind at most one step. Each removed row dirties a page of its
-/// own (history is kept in target order, pruned in time order), and the commit writes and syncs
-/// them: measured with `cargo bench -p vantage-coordinator --bench prune` (README, "Benchmarks"),
-/// 10,000 rows made a step of about 150 ms on the 2-core test machine, 1,000 one of 20–40 ms.
-pub const PRUNE_STEP_ROWS: usize = 1_000;
+/// short: an ingest commit waits behind at most one step. Each removed history row dirties a page
+/// of its own (history is kept in target order, pruned in time order), and the commit writes and
+/// syncs them; the hub sizes steps below this by the time they take (`hub::PRUNE_STEP_TARGET`).
+/// Measured with `cargo bench -p vantage-coordinator --bench prune` (README, "Benchmarks").
+pub const PRUNE_STEP_ROWS: usize = 10_000;
 /// Most time one step spends removing history rows before it commits what it has (a loaded
 /// machine slows a step down however few its rows).
 pub const PRUNE_STEP_TIME: Duration = Duration::from_millis(10);
@@ -166,6 +166,8 @@ pub struct Pruning {
     pub alerts_before: i64,
     stage: PruneStage,
     pub done: Pruned,
+    /// How long the last step held the write lock (from the transaction's start to its commit).
+    pub last_step: Duration,
 }
 
 impl Pruning {
@@ -176,6 +178,7 @@ impl Pruning {
             alerts_before,
             stage: PruneStage::IndexHistory,
             done: Pruned::default(),
+            last_step: Duration::ZERO,
         }
     }
 }
@@ -568,6 +571,7 @@ impl Store {
     pub fn prune_step(&self, pruning: &mut Pruning, max_rows: usize, max_time: Duration) -> Result<bool, StoreError> {
         let max = max_rows.max(1);
         let txn = self.db.begin_write()?;
+        let began = Instant::now();
         let done = &mut pruning.done;
         // (rows written, whether the stage is over)
         let (rows, finished) = match &pruning.stage {
@@ -622,6 +626,7 @@ impl Store {
         } else {
             txn.abort()?;
         }
+        pruning.last_step = began.elapsed();
         if finished {
             pruning.stage = pruning.stage.next();
         }
