@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use prost::Message;
-use vantage_coordinator::hub::{Hub, HubOptions};
+use vantage_coordinator::hub::{Hub, HubOptions, Retention};
 use vantage_coordinator::store::{BatchOutcome, Store};
 use vantage_coordinator::{config, service, spec};
 use vantage_proto::v1::{AgentMessage, TargetSpec, agent_message};
@@ -109,6 +109,6 @@ async fn every_result_batch_seed_is_ingested_once_and_its_redelivery_is_a_duplic
         assert_eq!(hub.statuses(&urls).len(), urls.len(), "seed {name}");
     }
     assert!(committed >= 3, "most seeds are batches the hub takes: {committed} committed");
-    hub.prune(Duration::ZERO).await.expect("prune");
+    hub.prune(&Retention::all(Duration::ZERO)).await.expect("prune");
     let _ = std::fs::remove_dir_all(&dir);
 }
