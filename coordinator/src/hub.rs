@@ -1593,13 +1593,13 @@ impl Retention {
 /// A housekeeping step should hold the write lock no longer than this (an ingest commit arriving
 /// during one waits for its end, then takes its own time): the rows per step follow the time steps
 /// take, from `PRUNE_STEP_FIRST_ROWS`, between `PRUNE_STEP_MIN_ROWS` and `store::PRUNE_STEP_ROWS`.
-pub const PRUNE_STEP_TARGET: Duration = Duration::from_millis(20);
+pub const PRUNE_STEP_TARGET: Duration = Duration::from_millis(10);
 const PRUNE_STEP_FIRST_ROWS: usize = 1_000;
 const PRUNE_STEP_MIN_ROWS: usize = 50;
 
 /// Pause between two housekeeping steps. redb's writer lock is not fair: a pruner that began its
 /// next step at once could take it again before a waiting ingest commit wakes up.
-const PRUNE_PAUSE: Duration = Duration::from_millis(5);
+const PRUNE_PAUSE: Duration = Duration::from_millis(10);
 
 fn name_taken(state: &State, name: &str, region: &str) -> Result<(), HubError> {
     match state.agents.get(name) {

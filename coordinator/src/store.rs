@@ -47,8 +47,9 @@ const HISTORY_INDEX_FROM: &str = "history_index_from";
 
 /// Most rows one housekeeping step removes (or indexes), so the write transaction it holds stays
 /// short: an ingest commit waits behind at most one step. Each removed history row dirties a page
-/// of its own (history is kept in target order, pruned in time order), and the commit writes and
-/// syncs them; the hub sizes steps below this by the time they take (`hub::PRUNE_STEP_TARGET`).
+/// of its own (history is kept in target order, pruned in time order), which the next synced
+/// commit writes out; the hub sizes steps below this by the time they take
+/// (`hub::PRUNE_STEP_TARGET`).
 /// Measured with `cargo bench -p vantage-coordinator --bench prune` (README, "Benchmarks").
 pub const PRUNE_STEP_ROWS: usize = 10_000;
 /// Most time one step spends removing history rows before it commits what it has (a loaded
@@ -85,6 +86,8 @@ pub enum StoreError {
     Table(redb::TableError),
     #[error("commit: {0}")]
     Commit(redb::CommitError),
+    #[error("durability: {0}")]
+    Durability(redb::SetDurabilityError),
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
     #[error("cannot create the data directory {path}: {source}")]
@@ -259,7 +262,8 @@ from_redb!(
     redb::StorageError => Storage,
     redb::TransactionError => Transaction,
     redb::TableError => Table,
-    redb::CommitError => Commit
+    redb::CommitError => Commit,
+    redb::SetDurabilityError => Durability
 );
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
@@ -568,9 +572,15 @@ impl Store {
     /// rows of one kind, oldest first (history rows for at most `max_time`, then it commits).
     /// Returns true once the pass is over. Between steps other writers (ingest) get the
     /// database, so none waits longer than one step.
+    ///
+    /// A step commits without syncing the file (redb's `Durability::None`): the next ingest
+    /// commit, which syncs, makes it durable with its own, so a step holds the write lock only
+    /// for its work, not for a disk flush. A crash in between loses only removals that the next
+    /// pass does again.
     pub fn prune_step(&self, pruning: &mut Pruning, max_rows: usize, max_time: Duration) -> Result<bool, StoreError> {
         let max = max_rows.max(1);
-        let txn = self.db.begin_write()?;
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::None)?;
         let began = Instant::now();
         let done = &mut pruning.done;
         // (rows written, whether the stage is over)
