@@ -1508,6 +1508,7 @@ impl Hub {
             }
             tokio::time::sleep(PRUNE_PAUSE).await;
         }
+        blocking(&self.store, |s| s.sync()).await?;
         // Silences that ended before the cutoff went from the store with them.
         self.lock().silences.retain(|s| s.end_ms >= results);
         let done = pruning.done;

@@ -568,6 +568,13 @@ impl Store {
         Ok(out)
     }
 
+    /// Makes every commit so far durable (one empty synced commit): ends a housekeeping pass,
+    /// whose steps do not sync, so its work is on disk even if no ingest commit follows.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.db.begin_write()?.commit()?;
+        Ok(())
+    }
+
     /// One step of `pruning`: one write transaction that indexes or removes at most `max_rows`
     /// rows of one kind, oldest first (history rows for at most `max_time`, then it commits).
     /// Returns true once the pass is over. Between steps other writers (ingest) get the
