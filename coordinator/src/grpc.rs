@@ -214,8 +214,12 @@ impl Gate {
             Rule::Open => Ok(false),
             // Without mTLS an agent is who its hello says (plaintext on loopback only).
             Rule::Agent if !self.auth.mtls => Ok(false),
-            Rule::Agent => match cert.map(|c| &c.identity) {
-                Some(Some(Identity::Agent { .. })) => Ok(true),
+            Rule::Agent => match cert.map(|c| (&c.identity, c)) {
+                // A revoked certificate is no credential: refused here, before its hello is read.
+                Some((Some(Identity::Agent { region, name }), c)) if (self.revoked)(&c.sha256_hex) => {
+                    Err(Status::permission_denied(format!("the certificate of agent {name} ({region}) is revoked")))
+                }
+                Some((Some(Identity::Agent { .. }), _)) => Ok(true),
                 Some(_) => Err(Status::permission_denied("the client certificate is not an agent certificate")),
                 None => {
                     Err(Status::unauthenticated("agents must present a client certificate (see `pki issue-agent`)"))
@@ -466,6 +470,17 @@ mod tests {
         let unreadable = Arc::new(Connection::new(Some(Err("bad".into()))));
         let refused = gate.admit(upsert, &headers(Some("Bearer admin-token-0123456789")), &unreadable);
         assert_eq!(refused.map(|a| a.credential).map_err(|s| s.code()), Err(tonic::Code::Unauthenticated));
+    }
+
+    #[test]
+    fn a_revoked_agent_certificate_is_refused_before_its_hello_is_read() {
+        let gate = Gate { revoked: Arc::new(|sha: &str| sha == "ab"), ..gate(true) };
+        let agent = Identity::Agent { region: "eu".into(), name: "a".into() };
+        let refused =
+            gate.admit("/vantage.v1.AgentService/Connect", &headers(None), &Arc::new(connection(Some(agent))));
+        let status = refused.err().expect("a revoked certificate is no credential");
+        assert_eq!(status.code(), tonic::Code::PermissionDenied);
+        assert_eq!(status.message(), "the certificate of agent a (eu) is revoked");
     }
 
     #[test]

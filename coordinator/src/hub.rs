@@ -705,7 +705,10 @@ impl Hub {
             for row in rows {
                 let key = (row.url.clone(), region.to_owned());
                 let newer = state.latest.get(&key).is_none_or(|cur| store::entry_ms(cur) <= row.at_ms);
-                if let Some(waiter) = run_now_id(&row.entry).and_then(|id| state.run_now.get(&id)) {
+                // Only an answer about the URL the CheckNow asked for: an agent cannot hand one
+                // target's result to another's caller by borrowing its run-now id.
+                let waiter = run_now_id(&row.entry).and_then(|id| state.run_now.get(&id)).filter(|w| w.url == row.url);
+                if let Some(waiter) = waiter {
                     let _ = waiter.tx.send(row.entry.clone());
                 }
                 if newer && state.targets.contains_key(&row.url) {
@@ -1282,8 +1285,8 @@ impl Hub {
     // ---- check now ----
 
     /// Whether a `CheckNow` is waiting for results with this run-now id.
-    pub fn awaits_run_now(&self, id: &str) -> bool {
-        self.lock().run_now.contains_key(id)
+    pub fn awaits_run_now(&self, id: &str, url: &str) -> bool {
+        self.lock().run_now.get(id).is_some_and(|w| w.url == url)
     }
 
     /// Asks every region's agent to probe `url` now and waits for their results.
@@ -1490,12 +1493,20 @@ impl Hub {
         let mut pruning = Pruning::new(results, events, results);
         let mut rows = PRUNE_STEP_FIRST_ROWS;
         loop {
-            let over;
-            (pruning, over) = blocking(&self.store, move |s| {
+            let step = blocking(&self.store, move |s| {
                 let over = s.prune_step(&mut pruning, rows, store::PRUNE_STEP_TIME)?;
                 Ok((pruning, over))
             })
-            .await?;
+            .await;
+            let over;
+            (pruning, over) = match step {
+                Ok(step) => step,
+                Err(e) => {
+                    // The steps before this one stay removed, synced even if no ingest follows.
+                    let _ = blocking(&self.store, |s| s.sync()).await;
+                    return Err(e);
+                }
+            };
             if over {
                 break;
             }

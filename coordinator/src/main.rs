@@ -96,9 +96,14 @@ struct ServeArgs {
     /// Results per second one agent may deliver; beyond it, its stream is read more slowly.
     #[arg(long, default_value_t = vantage_coordinator::service::DEFAULT_AGENT_RATE, env = "VANTAGE_AGENT_RATE")]
     agent_rate: u32,
-    /// Bytes of result batches per second one agent may deliver (8 MiB); beyond it, its stream is
-    /// read more slowly.
-    #[arg(long, default_value_t = vantage_coordinator::service::DEFAULT_AGENT_BYTES, env = "VANTAGE_AGENT_BYTES")]
+    /// Bytes of result batches per second one agent may deliver (8 MiB; at least 4 MiB, one full
+    /// message a second, so no setting can stall an agent); beyond it, its stream is read more slowly.
+    #[arg(
+        long,
+        default_value_t = vantage_coordinator::service::DEFAULT_AGENT_BYTES,
+        env = "VANTAGE_AGENT_BYTES",
+        value_parser = clap::value_parser!(u64).range(vantage_shared::limits::MAX_MESSAGE as u64..)
+    )]
     agent_bytes: u64,
     /// Most connections the gRPC port holds at once; beyond it a new connection is closed at once
     /// (connections already open, agents' among them, are not affected).

@@ -98,6 +98,11 @@ impl RefusalLog {
         }
         if last.len() >= MAX_REMEMBERED {
             last.retain(|_, (at, _)| now.saturating_duration_since(*at) < LOG_EVERY);
+            if last.len() >= MAX_REMEMBERED {
+                // Every remembered line is recent: stay quiet (the metric still counts) rather
+                // than grow past the bound.
+                return None;
+            }
         }
         last.insert((agent.to_owned(), reason), (now, 0));
         Some(0)

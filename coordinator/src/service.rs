@@ -421,7 +421,9 @@ async fn serve_agent(
                 // Only a run-now the coordinator is waiting for: an agent cannot force its batches
                 // into the sampled traces.
                 let traced = results.iter().find(|r| {
-                    !r.trace_context.is_empty() && !r.run_now_id.is_empty() && hub.awaits_run_now(&r.run_now_id)
+                    !r.trace_context.is_empty()
+                        && !r.run_now_id.is_empty()
+                        && hub.awaits_run_now(&r.run_now_id, &r.target_url)
                 });
                 if let Some(r) = traced {
                     vantage_shared::telemetry::adopt(&span, r.trace_context.iter().map(|(k, v)| (&**k, &**v)));

@@ -373,8 +373,8 @@ fn a_ghost_region_forgotten_with_forget_region_lets_the_closed_port_be_down_and_
     let as_reader = |method: &str, auth: &[&str]| {
         let mut args = vec!["-cacert", ca.as_str()];
         args.extend(auth);
-        let method = format!("vantage.v1.Coordinator/{method}");
         let body = if method == "ForgetRegion" { r#"{"region": "r4"}"# } else { "{}" };
+        let method = format!("vantage.v1.Coordinator/{method}");
         args.extend(["-d", body, addr.as_str(), method.as_str()]);
         vantage_e2e::grpcurl_output(&args)
     };
