@@ -723,7 +723,15 @@ async fn build(dir: &Path, gzip_bomb_sent: Tally) -> Result<(Vec<Scenario>, Sock
     b.tls("cert_malformed_leaf", "a leaf certificate of malformed DER", &h, addr, &[], down(CertInvalid));
 
     // TCP failures.
-    let closed = server::bind("127.0.0.1", 0).await?.local_addr()?; // dropped: the port is closed
+    // Bound but never listening, and held for the lab's life: connections are refused, and no
+    // other server (a test running beside, a later bind) can be given the port meanwhile.
+    let closed_socket = tokio::net::TcpSocket::new_v4()?;
+    closed_socket.bind((std::net::Ipv4Addr::LOCALHOST, 0).into())?;
+    let closed = closed_socket.local_addr()?;
+    tokio::spawn(async move {
+        let _held = closed_socket;
+        std::future::pending::<()>().await
+    });
     b.tls("tcp_refused", "nothing listens on the port", &host("closed"), closed, &[], down(TcpRefused));
     let (hole, fillers) = server::black_hole().await?;
     let hole_addr = hole.local_addr()?;
