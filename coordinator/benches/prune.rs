@@ -11,8 +11,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vantage_coordinator::hub::{Hub, HubOptions, Retention, now_ms};
-use vantage_coordinator::store::{self, Store, StoredResult};
+use vantage_coordinator::clock::now_ms;
+use vantage_coordinator::hub::{Hub, HubOptions, Retention};
+use vantage_coordinator::store::{Store, StoredResult};
 use vantage_proto::v1::{HistoryEntry, ProbeResult, ProbeStatus, Timings};
 
 const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
@@ -58,7 +59,7 @@ fn row(target: usize, region: &str, at_ms: i64) -> StoredResult {
                 ttfb_ms: Some(1.0),
                 total_ms: 6.0,
             }),
-            checked_at: Some(store::timestamp(at_ms)),
+            checked_at: Some(vantage_coordinator::clock::timestamp(at_ms)),
             ..Default::default()
         }),
         ..Default::default()

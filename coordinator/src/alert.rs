@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use vantage_shared::report::rfc3339;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -237,7 +236,7 @@ impl Alert {
             | AlertKind::ChannelRecovered
             | AlertKind::UnknownCleared => {
                 if let Some(d) = self.duration_ms {
-                    line.push_str(&format!(" after {}", human_duration(d)));
+                    line.push_str(&format!(" after {}", crate::clock::human_duration(d)));
                 }
             }
             AlertKind::CertWarning | AlertKind::CertCritical => {
@@ -271,9 +270,9 @@ impl Alert {
                 if where_.is_empty() { format!("backend {backend}") } else { format!("{where_}; backend {backend}") };
         }
         field("Where:", &where_);
-        field("Since:", &ms_rfc3339(self.since_ms));
+        field("Since:", &crate::clock::rfc3339(self.since_ms));
         if let Some(d) = self.duration_ms {
-            field("Lasted:", &human_duration(d));
+            field("Lasted:", &crate::clock::human_duration(d));
         }
         if let Some(fp) = &self.fingerprint {
             field("Cert:", &format!("sha256 {fp}"));
@@ -288,21 +287,6 @@ impl Alert {
         field("Status:", &self.link);
         out.push_str(&format!("Event:  {}\n", self.id));
         out
-    }
-}
-
-pub fn ms_rfc3339(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).map(rfc3339).unwrap_or_default()
-}
-
-/// 6h 12m, 4m 3s, 12s.
-pub fn human_duration(ms: i64) -> String {
-    let s = ms.max(0) / 1000;
-    match (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60) {
-        (0, 0, 0, sec) => format!("{sec}s"),
-        (0, 0, m, sec) => format!("{m}m {sec}s"),
-        (0, h, m, _) => format!("{h}h {m}m"),
-        (d, h, _, _) => format!("{d}d {h}h"),
     }
 }
 
@@ -412,7 +396,7 @@ impl Silence {
 
     pub fn describe(&self) -> String {
         let what = if self.comment.is_empty() { self.id.clone() } else { format!("{} ({})", self.id, self.comment) };
-        format!("{what} until {}", ms_rfc3339(self.end_ms))
+        format!("{what} until {}", crate::clock::rfc3339(self.end_ms))
     }
 }
 
@@ -597,7 +581,7 @@ mod tests {
         ] {
             assert!(text.contains(part), "{part} in\n{text}");
         }
-        assert_eq!(human_duration(6 * 3_600_000 + 12 * 60_000), "6h 12m");
-        assert_eq!(human_duration(61_000), "1m 1s");
+        assert_eq!(crate::clock::human_duration(6 * 3_600_000 + 12 * 60_000), "6h 12m");
+        assert_eq!(crate::clock::human_duration(61_000), "1m 1s");
     }
 }

@@ -244,7 +244,7 @@ pub fn parse_config(text: &str, path: &str, dir: &Path) -> Result<Config, Config
         spec::check_labels(r.labels.iter()).map_err(|e| entry_error(line, format!("route: {e}")))?;
         routes.push(Route { channels: r.channels, labels: r.labels, events });
     }
-    let now = crate::hub::now_ms();
+    let now = crate::clock::now_ms();
     let mut silences = Vec::new();
     for (n, entry) in file.silence.into_iter().enumerate() {
         let line = line_of(text, entry.span());

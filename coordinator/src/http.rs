@@ -147,7 +147,7 @@ async fn route(http: &Http, request: Request<hyper::body::Incoming>) -> Response
                     serde_json::json!({
                         "name": name,
                         "period_seconds": period.as_secs(),
-                        "last": (last != 0).then(|| crate::alert::ms_rfc3339(last)),
+                        "last": (last != 0).then(|| crate::clock::rfc3339(last)),
                         "overdue": overdue,
                     })
                 })
@@ -204,7 +204,7 @@ async fn heartbeat(
     use crate::hub::HeartbeatError as E;
     match hub.heartbeat(&name, &timestamp, &signature, &body).await {
         Ok(next_due) => {
-            let json = serde_json::json!({ "accepted": name, "next_due": crate::alert::ms_rfc3339(next_due) });
+            let json = serde_json::json!({ "accepted": name, "next_due": crate::clock::rfc3339(next_due) });
             (StatusCode::OK, "application/json", json.to_string() + "\n")
         }
         Err(e) => {

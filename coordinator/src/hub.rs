@@ -17,6 +17,7 @@ use vantage_shared::FailureCode;
 use vantage_shared::limits::{MAX_BATCH_RESULTS, MAX_ID};
 
 use crate::alert::{Alert, AlertCause, AlertKind, AlertRecord, Alerting, Silence};
+use crate::clock::now_ms;
 use crate::refusal::{Reason, Refusal};
 use crate::regions::RegionSet;
 use crate::store::{
@@ -52,10 +53,6 @@ pub enum HubError {
 
 /// An agent clock further than this from the coordinator's is warned about at its hello.
 const MAX_CLOCK_OFFSET_MS: u64 = 5_000;
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
 
 struct Session {
     id: u64,
@@ -385,7 +382,7 @@ impl Hub {
             targets: targets.into_iter().map(|t| (t.url.clone(), t)).collect(),
             latest: latest.into_iter().map(|r| ((r.url, r.entry.region.clone()), r.entry)).collect(),
             verdicts: verdicts.into_iter().collect(),
-            open_incidents: open.into_iter().map(|i| (i.url, i.opened.as_ref().map_or(0, store::ms))).collect(),
+            open_incidents: open.into_iter().map(|i| (i.url, i.opened.as_ref().map_or(0, crate::clock::ms))).collect(),
             silences,
             certs: recall(&memory, "cert:"),
             silent_regions: recall(&memory, "region:"),
@@ -673,12 +670,12 @@ impl Hub {
                 // A probe cannot have run after it arrived: an agent clock running ahead must not
                 // make its results look newer than later ones.
                 let arrived = now_ms();
-                if store::entry_ms(&entry) > arrived {
+                if crate::clock::entry_ms(&entry) > arrived {
                     if let Some(result) = entry.result.as_mut() {
-                        result.checked_at = Some(store::timestamp(arrived));
+                        result.checked_at = Some(crate::clock::timestamp(arrived));
                     }
                 }
-                StoredResult { at_ms: store::entry_ms(&entry), url, entry }
+                StoredResult { at_ms: crate::clock::entry_ms(&entry), url, entry }
             })
             .collect();
         let agent_name = agent.to_owned();
@@ -704,7 +701,7 @@ impl Hub {
             }
             for row in rows {
                 let key = (row.url.clone(), region.to_owned());
-                let newer = state.latest.get(&key).is_none_or(|cur| store::entry_ms(cur) <= row.at_ms);
+                let newer = state.latest.get(&key).is_none_or(|cur| crate::clock::entry_ms(cur) <= row.at_ms);
                 // Only an answer about the URL the CheckNow asked for: an agent cannot hand one
                 // target's result to another's caller by borrowing its run-now id.
                 let waiter = run_now_id(&row.entry).and_then(|id| state.run_now.get(&id)).filter(|w| w.url == row.url);
@@ -897,7 +894,7 @@ impl Hub {
                             alerts.push(alert);
                             IncidentChange::Open(Incident {
                                 url: url.clone(),
-                                opened: Some(store::timestamp(now)),
+                                opened: Some(crate::clock::timestamp(now)),
                                 closed: None,
                                 cause: decision.cause.map(cause),
                                 regions: decision.failing.clone(),
@@ -1119,7 +1116,7 @@ impl Hub {
         if queued {
             self.alerts_queued.notify_one();
         }
-        tracing::info!(heartbeat = name, next_due = crate::alert::ms_rfc3339(next_due), "heartbeat accepted");
+        tracing::info!(heartbeat = name, next_due = crate::clock::rfc3339(next_due), "heartbeat accepted");
         Ok(next_due)
     }
 
@@ -1151,7 +1148,7 @@ impl Hub {
             .into_iter()
             .map(|(channel, f)| vantage_proto::v1::FailingChannel {
                 channel,
-                since: Some(store::timestamp(f.since_ms)),
+                since: Some(crate::clock::timestamp(f.since_ms)),
                 error: f.error,
                 alerted: f.alerted,
             })
@@ -1376,11 +1373,11 @@ impl Hub {
                 region: a.record.region.clone(),
                 version: a.record.version.clone(),
                 connected: a.session.is_some(),
-                connected_since: a.session.as_ref().map(|s| store::timestamp(s.since_ms)),
-                last_seen: Some(store::timestamp(a.record.last_seen_ms)),
+                connected_since: a.session.as_ref().map(|s| crate::clock::timestamp(s.since_ms)),
+                last_seen: Some(crate::clock::timestamp(a.record.last_seen_ms)),
                 assigned_targets: a.session.as_ref().map_or(0, |s| s.assigned.len() as u32),
                 cert_sha256: a.record.cert_sha256.clone(),
-                cert_not_after: Some(a.record.cert_not_after_ms).filter(|ms| *ms != 0).map(store::timestamp),
+                cert_not_after: Some(a.record.cert_not_after_ms).filter(|ms| *ms != 0).map(crate::clock::timestamp),
                 clock_offset_ms: a.session.as_ref().map_or(0, |s| s.clock_offset_ms),
             })
             .collect()
@@ -1398,13 +1395,13 @@ impl Hub {
                 vantage_proto::v1::RegionInfo {
                     region: r.name.clone(),
                     connected_agents: connected as u32,
-                    last_seen: Some(store::timestamp(if connected > 0 { now } else { r.last_seen_ms })),
+                    last_seen: Some(crate::clock::timestamp(if connected > 0 { now } else { r.last_seen_ms })),
                     forget_at: state
                         .regions
                         .forget_at(&r.name, connected > 0, self.options.region_forget_after)
-                        .map(store::timestamp),
+                        .map(crate::clock::timestamp),
                     forgotten: r.forgotten_ms.is_some(),
-                    forgotten_at: r.forgotten_ms.map(store::timestamp),
+                    forgotten_at: r.forgotten_ms.map(crate::clock::timestamp),
                     agents: state.agents.values().filter(|a| a.record.region == r.name).count() as u32,
                 }
             })
@@ -1433,7 +1430,7 @@ impl Hub {
             let mut alert = region_forgotten(&mut state, region, record.last_seen_ms, now, &mut memory);
             alert.detail = format!(
                 "forgotten by {by} (ForgetRegion) after {} without an agent",
-                crate::alert::human_duration(quiet)
+                crate::clock::human_duration(quiet)
             );
             let records = plan_alerts(&mut state, &self.options.alerting, vec![alert], &mut memory);
             (record, records, memory)
@@ -1658,7 +1655,7 @@ fn observation(entry: &HistoryEntry) -> Option<Observation> {
         vantage_proto::v1::ProbeStatus::Unspecified => return None,
     };
     let code = result.failure.as_ref().and_then(|f| FailureCode::from_code(&f.code));
-    Some(Observation { at_ms: store::entry_ms(entry), status, code })
+    Some(Observation { at_ms: crate::clock::entry_ms(entry), status, code })
 }
 
 fn decide_target(state: &State, spec: &TargetSpec, now: i64, in_grace: bool) -> (Decision, Vec<RegionOpinion>) {
@@ -1703,7 +1700,7 @@ fn build_status(state: &State, spec: &TargetSpec, decision: &Decision, opinions:
                     cert = Some(CertSummary {
                         days_remaining: c.days_remaining,
                         health: c.health,
-                        not_after: c.not_after.map(|t| store_rfc3339(&t)).unwrap_or_default(),
+                        not_after: c.not_after.map(|t| crate::clock::timestamp_rfc3339(&t)).unwrap_or_default(),
                     });
                 }
             }
@@ -1723,7 +1720,7 @@ fn build_status(state: &State, spec: &TargetSpec, decision: &Decision, opinions:
             }
         })
         .collect();
-    let since = state.verdicts.get(&spec.url).map(|v| store::timestamp(v.since_ms));
+    let since = state.verdicts.get(&spec.url).map(|v| crate::clock::timestamp(v.since_ms));
     let labels: BTreeMap<String, String> = spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let silence =
         state.silences.iter().find(|s| s.active(now_ms()) && s.matches(&spec.url, &labels)).map(silence_to_proto);
@@ -1745,15 +1742,11 @@ pub fn silence_to_proto(s: &Silence) -> vantage_proto::v1::Silence {
         id: s.id.clone(),
         target: s.target.clone(),
         labels: s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        start: Some(store::timestamp(s.start_ms)),
-        end: Some(store::timestamp(s.end_ms)),
+        start: Some(crate::clock::timestamp(s.start_ms)),
+        end: Some(crate::clock::timestamp(s.end_ms)),
         comment: s.comment.clone(),
         source: s.source.clone(),
     }
-}
-
-fn store_rfc3339(t: &prost_types::Timestamp) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t.seconds).map(vantage_shared::report::rfc3339).unwrap_or_default()
 }
 
 /// A change to alerting's stored memory: key, and the new value (JSON; `None` deletes it).
@@ -1841,7 +1834,7 @@ fn cert_alerts(state: &mut State, spec: &TargetSpec, now: i64) -> Option<(Vec<Al
     let memory = state.certs.entry(spec.url.clone()).or_default();
     let known_level = memory.levels.iter().find(|(fp, _)| *fp == cert.sha256).map(|(_, l)| *l);
     let labels: BTreeMap<String, String> = spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let not_after = cert.not_after.map(|t| store_rfc3339(&t));
+    let not_after = cert.not_after.map(|t| crate::clock::timestamp_rfc3339(&t));
     let make = |kind: AlertKind, dedup: String| {
         let mut alert = Alert::new(kind, &spec.url, now, dedup);
         alert.labels = labels.clone();
@@ -2017,14 +2010,14 @@ fn heartbeat_alerts(
         let last = if entry.last_timestamp == 0 {
             "none has arrived since it was configured".to_owned()
         } else {
-            format!("the last arrived {}", crate::alert::ms_rfc3339(entry.last_ms))
+            format!("the last arrived {}", crate::clock::rfc3339(entry.last_ms))
         };
         alert.cause = Some(AlertCause {
             code: "heartbeat_overdue".into(),
             message: format!(
                 "Heartbeat {} is overdue: one is expected every {}, and {last}.",
                 config.name,
-                crate::alert::human_duration(config.period.as_millis() as i64)
+                crate::clock::human_duration(config.period.as_millis() as i64)
             ),
             hint: "The job that sends it (a certificate renewal, say) has not run or failed: check its timer or cron \
                    entry and its log (certbot renew --dry-run), and that it can reach the coordinator."
@@ -2066,9 +2059,9 @@ fn region_alerts(state: &mut State, now: i64, after: Duration, alerts: &mut Vec<
                 alert.cause = Some(AlertCause {
                     code: "region_silent".into(),
                     message: if state.connected_in(&region).is_empty() {
-                        format!("No agent of region {region} has been connected for {}.", crate::alert::human_duration(now - gone.since_ms))
+                        format!("No agent of region {region} has been connected for {}.", crate::clock::human_duration(now - gone.since_ms))
                     } else {
-                        format!("The agents of region {region} are connected, but none of their results has been stored for {}: they are refused (vantage_results_refused_total and the coordinator's log say why).", crate::alert::human_duration(now - gone.since_ms))
+                        format!("The agents of region {region} are connected, but none of their results has been stored for {}: they are refused (vantage_results_refused_total and the coordinator's log say why).", crate::clock::human_duration(now - gone.since_ms))
                     },
                     hint: "Check the agent hosts of this region (service running, network to the coordinator, certificate not expired or revoked); its targets are UNKNOWN from there meanwhile.".into(),
                 });
@@ -2192,7 +2185,7 @@ fn forget_quiet_regions(
     let connected = state.connected_regions();
     let (forgotten, save) = state.regions.tick(&connected, now, after);
     for (region, quiet) in forgotten {
-        let quiet_for = crate::alert::human_duration(quiet);
+        let quiet_for = crate::clock::human_duration(quiet);
         tracing::warn!(
             region,
             without_agents = quiet_for,

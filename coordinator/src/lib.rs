@@ -5,6 +5,7 @@
 pub mod alert;
 pub mod assign;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod conn;
 pub mod grpc;

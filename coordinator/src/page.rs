@@ -183,7 +183,7 @@ pub fn target_href(url: &str) -> String {
 /// `part=live` only the fragment the script swaps in).
 pub async fn route(hub: &Hub, path: &str, query: &str) -> Option<(StatusCode, String)> {
     let fragment = query_value(query, "part").is_some_and(|p| p == "live");
-    let now = crate::hub::now_ms();
+    let now = crate::clock::now_ms();
     match path {
         "/" => {
             let page = query_value(query, "page").and_then(|p| p.parse::<usize>().ok()).unwrap_or(1).max(1);
@@ -217,7 +217,7 @@ pub async fn route(hub: &Hub, path: &str, query: &str) -> Option<(StatusCode, St
                     hub.history(&url, region, i64::MIN, i64::MAX, RESULTS_PER_REGION).await.unwrap_or_default(),
                 );
             }
-            history.sort_by_key(|e| std::cmp::Reverse(crate::store::entry_ms(e)));
+            history.sort_by_key(|e| std::cmp::Reverse(crate::clock::entry_ms(e)));
             // One more than is shown: then the page says older ones exist.
             let incidents = hub.incidents(&url, false, MAX_INCIDENTS + 1).await.unwrap_or_default();
             let alerts = hub.alerts(&url, MAX_ALERTS).await.unwrap_or_default();
@@ -282,18 +282,14 @@ fn badge(verdict: &str) -> String {
 }
 
 fn ms_of(t: Option<&prost_types::Timestamp>) -> Option<i64> {
-    t.map(crate::store::ms)
+    t.map(crate::clock::ms)
 }
 
 /// "2026-05-01T10:00:00Z (3 min ago)".
 fn when(ms: Option<i64>, now: i64) -> String {
     match ms {
         Some(ms) if ms > 0 => {
-            format!(
-                "<time>{}</time> <span class=\"meta\">({} ago)</span>",
-                crate::alert::ms_rfc3339(ms),
-                span(now - ms)
-            )
+            format!("<time>{}</time> <span class=\"meta\">({} ago)</span>", crate::clock::rfc3339(ms), span(now - ms))
         }
         _ => "never".to_owned(),
     }
@@ -340,7 +336,7 @@ pub fn table_fragment(
     for verdict in ["UP", "DEGRADED", "DOWN", "UNKNOWN"] {
         let _ = write!(out, "<span>{} {}</span>", badge(verdict), counts.get(verdict).copied().unwrap_or(0));
     }
-    let _ = write!(out, "</p><p class=\"meta\">as of {} UTC</p>", crate::alert::ms_rfc3339(now));
+    let _ = write!(out, "</p><p class=\"meta\">as of {} UTC</p>", crate::clock::rfc3339(now));
     if total == 0 {
         out.push_str(
             "<p>No targets yet: add some with <code>vantage-coordinator targets add</code> or the config file.</p>",
@@ -460,7 +456,7 @@ pub fn target_fragment(
         out,
         "<p class=\"meta\"><a href=\"/\">← all targets</a> · as of {} UTC</p><h1 class=\"url\">{}</h1>\
          <p class=\"summary\" data-verdict=\"{verdict}\">{} since {} · quorum {} of {} regions · failing: {}</p>",
-        crate::alert::ms_rfc3339(now),
+        crate::clock::rfc3339(now),
         escape(&s.url),
         badge(verdict),
         when(ms_of(s.since.as_ref()), now),
@@ -669,11 +665,11 @@ fn cert_facts(c: &Certificate) -> String {
         sans.push(format!("and {} more", c.sans.len() - MAX_SANS));
     }
     rows.push(("SANs", sans.join(", ")));
-    rows.push(("Not before", ms_of(c.not_before.as_ref()).map_or("-".to_owned(), crate::alert::ms_rfc3339)));
-    rows.push(("Not after", ms_of(c.not_after.as_ref()).map_or("-".to_owned(), crate::alert::ms_rfc3339)));
+    rows.push(("Not before", ms_of(c.not_before.as_ref()).map_or("-".to_owned(), crate::clock::rfc3339)));
+    rows.push(("Not after", ms_of(c.not_after.as_ref()).map_or("-".to_owned(), crate::clock::rfc3339)));
     rows.push(("Days left", format!("{} ({})", c.days_remaining, crate::status::health_name(c.health))));
     if let Some(earliest) = ms_of(c.earliest_expiry.as_ref()) {
-        rows.push(("Chain expires", crate::alert::ms_rfc3339(earliest)));
+        rows.push(("Chain expires", crate::clock::rfc3339(earliest)));
     }
     rows.push(("SHA-256", format!("<code>{}</code>", escape(&c.sha256))));
     if !c.key.is_empty() {
@@ -688,7 +684,7 @@ fn cert_facts(c: &Certificate) -> String {
             .iter()
             .take(10)
             .map(|x| {
-                let until = ms_of(x.not_after.as_ref()).map_or("-".to_owned(), crate::alert::ms_rfc3339);
+                let until = ms_of(x.not_after.as_ref()).map_or("-".to_owned(), crate::clock::rfc3339);
                 format!(
                     "{} <span class=\"meta\">(issuer {}, until {until})</span>",
                     escape(&x.subject),
@@ -724,7 +720,7 @@ mod tests {
                 opinion: vantage_proto::v1::Opinion::Down as i32,
                 failure_code: HOSTILE.into(),
                 detail: HOSTILE.into(),
-                last_result_time: Some(crate::store::timestamp(1_000)),
+                last_result_time: Some(crate::clock::timestamp(1_000)),
                 ..Default::default()
             }],
             failing_regions: vec![HOSTILE.into()],
@@ -758,7 +754,7 @@ mod tests {
                     cert_sha256: HOSTILE.into(),
                 }],
                 timings: Some(Timings { total_ms: 12.0, ..Default::default() }),
-                checked_at: Some(crate::store::timestamp(1_000)),
+                checked_at: Some(crate::clock::timestamp(1_000)),
                 ..Default::default()
             }),
             ..Default::default()
@@ -804,7 +800,7 @@ mod tests {
         let entry = hostile_entry();
         let incident = Incident {
             url: HOSTILE.into(),
-            opened: Some(crate::store::timestamp(500)),
+            opened: Some(crate::clock::timestamp(500)),
             cause: Some(Cause { code: HOSTILE.into(), ..Default::default() }),
             regions: vec![HOSTILE.into()],
             ..Default::default()

@@ -249,7 +249,7 @@ pub fn history_entries(results: Vec<TargetResult>, region: &str, agent: &str) ->
 }
 
 fn alert_info(r: &crate::alert::AlertRecord) -> AlertInfo {
-    let at = |ms: i64| (ms != 0).then(|| crate::store::timestamp(ms));
+    let at = |ms: i64| (ms != 0).then(|| crate::clock::timestamp(ms));
     AlertInfo {
         id: r.alert.id.clone(),
         kind: r.alert.kind.as_str().into(),
@@ -328,7 +328,7 @@ impl AgentService for AgentEndpoint {
         let clock_offset_ms = hello
             .sent_at
             .as_ref()
-            .map(|t| crate::store::ms(t).saturating_sub(crate::hub::now_ms()))
+            .map(|t| crate::clock::ms(t).saturating_sub(crate::clock::now_ms()))
             .filter(|ms| ms.unsigned_abs() >= 1_000)
             .unwrap_or(0);
         let (session, closed) = hub
@@ -473,7 +473,7 @@ impl AdminEndpoint {
 }
 
 fn ms(t: Option<&prost_types::Timestamp>) -> Option<i64> {
-    t.map(crate::store::ms)
+    t.map(crate::clock::ms)
 }
 
 type StatusStream = Pin<Box<dyn Stream<Item = Result<TargetStatus, Status>> + Send>>;
@@ -646,7 +646,7 @@ impl Coordinator for AdminEndpoint {
             ms(s.end.as_ref()),
             &s.comment,
             "api",
-            crate::hub::now_ms(),
+            crate::clock::now_ms(),
         )
         .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let silence = self.hub.create_silence(silence).await?;

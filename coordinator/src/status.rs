@@ -476,11 +476,11 @@ pub async fn run_silences(args: SilencesArgs) -> anyhow::Result<()> {
     let mut client = client(&args.client).await?;
     match args.command {
         SilenceCommand::Add(a) => {
-            let end = crate::hub::now_ms() + a.duration.as_millis() as i64;
+            let end = crate::clock::now_ms() + a.duration.as_millis() as i64;
             let silence = Silence {
                 target: a.target.unwrap_or_default(),
                 labels: a.labels.into_iter().collect(),
-                end: Some(crate::store::timestamp(end)),
+                end: Some(crate::clock::timestamp(end)),
                 comment: a.comment,
                 ..Default::default()
             };

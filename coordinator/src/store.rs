@@ -1159,19 +1159,7 @@ fn prune_alerts(
     Ok((removed, next))
 }
 
-/// When a stored entry's probe ran, Unix ms.
-pub fn entry_ms(entry: &HistoryEntry) -> i64 {
-    entry.result.as_ref().and_then(|r| r.checked_at.as_ref()).map_or(0, ms)
-}
-
-/// A protobuf timestamp in Unix ms (saturating: agents send any value).
-pub fn ms(t: &prost_types::Timestamp) -> i64 {
-    t.seconds.saturating_mul(1000).saturating_add(i64::from(t.nanos) / 1_000_000)
-}
-
-pub fn timestamp(ms: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 }
-}
+use crate::clock::{entry_ms, ms, timestamp};
 
 #[cfg(test)]
 mod tests {

@@ -2,7 +2,7 @@
 //! often it is seen, critical once when it crosses that threshold too, a renewed certificate
 //! starting afresh (and announced as changed), and the alerts surviving in the outbox.
 
-use vantage_coordinator::hub::now_ms;
+use vantage_coordinator::clock::now_ms;
 use vantage_coordinator::serve::{self, ServeOptions};
 use vantage_proto::v1::{CertHealth, Certificate, HistoryEntry, ProbeResult, ProbeStatus, TargetSpec};
 
@@ -19,7 +19,7 @@ fn seen(fingerprint: &str, days: i64, health: CertHealth) -> (String, HistoryEnt
             subject: "CN=shop.alerting.test".into(),
             ..Default::default()
         }),
-        checked_at: Some(vantage_coordinator::store::timestamp(now_ms())),
+        checked_at: Some(vantage_coordinator::clock::timestamp(now_ms())),
         ..Default::default()
     };
     (URL.into(), HistoryEntry { result: Some(result), ..Default::default() })

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use vantage_coordinator::hub::{Hub, HubOptions, Retention, now_ms};
-use vantage_coordinator::store::{self, AgentRecord, Store, StoredResult};
+use vantage_coordinator::clock::now_ms;
+use vantage_coordinator::hub::{Hub, HubOptions, Retention};
+use vantage_coordinator::store::{AgentRecord, Store, StoredResult};
 use vantage_proto::v1::{HistoryEntry, ProbeResult, ProbeStatus};
 
 const DAY_MS: i64 = 86_400_000;
@@ -30,7 +31,7 @@ fn result(at_ms: i64) -> StoredResult {
         result: Some(ProbeResult {
             url: URL.into(),
             status: ProbeStatus::Up as i32,
-            checked_at: Some(store::timestamp(at_ms)),
+            checked_at: Some(vantage_coordinator::clock::timestamp(at_ms)),
             ..Default::default()
         }),
         ..Default::default()

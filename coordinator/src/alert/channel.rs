@@ -11,7 +11,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::json;
 
-use super::{Alert, Severity, ms_rfc3339};
+use super::{Alert, Severity};
+use crate::clock::rfc3339 as ms_rfc3339;
 
 /// Longest a send may take.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -138,7 +139,7 @@ impl Sender {
                 Kind::Webhook { url, secret } => {
                     let body =
                         serde_json::to_vec(&webhook_body(alert)).map_err(|e| SendError::Rejected(e.to_string()))?;
-                    let timestamp = (super::super::hub::now_ms() / 1000).to_string();
+                    let timestamp = (crate::clock::now_ms() / 1000).to_string();
                     let mut headers =
                         vec![("x-vantage-event-id", alert.id.clone()), ("x-vantage-timestamp", timestamp.clone())];
                     if let Some(secret) = secret {

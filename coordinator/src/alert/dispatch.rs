@@ -17,7 +17,8 @@ use tokio::sync::Notify;
 use super::channel::{SendError, Sender};
 use super::health::{self, Change, Failing, Observed};
 use super::{Alert, AlertKind, AlertRecord, Alerting, Delivery, DeliveryState};
-use crate::hub::{Hub, now_ms};
+use crate::clock::now_ms;
+use crate::hub::Hub;
 
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_CAP: Duration = Duration::from_secs(300);
@@ -139,7 +140,7 @@ pub async fn run(hub: Arc<Hub>, alerting: Arc<Alerting>, wake: Arc<Notify>) {
     for (channel, failing) in hub.channel_health.failing() {
         tracing::error!(
             channel,
-            since = super::ms_rfc3339(failing.since_ms),
+            since = crate::clock::rfc3339(failing.since_ms),
             error = failing.error,
             "alert channel failing since before this start: its alerts are retried"
         );
@@ -252,7 +253,7 @@ async fn finish(hub: &Hub, alerting: &Alerting, finished: Vec<Finished>) {
                 memory.push(remember(&channel, Some(&failing)));
             }
             (Some(Change::Recovered { was }), _) => {
-                tracing::info!(channel, since = super::ms_rfc3339(was.since_ms), "alert channel works again");
+                tracing::info!(channel, since = crate::clock::rfc3339(was.since_ms), "alert channel works again");
                 memory.push(remember(&channel, None));
                 if was.alerted {
                     alerts.push(channel_alert(alerting, AlertKind::ChannelRecovered, &channel, &was, now));
@@ -288,7 +289,7 @@ async fn raise_overdue(hub: &Hub, alerting: &Alerting, after: Duration) {
     for (channel, failing) in &raised {
         tracing::error!(
             channel,
-            since = super::ms_rfc3339(failing.since_ms),
+            since = crate::clock::rfc3339(failing.since_ms),
             error = failing.error,
             "alert channel failing for longer than {after:?}: channel_failing goes to the other channels"
         );
