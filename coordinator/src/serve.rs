@@ -286,7 +286,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
-            ticking.evaluate(None).await;
+            ticking.tick().await;
         }
     }));
     let (expiring, tls_files) = (hub.clone(), options.tls.clone());

@@ -539,6 +539,19 @@ impl Store {
         Ok(out)
     }
 
+    /// The newest result of each region for one target.
+    pub fn latest_of(&self, url: &str) -> Result<Vec<StoredResult>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(LATEST)?;
+        let mut out = Vec::new();
+        for row in table.range((url, "")..=(url, "\u{10ffff}"))? {
+            let (_, value) = row?;
+            let entry = HistoryEntry::decode(value.value()).map_err(corrupt)?;
+            out.push(StoredResult { url: url.to_owned(), at_ms: entry_ms(&entry), entry });
+        }
+        Ok(out)
+    }
+
     /// A target's results between two times (Unix ms, inclusive), newest first, optionally
     /// for one region.
     pub fn history(

@@ -1,0 +1,222 @@
+//! The judge: a target's regions' opinions from their newest results, the verdict the rules of
+//! `verdict` decide from them, and the incident state machine (README: "Verdicts and
+//! incidents"): an incident opens when a target turns DOWN and closes when it is UP again
+//! (DEGRADED and UNKNOWN leave it as it is). Pure: the clock and the connected regions come in.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::targets::{Name, Target};
+use crate::store::VerdictRecord;
+use crate::verdict::{self, Decision, RegionOpinion, Verdict};
+use crate::{clock, spec};
+
+/// What a judgement depends on besides the target.
+pub struct Context<'a> {
+    /// The default region set (targets without their own regions are judged by it).
+    pub default_regions: &'a [Name],
+    /// Regions with a connected agent.
+    pub connected: &'a HashSet<Name>,
+    /// Just after start-up every region counts as connected, so agents have time to come back.
+    pub in_grace: bool,
+    pub now: i64,
+}
+
+/// What an incident does with a judgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IncidentStep {
+    Opened,
+    /// The incident open since `opened` is over.
+    Closed {
+        opened: i64,
+    },
+    None,
+}
+
+/// One judgement of a target.
+#[derive(Debug, Clone)]
+pub struct Judgement {
+    pub decision: Decision,
+    pub opinions: Vec<RegionOpinion>,
+    /// The verdict to record (its `since` moves only when the verdict changes).
+    pub record: VerdictRecord,
+    /// The verdict differs from the one last decided (or none was).
+    pub changed: bool,
+    /// The target's first verdict.
+    pub first: bool,
+    pub incident: IncidentStep,
+}
+
+/// Each judging region's opinion, and the decision from them.
+pub fn decide(target: &Target, ctx: &Context<'_>) -> (Decision, Vec<RegionOpinion>) {
+    let spec = &target.spec;
+    let (interval, timeout) = spec::timing(spec);
+    let mut opinions = Vec::with_capacity(ctx.default_regions.len().max(spec.regions.len()));
+    super::agents::for_each_region(spec, ctx.default_regions, |region| {
+        let connected = ctx.in_grace || ctx.connected.contains(region);
+        let newest = target.latest_in(region).and_then(|l| l.observation());
+        let (opinion, code) = verdict::opinion(
+            newest.as_ref(),
+            connected,
+            ctx.now,
+            interval.as_millis() as i64,
+            timeout.as_millis() as i64,
+        );
+        opinions.push(RegionOpinion { region: region.to_owned(), opinion, code });
+    });
+    let quorum = verdict::effective_quorum(spec.quorum, opinions.len());
+    (verdict::decide(&opinions, quorum), opinions)
+}
+
+/// Judges `target` now: its decision, and what changes against the verdict last recorded.
+pub fn judge(target: &Target, ctx: &Context<'_>) -> Judgement {
+    let (decision, opinions) = decide(target, ctx);
+    let previous = target.verdict.as_ref();
+    let changed = previous.is_none_or(|p| p.verdict != decision.verdict.as_str());
+    let record = VerdictRecord {
+        verdict: decision.verdict.as_str().to_owned(),
+        cause: decision.cause.map(|c| c.as_str().to_owned()),
+        since_ms: match previous {
+            Some(p) if !changed => p.since_ms,
+            _ => ctx.now,
+        },
+        failing_regions: decision.failing.clone(),
+    };
+    let incident = match (changed, decision.verdict, target.open_incident) {
+        (true, Verdict::Down, None) => IncidentStep::Opened,
+        (true, Verdict::Up, Some(opened)) => IncidentStep::Closed { opened },
+        _ => IncidentStep::None,
+    };
+    Judgement { decision, opinions, record, changed, first: previous.is_none(), incident }
+}
+
+/// When the target must be judged again if no result comes: the first moment a judging region's
+/// newest result is too old to count, or its `unknown` alert falls due (`unknown_alerted`: one is
+/// out already). `i64::MAX` for never.
+pub fn next_deadline(
+    target: &Target,
+    judgement: &Judgement,
+    now: i64,
+    unknown_after: Duration,
+    unknown_alerted: bool,
+) -> i64 {
+    let (interval, timeout) = spec::timing(&target.spec);
+    let max_age = verdict::max_age_ms(interval.as_millis() as i64, timeout.as_millis() as i64);
+    let stale = judgement
+        .opinions
+        .iter()
+        .filter_map(|o| target.latest_in(&o.region))
+        .map(|l| l.at_ms.saturating_add(max_age).saturating_add(1))
+        .filter(|at| *at > now)
+        .min()
+        .unwrap_or(i64::MAX);
+    let unknown = if judgement.decision.verdict == Verdict::Unknown && !unknown_alerted && !unknown_after.is_zero() {
+        judgement.record.since_ms.saturating_add(unknown_after.as_millis() as i64).max(now + 1)
+    } else {
+        i64::MAX
+    };
+    stale.min(unknown)
+}
+
+/// The incident a judgement opens, as the store records it.
+pub fn opened_incident(url: &str, judgement: &Judgement, now: i64) -> vantage_proto::v1::Incident {
+    vantage_proto::v1::Incident {
+        url: url.to_owned(),
+        opened: Some(clock::timestamp(now)),
+        closed: None,
+        cause: judgement.decision.cause.map(super::projection::cause),
+        regions: judgement.decision.failing.clone(),
+        closed_reason: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::targets::Latest;
+    use vantage_proto::v1::TargetSpec;
+    use vantage_shared::{FailureCode, ProbeStatus};
+
+    fn latest(at_ms: i64, status: ProbeStatus) -> Latest {
+        Latest {
+            at_ms,
+            checked_at: None,
+            status: Some(status),
+            failure_code: "".into(),
+            code: (status == ProbeStatus::Down).then_some(FailureCode::TcpRefused),
+            detail: "".into(),
+            latency_ms: 1.0,
+            agent: "a".into(),
+            backend: None,
+            cert: None,
+        }
+    }
+
+    fn target(results: &[(&str, ProbeStatus)], at: i64) -> Target {
+        let mut t = Target::new(TargetSpec {
+            url: "https://x/".into(),
+            interval: Some(prost_types::Duration { seconds: 10, nanos: 0 }),
+            ..Default::default()
+        });
+        for (region, status) in results {
+            t.observe(Name::from(*region), latest(at, *status));
+        }
+        t
+    }
+
+    /// Judges `t` at `now` with regions r1..r3 connected, and applies the result as the hub does.
+    fn step(t: &mut Target, now: i64) -> Judgement {
+        let regions: Vec<Name> = ["r1", "r2", "r3"].into_iter().map(Name::from).collect();
+        let connected: HashSet<Name> = regions.iter().cloned().collect();
+        let ctx = Context { default_regions: &regions, connected: &connected, in_grace: false, now };
+        let j = judge(t, &ctx);
+        match j.incident {
+            IncidentStep::Opened => t.open_incident = Some(now),
+            IncidentStep::Closed { .. } => t.open_incident = None,
+            IncidentStep::None => {}
+        }
+        t.verdict = Some(j.record.clone());
+        j
+    }
+
+    #[test]
+    fn an_incident_opens_on_down_survives_degraded_and_unknown_and_closes_on_up() {
+        use ProbeStatus::*;
+        let mut t = target(&[("r1", Up), ("r2", Up), ("r3", Up)], 1_000);
+        let first = step(&mut t, 1_000);
+        assert!(first.first && first.changed && first.incident == IncidentStep::None);
+        let again = step(&mut t, 2_000);
+        assert!(!again.changed && again.record.since_ms == 1_000, "since stays while the verdict holds");
+        for r in ["r1", "r2"] {
+            t.observe(Name::from(r), latest(3_000, Down));
+        }
+        assert_eq!(step(&mut t, 3_000).incident, IncidentStep::Opened);
+        // Down in one region only: DEGRADED, the incident stays open.
+        t.observe(Name::from("r1"), latest(4_000, Up));
+        let degraded = step(&mut t, 4_000);
+        assert_eq!((degraded.decision.verdict, degraded.incident), (Verdict::Degraded, IncidentStep::None));
+        // Every result stale: UNKNOWN, still open.
+        let unknown = step(&mut t, 100_000);
+        assert_eq!((unknown.decision.verdict, unknown.incident), (Verdict::Unknown, IncidentStep::None));
+        for r in ["r1", "r2", "r3"] {
+            t.observe(Name::from(r), latest(100_000, Up));
+        }
+        assert_eq!(step(&mut t, 100_000).incident, IncidentStep::Closed { opened: 3_000 });
+    }
+
+    #[test]
+    fn the_deadline_is_when_the_first_result_turns_stale_or_unknown_falls_due() {
+        let mut t = target(&[("r1", ProbeStatus::Up), ("r2", ProbeStatus::Up)], 1_000);
+        t.observe(Name::from("r2"), latest(5_000, ProbeStatus::Up));
+        let j = step(&mut t, 5_000);
+        let max_age = verdict::max_age_ms(10_000, spec::timing(&t.spec).1.as_millis() as i64);
+        assert_eq!(next_deadline(&t, &j, 5_000, Duration::from_secs(300), false), 1_000 + max_age + 1);
+        // Past both: no deadline until a result comes; once UNKNOWN, the unknown alert's.
+        let later = 1_000_000;
+        let unknown = step(&mut t, later);
+        assert_eq!(unknown.decision.verdict, Verdict::Unknown);
+        assert_eq!(next_deadline(&t, &unknown, later, Duration::from_secs(300), false), later + 300_000);
+        assert_eq!(next_deadline(&t, &unknown, later, Duration::from_secs(300), true), i64::MAX);
+        assert_eq!(next_deadline(&t, &unknown, later, Duration::ZERO, false), i64::MAX);
+    }
+}

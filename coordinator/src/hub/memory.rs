@@ -1,0 +1,273 @@
+//! Alerting's memory: what the alert planner must remember across restarts to alert once and
+//! resolve where it alerted (the certificates seen per target, silent regions, heartbeats, open
+//! `degraded` and `unknown` spells, which channels heard each problem, triggers held back by a
+//! silence). Typed in memory; every change is recorded as it is made and committed with the
+//! alerts it goes with. In the store it is one row per entry under a kind prefix (`cert:URL`,
+//! `sent:DEDUP_KEY`, …) with a JSON value, and a `version` row: a store written by a newer
+//! memory format is refused rather than misread.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::alert::Alert;
+
+/// The memory format this coordinator writes and reads.
+pub const VERSION: u32 = 1;
+const VERSION_KEY: &str = "version";
+
+/// A change to the stored memory: key, and the new value (JSON; `None` deletes it).
+pub type Remembered = (String, Option<Vec<u8>>);
+
+/// What alerting remembers about a target's certificates: the one served now, and the health
+/// threshold each recent one has crossed (so a renewed certificate starts afresh, and a
+/// load balancer alternating two certificates does not repeat alerts).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CertMemory {
+    pub current: String,
+    /// (fingerprint, highest level alerted: 1 warning, 2 critical), newest last.
+    pub levels: Vec<(String, u8)>,
+}
+
+/// A region without a connected agent: since when, and whether that was alerted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RegionMemory {
+    pub since_ms: i64,
+    pub alerted: bool,
+}
+
+/// A heartbeat: the last one accepted, and whether it is overdue and alerted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HeartbeatMemory {
+    /// When the last heartbeat was accepted (or, before the first, when the heartbeat was first
+    /// configured: the period runs from there).
+    pub last_ms: i64,
+    /// Its timestamp (Unix seconds): a heartbeat must be newer, so none can be replayed.
+    pub last_timestamp: i64,
+    /// The signatures accepted with that timestamp.
+    #[serde(default)]
+    pub last_signatures: Vec<String>,
+    pub alerted: bool,
+    /// What the last heartbeat said (its body, up to 1 KiB of text).
+    #[serde(default)]
+    pub note: String,
+}
+
+/// The memory's kinds of entry, each a key prefix in the store.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Cert,
+    Region,
+    Heartbeat,
+    Degraded,
+    Unknown,
+    Sent,
+    Held,
+}
+
+impl Kind {
+    fn prefix(self) -> &'static str {
+        match self {
+            Kind::Cert => "cert:",
+            Kind::Region => "region:",
+            Kind::Heartbeat => "heartbeat:",
+            Kind::Degraded => "degraded:",
+            Kind::Unknown => "unknown:",
+            Kind::Sent => "sent:",
+            Kind::Held => "held:",
+        }
+    }
+}
+
+/// The store's memory was written by a newer coordinator.
+#[derive(Debug, thiserror::Error)]
+#[error("the alert memory in the store has format version {0}; this coordinator reads version {VERSION}: upgrade it")]
+pub struct NewerVersion(pub u32);
+
+#[derive(Debug, Default)]
+pub struct AlertMemory {
+    /// Per target URL.
+    pub certs: HashMap<String, CertMemory>,
+    /// Per region.
+    pub silent_regions: HashMap<String, RegionMemory>,
+    /// Per heartbeat name.
+    pub heartbeats: HashMap<String, HeartbeatMemory>,
+    /// Targets with a `degraded` alert not yet cleared: url → since (ms).
+    pub degraded: HashMap<String, i64>,
+    /// Targets with an `unknown` alert not yet cleared: url → since (ms).
+    pub unknown: HashMap<String, i64>,
+    /// Per problem (dedup key): the channels that heard its trigger, so its resolve reaches them
+    /// whatever the routes say.
+    pub sent: HashMap<String, Vec<String>>,
+    /// Per problem: its trigger, held back by a silence, to be sent if the problem outlasts it.
+    pub held: HashMap<String, Alert>,
+    /// Changes not yet taken for committing.
+    changes: Vec<Remembered>,
+}
+
+fn recall<T: DeserializeOwned>(rows: &[(String, Vec<u8>)], kind: Kind) -> HashMap<String, T> {
+    rows.iter()
+        .filter_map(|(key, value)| {
+            Some((key.strip_prefix(kind.prefix())?.to_owned(), serde_json::from_slice(value).ok()?))
+        })
+        .collect()
+}
+
+impl AlertMemory {
+    /// The memory from the store's rows (other prefixes, such as the dispatcher's `channel:`, are
+    /// left to their owners).
+    pub fn load(rows: &[(String, Vec<u8>)]) -> Result<AlertMemory, NewerVersion> {
+        let version = rows
+            .iter()
+            .find(|(k, _)| k == VERSION_KEY)
+            .and_then(|(_, v)| serde_json::from_slice::<u32>(v).ok())
+            .unwrap_or(VERSION);
+        if version > VERSION {
+            return Err(NewerVersion(version));
+        }
+        let mut memory = AlertMemory {
+            certs: recall(rows, Kind::Cert),
+            silent_regions: recall(rows, Kind::Region),
+            heartbeats: recall(rows, Kind::Heartbeat),
+            degraded: recall(rows, Kind::Degraded),
+            unknown: recall(rows, Kind::Unknown),
+            sent: recall(rows, Kind::Sent),
+            held: recall(rows, Kind::Held),
+            changes: Vec::new(),
+        };
+        if !rows.iter().any(|(k, _)| k == VERSION_KEY) {
+            memory.changes.push((VERSION_KEY.into(), serde_json::to_vec(&VERSION).ok()));
+        }
+        Ok(memory)
+    }
+
+    /// The changes made since the last call, to commit.
+    pub fn take_changes(&mut self) -> Vec<Remembered> {
+        std::mem::take(&mut self.changes)
+    }
+
+    fn record<T: Serialize>(&mut self, kind: Kind, key: &str, value: Option<&T>) {
+        let key = format!("{}{key}", kind.prefix());
+        self.changes.push((key, value.and_then(|v| serde_json::to_vec(v).ok())));
+    }
+
+    pub fn set_cert(&mut self, url: &str, memory: CertMemory) {
+        self.record(Kind::Cert, url, Some(&memory));
+        self.certs.insert(url.to_owned(), memory);
+    }
+
+    pub fn forget_cert(&mut self, url: &str) {
+        self.certs.remove(url);
+        self.record::<()>(Kind::Cert, url, None);
+    }
+
+    pub fn set_region(&mut self, region: &str, memory: Option<RegionMemory>) {
+        self.record(Kind::Region, region, memory.as_ref());
+        match memory {
+            Some(m) => self.silent_regions.insert(region.to_owned(), m),
+            None => self.silent_regions.remove(region),
+        };
+    }
+
+    /// Notes a region going silent without recording it (a silence shorter than the alert delay
+    /// is not worth a write; its start is recorded with the alert).
+    pub fn note_region_silent(&mut self, region: &str, since_ms: i64) {
+        self.silent_regions.insert(region.to_owned(), RegionMemory { since_ms, alerted: false });
+    }
+
+    pub fn set_heartbeat(&mut self, name: &str, memory: HeartbeatMemory) {
+        self.record(Kind::Heartbeat, name, Some(&memory));
+        self.heartbeats.insert(name.to_owned(), memory);
+    }
+
+    pub fn set_degraded(&mut self, url: &str, since: Option<i64>) {
+        self.record(Kind::Degraded, url, since.as_ref());
+        match since {
+            Some(s) => self.degraded.insert(url.to_owned(), s),
+            None => self.degraded.remove(url),
+        };
+    }
+
+    pub fn set_unknown(&mut self, url: &str, since: Option<i64>) {
+        self.record(Kind::Unknown, url, since.as_ref());
+        match since {
+            Some(s) => self.unknown.insert(url.to_owned(), s),
+            None => self.unknown.remove(url),
+        };
+    }
+
+    /// Adds channels that heard the problem `dedup`'s trigger.
+    pub fn heard(&mut self, dedup: &str, channels: impl IntoIterator<Item = String>) {
+        let heard = self.sent.entry(dedup.to_owned()).or_default();
+        for channel in channels {
+            if !heard.contains(&channel) {
+                heard.push(channel);
+            }
+        }
+        let value = serde_json::to_vec(&*heard).ok();
+        self.changes.push((format!("{}{dedup}", Kind::Sent.prefix()), value));
+    }
+
+    /// The channels that heard `dedup`'s trigger, forgotten now (its resolve goes out).
+    pub fn take_heard(&mut self, dedup: &str) -> Vec<String> {
+        let heard = self.sent.remove(dedup).unwrap_or_default();
+        if !heard.is_empty() {
+            self.record::<()>(Kind::Sent, dedup, None);
+        }
+        heard
+    }
+
+    pub fn hold(&mut self, dedup: &str, alert: Alert) {
+        self.record(Kind::Held, dedup, Some(&alert));
+        self.held.insert(dedup.to_owned(), alert);
+    }
+
+    /// The trigger held back for `dedup`, forgotten now.
+    pub fn take_held(&mut self, dedup: &str) -> Option<Alert> {
+        let held = self.held.remove(dedup);
+        if held.is_some() {
+            self.record::<()>(Kind::Held, dedup, None);
+        }
+        held
+    }
+
+    /// Whether the problem `dedup` was alerted (heard by a channel, or held back).
+    pub fn alerted(&self, dedup: &str) -> bool {
+        self.sent.contains_key(dedup) || self.held.contains_key(dedup)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_change_is_recorded_and_reads_back_the_same() {
+        let mut memory = AlertMemory::load(&[]).unwrap();
+        memory.set_cert("https://a/", CertMemory { current: "ff".into(), levels: vec![("ff".into(), 1)] });
+        memory.set_degraded("https://a/", Some(5));
+        memory.set_unknown("https://b/", Some(7));
+        memory.heard("vantage/target/https://a/#1", ["pager".to_owned()]);
+        memory.set_region("r1", Some(RegionMemory { since_ms: 3, alerted: true }));
+        let rows: Vec<(String, Vec<u8>)> =
+            memory.take_changes().into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
+        assert!(rows.iter().any(|(k, _)| k == "version"), "a new memory records its format version");
+        let again = AlertMemory::load(&rows).unwrap();
+        assert_eq!(again.certs, memory.certs);
+        assert_eq!(again.degraded, memory.degraded);
+        assert_eq!(again.unknown, memory.unknown);
+        assert_eq!(again.sent, memory.sent);
+        assert_eq!(again.silent_regions, memory.silent_regions);
+        // Forgetting records a deletion.
+        let mut again = again;
+        again.set_degraded("https://a/", None);
+        assert_eq!(again.take_changes(), vec![("degraded:https://a/".to_owned(), None)]);
+    }
+
+    #[test]
+    fn a_newer_format_is_refused() {
+        let rows = vec![("version".to_owned(), b"2".to_vec())];
+        assert_eq!(AlertMemory::load(&rows).unwrap_err().0, 2);
+    }
+}

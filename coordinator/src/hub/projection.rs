@@ -1,0 +1,111 @@
+//! The status projection: a target's consolidated status as the API, the CLI, the page and
+//! `/metrics` show it, built from the hub's compact state, and the digest that tells whether
+//! watchers must hear about a change.
+
+use std::hash::{Hash, Hasher};
+
+use vantage_proto::v1::{Cause, CertSummary, RegionStatus, TargetStatus};
+use vantage_shared::FailureCode;
+
+use super::targets::Target;
+use crate::alert::Silence;
+use crate::clock;
+use crate::verdict::{Decision, Opinion, RegionOpinion, Verdict};
+
+pub fn cause(code: FailureCode) -> Cause {
+    Cause { code: code.as_str().into(), message: code.cause().into(), hint: code.hint().into() }
+}
+
+/// The silence holding back the target's notifications now, if any.
+pub fn silence_of<'a>(target: &Target, silences: &'a [Silence], now: i64) -> Option<&'a Silence> {
+    if silences.is_empty() {
+        return None;
+    }
+    let labels = target.spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    silences.iter().find(|s| s.active(now) && s.matches(&target.spec.url, &labels))
+}
+
+/// What watchers are told about, digested: the verdict, its cause, each region's opinion and
+/// failure, and the silence. A change of latency alone is no news.
+pub fn digest(decision: &Decision, opinions: &[RegionOpinion], target: &Target, silence: Option<&Silence>) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    decision.verdict.hash(&mut h);
+    decision.cause.map(|c| c.as_str()).hash(&mut h);
+    for o in opinions {
+        o.opinion.hash(&mut h);
+        target.latest_in(&o.region).map(|l| &*l.failure_code).hash(&mut h);
+    }
+    silence.map(|s| &s.id).hash(&mut h);
+    // Zero means "never announced".
+    h.finish() | 1
+}
+
+pub fn build_status(
+    target: &Target,
+    decision: &Decision,
+    opinions: &[RegionOpinion],
+    silence: Option<&Silence>,
+) -> TargetStatus {
+    use vantage_proto::v1::{Opinion as POpinion, Verdict as PVerdict};
+    let spec = &target.spec;
+    let verdict = match decision.verdict {
+        Verdict::Up => PVerdict::Up,
+        Verdict::Degraded => PVerdict::Degraded,
+        Verdict::Down => PVerdict::Down,
+        Verdict::Unknown => PVerdict::Unknown,
+    };
+    let mut cert: Option<CertSummary> = None;
+    let regions = opinions
+        .iter()
+        .map(|o| {
+            let latest = target.latest_in(&o.region);
+            if let Some(c) = latest.and_then(|l| l.cert.as_deref()) {
+                // The certificate closest to expiry that any region saw.
+                if cert.as_ref().is_none_or(|cur| c.days_remaining < cur.days_remaining) {
+                    cert = Some(CertSummary {
+                        days_remaining: c.days_remaining,
+                        health: c.health,
+                        not_after: c.not_after.as_ref().map(clock::timestamp_rfc3339).unwrap_or_default(),
+                    });
+                }
+            }
+            RegionStatus {
+                region: o.region.clone(),
+                opinion: match o.opinion {
+                    Opinion::Up => POpinion::Up,
+                    Opinion::Down => POpinion::Down,
+                    Opinion::Partial => POpinion::Partial,
+                    Opinion::Unknown => POpinion::Unknown,
+                } as i32,
+                last_result_time: latest.and_then(|l| l.checked_at),
+                failure_code: latest.map(|l| l.failure_code.to_string()).unwrap_or_default(),
+                latency_ms: latest.map_or(0.0, |l| l.latency_ms),
+                agent: latest.map(|l| l.agent.to_string()).unwrap_or_default(),
+                detail: latest.map(|l| l.detail.to_string()).unwrap_or_default(),
+            }
+        })
+        .collect();
+    TargetStatus {
+        url: spec.url.clone(),
+        verdict: verdict as i32,
+        cause: decision.cause.map(cause),
+        since: target.verdict.as_ref().map(|v| clock::timestamp(v.since_ms)),
+        cert,
+        regions,
+        quorum: decision.quorum as u32,
+        failing_regions: decision.failing.clone(),
+        silence: silence.map(silence_to_proto),
+    }
+}
+
+pub fn silence_to_proto(s: &Silence) -> vantage_proto::v1::Silence {
+    vantage_proto::v1::Silence {
+        id: s.id.clone(),
+        target: s.target.clone(),
+        labels: s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        start: Some(clock::timestamp(s.start_ms)),
+        end: Some(clock::timestamp(s.end_ms)),
+        comment: s.comment.clone(),
+        source: s.source.clone(),
+    }
+}
