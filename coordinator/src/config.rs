@@ -395,9 +395,13 @@ fn channel(c: ChannelEntry, dir: &Path) -> Result<Channel, String> {
 }
 
 fn targets(entries: Vec<toml::Spanned<TargetEntry>>, text: &str, path: &str) -> Result<Vec<TargetSpec>, ConfigError> {
-    let mut specs: Vec<TargetSpec> = Vec::new();
+    let mut specs: Vec<TargetSpec> = Vec::with_capacity(entries.len());
+    // Linear however many targets: URLs seen so far in a set, and a target's line counted only
+    // for an error.
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::with_capacity(entries.len());
     for entry in entries {
-        let line = line_of(text, entry.span());
+        let span = entry.span();
+        let line = || line_of(text, span.clone());
         let t = entry.into_inner();
         let raw = TargetSpec {
             url: t.url.clone(),
@@ -416,12 +420,12 @@ fn targets(entries: Vec<toml::Spanned<TargetEntry>>, text: &str, path: &str) -> 
         };
         let normalized = spec::normalize(raw).map_err(|source| ConfigError::Target {
             path: path.to_owned(),
-            line,
+            line: line(),
             url: t.url.clone(),
             source,
         })?;
-        if specs.iter().any(|s| s.url == normalized.url) {
-            return Err(ConfigError::Duplicate { path: path.to_owned(), line, url: t.url });
+        if !seen.insert(normalized.url.clone()) {
+            return Err(ConfigError::Duplicate { path: path.to_owned(), line: line(), url: t.url });
         }
         specs.push(normalized);
     }
