@@ -250,20 +250,30 @@ async fn get(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result
     tokio::time::timeout(timeout, fetch).await.map_err(|_| std::io::ErrorKind::TimedOut)?
 }
 
+/// `GET path` timed: how long until the whole body arrived, and its size.
+async fn http_read(addr: SocketAddr, path: &str) -> Read {
+    let started = Instant::now();
+    match get(addr, path, CALL_TIMEOUT).await {
+        Ok((200, bytes)) => Ok((started.elapsed(), bytes)),
+        Ok((code, _)) => Err(format!("HTTP {code}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Runs the real `vantage-coordinator status` (its table into a file); how long it took and how
 /// many lines it printed.
-async fn status_cli(dir: &std::path::Path, grpc_url: &str) -> Result<(Duration, usize)> {
+async fn status_cli(dir: &std::path::Path, grpc_url: &str) -> Read {
     let out = dir.join("status.txt");
-    let file = io("creating status.txt", std::fs::File::create(&out))?;
+    let file = std::fs::File::create(&out).map_err(|e| format!("creating status.txt: {e}"))?;
     let started = Instant::now();
     let child = Command::new(BIN).args(["status", "--addr", grpc_url]).stdout(file).stderr(Stdio::piped()).spawn();
-    let mut child = Proc(io("running vantage-coordinator status", child)?);
+    let mut child = Proc(child.map_err(|e| format!("running vantage-coordinator status: {e}"))?);
     let status = loop {
-        if let Some(status) = io("waiting for status", child.0.try_wait())? {
+        if let Some(status) = child.0.try_wait().map_err(|e| e.to_string())? {
             break status;
         }
         if started.elapsed() > CALL_TIMEOUT {
-            return Err(BenchError::Feed("`vantage-coordinator status` did not finish in time".into()));
+            return Err(format!("no answer within {} s", CALL_TIMEOUT.as_secs()));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
@@ -273,10 +283,25 @@ async fn status_cli(dir: &std::path::Path, grpc_url: &str) -> Result<(Duration, 
         if let Some(mut e) = child.0.stderr.take() {
             let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
         }
-        return Err(BenchError::Feed(format!("`vantage-coordinator status` failed ({status}): {stderr}")));
+        return Err(format!("{status}: {}", stderr.trim()));
     }
-    let text = io("reading status.txt", std::fs::read(&out))?;
+    let text = std::fs::read(&out).map_err(|e| format!("reading status.txt: {e}"))?;
     Ok((took, text.iter().filter(|b| **b == b'\n').count()))
+}
+
+/// One `ListStatus` call for every target, on a fresh connection.
+async fn list_status(grpc_url: &str) -> Read {
+    let call = async {
+        let channel = tonic::transport::Endpoint::from_shared(grpc_url.to_owned())?.connect().await?;
+        let mut client = CoordinatorClient::new(channel).max_decoding_message_size(MAX_DECODE);
+        let started = Instant::now();
+        let listed = client.list_status(ListStatusRequest::default()).await?.into_inner();
+        Ok::<_, BenchError>((started.elapsed(), listed.targets.len()))
+    };
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(read) => read.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {} s", CALL_TIMEOUT.as_secs())),
+    }
 }
 
 /// The coordinator's CPU time so far (user + system), from `/proc/<pid>/stat`.
@@ -439,6 +464,10 @@ fn acked(agents: &[Agent]) -> u64 {
     agents.iter().map(|a| a.counters.acked.load(Ordering::Relaxed)).sum()
 }
 
+/// A read of every target's state: how long it took and how large the answer was (bytes,
+/// lines or targets), or why it failed (shown in the table instead of ending the run).
+type Read = std::result::Result<(Duration, usize), String>;
+
 /// Every figure measured at one size.
 #[derive(Default)]
 struct Figures {
@@ -451,14 +480,10 @@ struct Figures {
     rss_mib: f64,
     hwm_mib: f64,
     hwm_after_mib: f64,
-    metrics_bytes: usize,
-    metrics_time: Duration,
-    page_bytes: usize,
-    page_time: Duration,
-    status_time: Duration,
-    status_lines: usize,
-    list_status_time: Duration,
-    list_status_targets: usize,
+    metrics: Option<Read>,
+    page: Option<Read>,
+    status: Option<Read>,
+    list_status: Option<Read>,
     stop: Duration,
     restart: Duration,
     refused: u64,
@@ -531,37 +556,26 @@ async fn measure(targets: usize, settings: &Settings) -> Result<Figures> {
     }
 
     eprintln!("  GET /metrics, GET /, status, ListStatus (the feed goes on)");
-    let timed = Instant::now();
-    let (code, bytes) = io("GET /metrics", get(c.http, "/metrics", CALL_TIMEOUT).await)?;
-    (f.metrics_time, f.metrics_bytes) = (timed.elapsed(), bytes);
-    if code != 200 {
-        return Err(c.fail(format!("answered GET /metrics with {code}")));
-    }
-    let timed = Instant::now();
-    let (code, bytes) = io("GET /", get(c.http, "/", CALL_TIMEOUT).await)?;
-    (f.page_time, f.page_bytes) = (timed.elapsed(), bytes);
-    if code != 200 {
-        return Err(c.fail(format!("answered GET / with {code}")));
-    }
+    f.metrics = Some(http_read(c.http, "/metrics").await);
+    f.page = Some(http_read(c.http, "/").await);
     let grpc_url = format!("http://{}", c.grpc);
-    (f.status_time, f.status_lines) = status_cli(&c.dir, &grpc_url).await?;
-    let channel = tonic::transport::Endpoint::from_shared(grpc_url)?.connect().await?;
-    let mut client = CoordinatorClient::new(channel).max_decoding_message_size(MAX_DECODE);
-    let timed = Instant::now();
-    let listed = client.list_status(ListStatusRequest::default()).await?.into_inner();
-    (f.list_status_time, f.list_status_targets) = (timed.elapsed(), listed.targets.len());
+    f.status = Some(status_cli(&c.dir, &grpc_url).await);
+    f.list_status = Some(list_status(&grpc_url).await);
     f.hwm_after_mib = memory(pid)?.1;
 
     let _ = stop.send(true);
-    for agent in &agents {
+    for agent in agents {
         f.refused += agent.counters.refused.load(Ordering::Relaxed);
         f.changes += agent.counters.changes.load(Ordering::Relaxed);
-    }
-    for agent in agents {
-        match agent.sender.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(e) => return Err(BenchError::Feed(format!("an agent task failed: {e}"))),
+        // A sender still waiting for the coordinator to read its batch is not waited for.
+        if agent.sender.is_finished() {
+            match agent.sender.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(e) => return Err(BenchError::Feed(format!("an agent task failed: {e}"))),
+            }
+        } else {
+            agent.sender.abort();
         }
         agent.reader.abort();
     }
@@ -612,26 +626,23 @@ fn table(all: &[Figures]) -> String {
         ),
         (
             "`GET /metrics` size, time",
-            Box::new(move |f| format!("{:.2} MB, {:.2} s", mb(f.metrics_bytes), f.metrics_time.as_secs_f64())),
-            Some((
-                "≤ 25 MB, ≤ 1 s",
-                Box::new(move |f| mb(f.metrics_bytes) <= 25.0 && f.metrics_time <= Duration::from_secs(1)),
-            )),
+            Box::new(move |f| shown(&f.metrics, |t, b| format!("{:.2} MB, {:.2} s", mb(b), t))),
+            Some(("≤ 25 MB, ≤ 1 s", Box::new(move |f| within(&f.metrics, |t, b| mb(b) <= 25.0 && t <= 1.0)))),
         ),
         (
             "status page `GET /` size, time",
-            Box::new(move |f| format!("{:.2} MB, {:.2} s", mb(f.page_bytes), f.page_time.as_secs_f64())),
-            Some(("≤ 2 s", Box::new(|f| f.page_time <= Duration::from_secs(2)))),
+            Box::new(move |f| shown(&f.page, |t, b| format!("{:.2} MB, {:.2} s", mb(b), t))),
+            Some(("≤ 2 s", Box::new(|f| within(&f.page, |t, _| t <= 2.0)))),
         ),
         (
             "`vantage-coordinator status` (every target)",
-            Box::new(|f| format!("{:.2} s ({} lines)", f.status_time.as_secs_f64(), f.status_lines)),
-            Some(("≤ 2 s", Box::new(|f| f.status_time <= Duration::from_secs(2)))),
+            Box::new(|f| shown(&f.status, |t, n| format!("{t:.2} s ({n} lines)"))),
+            Some(("≤ 2 s", Box::new(|f| within(&f.status, |t, _| t <= 2.0)))),
         ),
         (
             "`ListStatus` over gRPC (every target)",
-            Box::new(|f| format!("{:.2} s ({} targets)", f.list_status_time.as_secs_f64(), f.list_status_targets)),
-            Some(("≤ 2 s", Box::new(|f| f.list_status_time <= Duration::from_secs(2)))),
+            Box::new(|f| shown(&f.list_status, |t, n| format!("{t:.2} s ({n} targets)"))),
+            Some(("≤ 2 s", Box::new(|f| within(&f.list_status, |t, _| t <= 2.0)))),
         ),
     ];
     let mut out = String::from("|");
@@ -653,6 +664,20 @@ fn table(all: &[Figures]) -> String {
         }
     }
     out
+}
+
+/// A read as the table shows it: its figures, or why it failed.
+fn shown(read: &Option<Read>, show: impl Fn(f64, usize) -> String) -> String {
+    match read {
+        Some(Ok((took, size))) => show(took.as_secs_f64(), *size),
+        Some(Err(e)) => format!("failed: {}", e.replace('|', "/").lines().next().unwrap_or_default()),
+        None => "not measured".into(),
+    }
+}
+
+/// Whether a read succeeded within its goal (seconds, size).
+fn within(read: &Option<Read>, goal: impl Fn(f64, usize) -> bool) -> bool {
+    matches!(read, Some(Ok((took, size))) if goal(took.as_secs_f64(), *size))
 }
 
 fn thousands(n: usize) -> String {
