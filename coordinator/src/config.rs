@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use vantage_proto::v1::TargetSpec;
 
-use crate::alert::channel::{Channel, Email, Kind, Secret, SmtpTls};
+use crate::alert::channel::{self, Secret};
 use crate::alert::{AlertKind, Alerting, Route, Silence};
 use crate::spec;
 
@@ -19,7 +19,7 @@ struct File {
     #[serde(default)]
     alerts: AlertsEntry,
     #[serde(default)]
-    channel: Vec<toml::Spanned<ChannelEntry>>,
+    channel: Vec<toml::Spanned<channel::Settings>>,
     #[serde(default)]
     route: Vec<toml::Spanned<RouteEntry>>,
     #[serde(default)]
@@ -62,38 +62,6 @@ struct AlertsEntry {
     channel_failing_after: Option<std::time::Duration>,
     #[serde(default, deserialize_with = "duration")]
     unknown_after: Option<std::time::Duration>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "lowercase")]
-enum ChannelType {
-    Webhook,
-    Slack,
-    Pagerduty,
-    Email,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ChannelEntry {
-    name: String,
-    #[serde(rename = "type")]
-    kind: ChannelType,
-    url: Option<String>,
-    /// Webhook: the HMAC-SHA256 key.
-    secret_file: Option<PathBuf>,
-    /// PagerDuty: the integration's routing key.
-    routing_key_file: Option<PathBuf>,
-    /// Email: `host:port`.
-    smtp: Option<String>,
-    tls: Option<String>,
-    username: Option<String>,
-    password_file: Option<PathBuf>,
-    /// Email: extra CA certificates (PEM) to trust for the relay.
-    ca_file: Option<PathBuf>,
-    from: Option<String>,
-    #[serde(default)]
-    to: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -208,10 +176,10 @@ pub fn parse_config(text: &str, path: &str, dir: &Path) -> Result<Config, Config
     let file: File = toml::from_str(text)
         .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string().trim_end().to_owned() })?;
     let entry_error = |line: usize, message: String| ConfigError::Entry { path: path.to_owned(), line, message };
-    let mut channels: Vec<Channel> = Vec::new();
+    let mut channels: Vec<channel::Named> = Vec::new();
     for entry in file.channel {
         let line = line_of(text, entry.span());
-        let channel = channel(entry.into_inner(), dir).map_err(|m| entry_error(line, m))?;
+        let channel = entry.into_inner().build(dir).map_err(|m| entry_error(line, m))?;
         if channels.iter().any(|c| c.name == channel.name) {
             return Err(entry_error(line, format!("channel {:?} is defined twice", channel.name)));
         }
@@ -275,7 +243,7 @@ pub fn parse_config(text: &str, path: &str, dir: &Path) -> Result<Config, Config
         }
         let period = h.period.filter(|p| p.as_secs() >= 1).ok_or_else(|| error("period: at least 1s".into()))?;
         spec::check_labels(h.labels.iter()).map_err(|e| error(e.to_string()))?;
-        let secret = secret(&h.secret_file, dir).map_err(error)?;
+        let secret = Secret::read(&h.secret_file, dir).map_err(error)?;
         if secret.0.len() < 16 {
             return Err(error("secret_file: the secret must be at least 16 characters".into()));
         }
@@ -296,102 +264,6 @@ pub fn parse_config(text: &str, path: &str, dir: &Path) -> Result<Config, Config
         silences,
         region_forget_after: file.quorum.region_forget_after.unwrap_or(REGION_FORGET_AFTER),
     })
-}
-
-/// Reads a secret file (surrounding whitespace dropped), warning when others may read it.
-fn secret(path: &Path, dir: &Path) -> Result<Secret, String> {
-    let path = dir.join(path);
-    vantage_shared::identity::warn_if_loose(&path);
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let text = text.trim();
-    if text.is_empty() {
-        return Err(format!("{} is empty", path.display()));
-    }
-    Ok(Secret(text.to_owned()))
-}
-
-fn channel(c: ChannelEntry, dir: &Path) -> Result<Channel, String> {
-    spec::check_name("channel", &c.name).map_err(|e| e.to_string())?;
-    let name = c.name.clone();
-    let url = |required: bool| -> Result<Option<String>, String> {
-        match &c.url {
-            Some(u) => {
-                let parsed = url::Url::parse(u).map_err(|e| format!("channel {name}: url: {e}"))?;
-                if !matches!(parsed.scheme(), "http" | "https") {
-                    return Err(format!("channel {name}: url: must be http(s)"));
-                }
-                Ok(Some(u.clone()))
-            }
-            None if required => Err(format!("channel {name}: url: missing")),
-            None => Ok(None),
-        }
-    };
-    let kind = match c.kind {
-        ChannelType::Webhook => Kind::Webhook {
-            url: url(true)?.unwrap_or_default(),
-            secret: c.secret_file.as_deref().map(|p| secret(p, dir)).transpose()?,
-        },
-        ChannelType::Slack => Kind::Slack { url: url(true)?.unwrap_or_default() },
-        ChannelType::Pagerduty => Kind::PagerDuty {
-            url: url(false)?.unwrap_or_else(|| crate::alert::channel::PAGERDUTY_URL.to_owned()),
-            routing_key: secret(
-                c.routing_key_file.as_deref().ok_or_else(|| format!("channel {name}: routing_key_file: missing"))?,
-                dir,
-            )?,
-        },
-        ChannelType::Email => {
-            let smtp = c.smtp.as_deref().ok_or_else(|| format!("channel {name}: smtp: missing (host:port)"))?;
-            let (host, port) =
-                smtp.rsplit_once(':').ok_or_else(|| format!("channel {name}: smtp: {smtp:?} is not host:port"))?;
-            let port: u16 = port.parse().map_err(|_| format!("channel {name}: smtp: bad port in {smtp:?}"))?;
-            let tls = match c.tls.as_deref().unwrap_or("starttls") {
-                "starttls" => SmtpTls::StartTls,
-                "tls" => SmtpTls::Tls,
-                "none" => SmtpTls::None,
-                other => return Err(format!("channel {name}: tls: {other:?} is not starttls, tls or none")),
-            };
-            let from = c.from.clone().ok_or_else(|| format!("channel {name}: from: missing"))?;
-            for address in std::iter::once(&from).chain(&c.to) {
-                address
-                    .parse::<lettre::message::Mailbox>()
-                    .map_err(|e| format!("channel {name}: {address:?} is not an email address: {e}"))?;
-            }
-            if c.to.is_empty() {
-                return Err(format!("channel {name}: to: name at least one address"));
-            }
-            let password = c.password_file.as_deref().map(|p| secret(p, dir)).transpose()?;
-            if c.username.is_some() != password.is_some() {
-                return Err(format!("channel {name}: username and password_file go together"));
-            }
-            let local =
-                matches!(host, "localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-            if tls == SmtpTls::None && password.is_some() && !local {
-                return Err(format!(
-                    "channel {name}: a password is sent only over TLS (tls = \"none\" is for a relay on this host)"
-                ));
-            }
-            let ca_pem = match &c.ca_file {
-                Some(path) => {
-                    let path = dir.join(path);
-                    let pem = std::fs::read(&path)
-                        .map_err(|e| format!("channel {name}: cannot read {}: {e}", path.display()))?;
-                    Some(pem)
-                }
-                None => None,
-            };
-            Kind::Email(Email {
-                host: host.to_owned(),
-                port,
-                tls,
-                username: c.username.clone(),
-                password,
-                from,
-                to: c.to.clone(),
-                ca_pem,
-            })
-        }
-    };
-    Ok(Channel { name: c.name, kind })
 }
 
 fn targets(entries: Vec<toml::Spanned<TargetEntry>>, text: &str, path: &str) -> Result<Vec<TargetSpec>, ConfigError> {
@@ -543,8 +415,11 @@ secret_file = "hook.secret"
         assert_eq!(defaults.alerting.unknown_after, UNKNOWN_AFTER);
         assert_eq!(defaults.region_forget_after, REGION_FORGET_AFTER);
         assert_eq!(a.channels.len(), 2);
-        assert!(matches!(&a.channels[0].kind, Kind::Webhook { secret: Some(s), .. } if s.0 == "s3cret-key-0123456789"));
-        assert!(matches!(&a.channels[1].kind, Kind::Email(e) if e.port == 587 && e.tls == SmtpTls::StartTls));
+        let kind = |n: usize| -> &dyn std::any::Any { &*a.channels[n].channel };
+        let webhook = kind(0).downcast_ref::<channel::Webhook>();
+        assert!(matches!(webhook, Some(channel::Webhook { secret: Some(s), .. }) if s.0 == "s3cret-key-0123456789"));
+        let email = kind(1).downcast_ref::<channel::Email>();
+        assert!(matches!(email, Some(e) if e.port == 587 && e.tls == channel::SmtpTls::StartTls));
         assert_eq!(a.routes[0].events.as_ref().map(|e| e.len()), Some(2));
         assert_eq!(config.silences.len(), 1, "a silence that is over is dropped");
         assert_eq!((config.silences[0].id.as_str(), config.silences[0].source.as_str()), ("config-1", "config"));

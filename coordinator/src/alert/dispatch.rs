@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::channel::{SendError, Sender};
+use super::channel::{Http, SendError};
 use super::health::{self, Change, Failing, Observed};
 use super::{Alert, AlertKind, AlertRecord, Alerting, Delivery, DeliveryState};
 use crate::clock::now_ms;
@@ -132,7 +132,7 @@ struct Finished {
 
 /// Runs until the task is aborted; `wake` is notified when new alerts are queued.
 pub async fn run(hub: Arc<Hub>, alerting: Arc<Alerting>, wake: Arc<Notify>) {
-    let sender = Arc::new(Sender::new());
+    let http = Arc::new(Http::new());
     let failing_after = alerting.channel_failing_after.unwrap_or(health::CHANNEL_FAILING_AFTER);
     let mut in_flight: HashSet<(String, String)> = HashSet::new();
     let mut sends: tokio::task::JoinSet<Finished> = tokio::task::JoinSet::new();
@@ -160,10 +160,10 @@ pub async fn run(hub: Arc<Hub>, alerting: Arc<Alerting>, wake: Arc<Notify>) {
             let (alert, delivery) = (records[r].alert.clone(), records[r].deliveries[d].clone());
             let channel = alerting.channels.iter().find(|c| c.name == delivery.channel).cloned();
             let key = (alert.id.clone(), delivery.channel.clone());
-            let sender = sender.clone();
+            let http = http.clone();
             let task = sends.spawn(async move {
                 let result = match channel {
-                    Some(channel) => sender.send(&channel, &alert).await,
+                    Some(channel) => channel.send(&http, &alert).await,
                     None => Err(SendError::Rejected("no such channel in the configuration".to_owned())),
                 };
                 Finished { alert, delivery, result }
@@ -388,8 +388,8 @@ mod tests {
 
     #[test]
     fn channel_failing_goes_to_every_other_channel() {
-        use crate::alert::channel::{Channel, Kind};
-        let channel = |name: &str| Channel { name: name.into(), kind: Kind::Slack { url: "http://x/".into() } };
+        use crate::alert::channel::{Named, Slack};
+        let channel = |name: &str| Named { name: name.into(), channel: Arc::new(Slack { url: "http://x/".into() }) };
         let alerting =
             Alerting { channels: vec![channel("hook"), channel("slack"), channel("pager")], ..Alerting::default() };
         let failing = Failing { since_ms: 1_000, error: "HTTP 401 Unauthorized".into(), alerted: true };
