@@ -36,6 +36,14 @@ pub fn timestamp_rfc3339(t: &prost_types::Timestamp) -> String {
     rfc3339(ms(t))
 }
 
+/// A protobuf timestamp as JSON: RFC 3339 in UTC to the second, or null (none, or out of range).
+pub fn timestamp_json(t: Option<&prost_types::Timestamp>) -> serde_json::Value {
+    match t.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t.seconds).ok()) {
+        Some(t) => vantage_shared::report::rfc3339(t).into(),
+        None => serde_json::Value::Null,
+    }
+}
+
 /// A span of ms for people: `12s`, `4m 3s`, `6h 12m`, `2d 3h`.
 pub fn human_duration(ms: i64) -> String {
     let s = ms.max(0) / 1000;

@@ -13,9 +13,10 @@ use clap::{Args, Parser};
 use vantage_agent::check::{self, CheckArgs};
 use vantage_agent::probe::ProberConfig;
 use vantage_agent::run::AgentConfig;
+use vantage_coordinator::cli::status::render_table;
 use vantage_coordinator::hub::{HubOptions, Retention};
+use vantage_coordinator::names;
 use vantage_coordinator::serve::{self, ServeOptions};
-use vantage_coordinator::status::{render_table, verdict_name};
 use vantage_proto::v1::{TargetSpec, TargetStatus};
 use vantage_shared::lab::{Lab, Scenario};
 
@@ -181,7 +182,7 @@ fn all_expected(statuses: &[TargetStatus], lab: &Lab) -> bool {
             s.regions.len() == REGIONS.len()
                 && s.regions.iter().all(|r| r.opinion != vantage_proto::v1::Opinion::Unknown as i32)
         };
-        statuses.iter().any(|s| &s.url == url && verdict_name(s.verdict) == *verdict && known(s))
+        statuses.iter().any(|s| &s.url == url && names::verdict(s.verdict) == *verdict && known(s))
     })
 }
 

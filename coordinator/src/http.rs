@@ -157,7 +157,7 @@ async fn route(http: &Http, request: Request<hyper::body::Incoming>) -> Response
         }
         ("GET", "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
         ("GET", "/v1/status") => {
-            let statuses: Vec<serde_json::Value> = hub.statuses(&[]).iter().map(crate::status::to_json).collect();
+            let statuses: Vec<serde_json::Value> = hub.statuses(&[]).iter().map(crate::view::to_json).collect();
             let json = serde_json::to_string_pretty(&serde_json::json!({ "targets": statuses })).unwrap_or_default();
             (StatusCode::OK, "application/json", json + "\n")
         }

@@ -9,9 +9,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use vantage_coordinator::cli::{alerts, pki, regions, silences, status, targets};
 use vantage_coordinator::hub::{HubOptions, Retention};
 use vantage_coordinator::serve::{self, ServeOptions, TlsFiles};
-use vantage_coordinator::{grpc, http, status};
+use vantage_coordinator::{grpc, http};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,16 +32,16 @@ enum Command {
     /// Show the consolidated status of every target.
     Status(status::StatusArgs),
     /// Add, remove or list targets.
-    Targets(status::TargetsArgs),
+    Targets(targets::TargetsArgs),
     /// The newest alerts and how their deliveries went.
-    Alerts(status::AlertsArgs),
+    Alerts(alerts::AlertsArgs),
     /// Hold back notifications for a while (maintenance windows).
-    Silences(status::SilencesArgs),
+    Silences(silences::SilencesArgs),
     /// List the regions, or forget one that is gone for good.
-    Regions(status::RegionsArgs),
+    Regions(regions::RegionsArgs),
     /// Create Vantage's CA and issue coordinator, agent and admin certificates.
     #[command(subcommand)]
-    Pki(vantage_coordinator::pki::PkiCommand),
+    Pki(pki::PkiCommand),
     /// Run a coordinator, three agents in three regions and the scenario lab's targets locally,
     /// and show the live status.
     Demo(demo::DemoArgs),
@@ -162,14 +163,12 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(run_serve(args)),
         Command::Status(args) => runtime.block_on(status::run_status(args)),
-        Command::Targets(args) => runtime.block_on(status::run_targets(args)),
-        Command::Alerts(args) => runtime.block_on(status::run_alerts(args)),
-        Command::Silences(args) => runtime.block_on(status::run_silences(args)),
-        Command::Regions(args) => runtime.block_on(status::run_regions(args)),
-        Command::Pki(vantage_coordinator::pki::PkiCommand::RevokeAgent(args)) => {
-            runtime.block_on(vantage_coordinator::pki::revoke(args))
-        }
-        Command::Pki(command) => vantage_coordinator::pki::run(command),
+        Command::Targets(args) => runtime.block_on(targets::run_targets(args)),
+        Command::Alerts(args) => runtime.block_on(alerts::run_alerts(args)),
+        Command::Silences(args) => runtime.block_on(silences::run_silences(args)),
+        Command::Regions(args) => runtime.block_on(regions::run_regions(args)),
+        Command::Pki(pki::PkiCommand::RevokeAgent(args)) => runtime.block_on(pki::revoke(args)),
+        Command::Pki(command) => pki::run(command),
         Command::Demo(args) => {
             drop(runtime);
             demo::run(args)

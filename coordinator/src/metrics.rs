@@ -131,7 +131,7 @@ pub async fn render(hub: &Hub) -> String {
 
     f.header("vantage_target_verdict", "gauge", "The target's consolidated verdict (1 for the current one).");
     for s in &statuses {
-        let current = crate::status::verdict_name(s.verdict);
+        let current = crate::names::verdict(s.verdict);
         for verdict in VERDICTS {
             f.sample(
                 "vantage_target_verdict",
@@ -143,7 +143,7 @@ pub async fn render(hub: &Hub) -> String {
     f.header("vantage_region_opinion", "gauge", "Each region's opinion of the target (1 for the current one).");
     for s in &statuses {
         for r in &s.regions {
-            let current = crate::status::opinion_name(r.opinion);
+            let current = crate::names::opinion(r.opinion);
             for opinion in OPINIONS {
                 let labels = [("target", s.url.as_str()), ("region", r.region.as_str()), ("opinion", opinion)];
                 f.sample("vantage_region_opinion", &labels, f64::from(u8::from(opinion == current)));

@@ -1,0 +1,284 @@
+//! What every view of the page shares: the document around a view, its Content-Security-Policy
+//! (the inline script and style allowed by hash), escaping, and the small pieces (badges, times,
+//! the failing-channel banner).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::LazyLock;
+
+use vantage_proto::v1::TargetStatus;
+
+use crate::alert::health::Failing;
+
+/// Characters of a failure detail shown (details come from hostile servers too).
+pub const MAX_DETAIL: usize = 300;
+
+/// Fetches the fragment named by `#live`'s `data-src` every 2 s (not while the tab is hidden)
+/// and swaps it in; `#state` says whether that works (the server's text says it does not, for
+/// when the script never runs).
+const SCRIPT: &str = r#"(function () {
+  var live = document.getElementById("live"), state = document.getElementById("state");
+  if (!live || !state) return;
+  var src = live.getAttribute("data-src");
+  function show(text, ok) { state.textContent = text; state.className = ok ? "ok" : "bad"; }
+  show("live", true);
+  function tick() {
+    if (document.hidden) { setTimeout(tick, 2000); return; }
+    fetch(src, { cache: "no-store" })
+      .then(function (r) {
+        if (r.status === 404) throw new Error("this target no longer exists");
+        if (!r.ok) throw new Error("HTTP " + r.status + ", retrying");
+        return r.text();
+      })
+      .then(function (html) { live.innerHTML = html; show("live", true); },
+            function (e) { show(e instanceof TypeError ? "offline, retrying" : e.message, false); })
+      .then(function () { setTimeout(tick, 2000); });
+  }
+  setTimeout(tick, 2000);
+})();"#;
+
+const STYLE: &str = r#"
+:root { --fg: #1b1f24; --muted: #5b6570; --line: #d8dee4; --bg: #ffffff; --soft: #f5f7f9;
+  --up: #1a7f37; --degraded: #9a6700; --down: #cf222e; --unknown: #6e7781; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+  color: var(--fg); background: var(--bg); }
+header { display: flex; flex-wrap: wrap; gap: .5rem 1rem; align-items: baseline; padding: .75rem 1rem;
+  border-bottom: 1px solid var(--line); background: var(--soft); }
+header a.home { font-weight: 700; color: var(--fg); text-decoration: none; font-size: 1.1rem; }
+#state { font-size: .85rem; color: var(--muted); }
+#state.ok::before { content: "\25CF  "; color: var(--up); }
+#state.bad { color: var(--down); font-weight: 600; }
+main { padding: .75rem 1rem 2rem; max-width: 1200px; }
+h1 { font-size: 1.2rem; margin: .25rem 0 .5rem; overflow-wrap: anywhere; }
+h2 { font-size: 1.05rem; margin: 1.5rem 0 .5rem; }
+a { color: #0969da; }
+code { font: .9em ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; overflow-wrap: anywhere; }
+.meta, .note { color: var(--muted); font-size: .85rem; }
+.counts span { margin-right: .75rem; white-space: nowrap; }
+.badge { display: inline-block; padding: .05rem .5rem; border-radius: 1rem; font-weight: 700; font-size: .8rem;
+  color: #fff; letter-spacing: .02em; }
+.v-UP { background: var(--up); } .v-DEGRADED { background: var(--degraded); }
+.v-DOWN { background: var(--down); } .v-UNKNOWN { background: var(--unknown); }
+.silenced { background: #8250df; }
+table { border-collapse: collapse; width: 100%; }
+th, td { text-align: left; padding: .4rem .5rem; border-bottom: 1px solid var(--line); vertical-align: top; }
+th { font-size: .8rem; color: var(--muted); font-weight: 600; }
+td.url, .url { overflow-wrap: anywhere; }
+td.num { text-align: right; white-space: nowrap; }
+.scroll { overflow-x: auto; }
+.matrix th[scope=row] { color: var(--fg); font-size: .95rem; white-space: nowrap; }
+.matrix td { white-space: nowrap; }
+.o-up { color: var(--up); font-weight: 600; } .o-down { color: var(--down); font-weight: 600; }
+.o-partial { color: var(--degraded); font-weight: 600; } .o-unknown { color: var(--unknown); font-weight: 600; }
+.cause { border-left: 4px solid var(--down); background: var(--soft); padding: .5rem .75rem; margin: .5rem 0; }
+.alarm { border: 2px solid var(--down); border-radius: .5rem; background: #ffebe9; padding: .5rem .75rem;
+  margin: .5rem 0; overflow-wrap: anywhere; }
+.alarm strong { color: var(--down); }
+.facts th { width: 11rem; }
+.facts td { overflow-wrap: anywhere; }
+ul.timeline { padding-left: 1.1rem; } ul.timeline li { margin: .25rem 0; }
+nav.pages a { margin-right: 1rem; }
+@media (max-width: 640px) {
+  main { padding: .5rem .6rem 2rem; }
+  table.cards thead { display: none; }
+  table.cards, table.cards tbody, table.cards tr, table.cards td { display: block; width: 100%; }
+  table.cards tr { border: 1px solid var(--line); border-radius: .5rem; margin: .5rem 0; padding: .25rem .5rem; }
+  table.cards td { border: 0; padding: .15rem 0; text-align: left; }
+  table.cards td::before { content: attr(data-label) ": "; color: var(--muted); font-size: .8rem; }
+  table.cards td.url::before { content: ""; }
+  table.cards td.none { display: none; }
+  .facts th { width: 7rem; }
+}
+"#;
+
+/// The Content-Security-Policy of every page: nothing but the page's own script and style (by
+/// hash) and fetches from the coordinator itself.
+pub static CSP: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "default-src 'none'; script-src '{}'; style-src '{}'; connect-src 'self'; base-uri 'none'; \
+         form-action 'none'; frame-ancestors 'none'",
+        sha256_source(SCRIPT),
+        sha256_source(STYLE)
+    )
+});
+
+/// `sha256-<base64>`, a CSP hash source.
+pub fn sha256_source(text: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    format!("sha256-{}", base64(digest.as_ref()))
+}
+
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Text made safe for HTML content and double- or single-quoted attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// At most `max` characters of `text`, with an ellipsis when cut.
+pub fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
+/// A banner per alert channel whose receiver says it is misconfigured: alerts are not reaching
+/// people, which the page must not hide behind a calm table.
+pub fn channel_banner(failing: &BTreeMap<String, Failing>, now: i64) -> String {
+    let mut out = String::new();
+    for (channel, f) in failing {
+        let _ = write!(
+            out,
+            "<div class=\"alarm\" role=\"alert\" data-failing-channel=\"{name}\"><strong>Alert channel {name} is \
+             failing</strong> since {since}: <code>{error}</code>. Its alerts are not being delivered (they are \
+             retried); fix the channel's URL or credentials.{told}</div>",
+            name = escape(channel),
+            since = when(Some(f.since_ms), now),
+            error = escape(&clip(&f.error, MAX_DETAIL)),
+            told = if f.alerted { " The other channels were told." } else { "" },
+        );
+    }
+    out
+}
+
+pub fn head(title: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{}</title><style>{STYLE}</style></head>\n",
+        escape(title)
+    )
+}
+
+/// A whole page whose `#live` part the script refreshes from `src`.
+pub fn document(title: &str, src: &str, live: &str) -> String {
+    format!(
+        "{}<body><header><a class=\"home\" href=\"/\">Vantage</a><span id=\"state\" class=\"bad\">not updating: this page needs JavaScript for that</span></header>\
+         <main id=\"live\" data-src=\"{}\">{live}</main><script>{SCRIPT}</script></body></html>\n",
+        head(title),
+        escape(src)
+    )
+}
+
+/// A whole page that does not refresh (the not-found page).
+pub fn static_document(title: &str, body: &str) -> String {
+    format!(
+        "{}<body><header><a class=\"home\" href=\"/\">Vantage</a></header><main>{body}</main></body></html>\n",
+        head(title)
+    )
+}
+
+pub fn badge(verdict: &str) -> String {
+    format!("<span class=\"badge v-{verdict}\">{verdict}</span>")
+}
+
+pub fn ms_of(t: Option<&prost_types::Timestamp>) -> Option<i64> {
+    t.map(crate::clock::ms)
+}
+
+/// "2026-05-01T10:00:00Z (3 min ago)".
+pub fn when(ms: Option<i64>, now: i64) -> String {
+    match ms {
+        Some(ms) if ms > 0 => {
+            format!("<time>{}</time> <span class=\"meta\">({} ago)</span>", crate::clock::rfc3339(ms), span(now - ms))
+        }
+        _ => "never".to_owned(),
+    }
+}
+
+/// A duration in words: "4 s", "12 min", "3 h 5 min", "2 d 4 h".
+pub fn span(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min", s / 60),
+        3600..86400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} d {} h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+pub fn failing_cell(s: &TargetStatus) -> String {
+    if s.failing_regions.is_empty() {
+        format!("0/{}", s.regions.len())
+    } else {
+        format!("{}/{} {}", s.failing_regions.len(), s.regions.len(), s.failing_regions.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::page::support::*;
+
+    #[test]
+    fn escape_replaces_every_markup_character() {
+        assert_eq!(
+            escape(r#"<a href="x" title='y'>&</a>"#),
+            "&lt;a href=&quot;x&quot; title=&#39;y&#39;&gt;&amp;&lt;/a&gt;"
+        );
+        assert_eq!(escape("plain é text"), "plain é text");
+    }
+
+    #[test]
+    fn a_failing_channel_shows_a_banner_with_its_name_and_error_escaped() {
+        let failing =
+            BTreeMap::from([(HOSTILE.to_owned(), Failing { since_ms: 1_000, error: HOSTILE.into(), alerted: true })]);
+        let html = channel_banner(&failing, 61_000);
+        assert_inert(&html);
+        assert!(html.contains("is failing</strong> since <time>1970-01-01T00:00:01Z</time>"), "{html}");
+        assert!(html.contains("The other channels were told."), "{html}");
+        assert!(channel_banner(&BTreeMap::new(), 0).is_empty(), "no banner while every channel works");
+        let page = document("t", "/?part=live", &html);
+        assert_eq!(page.matches("<script>").count(), 1, "only the page's own script");
+        assert!(!page.contains(" style="), "no inline style attribute: the policy allows only the page's style");
+    }
+
+    #[test]
+    fn details_are_clipped() {
+        assert_eq!(clip("abcdef", 3), "abc…");
+        assert_eq!(clip("ééé", 3), "ééé");
+        assert_eq!(clip("éééé", 3), "ééé…");
+    }
+
+    #[test]
+    fn the_policy_allows_exactly_the_page_script_and_style() {
+        // The digest of "abc" from FIPS 180-2, in base64.
+        assert_eq!(sha256_source("abc"), "sha256-ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        let page = document("t", "/?part=live", "");
+        let script = page.split("<script>").nth(1).and_then(|s| s.split("</script>").next()).unwrap();
+        assert!(CSP.contains(&sha256_source(script)));
+        let style = page.split("<style>").nth(1).and_then(|s| s.split("</style>").next()).unwrap();
+        assert!(CSP.contains(&sha256_source(style)));
+        assert!(!CSP.contains("unsafe"));
+    }
+}

@@ -1,0 +1,252 @@
+//! `GET /target?url=…`: one target: verdict and cause, regions × backends, the certificate
+//! (`certificate`), the last results per region, incidents and alerts.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use vantage_proto::v1::{HistoryEntry, Incident, ProbeResult, ProbeStatus, RegionStatus, TargetStatus};
+
+use super::certificate;
+use super::html::{MAX_DETAIL, badge, clip, escape, failing_cell, ms_of, span, when};
+use crate::alert::AlertRecord;
+use crate::names;
+use crate::view::describe_silence;
+
+/// Results shown per region on a target's page.
+pub const RESULTS_PER_REGION: usize = 5;
+/// Backend columns shown in the matrix (the rest are counted).
+const MAX_BACKENDS: usize = 16;
+pub const MAX_INCIDENTS: usize = 20;
+pub const MAX_ALERTS: usize = 10;
+
+fn passed(status: i32) -> bool {
+    status == ProbeStatus::Up as i32
+}
+
+/// One matrix cell: how one region found one address.
+fn backend_cell(result: Option<&ProbeResult>, address: &str) -> String {
+    let Some(result) = result else { return "<td class=\"o-unknown\">no result</td>".to_owned() };
+    match result.backends.iter().find(|b| b.address == address) {
+        Some(b) if passed(b.status) => "<td class=\"o-up\">up</td>".to_owned(),
+        Some(b) => {
+            let code = b.failure.as_ref().map_or(String::new(), |f| format!(" <code>{}</code>", escape(&f.code)));
+            let title = b.failure.as_ref().map_or(String::new(), |f| escape(&clip(&f.detail, MAX_DETAIL)));
+            format!("<td class=\"o-down\" title=\"{title}\">down{code}</td>")
+        }
+        None => "<td class=\"meta\">not probed</td>".to_owned(),
+    }
+}
+
+/// One target's page (its `#live` part): verdict and cause, regions × backends, certificate,
+/// the last results per region, incidents and alerts.
+pub fn target_fragment(
+    s: &TargetStatus,
+    latest: &[HistoryEntry],
+    history: &[HistoryEntry],
+    incidents: &[Incident],
+    alerts: &[AlertRecord],
+    now: i64,
+) -> String {
+    let mut out = String::new();
+    let verdict = names::verdict(s.verdict);
+    let _ = write!(
+        out,
+        "<p class=\"meta\"><a href=\"/\">← all targets</a> · as of {} UTC</p><h1 class=\"url\">{}</h1>\
+         <p class=\"summary\" data-verdict=\"{verdict}\">{} since {} · quorum {} of {} regions · failing: {}</p>",
+        crate::clock::rfc3339(now),
+        escape(&s.url),
+        badge(verdict),
+        when(ms_of(s.since.as_ref()), now),
+        s.quorum,
+        s.regions.len(),
+        escape(&failing_cell(s)),
+    );
+    if let Some(c) = &s.cause {
+        let _ = write!(
+            out,
+            "<div class=\"cause\"><code>{}</code>: {}<br><span class=\"meta\">Fix: {}</span></div>",
+            escape(&c.code),
+            escape(&c.message),
+            escape(&c.hint)
+        );
+    }
+    if let Some(silence) = &s.silence {
+        let _ = write!(
+            out,
+            "<p><span class=\"badge silenced\">silenced</span> notifications held back by {}</p>",
+            escape(&describe_silence(silence))
+        );
+    }
+
+    // Regions × backends.
+    let result_of = |region: &str| latest.iter().find(|e| e.region == region).and_then(|e| e.result.as_ref());
+    let mut addresses: Vec<&str> = Vec::new();
+    for r in &s.regions {
+        for b in result_of(&r.region).map(|r| r.backends.as_slice()).unwrap_or_default() {
+            if !addresses.contains(&b.address.as_str()) {
+                addresses.push(&b.address);
+            }
+        }
+    }
+    let hidden = addresses.len().saturating_sub(MAX_BACKENDS);
+    addresses.truncate(MAX_BACKENDS);
+    out.push_str(
+        "<h2>Regions × backends</h2><div class=\"scroll\"><table class=\"matrix\"><thead><tr><th>Region</th>\
+         <th>Opinion</th><th>Last result</th><th>Latency</th>",
+    );
+    for a in &addresses {
+        let _ = write!(out, "<th><code>{}</code></th>", escape(a));
+    }
+    out.push_str("</tr></thead><tbody>");
+    for r in &s.regions {
+        let opinion = names::opinion(r.opinion);
+        let result = result_of(&r.region);
+        let code = region_code(r);
+        let _ = write!(
+            out,
+            "<tr data-region=\"{region}\" data-opinion=\"{opinion}\"><th scope=\"row\">{region}</th>\
+             <td class=\"o-{opinion}\" title=\"{detail}\">{opinion}{code}</td><td>{age}</td><td class=\"num\">{latency}</td>",
+            region = escape(&r.region),
+            detail = escape(&clip(&r.detail, MAX_DETAIL)),
+            age = ms_of(r.last_result_time.as_ref())
+                .map_or("never".to_owned(), |ms| format!("{} ago", span(now.saturating_sub(ms)))),
+            latency = if r.last_result_time.is_some() { format!("{:.0} ms", r.latency_ms) } else { "-".to_owned() },
+        );
+        for a in &addresses {
+            out.push_str(&backend_cell(result, a));
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</tbody></table></div>");
+    if addresses.is_empty() {
+        out.push_str("<p class=\"note\">No region has reached an address yet (or DNS failed everywhere).</p>");
+    }
+    if hidden > 0 {
+        let _ = write!(out, "<p class=\"note\">{hidden} more addresses not shown.</p>");
+    }
+
+    out.push_str(&certificate::section(latest));
+
+    // The last results, newest first, a few per region.
+    out.push_str(
+        "<h2>Last results</h2><table class=\"cards results\"><thead><tr><th>Time</th><th>Region</th>\
+         <th>Result</th><th>Stage</th><th>Code</th><th>Detail</th><th>HTTP</th><th>Latency</th></tr></thead><tbody>",
+    );
+    let mut shown: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in history {
+        let n = shown.entry(e.region.as_str()).or_default();
+        if *n >= RESULTS_PER_REGION {
+            continue;
+        }
+        *n += 1;
+        let Some(r) = &e.result else { continue };
+        let state = names::probe_status(r.status);
+        let retried = if e.retried { " (retry)" } else { "" };
+        let f = r.failure.as_ref();
+        let _ = write!(
+            out,
+            "<tr><td data-label=\"Time\">{time}</td><td data-label=\"Region\">{region}</td>\
+             <td class=\"o-{state}\" data-label=\"Result\">{state}{retried}</td><td class=\"{failed}\" data-label=\"Stage\">{stage}</td>\
+             <td class=\"{failed}\" data-label=\"Code\">{code}</td>\
+             <td class=\"{failed}\" data-label=\"Detail\">{detail}</td>\
+             <td class=\"{answered}\" data-label=\"HTTP\">{http}</td><td class=\"num\" data-label=\"Latency\">{latency:.0} ms</td></tr>",
+            time = when(ms_of(r.checked_at.as_ref()), now),
+            region = escape(&e.region),
+            // Cells with nothing to say are dropped from the phone's cards.
+            failed = if f.is_some() { "" } else { "none" },
+            answered = if r.http_status == 0 { "none" } else { "" },
+            stage = f.map_or("-", |f| names::stage(f.stage)),
+            code = f.map_or("-".to_owned(), |f| format!("<code>{}</code>", escape(&f.code))),
+            detail = f.map_or(String::new(), |f| escape(&clip(&f.detail, MAX_DETAIL))),
+            http = if r.http_status == 0 { "-".to_owned() } else { r.http_status.to_string() },
+            latency = r.timings.as_ref().map_or(0.0, |t| t.total_ms),
+        );
+    }
+    out.push_str("</tbody></table>");
+    if history.is_empty() {
+        out.push_str("<p class=\"note\">No results stored yet.</p>");
+    }
+
+    // Incidents, newest first, and the alerts about this target.
+    out.push_str("<h2>Incidents</h2>");
+    if incidents.is_empty() {
+        out.push_str("<p class=\"note\">None recorded.</p>");
+    } else {
+        out.push_str("<ul class=\"timeline incidents\">");
+        for i in incidents.iter().take(MAX_INCIDENTS) {
+            let opened = ms_of(i.opened.as_ref());
+            let closed = ms_of(i.closed.as_ref());
+            let state = match (opened, closed) {
+                (Some(o), Some(c)) => format!("{}, closed after {}", when(Some(o), now), span(c - o)),
+                _ => format!("{}, <strong>open</strong>", when(opened, now)),
+            };
+            let cause = i.cause.as_ref().map_or(String::new(), |c| format!(" · <code>{}</code>", escape(&c.code)));
+            let regions =
+                if i.regions.is_empty() { String::new() } else { format!(" · {}", escape(&i.regions.join(", "))) };
+            let _ = write!(out, "<li>{} DOWN {state}{cause}{regions}</li>", badge("DOWN"));
+        }
+        out.push_str("</ul>");
+        if incidents.len() > MAX_INCIDENTS {
+            out.push_str("<p class=\"note\">Older incidents are not shown (<code>ListIncidents</code> has them).</p>");
+        }
+    }
+    out.push_str("<h2>Alerts</h2>");
+    if alerts.is_empty() {
+        out.push_str("<p class=\"note\">None sent.</p>");
+    } else {
+        out.push_str("<ul class=\"timeline alerts\">");
+        for a in alerts {
+            let deliveries: Vec<String> = a
+                .deliveries
+                .iter()
+                .map(|d| {
+                    let state = names::delivery_state(d.state);
+                    format!("{} {state}", escape(&d.channel))
+                })
+                .collect();
+            let deliveries = if deliveries.is_empty() { "no channel".to_owned() } else { deliveries.join(", ") };
+            let _ = write!(
+                out,
+                "<li>{} {} <span class=\"meta\">({deliveries})</span></li>",
+                when(Some(a.alert.at_ms), now),
+                escape(&a.alert.summary())
+            );
+        }
+        out.push_str("</ul>");
+    }
+    out
+}
+
+fn region_code(r: &RegionStatus) -> String {
+    if r.failure_code.is_empty() { String::new() } else { format!(" <code>{}</code>", escape(&r.failure_code)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::page::support::*;
+    use vantage_proto::v1::Cause;
+
+    #[test]
+    fn the_target_page_escapes_results_certificates_and_alerts() {
+        let entry = hostile_entry();
+        let incident = Incident {
+            url: HOSTILE.into(),
+            opened: Some(crate::clock::timestamp(500)),
+            cause: Some(Cause { code: HOSTILE.into(), ..Default::default() }),
+            regions: vec![HOSTILE.into()],
+            ..Default::default()
+        };
+        let html = target_fragment(
+            &hostile_status(),
+            std::slice::from_ref(&entry),
+            std::slice::from_ref(&entry),
+            &[incident],
+            &[],
+            2_000,
+        );
+        assert_inert(&html);
+        assert!(html.contains("<h2>Regions × backends</h2>"));
+        assert!(html.contains("<strong>open</strong>"));
+    }
+}
