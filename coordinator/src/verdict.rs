@@ -136,7 +136,7 @@ pub struct Observation {
 /// this is 2 × interval + timeout; without the longer period, a region whose probes time out
 /// would turn silent between its own results, and the verdict would flap.
 pub fn max_age_ms(interval_ms: i64, timeout_ms: i64) -> i64 {
-    let retry_pause = vantage_agent::scheduler::RETRY_DELAY.as_millis() as i64;
+    let retry_pause = vantage_shared::limits::RETRY_DELAY.as_millis() as i64;
     let interval = interval_ms.max(1);
     let longest_run = timeout_ms.saturating_mul(2).saturating_add(retry_pause);
     // The tick at which a run ends exactly is skipped too (the run is still finishing): a run of
