@@ -1,6 +1,6 @@
-//! Quorum verdicts, as the README's "How regions decide" defines them: pure functions from each
-//! region's opinion and the target's quorum to one verdict and its cause. No clocks, no I/O: every
-//! rule is table-tested.
+//! Quorum verdicts, as the README's "Verdicts and incidents" defines them: pure functions from
+//! each region's opinion and the target's quorum to one verdict and its cause. No clocks, no I/O:
+//! every rule is table-tested.
 
 use vantage_shared::failure::FailureCode;
 
