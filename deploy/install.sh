@@ -154,7 +154,7 @@ if [ -n "$url" ]; then
     [ -n "$unit" ] || unit=$(find "$work/release" -type f -name "$binary.service" | head -n 1)
 else
     source_binary=$from/$binary
-    [ -f "$source_binary" ] || die "$source_binary: no such file (build it: cargo build --release -p $binary)"
+    [ -f "$source_binary" ] || die "$source_binary: no such file (build it: cargo build --release --locked --no-default-features -p $binary)"
 fi
 [ -x "$source_binary" ] || chmod 0755 "$source_binary" 2>/dev/null || true
 "$source_binary" --version >/dev/null 2>&1 || die "$source_binary does not run here (another architecture?)"

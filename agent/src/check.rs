@@ -113,14 +113,14 @@ pub struct CheckArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
     pub timeout: Duration,
     /// Certificate health turns to warning with fewer days left.
-    #[arg(long, value_name = "DAYS", default_value_t = 30)]
+    #[arg(long, value_name = "DAYS", default_value_t = vantage_shared::limits::DEFAULT_WARN_DAYS)]
     pub warn_days: u32,
     /// Certificate health turns to critical with fewer days left.
-    #[arg(long, value_name = "DAYS", default_value_t = 7)]
+    #[arg(long, value_name = "DAYS", default_value_t = vantage_shared::limits::DEFAULT_CRITICAL_DAYS)]
     pub critical_days: u32,
     /// The served leaf certificate's SHA-256, or its public key's (SubjectPublicKeyInfo), must be
     /// this, in hex (repeatable; one must match).
-    #[arg(long = "pin-sha256", value_name = "HEX", value_parser = cert::parse_pin)]
+    #[arg(long = "pin-sha256", value_name = "HEX", value_parser = vantage_shared::pin::parse_pin)]
     pub pins: Vec<String>,
     #[command(flatten)]
     pub watch: WatchArgs,

@@ -76,7 +76,7 @@ fn run_agent(args: vantage_agent::run::RunArgs) -> i32 {
     let result = runtime.block_on(async {
         tokio::select! {
             result = vantage_agent::run::run(config) => result.map_err(|e| e.to_string()),
-            _ = vantage_agent::run::shutdown_signal() => Ok(()),
+            _ = vantage_shared::signal::shutdown() => Ok(()),
         }
     });
     match result {

@@ -43,7 +43,7 @@ pub struct Target {
     pub all_backends: bool,
     pub follow_redirects: bool,
     pub thresholds: cert::Thresholds,
-    /// Accepted SHA-256 hashes of the leaf certificate or its public key, as `cert::parse_pin`
+    /// Accepted SHA-256 hashes of the leaf certificate or its public key, as `vantage_shared::pin::parse_pin`
     /// writes them; empty means no pinning. Checked for the target's host name only.
     pub pins: Vec<String>,
 }
@@ -58,7 +58,10 @@ impl Target {
             expect_body: None,
             all_backends: false,
             follow_redirects: true,
-            thresholds: cert::Thresholds { warn_days: 30, critical_days: 7 },
+            thresholds: cert::Thresholds {
+                warn_days: vantage_shared::limits::DEFAULT_WARN_DAYS,
+                critical_days: vantage_shared::limits::DEFAULT_CRITICAL_DAYS,
+            },
             pins: Vec::new(),
         }
     }

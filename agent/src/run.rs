@@ -171,18 +171,6 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Ctrl-C or SIGTERM (what systemd and Kubernetes send).
-pub async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,12 +11,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::Instrument;
 use vantage_proto::v1::{TargetResult, TargetSpec};
+use vantage_shared::limits::RETRY_DELAY;
 
 use crate::probe::{Prober, Target};
 use crate::wire;
-
-/// The pause before the one retry of a failed probe.
-pub const RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// What the session asks of the scheduler.
 #[derive(Debug)]

@@ -19,8 +19,6 @@ use vantage_shared::limits;
 
 use crate::scheduler::Command;
 
-/// Largest message accepted from the coordinator: a full assignment of 100,000 targets fits.
-pub const MAX_ASSIGNMENT: usize = 64 << 20;
 /// Results per batch (fewer when they would exceed [`limits::MAX_BATCH_BYTES`]).
 pub const BATCH_SIZE: usize = 500;
 const _: () = assert!(BATCH_SIZE <= limits::MAX_BATCH_RESULTS);
@@ -406,7 +404,7 @@ async fn connect_and_serve(
     };
     tx.send(AgentMessage { kind: Some(agent_message::Kind::Hello(hello)) }).await.map_err(|_| SessionError::Closed)?;
     let mut inbound = AgentServiceClient::new(channel)
-        .max_decoding_message_size(MAX_ASSIGNMENT)
+        .max_decoding_message_size(limits::MAX_ASSIGNMENT)
         .connect(ReceiverStream::new(rx))
         .await
         .map_err(SessionError::Refused)?

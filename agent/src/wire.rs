@@ -11,7 +11,7 @@ use vantage_shared::failure::{Failure, Stage};
 use vantage_shared::limits::{self, truncate, truncate_list, truncated_more};
 use vantage_shared::report::{CertHealth, ProbeReport, ProbeStatus, parse_rfc3339};
 
-use crate::probe::{Target, cert, cert::Thresholds};
+use crate::probe::{Target, cert::Thresholds};
 
 fn timestamp(rfc3339: &str) -> Option<prost_types::Timestamp> {
     parse_rfc3339(rfc3339).map(|seconds| prost_types::Timestamp { seconds, nanos: 0 })
@@ -192,10 +192,15 @@ pub fn target(spec: &pb::TargetSpec) -> Result<Target, String> {
     target.expect_ips = spec.expect_ips.iter().filter_map(|ip| ip.parse::<IpAddr>().ok()).collect();
     target.expect_status = spec.expect_status.iter().filter_map(|s| u16::try_from(*s).ok()).collect();
     target.all_backends = spec.all_backends;
-    let warn_days = if spec.warn_days == 0 { 30 } else { spec.warn_days };
-    let critical_days = if spec.critical_days == 0 { 7.min(warn_days) } else { spec.critical_days };
+    let warn_days = if spec.warn_days == 0 { limits::DEFAULT_WARN_DAYS } else { spec.warn_days };
+    let critical_days =
+        if spec.critical_days == 0 { limits::DEFAULT_CRITICAL_DAYS.min(warn_days) } else { spec.critical_days };
     target.thresholds = Thresholds { warn_days, critical_days };
-    target.pins = spec.pin_sha256.iter().map(|pin| cert::parse_pin(pin)).collect::<Result<_, _>>()?;
+    target.pins = spec
+        .pin_sha256
+        .iter()
+        .map(|pin| vantage_shared::pin::parse_pin(pin).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
     Ok(target)
 }
 

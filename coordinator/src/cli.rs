@@ -93,7 +93,7 @@ pub async fn client(args: &ClientArgs) -> anyhow::Result<Client> {
         .await
         .with_context(|| format!("cannot reach the coordinator at {addr}"))?;
     Ok(CoordinatorClient::with_interceptor(channel, Bearer(token))
-        .max_decoding_message_size(vantage_agent::session::MAX_ASSIGNMENT))
+        .max_decoding_message_size(vantage_shared::limits::MAX_ASSIGNMENT))
 }
 
 fn read(path: &Path) -> anyhow::Result<Vec<u8>> {

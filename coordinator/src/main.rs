@@ -1,6 +1,9 @@
 //! `vantage-coordinator`: serves the agents and the API, and gives operators the consolidated
-//! status; `demo` runs the whole system locally.
+//! status; `demo` runs the whole system locally. The demo needs the `demo` cargo feature (on by
+//! default, off in the builds deploy/ makes): without it, `demo` is still a command, and says how
+//! this binary was built and where the demo is.
 
+#[cfg(feature = "demo")]
 mod demo;
 
 use std::net::SocketAddr;
@@ -44,8 +47,27 @@ enum Command {
     Pki(pki::PkiCommand),
     /// Run a coordinator, three agents in three regions and the scenario lab's targets locally,
     /// and show the live status.
+    #[cfg(feature = "demo")]
     Demo(demo::DemoArgs),
+    /// Not in this build: it was built without the `demo` feature (as deployments are).
+    #[cfg(not(feature = "demo"))]
+    #[command(hide = true, disable_help_flag = true)]
+    Demo(NoDemo),
 }
+
+/// Whatever `demo` was given, in a build without it: the answer is the same.
+#[cfg(not(feature = "demo"))]
+#[derive(Debug, clap::Args)]
+struct NoDemo {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    _args: Vec<String>,
+}
+
+/// What `demo` says in a build without it.
+#[cfg(not(feature = "demo"))]
+const NO_DEMO: &str = "this build has no demo: it was built without the cargo feature `demo` (production builds \
+    leave it out, so they carry no scenario lab and no probe code); run the demo from a source checkout with \
+    `cargo run -p vantage-coordinator -- demo`";
 
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
@@ -169,10 +191,13 @@ fn main() -> std::process::ExitCode {
         Command::Regions(args) => runtime.block_on(regions::run_regions(args)),
         Command::Pki(pki::PkiCommand::RevokeAgent(args)) => runtime.block_on(pki::revoke(args)),
         Command::Pki(command) => pki::run(command),
+        #[cfg(feature = "demo")]
         Command::Demo(args) => {
             drop(runtime);
             demo::run(args)
         }
+        #[cfg(not(feature = "demo"))]
+        Command::Demo(_) => Err(anyhow::anyhow!(NO_DEMO)),
     };
     telemetry.shutdown();
     match result {
@@ -223,7 +248,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     .await?;
     tokio::select! {
         result = running.wait() => result,
-        _ = vantage_agent::run::shutdown_signal() => {
+        _ = vantage_shared::signal::shutdown() => {
             tracing::info!("shutting down");
             running.shutdown().await;
             Ok(())

@@ -22,8 +22,8 @@ use crate::store::Store;
 /// Largest gRPC message accepted: agents split their batches to fit it.
 const MAX_MESSAGE: usize = vantage_shared::limits::MAX_MESSAGE;
 /// Largest message sent to an agent: a full assignment of `--max-targets` targets (about 100
-/// bytes each) must fit. Agents accept as much (`vantage_agent::session::MAX_ASSIGNMENT`).
-const MAX_ASSIGNMENT: usize = vantage_agent::session::MAX_ASSIGNMENT;
+/// bytes each) must fit. Agents accept as much.
+const MAX_ASSIGNMENT: usize = vantage_shared::limits::MAX_ASSIGNMENT;
 /// How often housekeeping runs (the first pass at start-up).
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 

@@ -6,12 +6,10 @@ use std::time::Duration;
 
 use vantage_proto::v1::TargetSpec;
 use vantage_shared::TargetUrl;
-use vantage_shared::limits::MAX_URL;
+use vantage_shared::limits::{DEFAULT_CRITICAL_DAYS, DEFAULT_WARN_DAYS, MAX_URL};
 
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-pub const DEFAULT_WARN_DAYS: u32 = 30;
-pub const DEFAULT_CRITICAL_DAYS: u32 = 7;
 const MAX_REGIONS: usize = 64;
 const MAX_NAME: usize = 64;
 const MAX_LABELS: usize = 32;
@@ -117,7 +115,7 @@ pub fn normalize(mut spec: TargetSpec) -> Result<TargetSpec, SpecError> {
     spec.pin_sha256 = spec
         .pin_sha256
         .iter()
-        .map(|pin| vantage_agent::probe::cert::parse_pin(pin).map_err(|e| bad("pin_sha256", e)))
+        .map(|pin| vantage_shared::pin::parse_pin(pin).map_err(|e| bad("pin_sha256", e.to_string())))
         .collect::<Result<_, _>>()?;
     Ok(spec)
 }

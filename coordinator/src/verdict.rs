@@ -1,5 +1,6 @@
-//! Quorum verdicts, as DESIGN.md defines them: pure functions from each region's opinion and the
-//! target's quorum to one verdict and its cause. No clocks, no I/O: every rule is table-tested.
+//! Quorum verdicts, as the README's "Verdicts and incidents" defines them: pure functions from
+//! each region's opinion and the target's quorum to one verdict and its cause. No clocks, no I/O:
+//! every rule is table-tested.
 
 use vantage_shared::failure::FailureCode;
 
@@ -136,7 +137,7 @@ pub struct Observation {
 /// this is 2 × interval + timeout; without the longer period, a region whose probes time out
 /// would turn silent between its own results, and the verdict would flap.
 pub fn max_age_ms(interval_ms: i64, timeout_ms: i64) -> i64 {
-    let retry_pause = vantage_agent::scheduler::RETRY_DELAY.as_millis() as i64;
+    let retry_pause = vantage_shared::limits::RETRY_DELAY.as_millis() as i64;
     let interval = interval_ms.max(1);
     let longest_run = timeout_ms.saturating_mul(2).saturating_add(retry_pause);
     // The tick at which a run ends exactly is skipped too (the run is still finishing): a run of

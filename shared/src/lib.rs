@@ -1,6 +1,8 @@
 #![forbid(unsafe_code)]
 //! What Vantage's agent and coordinator both speak: failure codes with their causes and hints,
-//! the probe report, target URLs and durations, mTLS identities, the size limits both sides enforce. The `lab` feature adds local scenario servers.
+//! the probe report, target URLs and durations, certificate pins, mTLS identities, the limits and
+//! defaults both sides enforce. The `signal` feature adds the shutdown signal the binaries stop on,
+//! `telemetry` their logging and traces, and `lab` (tests and the demo only) local scenario servers.
 
 pub mod duration;
 pub mod failure;
@@ -8,7 +10,10 @@ pub mod identity;
 #[cfg(feature = "lab")]
 pub mod lab;
 pub mod limits;
+pub mod pin;
 pub mod report;
+#[cfg(feature = "signal")]
+pub mod signal;
 pub mod target;
 #[cfg(feature = "telemetry")]
 pub mod telemetry;

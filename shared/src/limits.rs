@@ -1,6 +1,10 @@
-//! Every size limit the agent and the coordinator must agree on, defined once: the coordinator
-//! refuses what exceeds them, `UpsertTarget` refuses targets the agent could not report on, and
-//! the agent truncates or splits so that it never builds what the coordinator would refuse.
+//! Every limit and default the agent and the coordinator must agree on, defined once: the
+//! coordinator refuses what exceeds them, `UpsertTarget` refuses targets the agent could not
+//! report on, and the agent truncates or splits so that it never builds what the coordinator
+//! would refuse. The timing and defaults both sides assume (the retry pause that staleness allows
+//! for, certificate thresholds) live here too, so neither side borrows them from the other.
+
+use std::time::Duration;
 
 /// Longest target URL accepted anywhere (config, `UpsertTarget`, result batches).
 pub const MAX_URL: usize = 2048;
@@ -10,6 +14,9 @@ pub const MAX_ID: usize = 64;
 pub const MAX_BATCH_RESULTS: usize = 1000;
 /// Largest gRPC message the coordinator decodes from agents and API callers.
 pub const MAX_MESSAGE: usize = 4 << 20;
+/// Largest message the coordinator sends an agent and the agent accepts (and `status` accepts
+/// from the API): a full assignment of 100,000 targets (about 100 bytes each) fits.
+pub const MAX_ASSIGNMENT: usize = 64 << 20;
 /// Largest encoded batch an agent sends: the message cap less room for framing, so a batch
 /// split by bytes always fits.
 pub const MAX_BATCH_BYTES: usize = 3 << 20;
@@ -33,6 +40,15 @@ pub const MAX_SANS_BYTES: usize = 64 << 10;
 /// Longest free-text field of one backend's failure (its message, hint and detail): a result
 /// carries up to [`MAX_BACKENDS`] of them, and the result's own failure says the most.
 pub const MAX_BACKEND_TEXT: usize = 512;
+/// The pause before an agent's one retry of a failed probe. The coordinator allows for it when it
+/// decides how old a region's newest result may be before the region counts as silent.
+pub const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// Certificate health turns to warning with fewer days left, unless the target says otherwise.
+pub const DEFAULT_WARN_DAYS: u32 = 30;
+/// Certificate health turns to critical with fewer days left, unless the target says otherwise
+/// (never more than its warning threshold).
+pub const DEFAULT_CRITICAL_DAYS: u32 = 7;
+
 /// What ends a field the agent cut short.
 pub const TRUNCATED: &str = "…[truncated]";
 
@@ -101,5 +117,11 @@ mod tests {
     #[test]
     fn the_batch_cap_leaves_room_under_the_message_cap() {
         assert!(MAX_BATCH_BYTES + MAX_RESULT_BYTES < MAX_MESSAGE);
+    }
+
+    #[test]
+    fn an_assignment_may_be_larger_than_what_agents_send() {
+        assert!(MAX_ASSIGNMENT >= MAX_MESSAGE);
+        assert!(DEFAULT_CRITICAL_DAYS <= DEFAULT_WARN_DAYS);
     }
 }

@@ -1,6 +1,6 @@
 //! Three regions, each an agent process in its own network namespace on a private bridge, a real
-//! coordinator process, real TLS targets, real faults: the quorum rules of DESIGN.md, observed
-//! from outside through the status stream and grpcurl.
+//! coordinator process, real TLS targets, real faults: the quorum rules of the README's
+//! "Verdicts and incidents", observed from outside through the status stream and grpcurl.
 
 use std::cell::RefCell;
 use std::collections::HashSet;

@@ -59,19 +59,8 @@ impl CertError {
     }
 }
 
-/// Reads a pin as operators paste it: 64 hex digits, either case, optionally colon-separated
-/// (`openssl x509 -fingerprint -sha256` prints `AB:CD:…`). The result is lowercase without
-/// colons, the form reports and the coordinator store.
-pub fn parse_pin(text: &str) -> Result<String, String> {
-    let pin: String = text.trim().chars().filter(|c| *c != ':').collect::<String>().to_ascii_lowercase();
-    if pin.len() != 64 || !pin.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!("{text:?} is not a SHA-256 hash (64 hex digits)"));
-    }
-    Ok(pin)
-}
-
 /// Whether the leaf's certificate or public key (SubjectPublicKeyInfo) hash is one of `pins`
-/// (normalized by `parse_pin`); no pins, no check.
+/// (normalized by `vantage_shared::pin::parse_pin`); no pins, no check.
 pub fn check_pins(leaf: &CertificateDer<'_>, pins: &[String]) -> Result<(), CertError> {
     if pins.is_empty() {
         return Ok(());
@@ -319,17 +308,6 @@ fn trust_fault(error: rustls::Error, facts: &[Facts]) -> CertError {
 mod tests {
     use super::*;
     use vantage_shared::lab::pki::{self, LeafSpec};
-
-    #[test]
-    fn pins_are_read_as_operators_paste_them() {
-        let hex = "ab".repeat(32);
-        assert_eq!(parse_pin(&hex).unwrap(), hex);
-        assert_eq!(parse_pin(&format!(" {} ", hex.to_uppercase())).unwrap(), hex);
-        assert_eq!(parse_pin(&vec!["AB"; 32].join(":")).unwrap(), hex);
-        for bad in ["", "ab", &"ab".repeat(33), &"zz".repeat(32), "sha256//q83vEjRWeJA="] {
-            assert!(parse_pin(bad).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn a_pin_matches_the_certificate_or_its_public_key() {
