@@ -1,0 +1,422 @@
+//! Housekeeping removes what aged out a bounded step at a time ([`Store::prune_step`]): each step
+//! is one short write transaction that walks a time-ordered index from its oldest end, so it
+//! never scans a whole table and an ingest commit waits at most one step behind it.
+
+use std::ops::Bound;
+use std::time::{Duration, Instant};
+
+use redb::ReadableTable;
+
+use super::db::{Store, StoreError, corrupt};
+use super::tables::{
+    ALERT_BY_SUBJECT, ALERT_ORDER, ALERT_PENDING, ALERTS, INCIDENTS, INCIDENTS_CLOSED, RESULTS, RESULTS_BY_TIME,
+    SILENCES, TRANSITIONS, TRANSITIONS_BY_TIME,
+};
+use super::time_index::index_history;
+use crate::alert::{AlertRecord, Silence};
+
+/// Most rows one housekeeping step removes (or indexes), so the write transaction it holds stays
+/// short: an ingest commit waits behind at most one step. Each removed history row dirties a page
+/// of its own (history is kept in target order, pruned in time order), which the next synced
+/// commit writes out; the hub sizes steps below this by the time they take
+/// (`hub::PRUNE_STEP_TARGET`).
+/// Measured with `cargo bench -p vantage-coordinator --bench prune` (README, "Benchmarks").
+pub const PRUNE_STEP_ROWS: usize = 10_000;
+/// Most time one step spends removing history rows before it commits what it has (a loaded
+/// machine slows a step down however few its rows).
+pub const PRUNE_STEP_TIME: Duration = Duration::from_millis(10);
+
+/// One pass of housekeeping: what goes (everything from before each cutoff, Unix ms), how far
+/// the pass has got, and what it did so far. [`Store::prune_step`] applies it one bounded write
+/// transaction at a time.
+#[derive(Debug, Clone)]
+pub struct Pruning {
+    /// Results checked before this.
+    pub results_before: i64,
+    /// Verdict transitions entered before this, and incidents closed before it.
+    pub events_before: i64,
+    /// Alerts raised before this whose deliveries are all settled, and silences that ended
+    /// before it.
+    pub alerts_before: i64,
+    stage: PruneStage,
+    pub done: Pruned,
+    /// How long the last step held the write lock (from the transaction's start to its commit).
+    pub last_step: Duration,
+}
+
+impl Pruning {
+    pub fn new(results_before: i64, events_before: i64, alerts_before: i64) -> Pruning {
+        Pruning {
+            results_before,
+            events_before,
+            alerts_before,
+            stage: PruneStage::IndexHistory,
+            done: Pruned::default(),
+            last_step: Duration::ZERO,
+        }
+    }
+}
+
+/// What a pass of housekeeping did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// History rows from before the time index, indexed.
+    pub indexed: u64,
+    pub results: u64,
+    pub transitions: u64,
+    pub incidents: u64,
+    pub alerts: u64,
+    pub silences: u64,
+    /// Write transactions it took.
+    pub steps: u64,
+}
+
+/// Where a pass of housekeeping is, in the order it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PruneStage {
+    /// Indexing history rows from before the time index (only after an upgrade).
+    IndexHistory,
+    Results,
+    Transitions,
+    Incidents,
+    /// Settled alerts, walking the (at, id) order after this key: pending ones are stepped over.
+    Alerts(Option<(i64, String)>),
+    Silences,
+    Done,
+}
+
+impl PruneStage {
+    fn next(&self) -> PruneStage {
+        match self {
+            PruneStage::IndexHistory => PruneStage::Results,
+            PruneStage::Results => PruneStage::Transitions,
+            PruneStage::Transitions => PruneStage::Incidents,
+            PruneStage::Incidents => PruneStage::Alerts(None),
+            PruneStage::Alerts(_) => PruneStage::Silences,
+            PruneStage::Silences | PruneStage::Done => PruneStage::Done,
+        }
+    }
+}
+
+impl Store {
+    /// One step of `pruning`: one write transaction that indexes or removes at most `max_rows`
+    /// rows of one kind, oldest first (history rows for at most `max_time`, then it commits).
+    /// Returns true once the pass is over. Between steps other writers (ingest) get the
+    /// database, so none waits longer than one step.
+    ///
+    /// A step commits without syncing the file (redb's `Durability::None`): the next ingest
+    /// commit, which syncs, makes it durable with its own, so a step holds the write lock only
+    /// for its work, not for a disk flush. A crash in between loses only removals that the next
+    /// pass does again.
+    pub fn prune_step(&self, pruning: &mut Pruning, max_rows: usize, max_time: Duration) -> Result<bool, StoreError> {
+        let max = max_rows.max(1);
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::None)?;
+        let began = Instant::now();
+        let done = &mut pruning.done;
+        // (rows written, whether the stage is over)
+        let (rows, finished) = match &pruning.stage {
+            PruneStage::IndexHistory => match index_history(&txn, max)? {
+                Some((rows, finished)) => {
+                    done.indexed += rows;
+                    // The position moved (or the build ended): always written.
+                    (rows.max(1), finished)
+                }
+                None => (0, true),
+            },
+            PruneStage::Results => {
+                let (rows, finished) = prune_results(&txn, pruning.results_before, max, max_time)?;
+                done.results += rows;
+                (rows, finished)
+            }
+            PruneStage::Transitions => {
+                let rows = prune_transitions(&txn, pruning.events_before, max)?;
+                done.transitions += rows;
+                (rows, rows < max as u64)
+            }
+            PruneStage::Incidents => {
+                let rows = prune_incidents(&txn, pruning.events_before, max)?;
+                done.incidents += rows;
+                (rows, rows < max as u64)
+            }
+            PruneStage::Alerts(after) => {
+                let (rows, next) = prune_alerts(&txn, pruning.alerts_before, after.as_ref(), max)?;
+                done.alerts += rows;
+                let finished = next.is_none();
+                pruning.stage = PruneStage::Alerts(next);
+                (rows, finished)
+            }
+            PruneStage::Silences => {
+                let before = pruning.alerts_before;
+                let mut silences = txn.open_table(SILENCES)?;
+                let mut rows = 0;
+                // Few rows (silences are made by hand or in the config): one step.
+                silences.retain(|_, value| {
+                    let keep = serde_json::from_slice::<Silence>(value).map_or(true, |s| s.end_ms >= before);
+                    rows += u64::from(!keep);
+                    keep
+                })?;
+                done.silences += rows;
+                (rows, true)
+            }
+            PruneStage::Done => (0, true),
+        };
+        if rows > 0 {
+            txn.commit()?;
+            done.steps += 1;
+        } else {
+            txn.abort()?;
+        }
+        pruning.last_step = began.elapsed();
+        if finished {
+            pruning.stage = pruning.stage.next();
+        }
+        Ok(pruning.stage == PruneStage::Done)
+    }
+}
+
+/// Removes up to `max` of the oldest history rows checked before `before_ms`, for at most
+/// `max_time`; returns how many, and whether none older is left.
+fn prune_results(
+    txn: &redb::WriteTransaction,
+    before_ms: i64,
+    max: usize,
+    max_time: Duration,
+) -> Result<(u64, bool), StoreError> {
+    let started = Instant::now();
+    let mut by_time = txn.open_table(RESULTS_BY_TIME)?;
+    let mut results = txn.open_table(RESULTS)?;
+    let old: Vec<(i64, String, String, u64, u32)> = by_time
+        .range(..(before_ms, "", "", 0u64, 0u32))?
+        .take(max)
+        .map(|row| {
+            let (key, _) = row?;
+            let (at, url, region, sequence, index) = key.value();
+            Ok((at, url.to_owned(), region.to_owned(), sequence, index))
+        })
+        .collect::<Result<_, StoreError>>()?;
+    let mut removed = 0;
+    for (at, url, region, sequence, index) in &old {
+        results.remove((url.as_str(), *at, region.as_str(), *sequence, *index))?;
+        removed += 1;
+        if started.elapsed() >= max_time {
+            break;
+        }
+    }
+    // Oldest first, so the index loses a prefix: one sweep.
+    if let Some((at, url, region, sequence, index)) = old.get(removed.max(1) - 1) {
+        by_time.retain_in(..=(*at, url.as_str(), region.as_str(), *sequence, *index), |_, _| false)?;
+    }
+    Ok((removed as u64, old.len() < max && removed == old.len()))
+}
+
+/// Removes up to `max` of the oldest verdict transitions entered before `before_ms`.
+fn prune_transitions(txn: &redb::WriteTransaction, before_ms: i64, max: usize) -> Result<u64, StoreError> {
+    let mut by_time = txn.open_table(TRANSITIONS_BY_TIME)?;
+    let mut transitions = txn.open_table(TRANSITIONS)?;
+    let old: Vec<(i64, String)> = by_time
+        .range(..(before_ms, ""))?
+        .take(max)
+        .map(|row| {
+            let (key, _) = row?;
+            let (at, url) = key.value();
+            Ok((at, url.to_owned()))
+        })
+        .collect::<Result<_, StoreError>>()?;
+    for (at, url) in &old {
+        transitions.remove((url.as_str(), *at))?;
+        by_time.remove((*at, url.as_str()))?;
+    }
+    Ok(old.len() as u64)
+}
+
+/// Removes up to `max` of the incidents closed longest before `before_ms` (open ones stay).
+fn prune_incidents(txn: &redb::WriteTransaction, before_ms: i64, max: usize) -> Result<u64, StoreError> {
+    let mut closed = txn.open_table(INCIDENTS_CLOSED)?;
+    let mut incidents = txn.open_table(INCIDENTS)?;
+    let old: Vec<(i64, String, i64)> = closed
+        .range(..(before_ms, "", i64::MIN))?
+        .take(max)
+        .map(|row| {
+            let (key, _) = row?;
+            let (at, url, opened) = key.value();
+            Ok((at, url.to_owned(), opened))
+        })
+        .collect::<Result<_, StoreError>>()?;
+    for (at, url, opened) in &old {
+        incidents.remove((url.as_str(), *opened))?;
+        closed.remove((*at, url.as_str(), *opened))?;
+    }
+    Ok(old.len() as u64)
+}
+
+/// Looks at up to `max` alerts raised before `before_ms`, after `after` in time order, and
+/// removes those whose deliveries are all settled (with their place in both indexes); returns
+/// how many went and where to go on (`None`: no more).
+fn prune_alerts(
+    txn: &redb::WriteTransaction,
+    before_ms: i64,
+    after: Option<&(i64, String)>,
+    max: usize,
+) -> Result<(u64, Option<(i64, String)>), StoreError> {
+    let pending = txn.open_table(ALERT_PENDING)?;
+    let mut order = txn.open_table(ALERT_ORDER)?;
+    let mut by_subject = txn.open_table(ALERT_BY_SUBJECT)?;
+    let mut alerts = txn.open_table(ALERTS)?;
+    let start = match after {
+        Some((at, id)) => Bound::Excluded((*at, id.as_str())),
+        None => Bound::Unbounded,
+    };
+    let seen: Vec<(i64, String)> = order
+        .range::<(i64, &str)>((start, Bound::Excluded((before_ms, ""))))?
+        .take(max)
+        .map(|row| {
+            let (key, _) = row?;
+            let (at, id) = key.value();
+            Ok((at, id.to_owned()))
+        })
+        .collect::<Result<_, StoreError>>()?;
+    let mut removed = 0;
+    for (at, id) in &seen {
+        if pending.get(id.as_str())?.is_some() {
+            continue;
+        }
+        order.remove((*at, id.as_str()))?;
+        if let Some(value) = alerts.remove(id.as_str())? {
+            let record: AlertRecord = serde_json::from_slice(value.value()).map_err(corrupt)?;
+            by_subject.remove((record.alert.subject.as_str(), *at, id.as_str()))?;
+        }
+        removed += 1;
+    }
+    let next = if seen.len() < max { None } else { seen.last().cloned() };
+    Ok((removed, next))
+}
+
+#[cfg(test)]
+mod tests {
+    use vantage_proto::v1::Incident;
+
+    use super::*;
+    use crate::clock::{ms, timestamp};
+    use crate::store::testing::{assert_indexes_consistent, history_times, prune, record_history, temp_dir};
+    use crate::store::verdicts::{IncidentChange, VerdictRecord};
+
+    #[test]
+    fn history_older_than_the_cutoff_goes_oldest_first_in_bounded_steps_newer_stays() {
+        let dir = temp_dir("prune-history");
+        let store = Store::open(&dir).unwrap();
+        let urls = ["https://a.example/", "https://b.example/", "https://c.example/"];
+        let total = record_history(&store, &urls, &["eu", "us"], 3_900);
+        assert_eq!(total, 240);
+        let latest_before = store.latest().unwrap();
+        // Rows at 0, 100, …, 2_000: 21 times × 6.
+        let mut pruning = Pruning::new(2_050, i64::MIN, i64::MIN);
+        let mut removed_per_step = Vec::new();
+        loop {
+            let before = pruning.done.results;
+            let over = store.prune_step(&mut pruning, 10, Duration::MAX).unwrap();
+            removed_per_step.push(pruning.done.results - before);
+            if removed_per_step.iter().sum::<u64>() == 20 {
+                // Two full steps: the 20 oldest rows (0, 100 and 200 everywhere, 2 of 300) went.
+                let times = history_times(&store, &urls);
+                assert_eq!((times[0], times.iter().filter(|t| **t == 300).count()), (300, 4), "oldest first");
+            }
+            if over {
+                break;
+            }
+        }
+        assert!(removed_per_step.iter().all(|n| *n <= 10), "no step removes more than its bound: {removed_per_step:?}");
+        assert_eq!(pruning.done.results, 126);
+        assert_eq!(pruning.done.steps, 13, "12 full steps and one of 6");
+        let times = history_times(&store, &urls);
+        assert_eq!(times.len(), 240 - 126);
+        assert!(times.iter().all(|t| *t >= 2_050), "every row older than the cutoff is gone");
+        assert_eq!(times[0], 2_100, "and every newer row is kept");
+        assert_eq!(store.latest().unwrap(), latest_before, "the newest result per target and region stays");
+        assert_indexes_consistent(&store);
+        // Nothing left to remove: no write at all.
+        assert_eq!(prune(&store, Pruning::new(2_050, i64::MIN, i64::MIN), 10), Pruned::default());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn old_transitions_and_closed_incidents_are_pruned_open_incidents_kept() {
+        let dir = temp_dir("prune-events");
+        let store = Store::open(&dir).unwrap();
+        let (a, b) = ("https://a.example/", "https://b.example/");
+        let verdict =
+            |v: &str, at: i64| VerdictRecord { verdict: v.into(), cause: None, since_ms: at, failing_regions: vec![] };
+        let open = |url: &str, at: i64| {
+            IncidentChange::Open(Incident { url: url.into(), opened: Some(timestamp(at)), ..Default::default() })
+        };
+        let changes = [
+            (a.to_owned(), verdict("DOWN", 1_000), open(a, 1_000)),
+            (b.to_owned(), verdict("DOWN", 1_500), open(b, 1_500)),
+            (a.to_owned(), verdict("UP", 2_000), IncidentChange::Close { at_ms: 2_000 }),
+            (a.to_owned(), verdict("DOWN", 5_000), open(a, 5_000)),
+        ];
+        for change in changes {
+            store.record_changes(&[change], &[], &[]).unwrap();
+        }
+        assert_indexes_consistent(&store);
+        let done = prune(&store, Pruning::new(i64::MIN, 3_000, i64::MIN), 1);
+        assert_eq!((done.transitions, done.incidents), (3, 1));
+        assert_eq!(store.transitions(a).unwrap(), [verdict("DOWN", 5_000)]);
+        assert!(store.transitions(b).unwrap().is_empty());
+        let opened: Vec<i64> =
+            store.incidents("", false, 10).unwrap().iter().map(|i| ms(i.opened.as_ref().unwrap())).collect();
+        assert_eq!(opened, [5_000, 1_500], "open incidents stay, however old");
+        assert_indexes_consistent(&store);
+        // An incident closed by deleting its target is pruned like any other.
+        store.delete_target(b).unwrap();
+        assert_indexes_consistent(&store);
+        assert_eq!(prune(&store, Pruning::new(i64::MIN, i64::MAX, i64::MIN), 100).incidents, 1);
+        assert_eq!(store.incidents(b, false, 10).unwrap(), []);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn old_settled_alerts_and_ended_silences_are_pruned_pending_ones_kept() {
+        use crate::alert::{Alert, AlertKind, Delivery, DeliveryState};
+        let dir = temp_dir("prune-alerts");
+        let store = Store::open(&dir).unwrap();
+        let record = |at: i64, state: DeliveryState| AlertRecord {
+            alert: Alert::new(AlertKind::Down, "https://a.example/", at, "k".into()),
+            deliveries: vec![Delivery {
+                channel: "hook".into(),
+                state,
+                attempts: 1,
+                last_error: String::new(),
+                next_attempt_ms: at,
+                delivered_ms: at,
+            }],
+            silenced_by: None,
+        };
+        let (old, stuck, new) = (
+            record(1_000, DeliveryState::Delivered),
+            record(2_000, DeliveryState::Pending),
+            record(9_000, DeliveryState::Delivered),
+        );
+        store.record_changes(&[], &[old, stuck.clone(), new.clone()], &[]).unwrap();
+        let silence = |id: &str, end_ms: i64| Silence {
+            id: id.into(),
+            target: "https://a.example/".into(),
+            labels: Default::default(),
+            start_ms: 0,
+            end_ms,
+            comment: String::new(),
+            source: "api".into(),
+        };
+        store.put_silence(&silence("ended", 3_000)).unwrap();
+        store.put_silence(&silence("running", 8_000)).unwrap();
+        // One alert looked at per step: the pending one is stepped over, not stuck on.
+        let done = prune(&store, Pruning::new(i64::MIN, i64::MIN, 5_000), 1);
+        assert_eq!((done.alerts, done.silences), (1, 1));
+        let left: Vec<String> = store.alerts("", 10).unwrap().into_iter().map(|r| r.alert.id).collect();
+        assert_eq!(left, [new.alert.id.clone(), stuck.alert.id.clone()]);
+        assert_eq!(store.silences().unwrap().iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["running"]);
+        let of_a: Vec<String> =
+            store.alerts("https://a.example/", 10).unwrap().into_iter().map(|r| r.alert.id).collect();
+        assert_eq!(of_a, [new.alert.id, stuck.alert.id], "the pruned alert left the subject index too");
+    }
+}
