@@ -149,6 +149,21 @@ impl AdminAuth {
         self.check_credentials(peer.as_ref().map(|p| &p.cert), authorization, access, revoked)
     }
 
+    /// [`check`](Self::check) for the admin API method at `path` (`/package.Service/Method`), with
+    /// the access [`METHODS`] declares for it. A method missing from the table, or not declared
+    /// an admin method, is refused whatever the call presents (also with no credentials set).
+    pub fn check_method<T>(
+        &self,
+        request: &Request<T>,
+        path: &str,
+        revoked: impl Fn(&str) -> bool,
+    ) -> Result<String, Status> {
+        match rule(path) {
+            Some(Rule::Admin(access)) => self.check(request, access, revoked),
+            _ => Err(Status::permission_denied(format!("{path} is not an admin method in the authorization table"))),
+        }
+    }
+
     /// [`check`](Self::check) from what a call presents: its client certificate (read) and its
     /// `authorization` header.
     pub fn check_credentials(
@@ -257,6 +272,28 @@ mod tests {
         assert_eq!(code(Some("Basic YWRtaW4="), Access::Read), Err(tonic::Code::Unauthenticated));
         assert!(Token::new("short").is_err());
         assert_eq!(format!("{:?}", auth.admin_token), "Some(Token(…))");
+    }
+
+    #[test]
+    fn an_admin_call_gets_the_access_its_row_declares_and_a_method_not_in_the_table_is_refused() {
+        let auth = AdminAuth {
+            mtls: true,
+            admin_token: Some(Token::new("admin-token-0123456789").unwrap()),
+            read_token: Some(Token::new("read-token-0123456789").unwrap()),
+        };
+        let code = |auth: &AdminAuth, path: &str, h: Option<&str>| {
+            auth.check_method(&call(h), path, |_| false).map_err(|s| s.code())
+        };
+        let (read, admin) = (Some("Bearer read-token-0123456789"), Some("Bearer admin-token-0123456789"));
+        assert!(code(&auth, "/vantage.v1.Coordinator/ListStatus", read).is_ok());
+        assert_eq!(code(&auth, "/vantage.v1.Coordinator/DeleteTarget", read), Err(tonic::Code::PermissionDenied));
+        assert!(code(&auth, "/vantage.v1.Coordinator/DeleteTarget", admin).is_ok());
+        // Not in the table: refused, even to the admin token and with no credentials configured.
+        for path in ["/vantage.v1.Coordinator/Nope", "/vantage.v1.AgentService/Connect", "ListStatus"] {
+            assert_eq!(code(&auth, path, admin), Err(tonic::Code::PermissionDenied), "{path}");
+            assert_eq!(code(&AdminAuth::default(), path, None), Err(tonic::Code::PermissionDenied), "{path}");
+        }
+        assert!(code(&AdminAuth::default(), "/vantage.v1.Coordinator/DeleteTarget", None).is_ok());
     }
 
     #[test]

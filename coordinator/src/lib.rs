@@ -3,6 +3,7 @@
 //! services and the operator commands.
 
 pub mod alert;
+pub mod api;
 pub mod assign;
 pub mod auth;
 pub mod cli;
@@ -19,7 +20,6 @@ pub mod pki;
 pub mod refusal;
 pub mod regions;
 pub mod serve;
-pub mod service;
 pub mod spec;
 pub mod store;
 pub mod verdict;

@@ -117,13 +117,13 @@ struct ServeArgs {
     #[arg(long, default_value_t = vantage_coordinator::hub::DEFAULT_MAX_TARGETS, env = "VANTAGE_MAX_TARGETS")]
     max_targets: usize,
     /// Results per second one agent may deliver; beyond it, its stream is read more slowly.
-    #[arg(long, default_value_t = vantage_coordinator::service::DEFAULT_AGENT_RATE, env = "VANTAGE_AGENT_RATE")]
+    #[arg(long, default_value_t = vantage_coordinator::api::DEFAULT_AGENT_RATE, env = "VANTAGE_AGENT_RATE")]
     agent_rate: u32,
     /// Bytes of result batches per second one agent may deliver (8 MiB; at least 4 MiB, one full
     /// message a second, so no setting can stall an agent); beyond it, its stream is read more slowly.
     #[arg(
         long,
-        default_value_t = vantage_coordinator::service::DEFAULT_AGENT_BYTES,
+        default_value_t = vantage_coordinator::api::DEFAULT_AGENT_BYTES,
         env = "VANTAGE_AGENT_BYTES",
         value_parser = clap::value_parser!(u64).range(vantage_shared::limits::MAX_MESSAGE as u64..)
     )]

@@ -14,9 +14,9 @@ use tokio::task::JoinHandle;
 use vantage_proto::v1::agent_service_server::AgentServiceServer;
 use vantage_proto::v1::coordinator_server::CoordinatorServer;
 
+use crate::api::{AdminEndpoint, AgentEndpoint};
 use crate::auth::{AdminAuth, Token};
 use crate::hub::{Hub, HubOptions, Retention};
-use crate::service::{AdminEndpoint, AgentEndpoint};
 use crate::store::Store;
 
 /// Largest gRPC message accepted: agents split their batches to fit it.
@@ -66,8 +66,8 @@ impl ServeOptions {
             admin_token_file: None,
             read_token_file: None,
             http_auth: false,
-            agent_rate: crate::service::DEFAULT_AGENT_RATE,
-            agent_bytes: crate::service::DEFAULT_AGENT_BYTES,
+            agent_rate: crate::api::DEFAULT_AGENT_RATE,
+            agent_bytes: crate::api::DEFAULT_AGENT_BYTES,
             grpc_limits: crate::grpc::Limits::default(),
             http_limits: crate::http::Limits::default(),
         }

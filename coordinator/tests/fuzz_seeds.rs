@@ -10,7 +10,7 @@ use std::time::Duration;
 use prost::Message;
 use vantage_coordinator::hub::{Hub, HubOptions, Retention};
 use vantage_coordinator::store::{BatchOutcome, Store};
-use vantage_coordinator::{config, service, spec};
+use vantage_coordinator::{api, config, spec};
 use vantage_proto::v1::{AgentMessage, TargetSpec, agent_message};
 
 const REGIONS: &[&str] = &["eu-west", "us-east", "ap-south"];
@@ -87,15 +87,15 @@ async fn every_result_batch_seed_is_ingested_once_and_its_redelivery_is_a_duplic
     for (run, (name, data)) in seeds("result_batch").into_iter().enumerate() {
         let message = AgentMessage::decode(&data[..]).unwrap_or_else(|e| panic!("seed {name} decodes: {e}"));
         let Some(agent_message::Kind::Batch(batch)) = message.kind else { continue };
-        if let Err(status) = service::check_batch(&batch) {
+        if let Err(status) = api::check_batch(&batch) {
             eprintln!("result_batch seed {name}: refused: {}", status.message());
             continue;
         }
         let agent = format!("seed-agent-{run}");
         let region = REGIONS[(batch.sequence % REGIONS.len() as u64) as usize];
         // Results refused on their own are acked as refused and left out, as `serve_agent` does.
-        let kept: Vec<_> = batch.results.into_iter().filter(|r| service::check_result(r).is_ok()).collect();
-        let results = service::history_entries(kept, region, &agent);
+        let kept: Vec<_> = batch.results.into_iter().filter(|r| api::check_result(r).is_ok()).collect();
+        let results = api::history_entries(kept, region, &agent);
         match hub.ingest(&agent, region, batch.sequence, results.clone()).await {
             Ok(outcome) => {
                 assert_eq!(outcome, BatchOutcome::Committed, "seed {name}: a new agent's first batch is committed");

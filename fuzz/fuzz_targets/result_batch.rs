@@ -1,6 +1,6 @@
 //! Arbitrary bytes as one message on an agent's stream, decoded the way tonic decodes it
 //! (prost, `AgentMessage`) and, when it is a result batch, through the coordinator's batch path:
-//! `service::check_batch` and `service::check_result`, then `Hub::ingest` (store write,
+//! `api::check_batch` and `api::check_result`, then `Hub::ingest` (store write,
 //! newest-result view, verdicts, incidents) on one hub and store shared by every run. A committed
 //! batch is then redelivered and must be dropped.
 //!
@@ -19,7 +19,7 @@ use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use vantage_coordinator::hub::{Hub, HubOptions, Retention};
 use vantage_coordinator::store::{BatchOutcome, Store};
-use vantage_coordinator::{service, spec};
+use vantage_coordinator::{api, spec};
 use vantage_proto::v1::{AgentMessage, TargetSpec, agent_message};
 
 const REGIONS: &[&str] = &["eu-west", "us-east", "ap-south"];
@@ -67,7 +67,7 @@ static HARNESS: LazyLock<Harness> = LazyLock::new(|| {
 fuzz_target!(|data: &[u8]| {
     let Ok(message) = AgentMessage::decode(data) else { return };
     let Some(agent_message::Kind::Batch(batch)) = message.kind else { return };
-    if service::check_batch(&batch).is_err() {
+    if api::check_batch(&batch).is_err() {
         return;
     }
     let h = &*HARNESS;
@@ -77,8 +77,8 @@ fuzz_target!(|data: &[u8]| {
     // The rows the agent service (`serve_agent`) builds from a checked batch: results refused on
     // their own are acked as refused and left out. (Its assignment check needs a connected agent,
     // which this harness has none of; `Hub::ingest` keeps only the region's configured targets.)
-    let kept: Vec<_> = batch.results.into_iter().filter(|r| service::check_result(r).is_ok()).collect();
-    let results = service::history_entries(kept, region, &agent);
+    let kept: Vec<_> = batch.results.into_iter().filter(|r| api::check_result(r).is_ok()).collect();
+    let results = api::history_entries(kept, region, &agent);
     h.runtime.block_on(async {
         match h.hub.ingest(&agent, region, batch.sequence, results.clone()).await {
             Ok(outcome) => {
