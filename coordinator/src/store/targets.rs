@@ -71,3 +71,31 @@ impl Store {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::temp_dir;
+
+    #[test]
+    fn a_config_upserted_again_keeps_its_targets_and_takes_what_changed() {
+        let dir = temp_dir("upsert-targets");
+        let spec = |url: &str, quorum: u32| TargetSpec {
+            url: url.into(),
+            quorum,
+            source: "config".into(),
+            ..Default::default()
+        };
+        let (a, b, c) = ("https://a.example/", "https://b.example/", "https://c.example/");
+        {
+            let store = Store::open(&dir).unwrap();
+            store.upsert_targets(&[spec(a, 1), spec(b, 1)]).unwrap();
+        }
+        let store = Store::open(&dir).unwrap();
+        store.upsert_targets(&[spec(a, 1), spec(b, 2), spec(c, 1)]).unwrap();
+        let mut stored = store.targets().unwrap();
+        stored.sort_by(|x, y| x.url.cmp(&y.url));
+        assert_eq!(stored, [spec(a, 1), spec(b, 2), spec(c, 1)]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
