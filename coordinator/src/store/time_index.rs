@@ -109,7 +109,7 @@ mod tests {
 
     use super::*;
     use crate::clock::timestamp;
-    use crate::store::Store;
+    use crate::store::db::Store;
     use crate::store::housekeeping::Pruning;
     use crate::store::testing::{assert_indexes_consistent, history_times, record_history, result, temp_dir};
     use crate::store::verdicts::{IncidentChange, VerdictRecord};
