@@ -430,13 +430,7 @@ impl Hub {
                 );
             }
             let queued = records.iter().any(AlertRecord::pending);
-            blocking(&self.store, move |s| {
-                if !regions.is_empty() {
-                    s.put_regions(&regions)?;
-                }
-                s.record_changes(&verdicts, &records, &memory)
-            })
-            .await?;
+            blocking(&self.store, move |s| s.record_event(&regions, &verdicts, &records, &memory)).await?;
             if queued {
                 self.alerts_queued.notify_one();
             }

@@ -128,6 +128,10 @@ struct ServeArgs {
         value_parser = clap::value_parser!(u64).range(vantage_shared::limits::MAX_MESSAGE as u64..)
     )]
     agent_bytes: u64,
+    /// The store's page cache (`64MiB`, `512MiB`, `1GiB`; at least 1MiB): the coordinator's memory
+    /// grows by this much once the store is busy, and reads and writes that fit it skip the disk.
+    #[arg(long, default_value = "64MiB", value_parser = byte_size, env = "VANTAGE_CACHE_SIZE")]
+    cache_size: usize,
     /// Most connections the gRPC port holds at once; beyond it a new connection is closed at once
     /// (connections already open, agents' among them, are not affected).
     #[arg(long, default_value_t = nonzero(grpc::DEFAULT_MAX_CONNECTIONS), env = "VANTAGE_MAX_CONNECTIONS")]
@@ -234,6 +238,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         http_auth: args.http_auth,
         agent_rate: args.agent_rate,
         agent_bytes: args.agent_bytes,
+        cache_bytes: args.cache_size,
         grpc_limits: grpc::Limits {
             max_connections: args.max_connections.get(),
             max_streams: u32::try_from(args.max_streams_per_connection.get()).unwrap_or(u32::MAX),
@@ -256,6 +261,25 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     }
 }
 
+/// A size in bytes with a binary unit: `64MiB`, `1GiB`, `512KiB` (at least 1 MiB).
+fn byte_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let shift = match unit.trim() {
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        _ => return Err("a size such as 64MiB or 1GiB (units KiB, MiB, GiB)".into()),
+    };
+    let bytes = number.parse::<usize>().ok().and_then(|n| n.checked_mul(1 << shift));
+    match bytes {
+        Some(bytes) if bytes >= 1 << 20 => Ok(bytes),
+        Some(_) => Err("at least 1MiB".into()),
+        None => Err("a size such as 64MiB or 1GiB (units KiB, MiB, GiB)".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
@@ -263,5 +287,15 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_take_binary_units_and_at_least_a_mebibyte() {
+        assert_eq!(super::byte_size("64MiB"), Ok(64 << 20));
+        assert_eq!(super::byte_size("1GiB"), Ok(1 << 30));
+        assert_eq!(super::byte_size("2048KiB"), Ok(2 << 20));
+        for bad in ["64", "64MB", "MiB", "512KiB", "-1MiB", "99999999999999999999GiB"] {
+            assert!(super::byte_size(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -46,6 +46,8 @@ pub struct ServeOptions {
     pub agent_rate: u32,
     /// Bytes of result batches per second per agent.
     pub agent_bytes: u64,
+    /// The store's page cache, bytes.
+    pub cache_bytes: usize,
     /// The gRPC port's connection and HTTP/2 limits.
     pub grpc_limits: crate::grpc::Limits,
     /// The HTTP port's connection limit and timeouts.
@@ -68,6 +70,7 @@ impl ServeOptions {
             http_auth: false,
             agent_rate: crate::api::DEFAULT_AGENT_RATE,
             agent_bytes: crate::api::DEFAULT_AGENT_BYTES,
+            cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
             grpc_limits: crate::grpc::Limits::default(),
             http_limits: crate::http::Limits::default(),
         }
@@ -214,8 +217,8 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
         }
         None => Vec::new(),
     };
-    let dir = options.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&dir))
+    let (dir, cache_bytes) = (options.data_dir.clone(), options.cache_bytes);
+    let store = tokio::task::spawn_blocking(move || Store::open_with_cache(&dir, cache_bytes))
         .await?
         .with_context(|| format!("opening the store in {}", options.data_dir.display()))?;
     let alerting = hub_options.alerting.clone();

@@ -31,13 +31,22 @@ pub use housekeeping::{PRUNE_STEP_ROWS, PRUNE_STEP_TIME, Pruned, Pruning};
 pub use results::{BatchOutcome, StoredResult};
 pub use verdicts::{CLOSED_RECOVERED, CLOSED_REMOVED, IncidentChange, VerdictRecord};
 
+/// The page cache's default size (`serve --cache-size`): redb keeps the pages it reads and writes
+/// up to this much, and the coordinator's memory grows by as much once the store is busy.
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
 impl Store {
-    /// Opens (or creates) `vantage.redb` in `dir`, creating missing tables and bringing indexes
-    /// and records from older versions up to date.
+    /// Opens (or creates) `vantage.redb` in `dir` with the default page cache.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        Store::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) `vantage.redb` in `dir` with a page cache of `cache_bytes`, creating
+    /// missing tables and bringing indexes and records from older versions up to date.
+    pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|source| StoreError::DataDir { path: dir.display().to_string(), source })?;
-        let db = Database::create(dir.join("vantage.redb"))?;
+        let db = Database::builder().set_cache_size(cache_bytes).create(dir.join("vantage.redb"))?;
         let txn = db.begin_write()?;
         txn.open_table(tables::TARGETS)?;
         txn.open_table(tables::LATEST)?;

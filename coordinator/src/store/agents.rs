@@ -129,12 +129,7 @@ impl Store {
     /// Writes region records (one transaction).
     pub fn put_regions(&self, records: &[RegionRecord]) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
-        {
-            let mut table = txn.open_table(REGIONS)?;
-            for record in records {
-                table.insert(record.name.as_str(), serde_json::to_vec(record).map_err(corrupt)?.as_slice())?;
-            }
-        }
+        write_regions(&txn, records)?;
         txn.commit()?;
         Ok(())
     }
@@ -249,4 +244,13 @@ mod tests {
         assert_eq!(store.regions().unwrap()[1].forgotten_ms, Some(9_000), "a forgotten region stays forgotten");
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// Writes region records in `txn`.
+pub(super) fn write_regions(txn: &redb::WriteTransaction, records: &[RegionRecord]) -> Result<(), StoreError> {
+    let mut table = txn.open_table(REGIONS)?;
+    for record in records {
+        table.insert(record.name.as_str(), serde_json::to_vec(record).map_err(corrupt)?.as_slice())?;
+    }
+    Ok(())
 }

@@ -49,7 +49,22 @@ impl Store {
         alerts: &[AlertRecord],
         state: &[(String, Option<Vec<u8>>)],
     ) -> Result<(), StoreError> {
+        self.record_event(&[], verdicts, alerts, state)
+    }
+
+    /// What one hub event changed, in one transaction: region records as well as
+    /// [`Store::record_changes`]' verdicts, alerts and alerting's state.
+    pub fn record_event(
+        &self,
+        regions: &[super::RegionRecord],
+        verdicts: &[(String, VerdictRecord, IncidentChange)],
+        alerts: &[AlertRecord],
+        state: &[(String, Option<Vec<u8>>)],
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
+        if !regions.is_empty() {
+            super::agents::write_regions(&txn, regions)?;
+        }
         for (url, record, incident) in verdicts {
             write_verdict(&txn, url, record, incident)?;
         }
