@@ -8,7 +8,6 @@
 //! of receiver), `dispatch` (sending the outbox) and `health` (channels that keep failing).
 
 pub mod channel;
-pub mod dispatch;
 pub mod health;
 mod kind;
 mod record;

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod conn;
+pub mod dispatch;
 pub mod grpc;
 pub mod http;
 pub mod hub;

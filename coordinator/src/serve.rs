@@ -300,7 +300,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
             check_expiry(tls_files.as_ref(), &expiring);
         }
     }));
-    background.push(tokio::spawn(crate::alert::dispatch::run(hub.clone(), alerting, hub.alerts_queued.clone())));
+    background.push(tokio::spawn(crate::dispatch::run(hub.clone(), alerting, hub.alerts_queued.clone())));
     let pruning = hub.clone();
     let retention = options.retention;
     background.push(tokio::spawn(async move {

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::channel::{Http, SendError};
-use super::health::{self, Change, Failing, Observed};
-use super::{Alert, AlertKind, AlertRecord, Alerting, Delivery, DeliveryState};
+use crate::alert::channel::{Http, SendError};
+use crate::alert::health::{self, Change, Failing, Observed};
+use crate::alert::{Alert, AlertKind, AlertRecord, Alerting, Delivery, DeliveryState};
 use crate::clock::now_ms;
 use crate::hub::Hub;
 
