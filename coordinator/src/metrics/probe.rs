@@ -63,21 +63,23 @@ const PER_REGION: [(&str, &str, Extract); 8] = [
         Some(if r.status == ProbeStatus::Up as i32 { 1.0 } else { 0.0 })
     }),
     ("probe_duration_seconds", "How long the region's newest probe took, in seconds.", |r| {
-        r.timings.as_ref().map(|t| t.total_ms / 1000.0)
+        r.timings.as_ref().map(|t| seconds(t.total_ms))
     }),
     ("probe_dns_lookup_time_seconds", "How long the newest probe's DNS lookup took, in seconds.", |r| {
-        r.timings.as_ref()?.dns_ms.map(|ms| ms / 1000.0)
+        r.timings.as_ref()?.dns_ms.map(seconds)
     }),
     ("probe_http_status_code", "The final HTTP status of the newest probe (0 when none arrived).", |r| {
         Some(f64::from(r.http_status))
     }),
-    ("probe_http_ssl", "Whether the newest probe's final request went over TLS.", |r| {
-        Some(if r.tls_version.is_empty() { 0.0 } else { 1.0 })
+    // As blackbox_exporter's: about the response, so 0 (and no version) when none arrived.
+    ("probe_http_ssl", "Whether the newest probe's final response came over TLS.", |r| {
+        Some(if r.http_status != 0 && !r.tls_version.is_empty() { 1.0 } else { 0.0 })
     }),
-    ("probe_http_version", "The HTTP version the newest probe negotiated (by ALPN: 2 or 1.1).", |r| {
-        match r.alpn.as_str() {
-            "h2" => Some(2.0),
-            "http/1.1" => Some(1.1),
+    ("probe_http_version", "The HTTP version of the newest probe's response (by ALPN: 2 or 1.1).", |r| {
+        match (r.http_status, r.alpn.as_str()) {
+            (0, _) => None,
+            (_, "h2") => Some(2.0),
+            (_, "http/1.1") => Some(1.1),
             _ => None,
         }
     }),
@@ -115,7 +117,7 @@ pub fn render(status: &TargetStatus, latest: &[HistoryEntry]) -> String {
             [("resolve", t.dns_ms), ("connect", t.connect_ms), ("tls", t.tls_ms), ("processing", t.ttfb_ms)]
         {
             if let Some(ms) = ms {
-                text.sample("probe_http_duration_seconds", &[("region", region), ("phase", phase)], ms / 1000.0);
+                text.sample("probe_http_duration_seconds", &[("region", region), ("phase", phase)], seconds(ms));
             }
         }
     }
@@ -161,6 +163,11 @@ pub fn render(status: &TargetStatus, latest: &[HistoryEntry]) -> String {
         text.sample("vantage_region_opinion", &[("region", &r.region), ("opinion", opinion)], 1.0);
     }
     text.finish()
+}
+
+/// Milliseconds as seconds, to the microsecond: `0.004003`, not `0.0040030000000000005`.
+fn seconds(ms: f64) -> f64 {
+    (ms * 1000.0).round() / 1e6
 }
 
 /// blackbox_exporter's spelling of a TLS version (`TLS 1.3`); the agent reports rustls's
@@ -283,6 +290,19 @@ mod tests {
     }
 
     #[test]
+    fn a_handshake_without_a_response_is_no_ssl_response_as_in_blackbox() {
+        let mut expired = up();
+        expired.status = ProbeStatus::Down as i32;
+        expired.http_status = 0;
+        expired.failure = Some(Failure { code: "cert_expired".into(), ..Default::default() });
+        let text = render(&status(&[("eu-west", Opinion::Down)]), &[entry("eu-west", expired)]);
+        assert!(text.contains("\nprobe_http_ssl{region=\"eu-west\"} 0\n"), "{text}");
+        assert!(!text.contains("probe_http_version{"), "{text}");
+        assert!(text.contains("\nprobe_tls_version_info{region=\"eu-west\",version=\"TLS 1.3\"} 1\n"), "{text}");
+        assert!(text.contains("\nvantage_probe_failure_info{region=\"eu-west\",code=\"cert_expired\"} 1\n"), "{text}");
+    }
+
+    #[test]
     fn an_unknown_failure_code_mints_no_label() {
         let mut odd = refused();
         odd.failure = Some(Failure { code: "made_up_by_an_agent".into(), ..Default::default() });
@@ -302,6 +322,13 @@ mod tests {
         assert!(matches!(invalid, ProbeError::Invalid(_)) && invalid.http_status() == 400, "{invalid}");
         assert_eq!(target_of("module=http_2xx&target=https%3A%2F%2FShop.Example").unwrap(), "https://shop.example/");
         assert_eq!(ProbeError::Unknown("https://a.example/".into()).http_status(), 404);
+    }
+
+    #[test]
+    fn seconds_carry_no_float_noise() {
+        assert_eq!(seconds(4.003).to_string(), "0.004003");
+        assert_eq!(seconds(0.685).to_string(), "0.000685");
+        assert_eq!(seconds(62.5).to_string(), "0.0625");
     }
 
     #[test]
