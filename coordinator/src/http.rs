@@ -1,10 +1,11 @@
 //! The coordinator's HTTP side: the status page (`/`, `/target?url=…`, rendered by `page`),
-//! `/healthz`, Prometheus metrics at `/metrics` and one target's probe detail at
-//! `/probe?target=…`, the consolidated status as JSON at `/v1/status`, and heartbeats:
-//! `POST /v1/heartbeats/{name}` (signed with HMAC-SHA256 over the timestamp, the name and the
-//! body) and `GET /v1/heartbeats`. Connections are capped, and a slow client cannot hold one: its
-//! headers must arrive within `--http-header-timeout`, a heartbeat body within 10 s, and no
-//! connection lasts beyond five minutes.
+//! `/healthz`, Prometheus metrics at `/metrics`, one target's probe detail at `/probe?target=…`
+//! and the target list for Prometheus's discovery at `/probe/targets`, the consolidated status
+//! as JSON at `/v1/status`, and heartbeats: `POST /v1/heartbeats/{name}` (signed with
+//! HMAC-SHA256 over the timestamp, the name and the body) and `GET /v1/heartbeats`. Connections
+//! are capped, and a slow client cannot hold one: its headers must arrive within
+//! `--http-header-timeout`, a heartbeat body within 10 s, and no connection lasts beyond five
+//! minutes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -140,6 +141,7 @@ async fn route(http: &Http, request: Request<hyper::body::Incoming>) -> Response
             let text = crate::metrics::render(hub).await + &http.stats.render();
             (StatusCode::OK, crate::metrics::text::CONTENT_TYPE, text)
         }
+        ("GET", "/probe/targets") => (StatusCode::OK, "application/json", crate::metrics::probe::targets_sd(hub)),
         ("GET", "/probe") => match crate::metrics::probe::answer(hub, request.uri().query().unwrap_or_default()) {
             Ok(text) => (StatusCode::OK, crate::metrics::text::CONTENT_TYPE, text),
             Err(e) => {

@@ -3,7 +3,7 @@
 //! Prometheus scrapes it per target with blackbox_exporter's usual relabeling
 //! (`deploy/prometheus/vantage-scrape.yml`), so dashboards and rules written for blackbox carry
 //! over, and `/metrics` stays one line per target. Nothing is probed on request: the page shows
-//! what the agents last sent.
+//! what the agents last sent. `/probe/targets` lists the targets for Prometheus's discovery.
 
 use vantage_proto::v1::{HistoryEntry, ProbeResult, ProbeStatus, TargetStatus};
 use vantage_shared::limits::MAX_URL;
@@ -53,6 +53,14 @@ pub fn answer(hub: &Hub, query: &str) -> Result<String, ProbeError> {
     let url = target_of(query)?;
     let status = hub.statuses(std::slice::from_ref(&url)).pop().ok_or(ProbeError::Unknown(url.clone()))?;
     Ok(render(&status, &hub.latest_of(&url)))
+}
+
+/// `GET /probe/targets`: every watched target in Prometheus's HTTP service discovery format
+/// (`http_sd_configs`), so the `/probe` job's target list is Vantage's own and never drifts.
+pub fn targets_sd(hub: &Hub) -> String {
+    let mut urls: Vec<String> = hub.targets().into_iter().map(|t| t.url).collect();
+    urls.sort_unstable();
+    serde_json::json!([{ "targets": urls, "labels": {} }]).to_string() + "\n"
 }
 
 type Extract = fn(&ProbeResult) -> Option<f64>;
