@@ -142,13 +142,18 @@ async fn route(http: &Http, request: Request<hyper::body::Incoming>) -> Response
             (StatusCode::OK, crate::metrics::text::CONTENT_TYPE, text)
         }
         ("GET", "/probe/targets") => (StatusCode::OK, "application/json", crate::metrics::probe::targets_sd(hub)),
-        ("GET", "/probe") => match crate::metrics::probe::answer(hub, request.uri().query().unwrap_or_default()) {
-            Ok(text) => (StatusCode::OK, crate::metrics::text::CONTENT_TYPE, text),
-            Err(e) => {
-                let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-                (status, "text/plain; charset=utf-8", format!("{e}\n"))
+        ("GET", "/probe") => {
+            // The newest results are read from redb: off the async threads, as every store read.
+            let (hub, query) = (http.hub.clone(), request.uri().query().unwrap_or_default().to_owned());
+            match tokio::task::spawn_blocking(move || crate::metrics::probe::answer(&hub, &query)).await {
+                Ok(Ok(text)) => (StatusCode::OK, crate::metrics::text::CONTENT_TYPE, text),
+                Ok(Err(e)) => {
+                    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+                    (status, "text/plain; charset=utf-8", format!("{e}\n"))
+                }
+                Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "the probe page failed\n".to_owned()),
             }
-        },
+        }
         ("GET", "/v1/heartbeats") => {
             let list: Vec<serde_json::Value> = hub
                 .heartbeats()
