@@ -1,9 +1,11 @@
 //! The coordinator's HTTP side: the status page (`/`, `/target?url=…`, rendered by `page`),
-//! `/healthz`, Prometheus metrics at `/metrics`, the consolidated status as JSON at `/v1/status`,
-//! and heartbeats: `POST /v1/heartbeats/{name}` (signed with HMAC-SHA256 over the timestamp, the
-//! name and the body) and `GET /v1/heartbeats`. Connections are capped, and a slow client cannot
-//! hold one: its headers must arrive within `--http-header-timeout`, a heartbeat body within
-//! 10 s, and no connection lasts beyond five minutes.
+//! `/healthz`, Prometheus metrics at `/metrics`, one target's probe detail at `/probe?target=…`
+//! and the target list for Prometheus's discovery at `/probe/targets`, the consolidated status
+//! as JSON at `/v1/status`, and heartbeats: `POST /v1/heartbeats/{name}` (signed with
+//! HMAC-SHA256 over the timestamp, the name and the body) and `GET /v1/heartbeats`. Connections
+//! are capped, and a slow client cannot hold one: its headers must arrive within
+//! `--http-header-timeout`, a heartbeat body within 10 s, and no connection lasts beyond five
+//! minutes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -137,7 +139,20 @@ async fn route(http: &Http, request: Request<hyper::body::Incoming>) -> Response
         ("POST", p) if p.starts_with("/v1/heartbeats/") => heartbeat(hub, request, gated).await,
         ("GET", "/metrics") => {
             let text = crate::metrics::render(hub).await + &http.stats.render();
-            (StatusCode::OK, "text/plain; version=0.0.4", text)
+            (StatusCode::OK, crate::metrics::text::CONTENT_TYPE, text)
+        }
+        ("GET", "/probe/targets") => (StatusCode::OK, "application/json", crate::metrics::probe::targets_sd(hub)),
+        ("GET", "/probe") => {
+            // The newest results are read from redb: off the async threads, as every store read.
+            let (hub, query) = (http.hub.clone(), request.uri().query().unwrap_or_default().to_owned());
+            match tokio::task::spawn_blocking(move || crate::metrics::probe::answer(&hub, &query)).await {
+                Ok(Ok(text)) => (StatusCode::OK, crate::metrics::text::CONTENT_TYPE, text),
+                Ok(Err(e)) => {
+                    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+                    (status, "text/plain; charset=utf-8", format!("{e}\n"))
+                }
+                Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "text/plain", "the probe page failed\n".to_owned()),
+            }
         }
         ("GET", "/v1/heartbeats") => {
             let list: Vec<serde_json::Value> = hub

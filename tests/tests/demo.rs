@@ -202,16 +202,15 @@ fn check_help_and_version_exit_0() {
     }
 }
 
-#[test]
-fn metrics_of_the_running_demo_pass_promtool() {
-    let (_demo, _, http) = running_demo();
-    let out = std::process::Command::new("curl")
-        .args(["-sS", "--max-time", "10", &format!("http://{http}/metrics")])
-        .output()
-        .unwrap();
+/// `curl -sS URL`, which must succeed.
+fn curl(url: &str) -> String {
+    let out = std::process::Command::new("curl").args(["-sS", "--max-time", "10", url]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let metrics = String::from_utf8(out.stdout).unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
 
+/// `promtool check metrics` passes on `text`, with nothing to say.
+fn promtool_check_metrics(text: &str) {
     let mut promtool = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
@@ -219,28 +218,44 @@ fn metrics_of_the_running_demo_pass_promtool() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("promtool runs (.ci/setup installs Debian's prometheus)");
-    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), metrics.as_bytes()).unwrap();
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), text.as_bytes()).unwrap();
     let checked = promtool.wait_with_output().unwrap();
     let said = format!("{}{}", String::from_utf8_lossy(&checked.stdout), String::from_utf8_lossy(&checked.stderr));
     assert!(checked.status.success() && said.trim().is_empty(), "promtool check metrics: {said}");
+}
 
+#[test]
+fn metrics_and_probe_of_the_running_demo_pass_promtool() {
+    let (_demo, _, http) = running_demo();
+    let metrics = curl(&format!("http://{http}/metrics"));
+    promtool_check_metrics(&metrics);
     let expired = metrics
         .lines()
-        .find(|l| l.starts_with("vantage_target_verdict{") && l.contains("expired.") && l.contains("verdict=\"DOWN\""))
+        .find(|l| l.starts_with("vantage_target_verdict{") && l.contains("expired."))
         .expect("the expired site's verdict");
-    assert!(expired.ends_with(" 1"), "{expired}");
-    let regions = metrics.lines().filter(|l| l.starts_with("probe_success{") && l.contains("expired.")).count();
-    assert_eq!(regions, 3, "one probe_success per region");
+    assert!(expired.contains("verdict=\"DOWN\"") && expired.ends_with(" 1"), "{expired}");
+    for family in [
+        "vantage_failures_total{code=\"cert_expired\"}",
+        "vantage_agents_connected{region=\"eu-west\"} 1",
+        "vantage_ingested_results_total ",
+    ] {
+        assert!(metrics.contains(family), "{family} missing");
+    }
+    assert!(!metrics.contains("probe_success"), "per-region detail is on /probe");
+
+    // The expired site's per-region detail, as Prometheus would scrape it for that target.
+    let url = expired.split("target=\"").nth(1).and_then(|r| r.split('"').next()).unwrap();
+    let probe = curl(&format!("http://{http}/probe?target={url}"));
+    promtool_check_metrics(&probe);
+    let regions = probe.lines().filter(|l| l.starts_with("probe_success{") && l.ends_with(" 0")).count();
+    assert_eq!(regions, 3, "one failed probe_success per region:\n{probe}");
     for family in [
         "probe_duration_seconds{",
         "probe_http_duration_seconds{",
         "probe_ssl_earliest_cert_expiry{",
         "probe_tls_version_info{",
         "vantage_region_opinion{",
-        "vantage_failures_total{code=\"cert_expired\"}",
-        "vantage_agents_connected{region=\"eu-west\"} 1",
-        "vantage_ingested_results_total ",
     ] {
-        assert!(metrics.contains(family), "{family} missing");
+        assert!(probe.contains(family), "{family} missing");
     }
 }

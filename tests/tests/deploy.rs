@@ -1,5 +1,5 @@
 //! The deployment files, checked by their real validators: the Prometheus alerting rules by
-//! `promtool check rules` and `promtool test rules`; the systemd units by `systemd-analyze verify`;
+//! `promtool check rules` and `promtool test rules`, the scrape config by `promtool check config`; the systemd units by `systemd-analyze verify`;
 //! `install.sh` by shellcheck and by a real install into a staging root; the cloud-init user-data
 //! by `cloud-init schema`; the compose file by `docker-compose config`; the Kubernetes manifests by
 //! `kubernetes-validate --strict`; the Grafana dashboard's queries by `promtool check rules`. Beyond
@@ -801,18 +801,47 @@ fn the_grafana_dashboard_queries_parse_and_use_only_metrics_the_coordinator_expo
         Process::start("vantage-coordinator", &["demo", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"]);
     let banner = demo.wait_for_line(|l| l.contains("a coordinator on"));
     let http = banner.split("(HTTP ").nth(1).and_then(|r| r.split(')').next()).unwrap().to_owned();
+    let get =
+        |path: &str| output(Command::new("curl").args(["-sS", "--max-time", "10", &format!("http://{http}{path}")])).1;
+    let status: serde_json::Value = serde_json::from_str(&get("/v1/status")).unwrap();
+    let targets: Vec<String> =
+        status["targets"].as_array().unwrap().iter().map(|t| t["url"].as_str().unwrap().to_owned()).collect();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
-    let metrics = loop {
-        let (_, metrics) =
-            output(Command::new("curl").args(["-sS", "--max-time", "10", &format!("http://{http}/metrics")]));
-        // Failures and phases appear once the regions have probed.
-        if metrics.contains("vantage_failures_total{") && metrics.contains("probe_http_duration_seconds{") {
-            break metrics;
+    // The coordinator's /metrics and each target's /probe, as the shipped scrape config collects them.
+    let exposed = loop {
+        let mut exposed = get("/metrics");
+        for url in &targets {
+            let target: String = url
+                .bytes()
+                .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+                .collect();
+            exposed += &get(&format!("/probe?target={target}"));
         }
-        assert!(std::time::Instant::now() < deadline, "the demo's /metrics never filled: {metrics}");
+        // Failures and phases appear once the regions have probed.
+        if exposed.contains("vantage_failures_total{") && exposed.contains("probe_http_duration_seconds{") {
+            break exposed;
+        }
+        assert!(std::time::Instant::now() < deadline, "the demo's /metrics and /probe never filled: {exposed}");
         std::thread::sleep(std::time::Duration::from_millis(500));
     };
     for name in &names {
-        assert!(metrics.contains(&format!("# TYPE {name} ")), "{name} is not on /metrics");
+        assert!(exposed.contains(&format!("# TYPE {name} ")), "{name} is on neither /metrics nor /probe");
+    }
+}
+
+#[test]
+fn the_scrape_config_passes_promtool_check_config() {
+    // Beside it, as in /etc/prometheus: the rules it loads and the read token it sends.
+    let tmp = TempDir::new("scrape");
+    for file in ["vantage-scrape.yml", "vantage-rules.yml"] {
+        std::fs::copy(deploy(&format!("prometheus/{file}")), tmp.join(file)).unwrap();
+    }
+    std::fs::write(tmp.join("vantage-read.token"), "a-read-token-0123456789").unwrap();
+    let checked = succeeds(Command::new("promtool").args(["check", "config"]).arg(tmp.join("vantage-scrape.yml")));
+    assert!(checked.contains("is valid prometheus config file syntax"), "{checked}");
+    assert!(checked.contains("SUCCESS: 9 rules found"), "{checked}");
+    let config = std::fs::read_to_string(deploy("prometheus/vantage-scrape.yml")).unwrap();
+    for blackbox in ["metrics_path: /probe", "target_label: __param_target", "target_label: instance"] {
+        assert!(config.contains(blackbox), "{blackbox} is not in the scrape config");
     }
 }
