@@ -17,6 +17,7 @@
 
 mod agents;
 mod check_now;
+mod counters;
 mod heartbeats;
 mod housekeeping;
 mod judge;
@@ -44,6 +45,7 @@ use crate::spec;
 use crate::store::{IncidentChange, RegionRecord, Store, StoreError, VerdictRecord};
 
 pub use agents::{AgentTx, release_grace};
+pub use counters::Counters;
 pub use heartbeats::HeartbeatError;
 pub use housekeeping::{PRUNE_STEP_TARGET, Retention};
 pub use memory::HeartbeatMemory;
@@ -192,7 +194,7 @@ pub struct Hub {
     options: HubOptions,
     /// Tells the alert dispatcher that alerts were queued.
     pub alerts_queued: Arc<tokio::sync::Notify>,
-    pub counters: crate::metrics::Counters,
+    pub counters: Counters,
     /// Alert channels answering that they are misconfigured (kept by the dispatcher).
     pub channel_health: crate::alert::health::Board,
 }
@@ -331,7 +333,7 @@ impl Hub {
             started: Instant::now(),
             options,
             alerts_queued: Arc::new(tokio::sync::Notify::new()),
-            counters: crate::metrics::Counters::default(),
+            counters: Counters::default(),
             channel_health,
         });
         if !stale.is_empty() {

@@ -96,34 +96,6 @@ impl Hub {
         entries
     }
 
-    /// Each target's newest result per judging region: (url, region, result), by URL and region.
-    pub fn latest_results(&self) -> Vec<(String, String, vantage_proto::v1::ProbeResult)> {
-        let rows = match self.store.latest() {
-            Ok(rows) => rows,
-            Err(e) => {
-                tracing::error!(error = %e, "reading the newest results failed");
-                return Vec::new();
-            }
-        };
-        let state = self.lock();
-        let judges = |url: &str, region: &str| {
-            state.targets.get(url).is_some_and(|t| {
-                if t.spec.regions.is_empty() {
-                    state.default_regions.iter().any(|r| &**r == region)
-                } else {
-                    t.spec.regions.iter().any(|r| r == region)
-                }
-            })
-        };
-        let mut out: Vec<_> = rows
-            .into_iter()
-            .filter(|r| judges(&r.url, &r.entry.region))
-            .filter_map(|r| Some((r.url, r.entry.region, r.entry.result?)))
-            .collect();
-        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-        out
-    }
-
     pub async fn history(
         &self,
         url: &str,

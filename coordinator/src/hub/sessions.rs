@@ -270,11 +270,11 @@ impl Hub {
             .instrument(tracing::info_span!("commit"))
             .await?;
         if outcome == BatchOutcome::Duplicate {
-            crate::metrics::Counters::add(&self.counters.duplicate_batches, 1);
+            super::Counters::add(&self.counters.duplicate_batches, 1);
             return Ok(outcome);
         }
-        crate::metrics::Counters::add(&self.counters.batches, 1);
-        crate::metrics::Counters::add(&self.counters.results, rows.len() as u64);
+        super::Counters::add(&self.counters.batches, 1);
+        super::Counters::add(&self.counters.results, rows.len() as u64);
         for row in &rows {
             if let Some(failure) = row.entry.result.as_ref().and_then(|r| r.failure.as_ref()) {
                 self.counters.count_failure(&failure.code);
