@@ -176,7 +176,7 @@ pub enum DeliveryState {
     Pending,
     Delivered,
     /// Refused by the receiver for good (400, 413, 422), or given up after retrying for
-    /// `crate::dispatch::GIVE_UP_AFTER`; `last_error` says which.
+    /// the dispatcher's `GIVE_UP_AFTER`; `last_error` says which.
     Failed,
     /// Held back by a silence: never sent.
     Silenced,
