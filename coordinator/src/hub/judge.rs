@@ -140,14 +140,12 @@ mod tests {
     fn latest(at_ms: i64, status: ProbeStatus) -> Latest {
         Latest {
             at_ms,
-            checked_at: None,
+            timed: true,
             status: Some(status),
-            failure_code: "".into(),
             code: (status == ProbeStatus::Down).then_some(FailureCode::TcpRefused),
-            detail: "".into(),
             latency_ms: 1.0,
             agent: "a".into(),
-            backend: None,
+            failure: None,
             cert: None,
         }
     }

@@ -42,8 +42,8 @@ fn target_alert(target: &Target, kind: AlertKind, judgement: &Judgement, now: i6
         // The first failing region's own words and failing backend.
         if let Some(latest) = decision.failing.first().and_then(|r| target.latest_in(r)) {
             // An agent's words, bounded: receivers limit payload sizes.
-            alert.detail = latest.detail.chars().take(1024).collect();
-            alert.backend = latest.backend.as_deref().map(str::to_owned);
+            alert.detail = latest.detail().chars().take(1024).collect();
+            alert.backend = latest.failure.as_ref().and_then(|f| f.backend.as_deref()).map(str::to_owned);
         }
     }
     alert

@@ -33,7 +33,7 @@ pub fn digest(decision: &Decision, opinions: &[RegionOpinion], target: &Target, 
     decision.cause.map(|c| c.as_str()).hash(&mut h);
     for o in opinions {
         o.opinion.hash(&mut h);
-        target.latest_in(&o.region).map(|l| &*l.failure_code).hash(&mut h);
+        target.latest_in(&o.region).map(|l| l.failure_code()).hash(&mut h);
     }
     silence.map(|s| &s.id).hash(&mut h);
     // Zero means "never announced".
@@ -77,11 +77,11 @@ pub fn build_status(
                     Opinion::Partial => POpinion::Partial,
                     Opinion::Unknown => POpinion::Unknown,
                 } as i32,
-                last_result_time: latest.and_then(|l| l.checked_at),
-                failure_code: latest.map(|l| l.failure_code.to_string()).unwrap_or_default(),
-                latency_ms: latest.map_or(0.0, |l| l.latency_ms),
+                last_result_time: latest.filter(|l| l.timed).map(|l| clock::timestamp(l.at_ms)),
+                failure_code: latest.map(|l| l.failure_code().to_owned()).unwrap_or_default(),
+                latency_ms: latest.map_or(0.0, |l| f64::from(l.latency_ms)),
                 agent: latest.map(|l| l.agent.to_string()).unwrap_or_default(),
-                detail: latest.map(|l| l.detail.to_string()).unwrap_or_default(),
+                detail: latest.map(|l| l.detail().to_owned()).unwrap_or_default(),
             }
         })
         .collect();

@@ -51,6 +51,8 @@ impl Target {
                 true
             }
             None => {
+                // Exactly as many as regions report: most targets never grow past three.
+                self.latest.reserve_exact(1);
                 self.latest.push((region, latest));
                 true
             }
@@ -58,24 +60,34 @@ impl Target {
     }
 }
 
-/// A region's newest result, as much of it as verdicts, the status and alerts use.
+/// A region's newest result, as much of it as verdicts, the status and alerts use (48 bytes and,
+/// only for a failure or a certificate, one allocation each: 100,000 targets in three regions
+/// hold 300,000 of these).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Latest {
     /// When the probe ran, Unix ms.
     pub at_ms: i64,
-    pub checked_at: Option<prost_types::Timestamp>,
+    /// The result carried its time (`at_ms` is then shown as its time).
+    pub timed: bool,
     /// `None` for a result without a status (it says nothing).
     pub status: Option<vantage_shared::ProbeStatus>,
-    /// The failure code as sent (`code` is it parsed, when known).
-    pub failure_code: Box<str>,
+    /// The failure code, when it is one Vantage knows.
     pub code: Option<FailureCode>,
-    /// The failure's detail (bounded by `limits::MAX_TEXT` when it was received).
-    pub detail: Box<str>,
-    pub latency_ms: f64,
+    pub latency_ms: f32,
     pub agent: Name,
+    pub failure: Option<Box<FailureFacts>>,
+    pub cert: Option<Box<CertFacts>>,
+}
+
+/// What status and alerts read of a failure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailureFacts {
+    /// The code as sent.
+    pub code: Box<str>,
+    /// Its detail (bounded by `limits::MAX_TEXT` when it was received).
+    pub detail: Box<str>,
     /// The failing backend's address (or the first backend's).
     pub backend: Option<Box<str>>,
-    pub cert: Option<Box<CertFacts>>,
 }
 
 /// What status and certificate alerts read of a certificate (the chain and SANs stay in the
@@ -104,39 +116,33 @@ impl CertFacts {
 impl Latest {
     /// The compact form of a stored entry; `agent` is the interned agent name.
     pub fn of(entry: &HistoryEntry, agent: Name) -> Latest {
-        let at_ms = crate::clock::entry_ms(entry);
-        let Some(result) = entry.result.as_ref() else {
-            return Latest {
-                at_ms,
-                checked_at: None,
-                status: None,
-                failure_code: "".into(),
-                code: None,
-                detail: "".into(),
-                latency_ms: 0.0,
-                agent,
-                backend: None,
-                cert: None,
-            };
-        };
+        let result = entry.result.as_ref();
+        let status = result.and_then(status);
+        // Kept for a failing or partial result only (alerts name its failing backend).
+        let failing = status.is_some_and(|s| s != vantage_shared::ProbeStatus::Up);
+        let failure = result.filter(|r| r.failure.is_some() || failing).map(|r| {
+            Box::new(FailureFacts {
+                code: r.failure.as_ref().map_or("", |f| f.code.as_str()).into(),
+                detail: r.failure.as_ref().map_or("", |f| f.detail.as_str()).into(),
+                backend: r
+                    .backends
+                    .iter()
+                    .find(|b| b.failure.is_some())
+                    .or(r.backends.first())
+                    .map(|b| b.address.as_str())
+                    .filter(|a| !a.is_empty())
+                    .map(Into::into),
+            })
+        });
         Latest {
-            at_ms,
-            checked_at: result.checked_at,
-            status: status(result),
-            failure_code: result.failure.as_ref().map_or("", |f| f.code.as_str()).into(),
-            code: result.failure.as_ref().and_then(|f| FailureCode::from_code(&f.code)),
-            detail: result.failure.as_ref().map_or("", |f| f.detail.as_str()).into(),
-            latency_ms: result.timings.as_ref().map_or(0.0, |t| t.total_ms),
+            at_ms: crate::clock::entry_ms(entry),
+            timed: result.is_some_and(|r| r.checked_at.is_some()),
+            status,
+            code: result.and_then(|r| r.failure.as_ref()).and_then(|f| FailureCode::from_code(&f.code)),
+            latency_ms: result.and_then(|r| r.timings.as_ref()).map_or(0.0, |t| t.total_ms as f32),
             agent,
-            backend: result
-                .backends
-                .iter()
-                .find(|b| b.failure.is_some())
-                .or(result.backends.first())
-                .map(|b| b.address.as_str())
-                .filter(|a| !a.is_empty())
-                .map(Into::into),
-            cert: result.cert.as_ref().map(|c| {
+            failure,
+            cert: result.and_then(|r| r.cert.as_ref()).map(|c| {
                 Box::new(CertFacts {
                     sha256: c.sha256.clone(),
                     subject: c.subject.clone(),
@@ -152,6 +158,16 @@ impl Latest {
     /// What the verdict rules read.
     pub fn observation(&self) -> Option<crate::verdict::Observation> {
         Some(crate::verdict::Observation { at_ms: self.at_ms, status: self.status?, code: self.code })
+    }
+
+    /// The failure code as sent ("" for none).
+    pub fn failure_code(&self) -> &str {
+        self.failure.as_ref().map_or("", |f| &f.code)
+    }
+
+    /// The failure's detail ("" for none).
+    pub fn detail(&self) -> &str {
+        self.failure.as_ref().map_or("", |f| &f.detail)
     }
 }
 
@@ -250,14 +266,12 @@ mod tests {
         let mut target = Target::new(TargetSpec::default());
         let at = |ms: i64| Latest {
             at_ms: ms,
-            checked_at: None,
+            timed: true,
             status: None,
-            failure_code: "".into(),
             code: None,
-            detail: "".into(),
             latency_ms: 0.0,
             agent: "a1".into(),
-            backend: None,
+            failure: None,
             cert: None,
         };
         assert!(target.observe("r1".into(), at(10)));
