@@ -80,6 +80,9 @@ pub enum HubError {
 
 pub const DEFAULT_MAX_TARGETS: usize = 100_000;
 
+/// Targets judged per transaction in a full pass.
+const FULL_PASS_SLICE: usize = 5_000;
+
 /// Options of the hub.
 #[derive(Debug, Clone)]
 pub struct HubOptions {
@@ -362,6 +365,7 @@ impl Hub {
     fn judge(&self, state: &mut State, urls: Option<Vec<Name>>, now: i64, changes: &mut Changes) {
         let in_grace = self.in_grace();
         let unknown_after = self.options.alerting.unknown_after;
+        let watched = self.watchers.receiver_count() > 0;
         let State { targets, memory, deadlines, silences, default_regions, connected, .. } = state;
         let ctx = Context { default_regions, connected, in_grace, now };
         let urls = urls.unwrap_or_else(|| targets.keys().cloned().collect());
@@ -394,12 +398,12 @@ impl Hub {
             let digest = projection::digest(&judgement.decision, &judgement.opinions, target, silence);
             if target.announced != digest {
                 target.announced = digest;
-                changes.announcements.push(projection::build_status(
-                    target,
-                    &judgement.decision,
-                    &judgement.opinions,
-                    silence,
-                ));
+                // Built only for someone to hear it (a watcher that comes later starts from
+                // `statuses`).
+                if watched {
+                    let status = projection::build_status(target, &judgement.decision, &judgement.opinions, silence);
+                    changes.announcements.push(status);
+                }
             }
             let unknown_alerted = memory.unknown.contains_key(url.as_ref());
             let due = judge::next_deadline(target, &judgement, now, unknown_after, unknown_alerted);
@@ -473,8 +477,7 @@ impl Hub {
         let now = now_ms();
         let in_grace = self.in_grace();
         let alerting = &self.options.alerting;
-        let mut changes = Changes::default();
-        {
+        let everyone = {
             let mut state = self.lock();
             let silence_edge = state.silences.iter().any(|s| {
                 let crossed = |t: i64| state.last_tick_ms < t && t <= now;
@@ -484,13 +487,29 @@ impl Hub {
             state.grace_over = !in_grace;
             state.last_tick_ms = now;
             let full = std::mem::take(&mut state.full_pass) || silence_edge || grace_ended;
-            let urls = if full {
-                None
-            } else {
+            full.then(|| state.targets.keys().cloned().collect::<Vec<_>>())
+        };
+        // A full pass goes in slices, each committed on its own: what it holds in memory at once
+        // (verdict records, alerts, announcements) stays bounded however many targets there are.
+        for slice in everyone.as_deref().unwrap_or_default().chunks(FULL_PASS_SLICE) {
+            let mut changes = Changes::default();
+            {
+                let mut state = self.lock();
+                self.judge(&mut state, Some(slice.to_vec()), now, &mut changes);
+                self.plan(&mut state, &mut changes);
+            }
+            if let Err(e) = self.commit(changes).await {
+                tracing::error!(error = %e, "recording verdict changes and alerts failed");
+            }
+        }
+        let mut changes = Changes::default();
+        {
+            let mut state = self.lock();
+            if everyone.is_none() {
                 let State { deadlines, targets, .. } = &mut *state;
-                Some(deadlines.due(targets, now))
-            };
-            self.judge(&mut state, urls, now, &mut changes);
+                let due = deadlines.due(targets, now);
+                self.judge(&mut state, Some(due), now, &mut changes);
+            }
             if !in_grace {
                 let State { memory, regions, agents, .. } = &mut *state;
                 let (alerts, save, changed) =
