@@ -1,6 +1,7 @@
 //! Scale benchmark (figures, not pass/fail): the real `vantage-coordinator serve` process with N
 //! configured targets, fed three regions of results over real gRPC streams at the rate of a 60 s
-//! interval, for several N side by side, beside the goals of issue 12 at 100,000 targets.
+//! interval, for several N side by side, beside the goals at 100,000 targets (README: "Scale
+//! benchmark").
 //!
 //! Per N it measures: start-up (spawn to `/healthz` answering 200), the coordinator's CPU per
 //! acked result over a steady window (utime + stime from `/proc/<pid>/stat`), its memory after

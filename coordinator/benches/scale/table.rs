@@ -1,4 +1,4 @@
-//! The figures of one size, and the table of all sizes beside issue 12's goals.
+//! The figures of one size, and the table of all sizes beside the goals at 100,000 targets (README: "Scale benchmark").
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -29,8 +29,8 @@ pub struct Figures {
     pub changes: u64,
 }
 
-/// The figures as a table, one column per size, and the goal of issue 12 judged at the largest
-/// size measured.
+/// The figures as a table, one column per size, and the goals (README: "Scale benchmark") judged
+/// at the largest size measured.
 pub fn table(all: &[Figures]) -> String {
     let largest = all.iter().max_by_key(|f| f.targets).expect("at least one size");
     let mb = |b: usize| b as f64 / 1e6;

@@ -20,7 +20,7 @@ pub enum AlertKind {
     /// An alert channel has answered "misconfigured" (401/403/404) for `channel_failing_after`.
     ChannelFailing,
     ChannelRecovered,
-    // Blindness and the region set (issue 11).
+    // Blindness and the region set.
     Unknown,
     UnknownCleared,
     RegionForgotten,
