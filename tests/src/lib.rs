@@ -3,6 +3,7 @@
 //! processes.
 
 pub mod cluster;
+pub mod files;
 pub mod lan;
 pub mod receiver;
 
