@@ -157,7 +157,7 @@ impl Registry {
                 sessions.push((name.clone(), desired.remove(name).unwrap_or_default()));
             }
         }
-        self.send(targets, default_regions, sessions, &[], now);
+        self.send(targets, default_regions, sessions, now);
     }
 
     /// Assigns `changed` targets (added, edited or deleted) again: each goes to its owner in each
@@ -176,30 +176,61 @@ impl Registry {
                 });
             }
         }
-        let mut sessions = Vec::new();
-        for (name, agent) in &self.agents {
-            let Some(session) = &agent.session else { continue };
-            let mut want = session.assigned.clone();
+        // Only the changed targets are looked at: an edit costs the same at 10 or 100,000 targets.
+        self.epoch += 1;
+        let epoch = self.epoch;
+        let mut dead = Vec::new();
+        for (name, agent) in self.agents.iter_mut() {
+            let Some(session) = agent.session.as_mut() else { continue };
+            let mine = owners.remove(name).unwrap_or_default();
+            let (mut upserted, mut removed_urls) = (Vec::new(), Vec::new());
             for url in changed {
-                want.remove(url);
+                if mine.contains(url) {
+                    if let Some(target) = targets.get(url) {
+                        session.assigned.insert(url.clone());
+                        let (interval, timeout) = spec::timing(&target.spec);
+                        session.patience_ms = session.patience_ms.min(patience_ms(interval, timeout));
+                        upserted.push(target.spec.clone());
+                    }
+                } else if session.assigned.remove(url) {
+                    agent.released.insert(url.clone(), now);
+                    removed_urls.push(url.to_string());
+                }
             }
-            want.extend(owners.remove(name).unwrap_or_default());
-            sessions.push((name.clone(), want));
+            if upserted.is_empty() && removed_urls.is_empty() {
+                continue;
+            }
+            if session.assigned.len() == upserted.len() {
+                // Nothing to report until now: its time starts with its first targets.
+                session.last_accepted_ms = session.last_accepted_ms.max(now);
+            }
+            let change = AssignmentChange { epoch, upserted, removed_urls };
+            let message = CoordinatorMessage { kind: Some(coordinator_message::Kind::Change(change)) };
+            if session.tx.try_send(Ok(message)).is_err() {
+                dead.push(name.clone());
+            }
         }
-        self.send(targets, default_regions, sessions, changed, now);
+        self.disconnect(dead, targets, default_regions, now);
+    }
+
+    /// Disconnects agents not reading their stream; their targets go to the region's other agents.
+    fn disconnect(&mut self, dead: Vec<String>, targets: &Targets, default_regions: &[Name], now: i64) {
+        if dead.is_empty() {
+            return;
+        }
+        for name in dead {
+            tracing::warn!(agent = name, "agent stream is full; disconnecting it");
+            if let Some(a) = self.agents.get_mut(&name) {
+                a.end_session(now);
+            }
+        }
+        self.reassign_all(targets, default_regions, now);
     }
 
     /// Gives each named session its wanted targets, sending a full assignment to a new session and
     /// a change to the others; an agent not reading its stream is disconnected and its targets go
     /// to the region's other agents.
-    fn send(
-        &mut self,
-        targets: &Targets,
-        default_regions: &[Name],
-        sessions: Vec<(String, HashSet<Name>)>,
-        changed: &[Name],
-        now: i64,
-    ) {
+    fn send(&mut self, targets: &Targets, default_regions: &[Name], sessions: Vec<(String, HashSet<Name>)>, now: i64) {
         self.epoch += 1;
         let epoch = self.epoch;
         let mut dead = Vec::new();
@@ -237,11 +268,8 @@ impl Registry {
                     last_sequence: session.last_sequence,
                 })
             } else {
-                let mut upserted: Vec<_> = want
-                    .iter()
-                    .filter(|url| !session.assigned.contains(*url) || changed.contains(url))
-                    .filter_map(spec_of)
-                    .collect();
+                let mut upserted: Vec<_> =
+                    want.iter().filter(|url| !session.assigned.contains(*url)).filter_map(spec_of).collect();
                 let mut removed_urls: Vec<String> =
                     session.assigned.iter().filter(|u| !want.contains(*u)).map(|u| u.to_string()).collect();
                 if upserted.is_empty() && removed_urls.is_empty() {
@@ -258,16 +286,7 @@ impl Registry {
                 dead.push(name);
             }
         }
-        if !dead.is_empty() {
-            for name in dead {
-                tracing::warn!(agent = name, "agent stream is full; disconnecting it");
-                if let Some(a) = self.agents.get_mut(&name) {
-                    a.end_session(now);
-                }
-            }
-            // Their targets go to the region's other agents.
-            self.reassign_all(targets, default_regions, now);
-        }
+        self.disconnect(dead, targets, default_regions, now);
     }
 }
 
