@@ -2,6 +2,7 @@
 //! Support for Vantage's end-to-end tests: the real binaries, built once per test run, started as
 //! processes.
 
+pub mod alert_world;
 pub mod cluster;
 pub mod files;
 pub mod lan;
