@@ -42,11 +42,21 @@ pub struct RunArgs {
     #[command(flatten)]
     pub watch: WatchArgs,
     /// Most probes running at once.
-    #[arg(long, default_value_t = 256, env = "VANTAGE_CONCURRENCY")]
+    #[arg(long, default_value_t = 256, value_parser = at_least_one, env = "VANTAGE_CONCURRENCY")]
     pub concurrency: usize,
     /// Most results kept while the coordinator cannot be reached (the oldest go first).
-    #[arg(long, default_value_t = 100_000, env = "VANTAGE_OUTBOX_LIMIT")]
+    #[arg(long, default_value_t = 100_000, value_parser = at_least_one, env = "VANTAGE_OUTBOX_LIMIT")]
     pub outbox_limit: usize,
+}
+
+/// A count that must not be zero: no probe slot, or no room for a result, would leave an agent
+/// connected and silent.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Everything an agent needs to run (the demo builds one directly).

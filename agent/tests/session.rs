@@ -285,6 +285,22 @@ async fn a_coordinator_going_away_never_costs_a_batch() {
     assert!(sent.iter().all(|s| *s == sent[0]));
 }
 
+/// With no probe slot or no room for a result, an agent would connect and never report: the
+/// command line refuses both.
+#[test]
+fn run_refuses_a_zero_concurrency_or_outbox() {
+    for flag in ["--concurrency", "--outbox-limit"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vantage-agent"))
+            .args(["run", "--insecure", "--region", "r1", "--coordinator", "http://127.0.0.1:9", flag, "0"])
+            .output()
+            .expect("vantage-agent runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{flag} 0: {stderr}");
+        assert!(stderr.contains(&format!("invalid value '0' for '{flag}")), "{flag}: {stderr}");
+        assert!(stderr.contains("must be at least 1"), "{flag}: {stderr}");
+    }
+}
+
 /// The real `vantage-agent run`, its stderr collected line by line.
 struct AgentProcess {
     child: std::process::Child,

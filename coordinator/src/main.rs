@@ -90,13 +90,13 @@ struct ServeArgs {
     #[arg(long, env = "VANTAGE_CONFIG")]
     config: Option<PathBuf>,
     /// How long results are kept (settled alerts and ended silences as long).
-    #[arg(long, default_value = "7d", value_parser = duration, env = "VANTAGE_RETENTION")]
+    #[arg(long, default_value = "7d", value_parser = positive_duration, env = "VANTAGE_RETENTION")]
     retention: Duration,
     /// How long verdict transitions and closed incidents are kept.
-    #[arg(long, default_value = "365d", value_parser = duration, env = "VANTAGE_EVENT_RETENTION")]
+    #[arg(long, default_value = "365d", value_parser = positive_duration, env = "VANTAGE_EVENT_RETENTION")]
     event_retention: Duration,
     /// Agents not connected for this long are forgotten (ListAgents, their batch sequence).
-    #[arg(long, default_value = "30d", value_parser = duration, env = "VANTAGE_AGENT_RETENTION")]
+    #[arg(long, default_value = "30d", value_parser = positive_duration, env = "VANTAGE_AGENT_RETENTION")]
     agent_retention: Duration,
     /// The coordinator's certificate (`coordinator.pem` from `pki init`).
     #[arg(long, env = "VANTAGE_TLS_CERT", value_name = "PEM", requires_all = ["tls_key", "client_ca"])]

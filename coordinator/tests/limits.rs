@@ -441,3 +441,23 @@ async fn an_agent_name_live_in_one_region_is_refused_in_another() {
     drop(moved);
     running.shutdown().await;
 }
+
+/// A retention of zero would delete what was just stored; the command line refuses it before
+/// anything is opened.
+#[test]
+fn a_zero_retention_is_refused_before_anything_starts() {
+    let dir = std::env::temp_dir().join(format!("vantage-zero-retention-{}", std::process::id()));
+    for flag in ["--retention", "--event-retention", "--agent-retention"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vantage-coordinator"))
+            .args(["serve", "--insecure", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&dir)
+            .args([flag, "0s"])
+            .output()
+            .expect("vantage-coordinator runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} 0s: {stderr}");
+        assert!(stderr.contains(&format!("invalid value '0s' for '{flag}")), "{flag}: {stderr}");
+        assert!(stderr.contains("must be more than 0s"), "{flag}: {stderr}");
+        assert!(!dir.exists(), "{flag} 0s: nothing is created");
+    }
+}
