@@ -9,8 +9,15 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 /// Denied unless allowed: IPv4 link-local (AWS, GCP, Azure, OpenStack metadata live at
-/// 169.254.169.254), IPv6 link-local, and AWS's IPv6 metadata endpoint.
-pub const DEFAULT_DENY: &[&str] = &["169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128"];
+/// 169.254.169.254), IPv6 link-local, AWS's IPv6 metadata endpoint, Azure's WireServer (which
+/// serves VM extension settings and certificates) and Alibaba Cloud's metadata service.
+pub const DEFAULT_DENY: &[&str] =
+    &["169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "168.63.129.16/32", "100.100.100.200/32"];
+
+/// The well-known NAT64 prefix, `64:ff9b::/96` (RFC 6052): on an IPv6-only host with DNS64,
+/// `64:ff9b::a9fe:a9fe` is translated to 169.254.169.254 by the gateway, so an address in it is
+/// judged as the IPv4 address it carries (its last 32 bits).
+const NAT64: [u16; 6] = [0x64, 0xff9b, 0, 0, 0, 0];
 
 /// Deny and allow ranges: an address is allowed if an allow range holds it, else denied if a
 /// deny range holds it, else allowed.
@@ -36,9 +43,14 @@ impl NetworkPolicy {
     }
 
     /// Whether the agent may connect to `ip`. An IPv4-mapped IPv6 address (`::ffff:169.254.169.254`)
-    /// reaches the IPv4 address, so it is judged as that too.
+    /// or a NAT64 one (`64:ff9b::169.254.169.254`) reaches the IPv4 address, so it is judged as
+    /// that too.
     pub fn permits(&self, ip: IpAddr) -> bool {
         let mapped = match ip {
+            IpAddr::V6(v6) if v6.segments()[..6] == NAT64 => {
+                let [.., a, b, c, d] = v6.octets();
+                Some(IpAddr::from([a, b, c, d]))
+            }
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
             IpAddr::V4(_) => None,
         };
@@ -75,10 +87,30 @@ mod tests {
     #[test]
     fn metadata_endpoints_are_denied_by_default() {
         let policy = NetworkPolicy::default();
-        for denied in ["169.254.169.254", "169.254.0.1", "fe80::1", "fd00:ec2::254", "::ffff:169.254.169.254"] {
+        for denied in [
+            "169.254.169.254",
+            "169.254.0.1",
+            "fe80::1",
+            "fd00:ec2::254",
+            "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "168.63.129.16",
+            "100.100.100.200",
+            "64:ff9b::100.100.100.200",
+        ] {
             assert!(!policy.permits(ip(denied)), "{denied}");
         }
-        for allowed in ["127.0.0.1", "10.0.0.1", "192.0.2.1", "::1", "2001:db8::1", "fd00:ec2::253", "169.255.0.1"] {
+        for allowed in [
+            "127.0.0.1",
+            "10.0.0.1",
+            "192.0.2.1",
+            "::1",
+            "2001:db8::1",
+            "fd00:ec2::253",
+            "169.255.0.1",
+            "64:ff9b::c000:201",
+            "100.100.100.201",
+        ] {
             assert!(policy.permits(ip(allowed)), "{allowed}");
         }
     }
