@@ -329,6 +329,9 @@ pub fn plan(
                 memory.hold(&dedup, record.alert.clone());
             } else if !record.deliveries.is_empty() {
                 memory.heard(&dedup, record.deliveries.iter().map(|d| d.channel.clone()));
+                if record.deliveries.iter().any(|d| alerting.resends(&d.channel)) {
+                    memory.keep_firing(&record.alert);
+                }
             }
             records.push(record);
         }
