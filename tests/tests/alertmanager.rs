@@ -219,6 +219,9 @@ channels = ["am", "am-token"]
     let posted = receiver.wait_for("the DOWN to the token channel", |r| posts_down(r, &shop_url, true));
     assert_eq!(posted.header("authorization"), Some(format!("Bearer {TOKEN}").as_str()));
     assert_eq!(posted.header("content-type"), Some("application/json"));
+    // For the README: what is posted, and what Alertmanager then holds.
+    println!("POST {}\n{}", posted.path, String::from_utf8_lossy(&posted.body));
+    println!("GET /api/v2/alerts?active=true\n{}", serde_json::to_string_pretty(down).unwrap());
 
     // Re-posted while it lasts, by a restarted coordinator too: its endsAt keeps moving ahead of
     // the time Alertmanager would expire it (four resend delays).
