@@ -42,6 +42,8 @@ impl Resends {
 
     /// Starts the re-sends that are due (each channel's first one at once).
     pub fn start_due(&mut self, hub: &Arc<Hub>, alerting: &Arc<Alerting>, http: &Arc<Http>, now: i64) {
+        // A channel no longer configured (or no longer re-sending) has nothing due.
+        self.due.retain(|name, _| alerting.resends(name));
         for named in &alerting.channels {
             let Some(every) = named.channel.resend_every() else { continue };
             if self.busy(&named.name) || *self.due.entry(named.name.clone()).or_insert(now) > now {
@@ -99,4 +101,74 @@ fn firing(hub: &Hub, alerting: &Alerting, channel: &Named, now: i64) -> Vec<Aler
         }
     }
     firing
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::alert::channel::{Channel, Sending, Slack};
+    use crate::hub::HubOptions;
+    use crate::store::Store;
+
+    /// A channel that re-sends every minute and records what it was given.
+    #[derive(Debug, Default)]
+    struct Recorder(Mutex<Vec<Vec<String>>>);
+
+    impl Channel for Recorder {
+        fn send<'a>(&'a self, _: &'a Http, _: &'a Alert) -> Sending<'a> {
+            Box::pin(async { Ok(()) })
+        }
+        fn resend_every(&self) -> Option<Duration> {
+            Some(Duration::from_secs(60))
+        }
+        fn resend<'a>(&'a self, _: &'a Http, firing: &'a [Alert]) -> Sending<'a> {
+            self.0.lock().unwrap().push(firing.iter().map(|a| a.subject.clone()).collect());
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn what_is_firing_is_re_sent_at_start_and_every_delay_and_holds_the_channels_deliveries_meanwhile() {
+        let dir = std::env::temp_dir().join(format!("vantage-resend-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // A store from before a restart: a DOWN heard by `am` (and `chat`), still firing.
+        let store = Store::open(&dir).unwrap();
+        let down =
+            Alert::new(AlertKind::Down, "https://a.example/", 1_000, "vantage/target/https://a.example/#1".into());
+        let rows = [
+            (format!("sent:{}", down.dedup_key), serde_json::to_vec(&["am", "chat"]).ok()),
+            (format!("firing:{}", down.dedup_key), serde_json::to_vec(&down).ok()),
+        ];
+        store.record_changes(&[], &[], &rows).unwrap();
+        let recorder = Arc::new(Recorder::default());
+        let alerting = Arc::new(Alerting {
+            channels: vec![
+                Named { name: "am".into(), channel: recorder.clone() },
+                Named { name: "chat".into(), channel: Arc::new(Slack { url: "http://x/".into() }) },
+            ],
+            ..Alerting::default()
+        });
+        let options = HubOptions { alerting: alerting.clone(), ..HubOptions::default() };
+        let hub = Hub::open(Arc::new(store), Vec::new(), options).await.unwrap();
+        let http = Arc::new(Http::new());
+
+        let mut resends = Resends::default();
+        resends.start_due(&hub, &alerting, &http, 5_000);
+        assert!(resends.busy("am") && !resends.busy("chat"), "am's deliveries wait for its re-send");
+        assert_eq!(resends.next_ms(), None);
+        resends.finished().await;
+        assert_eq!(*recorder.0.lock().unwrap(), [vec!["https://a.example/".to_owned()]], "re-sent at once");
+        assert!(!resends.busy("am"));
+        assert_eq!(resends.next_ms(), Some(65_000), "then every resend delay");
+        resends.start_due(&hub, &alerting, &http, 64_999);
+        assert!(!resends.is_running(), "not before its time");
+        // The channel gone from the config: nothing is due for it any more.
+        let without = Arc::new(Alerting { channels: alerting.channels[1..].to_vec(), ..Alerting::default() });
+        resends.start_due(&hub, &without, &http, 70_000);
+        assert_eq!((resends.is_running(), resends.next_ms()), (false, None));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
