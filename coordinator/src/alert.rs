@@ -72,6 +72,11 @@ pub struct Alerting {
 }
 
 impl Alerting {
+    /// Whether the channel named `channel` wants the alerts still firing for it re-sent.
+    pub fn resends(&self, channel: &str) -> bool {
+        self.channels.iter().any(|c| c.name == channel && c.channel.resend_every().is_some())
+    }
+
     /// The alert with its deliveries: one per channel of every matching route (each channel once),
     /// held back when a silence covers it.
     pub fn plan(&self, mut alert: Alert, silences: &[Silence]) -> AlertRecord {

@@ -6,7 +6,11 @@
 //! misconfigured channel (401/403/404) and transient errors are retried with capped exponential
 //! backoff for a day, the former loudly (`health`: an error log, a gauge, the status page, and
 //! `channel_failing` to the other channels after `channel_failing_after`). Every attempt's
-//! outcome is written back to the store, so a restart resumes where it left off.
+//! outcome is written back to the store, so a restart resumes where it left off. Channels that
+//! forget what nobody re-sends (Alertmanager) also get what is still firing for them again and
+//! again (`resend`).
+
+mod resend;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -137,6 +141,7 @@ pub async fn run(hub: Arc<Hub>, alerting: Arc<Alerting>, wake: Arc<Notify>) {
     let mut in_flight: HashSet<(String, String)> = HashSet::new();
     let mut sends: tokio::task::JoinSet<Finished> = tokio::task::JoinSet::new();
     let mut tasks: HashMap<tokio::task::Id, (String, String)> = HashMap::new();
+    let mut resends = resend::Resends::default();
     for (channel, failing) in hub.channel_health.failing() {
         tracing::error!(
             channel,
@@ -155,9 +160,14 @@ pub async fn run(hub: Arc<Hub>, alerting: Arc<Alerting>, wake: Arc<Notify>) {
             }
         };
         records.sort_by(|a, b| (a.alert.at_ms, &a.alert.id).cmp(&(b.alert.at_ms, &b.alert.id)));
+        resends.start_due(&hub, &alerting, &http, now_ms());
         let plan = plan(&records, &in_flight, now_ms());
         for (r, d) in plan.due {
             let (alert, delivery) = (records[r].alert.clone(), records[r].deliveries[d].clone());
+            if resends.busy(&delivery.channel) {
+                // After the re-send: it must not overtake this (a resolve, say).
+                continue;
+            }
             let channel = alerting.channels.iter().find(|c| c.name == delivery.channel).cloned();
             let key = (alert.id.clone(), delivery.channel.clone());
             let http = http.clone();
@@ -175,7 +185,7 @@ pub async fn run(hub: Arc<Hub>, alerting: Arc<Alerting>, wake: Arc<Notify>) {
         let overdue_at = hub
             .channel_health
             .with(|m| m.values().filter(|f| !f.alerted).map(|f| f.since_ms + failing_after.as_millis() as i64).min());
-        let next = [plan.next_ms, overdue_at].into_iter().flatten().min();
+        let next = [plan.next_ms, overdue_at, resends.next_ms()].into_iter().flatten().min();
         let wait =
             next.map_or(IDLE, |n| Duration::from_millis((n - now_ms()).clamp(0, IDLE.as_millis() as i64) as u64));
         tokio::select! {
@@ -204,6 +214,7 @@ pub async fn run(hub: Arc<Hub>, alerting: Arc<Alerting>, wake: Arc<Notify>) {
                     in_flight.remove(&key);
                 }
             }
+            _ = resends.finished(), if resends.is_running() => {}
             _ = wake.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }

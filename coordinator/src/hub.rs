@@ -18,6 +18,7 @@
 mod agents;
 mod check_now;
 mod counters;
+mod firing;
 mod heartbeats;
 mod housekeeping;
 mod judge;

@@ -9,7 +9,11 @@
 //! `type` in the config file. Keys of the `[[channel]]` table that no kind had before become
 //! fields of [`Settings`], the one table every kind reads from (so an unknown key is still
 //! refused with the list of known ones). Then document it in the README's alerting section.
+//!
+//! A receiver that forgets an alert nobody re-sends (Alertmanager) says so with
+//! [`Channel::resend_every`]: the dispatcher then re-sends it the alerts still firing for it.
 
+mod alertmanager;
 mod email;
 mod pagerduty;
 mod slack;
@@ -29,6 +33,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde::Deserialize;
 
+pub use alertmanager::Alertmanager;
 pub use email::{Email, SmtpTls};
 pub use pagerduty::{PAGERDUTY_URL, PagerDuty};
 pub use slack::Slack;
@@ -46,8 +51,13 @@ const MAX_ANSWER: usize = 4096;
 pub type Build = fn(&Settings, &Path) -> Result<Arc<dyn Channel>, String>;
 
 /// Every channel kind, by its `type` in the config file.
-pub const KINDS: [(&str, Build); 4] =
-    [("webhook", webhook::build), ("slack", slack::build), ("pagerduty", pagerduty::build), ("email", email::build)];
+pub const KINDS: [(&str, Build); 5] = [
+    ("webhook", webhook::build),
+    ("slack", slack::build),
+    ("pagerduty", pagerduty::build),
+    ("email", email::build),
+    ("alertmanager", alertmanager::build),
+];
 
 /// The `type`s of `KINDS`, as serde lists them in an error.
 const TYPES: [&str; KINDS.len()] = {
@@ -69,6 +79,18 @@ pub trait Channel: Any + Debug + Send + Sync {
     /// Delivers `alert`; `http` is the coordinator's pooled client for channels that POST. The
     /// caller bounds the time (`SEND_TIMEOUT`).
     fn send<'a>(&'a self, http: &'a Http, alert: &'a Alert) -> Sending<'a>;
+
+    /// How often the receiver wants the alerts still firing for it sent again (`None`: never;
+    /// it keeps what it heard until the resolve).
+    fn resend_every(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Sends `firing`, the alerts still firing for this channel, again (for a channel with
+    /// `resend_every`; the caller bounds the time).
+    fn resend<'a>(&'a self, _http: &'a Http, _firing: &'a [Alert]) -> Sending<'a> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// A configured channel: the name routes and deliveries use, and what sends to it.
@@ -106,8 +128,12 @@ pub struct Settings {
     pub tls: Option<String>,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
-    /// Email: extra CA certificates (PEM) to trust for the relay.
+    /// Email, Alertmanager: extra CA certificates (PEM) to trust for the server.
     pub ca_file: Option<PathBuf>,
+    /// Alertmanager: a bearer token.
+    pub token_file: Option<PathBuf>,
+    /// Alertmanager: how often firing alerts are sent again.
+    pub resend_delay: Option<String>,
     pub from: Option<String>,
     #[serde(default)]
     pub to: Vec<String>,
@@ -228,9 +254,35 @@ impl Default for Http {
     }
 }
 
+impl Debug for Http {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Http")
+    }
+}
+
 impl Http {
     pub fn new() -> Http {
-        let roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        Http::with_roots(rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() })
+    }
+
+    /// A client that also trusts the CA certificates in `pem` (a receiver with a private CA).
+    pub fn with_ca(pem: &[u8]) -> Result<Http, String> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+        let mut added = 0;
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| format!("not PEM certificates: {e}"))?;
+            roots.add(cert).map_err(|e| format!("not a CA certificate: {e}"))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err("no certificate in it".to_owned());
+        }
+        Ok(Http::with_roots(roots))
+    }
+
+    fn with_roots(roots: rustls::RootCertStore) -> Http {
         let tls =
             rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
                 .with_safe_default_protocol_versions()
@@ -340,6 +392,6 @@ mod tests {
         types.sort_unstable();
         types.dedup();
         assert_eq!(types.len(), KINDS.len());
-        assert_eq!(TYPES, ["webhook", "slack", "pagerduty", "email"]);
+        assert_eq!(TYPES, ["webhook", "slack", "pagerduty", "email", "alertmanager"]);
     }
 }

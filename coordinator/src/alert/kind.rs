@@ -110,6 +110,21 @@ impl AlertKind {
         )
     }
 
+    /// The kinds of trigger a resolving kind ends (a certificate change ends the old
+    /// certificate's warning and critical alike); empty for a trigger.
+    pub fn ends(self) -> &'static [AlertKind] {
+        match self {
+            AlertKind::Recovered => &[AlertKind::Down],
+            AlertKind::DegradedCleared => &[AlertKind::Degraded],
+            AlertKind::CertChanged => &[AlertKind::CertWarning, AlertKind::CertCritical],
+            AlertKind::RegionRecovered | AlertKind::RegionForgotten => &[AlertKind::RegionSilent],
+            AlertKind::HeartbeatRecovered => &[AlertKind::HeartbeatOverdue],
+            AlertKind::ChannelRecovered => &[AlertKind::ChannelFailing],
+            AlertKind::UnknownCleared => &[AlertKind::Unknown],
+            _ => &[],
+        }
+    }
+
     pub fn title(self) -> &'static str {
         match self {
             AlertKind::Down => "DOWN",
@@ -128,6 +143,19 @@ impl AlertKind {
             AlertKind::Unknown => "UNKNOWN",
             AlertKind::UnknownCleared => "JUDGED AGAIN",
             AlertKind::RegionForgotten => "REGION FORGOTTEN",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_resolving_kind_names_the_triggers_it_ends_and_no_trigger_ends_anything() {
+        for kind in AlertKind::ALL {
+            assert_eq!(kind.resolves(), !kind.ends().is_empty(), "{kind:?}");
+            assert!(kind.ends().iter().all(|t| !t.resolves()), "{kind:?} ends a trigger, not a resolve");
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Alerting's memory: what the alert planner must remember across restarts to alert once and
 //! resolve where it alerted (the certificates seen per target, silent regions, heartbeats, open
 //! `degraded` and `unknown` spells, which channels heard each problem, triggers held back by a
-//! silence). Typed in memory; every change is recorded as it is made and committed with the
+//! silence, the triggers still firing for channels that want them re-sent). Typed in memory; every change is recorded as it is made and committed with the
 //! alerts it goes with. In the store it is one row per entry under a kind prefix (`cert:URL`,
 //! `sent:DEDUP_KEY`, …) with a JSON value, and a `version` row: a store written by a newer
 //! memory format is refused rather than misread.
@@ -64,6 +64,7 @@ enum Kind {
     Unknown,
     Sent,
     Held,
+    Firing,
 }
 
 impl Kind {
@@ -76,6 +77,7 @@ impl Kind {
             Kind::Unknown => "unknown:",
             Kind::Sent => "sent:",
             Kind::Held => "held:",
+            Kind::Firing => "firing:",
         }
     }
 }
@@ -102,6 +104,9 @@ pub struct AlertMemory {
     pub sent: HashMap<String, Vec<String>>,
     /// Per problem: its trigger, held back by a silence, to be sent if the problem outlasts it.
     pub held: HashMap<String, Alert>,
+    /// Per problem heard by a channel that re-sends what is still firing (Alertmanager): its
+    /// trigger as planned, to send again until its resolve is planned (see `dispatch::resend`).
+    pub firing: HashMap<String, Alert>,
     /// Changes not yet taken for committing.
     changes: Vec<Remembered>,
 }
@@ -134,8 +139,15 @@ impl AlertMemory {
             unknown: recall(rows, Kind::Unknown),
             sent: recall(rows, Kind::Sent),
             held: recall(rows, Kind::Held),
+            firing: recall(rows, Kind::Firing),
             changes: Vec::new(),
         };
+        // A trigger whose problem ended under a coordinator that did not keep this is forgotten.
+        let ended: Vec<String> = memory.firing.keys().filter(|k| !memory.sent.contains_key(*k)).cloned().collect();
+        for dedup in ended {
+            memory.firing.remove(&dedup);
+            memory.record::<()>(Kind::Firing, &dedup, None);
+        }
         if !rows.iter().any(|(k, _)| k == VERSION_KEY) {
             memory.changes.push((VERSION_KEY.into(), serde_json::to_vec(&VERSION).ok()));
         }
@@ -209,13 +221,24 @@ impl AlertMemory {
         self.changes.push((format!("{}{dedup}", Kind::Sent.prefix()), value));
     }
 
-    /// The channels that heard `dedup`'s trigger, forgotten now (its resolve goes out).
+    /// The channels that heard `dedup`'s trigger, forgotten now (its resolve goes out), with the
+    /// trigger kept for re-sending.
     pub fn take_heard(&mut self, dedup: &str) -> Vec<String> {
         let heard = self.sent.remove(dedup).unwrap_or_default();
         if !heard.is_empty() {
             self.record::<()>(Kind::Sent, dedup, None);
         }
+        if self.firing.remove(dedup).is_some() {
+            self.record::<()>(Kind::Firing, dedup, None);
+        }
         heard
+    }
+
+    /// Keeps `trigger` (heard by a channel that re-sends what is still firing) until its problem
+    /// is resolved; a later trigger of the same problem (critical after warning) replaces it.
+    pub fn keep_firing(&mut self, trigger: &Alert) {
+        self.record(Kind::Firing, &trigger.dedup_key, Some(trigger));
+        self.firing.insert(trigger.dedup_key.clone(), trigger.clone());
     }
 
     pub fn hold(&mut self, dedup: &str, alert: Alert) {
@@ -259,10 +282,33 @@ mod tests {
         assert_eq!(again.unknown, memory.unknown);
         assert_eq!(again.sent, memory.sent);
         assert_eq!(again.silent_regions, memory.silent_regions);
+        assert!(again.firing.is_empty());
         // Forgetting records a deletion.
         let mut again = again;
         again.set_degraded("https://a/", None);
         assert_eq!(again.take_changes(), vec![("degraded:https://a/".to_owned(), None)]);
+    }
+
+    #[test]
+    fn a_firing_trigger_is_kept_until_its_problem_is_resolved_and_survives_a_restart() {
+        let dedup = "vantage/target/https://a/#1";
+        let trigger = Alert::new(crate::alert::AlertKind::Down, "https://a/", 1, dedup.into());
+        let mut memory = AlertMemory::load(&[]).unwrap();
+        memory.heard(dedup, ["am".to_owned()]);
+        memory.keep_firing(&trigger);
+        let rows = |memory: &mut AlertMemory| -> Vec<(String, Vec<u8>)> {
+            memory.take_changes().into_iter().filter_map(|(k, v)| Some((k, v?))).collect()
+        };
+        let mut again = AlertMemory::load(&rows(&mut memory)).unwrap();
+        assert_eq!(again.firing.get(dedup), Some(&trigger), "read back after a restart");
+        again.take_heard(dedup);
+        assert!(again.firing.is_empty());
+        assert!(again.take_changes().contains(&(format!("firing:{dedup}"), None)), "forgotten in the store too");
+        // A trigger left behind by a coordinator that resolved without knowing it is dropped.
+        let orphan = vec![(format!("firing:{dedup}"), serde_json::to_vec(&trigger).unwrap())];
+        let mut loaded = AlertMemory::load(&orphan).unwrap();
+        assert!(loaded.firing.is_empty());
+        assert!(loaded.take_changes().contains(&(format!("firing:{dedup}"), None)));
     }
 
     #[test]

@@ -329,6 +329,9 @@ pub fn plan(
                 memory.hold(&dedup, record.alert.clone());
             } else if !record.deliveries.is_empty() {
                 memory.heard(&dedup, record.deliveries.iter().map(|d| d.channel.clone()));
+                if record.deliveries.iter().any(|d| alerting.resends(&d.channel)) {
+                    memory.keep_firing(&record.alert);
+                }
             }
             records.push(record);
         }
@@ -383,6 +386,46 @@ mod tests {
         }
         // Zero turns it off.
         assert_eq!(blindness(Verdict::Unknown, at(0), None, at(1_000_000), Duration::ZERO), Blindness::Nothing);
+    }
+
+    #[test]
+    fn a_trigger_heard_by_a_channel_that_re_sends_is_kept_firing_until_its_resolve() {
+        use crate::alert::channel::{Alertmanager, Named, Slack};
+        use crate::alert::{Alert, Route};
+        use std::sync::Arc;
+        let am = Alertmanager {
+            url: "http://127.0.0.1:9093/api/v2/alerts".into(),
+            auth: None,
+            http: None,
+            resend_delay: Duration::from_secs(60),
+        };
+        let route = |channel: &str| Route {
+            channels: vec![channel.into()],
+            labels: [("team".to_owned(), channel.to_owned())].into(),
+            events: None,
+        };
+        let alerting = Alerting {
+            channels: vec![
+                Named { name: "am".into(), channel: Arc::new(am) },
+                Named { name: "chat".into(), channel: Arc::new(Slack { url: "http://x/".into() }) },
+            ],
+            routes: vec![route("am"), route("chat")],
+            status_url: "https://vantage.example/".into(),
+            ..Alerting::default()
+        };
+        let mut memory = AlertMemory::default();
+        let alert = |kind: AlertKind, url: &str, team: &str| {
+            let mut a = Alert::new(kind, url, 1_000, format!("vantage/target/{url}#1"));
+            a.labels = [("team".to_owned(), team.to_owned())].into();
+            a
+        };
+        let (a, b) = ("https://a.example/", "https://b.example/");
+        plan(&mut memory, &alerting, &[], vec![alert(AlertKind::Down, a, "am"), alert(AlertKind::Down, b, "chat")]);
+        let firing: Vec<&str> = memory.firing.values().map(|t| t.subject.as_str()).collect();
+        assert_eq!(firing, [a], "only what the re-sending channel heard is kept");
+        assert_eq!(memory.firing.values().next().unwrap().link, "https://vantage.example/", "kept as planned");
+        plan(&mut memory, &alerting, &[], vec![alert(AlertKind::Recovered, a, "am")]);
+        assert!(memory.firing.is_empty(), "its resolve ends it");
     }
 
     #[test]
