@@ -90,7 +90,7 @@ nav.pages a { margin-right: 1rem; }
   table.cards, table.cards tbody, table.cards tr, table.cards td { display: block; width: 100%; }
   table.cards tr { border: 1px solid var(--line); border-radius: .5rem; margin: .5rem 0; padding: .25rem .5rem; }
   table.cards td { border: 0; padding: .15rem 0; text-align: left; }
-  table.cards td::before { content: attr(data-label) ": "; color: var(--muted); font-size: .8rem; }
+  table.cards td::before { content: attr(data-label) ": "; color: var(--muted); font-size: .8rem; font-weight: 400; }
   table.cards td.url::before { content: ""; }
   table.cards td.none { display: none; }
   .facts th { width: 7rem; }
