@@ -19,7 +19,8 @@ use crate::view::{describe_silence, to_json};
 pub struct StatusArgs {
     #[command(flatten)]
     pub client: ClientArgs,
-    /// Keep the table up to date as verdicts change (until Ctrl-C).
+    /// Keep the table up to date (until Ctrl-C): a whole table each time a verdict, failing
+    /// regions, a cause or a certificate changes.
     #[arg(long)]
     pub watch: bool,
     /// Print JSON instead of the table.
