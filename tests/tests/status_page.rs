@@ -1,6 +1,7 @@
 //! The status page in a real headless Chromium (Debian's, driven by Selenium through
 //! `tests/browser/drive.py`) against a real coordinator and three agent processes in network
-//! namespaces: the table shows each target's verdict, a target's page shows its regions and
+//! namespaces: the table shows each target's verdict (the counts in their badges, certificates in
+//! their alerts' colours, one time-zone marker), a target's page shows its regions and
 //! backends, a verdict change arrives without a reload, the page fits a phone, and screenshots at
 //! desktop and phone widths are saved under `target/artifacts/status-page/`.
 
@@ -211,6 +212,41 @@ fn the_status_page_shows_verdicts_regions_and_live_changes_in_chromium() {
         "Array.from(document.querySelectorAll('tr[data-url] td.verdict')).map(function (td) { \
          return td.textContent.trim(); }).join(' ') === 'DOWN DEGRADED UP UP'",
         30,
+    );
+
+    // The counts read one way only: each number inside its verdict's badge, nothing between.
+    browser.wait(
+        "the counts UP 2, DEGRADED 1, DOWN 1, UNKNOWN 0, each in its badge",
+        "Array.from(document.querySelectorAll('p.counts .badge')).map(function (b) { return b.innerText.trim(); }) \
+         .join('|') === 'UP 2|DEGRADED 1|DOWN 1|UNKNOWN 0'",
+        30,
+    );
+    let loose = browser.eval(
+        "Array.from(document.querySelector('p.counts').childNodes).filter(function (n) { \
+         return !(n.nodeType === 1 && n.classList.contains('badge')); }).length",
+    );
+    assert_eq!(loose, 0, "nothing in the counts outside a badge");
+    let mut background = |verdict: &str| {
+        browser.eval(&format!(
+            "getComputedStyle(document.querySelector('p.counts [data-count=\"{verdict}\"]')).backgroundColor"
+        ))
+    };
+    assert_eq!(background("DOWN"), "rgb(207, 34, 46)", "the DOWN count in DOWN's red");
+    assert_eq!(background("UNKNOWN"), "rgba(0, 0, 0, 0)", "a zero count is quiet");
+    // The certificate in the colours of its alerts: the expired one red, the healthy one green.
+    let mut cert_colour = |url: &str| {
+        browser.eval(&format!("getComputedStyle(document.querySelector('tr[data-url=\"{url}\"] td.cert')).color"))
+    };
+    assert_eq!(cert_colour(&expired_url), "rgb(207, 34, 46)", "an expired certificate is red");
+    assert_eq!(cert_colour(&healthy_url), "rgb(26, 127, 55)", "a fine certificate is green");
+    assert!(browser.eval(&row_text(&healthy_url, "td.cert")).as_str().is_some_and(|c| c.ends_with(" d ok")));
+    // The page's time, with one time-zone marker.
+    let as_of = browser.eval("document.querySelector('#live p.meta').innerText");
+    let as_of = as_of.as_str().unwrap_or_default();
+    let time = as_of.strip_prefix("as of ").unwrap_or_default();
+    assert!(
+        time.len() == 20 && time.ends_with('Z') && time.matches('Z').count() == 1 && !as_of.contains("UTC"),
+        "{as_of:?}"
     );
 
     // (3) A verdict change arrives in the open page, with no reload: the marker set on this

@@ -51,7 +51,8 @@ fn cert_facts(c: &Certificate) -> String {
     rows.push(("SANs", sans.join(", ")));
     rows.push(("Not before", ms_of(c.not_before.as_ref()).map_or("-".to_owned(), crate::clock::rfc3339)));
     rows.push(("Not after", ms_of(c.not_after.as_ref()).map_or("-".to_owned(), crate::clock::rfc3339)));
-    rows.push(("Days left", format!("{} ({})", c.days_remaining, names::cert_health(c.health))));
+    let health = names::cert_health(c.health);
+    rows.push(("Days left", format!("<span class=\"c-{health}\">{} ({health})</span>", c.days_remaining)));
     if let Some(earliest) = ms_of(c.earliest_expiry.as_ref()) {
         rows.push(("Chain expires", crate::clock::rfc3339(earliest)));
     }

@@ -7,8 +7,10 @@ use std::fmt::Write as _;
 use std::sync::LazyLock;
 
 use vantage_proto::v1::TargetStatus;
+use vantage_shared::{FailureCode, Stage};
 
 use crate::alert::health::Failing;
+use crate::names;
 
 /// Characters of a failure detail shown (details come from hostile servers too).
 pub const MAX_DETAIL: usize = 300;
@@ -55,11 +57,14 @@ h2 { font-size: 1.05rem; margin: 1.5rem 0 .5rem; }
 a { color: #0969da; }
 code { font: .9em ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; overflow-wrap: anywhere; }
 .meta, .note { color: var(--muted); font-size: .85rem; }
-.counts span { margin-right: .75rem; white-space: nowrap; }
 .badge { display: inline-block; padding: .05rem .5rem; border-radius: 1rem; font-weight: 700; font-size: .8rem;
   color: #fff; letter-spacing: .02em; }
 .v-UP { background: var(--up); } .v-DEGRADED { background: var(--degraded); }
 .v-DOWN { background: var(--down); } .v-UNKNOWN { background: var(--unknown); }
+.v-zero { background: none; color: var(--muted); box-shadow: inset 0 0 0 1px var(--line); }
+.counts .badge { margin: 0 .6rem .3rem 0; font-size: .85rem; }
+.c-ok { color: var(--up); } .c-warning { color: var(--degraded); font-weight: 600; }
+.c-critical, .c-expired, .c-invalid { color: var(--down); font-weight: 600; } .c-unknown { color: var(--muted); }
 .silenced { background: #8250df; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: .4rem .5rem; border-bottom: 1px solid var(--line); vertical-align: top; }
@@ -85,7 +90,7 @@ nav.pages a { margin-right: 1rem; }
   table.cards, table.cards tbody, table.cards tr, table.cards td { display: block; width: 100%; }
   table.cards tr { border: 1px solid var(--line); border-radius: .5rem; margin: .5rem 0; padding: .25rem .5rem; }
   table.cards td { border: 0; padding: .15rem 0; text-align: left; }
-  table.cards td::before { content: attr(data-label) ": "; color: var(--muted); font-size: .8rem; }
+  table.cards td::before { content: attr(data-label) ": "; color: var(--muted); font-size: .8rem; font-weight: 400; }
   table.cards td.url::before { content: ""; }
   table.cards td.none { display: none; }
   .facts th { width: 7rem; }
@@ -193,6 +198,47 @@ pub fn static_document(title: &str, body: &str) -> String {
         "{}<body><header><a class=\"home\" href=\"/\">Vantage</a></header><main>{body}</main></body></html>\n",
         head(title)
     )
+}
+
+/// "as of <time>2026-05-01T10:00:00Z</time>": the `Z` is the one time-zone marker.
+pub fn as_of(now: i64) -> String {
+    format!("<time>{}</time>", crate::clock::rfc3339(now))
+}
+
+/// How healthy a target's certificate is, in the colours of the alerts it raises: red when it
+/// has expired, is within its critical days, or fails validation (the target's cause is a
+/// certificate failure such as a wrong host name); amber within its warning days; green when
+/// fine. The thresholds are the target's own, applied by the agent that saw the certificate.
+pub fn cert_health_class(s: &TargetStatus) -> &'static str {
+    let invalid = s
+        .cause
+        .as_ref()
+        .and_then(|c| FailureCode::from_code(&c.code))
+        .is_some_and(|c| c.stage() == Stage::Certificate && c != FailureCode::CertExpired);
+    match s.cert.as_ref().map(|c| names::cert_health(c.health)) {
+        Some("expired") => "expired",
+        _ if invalid => "invalid",
+        Some(health) => health,
+        None => "unknown",
+    }
+}
+
+/// The table's certificate cell: days left and health, coloured (see `cert_health_class`).
+pub fn cert_cell(s: &TargetStatus) -> String {
+    let class = cert_health_class(s);
+    match &s.cert {
+        Some(c) => {
+            let title = match &s.cause {
+                Some(cause) if class == "invalid" => format!(" title=\"{}\"", escape(&cause.message)),
+                _ => String::new(),
+            };
+            format!(
+                "<td class=\"cert c-{class}\" data-label=\"Certificate\"{title}>{} d {class}</td>",
+                c.days_remaining
+            )
+        }
+        None => "<td class=\"cert\" data-label=\"Certificate\">-</td>".to_owned(),
+    }
 }
 
 pub fn badge(verdict: &str) -> String {

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use vantage_proto::v1::TargetStatus;
 
-use super::html::{badge, escape, failing_cell};
+use super::html::{as_of, badge, cert_cell, escape, failing_cell};
 use super::target_href;
 use crate::names;
 use crate::view::describe_silence;
@@ -32,11 +32,14 @@ pub fn table_fragment(
     now: i64,
 ) -> String {
     let mut out = String::new();
-    let _ = write!(out, "<h1>Targets</h1><p class=\"counts\">");
+    out.push_str("<h1>Targets</h1><p class=\"counts\">");
+    // Each count inside its own badge ("DOWN 1"), so no number sits between two verdicts.
     for verdict in names::VERDICTS.map(|v| names::verdict(v as i32)) {
-        let _ = write!(out, "<span>{} {}</span>", badge(verdict), counts.get(verdict).copied().unwrap_or(0));
+        let n = counts.get(verdict).copied().unwrap_or(0);
+        let class = if n == 0 { "zero" } else { verdict };
+        let _ = write!(out, "<span class=\"badge v-{class}\" data-count=\"{verdict}\">{verdict} {n}</span>");
     }
-    let _ = write!(out, "</p><p class=\"meta\">as of {} UTC</p>", crate::clock::rfc3339(now));
+    let _ = write!(out, "</p><p class=\"meta\">as of {}</p>", as_of(now));
     if total == 0 {
         out.push_str(
             "<p>No targets yet: add some with <code>vantage-coordinator targets add</code> or the config file.</p>",
@@ -54,16 +57,13 @@ pub fn table_fragment(
             .cause
             .as_ref()
             .map_or("-".to_owned(), |c| format!("<code title=\"{}\">{}</code>", escape(&c.message), escape(&c.code)));
-        let cert = s
-            .cert
-            .as_ref()
-            .map_or("-".to_owned(), |c| format!("{} d {}", c.days_remaining, names::cert_health(c.health)));
+        let cert = cert_cell(s);
         let _ = write!(
             out,
             "<tr data-url=\"{url}\" data-verdict=\"{verdict}\"><td class=\"url\" data-label=\"Target\">\
              <a href=\"{href}\">{url}</a>{silenced}</td><td class=\"verdict\" data-label=\"Verdict\">{badge}</td>\
              <td class=\"failing\" data-label=\"Failing regions\">{failing}</td><td data-label=\"Cause\">{cause}</td>\
-             <td data-label=\"Certificate\">{cert}</td><td class=\"num\" data-label=\"Latency\">{latency}</td></tr>",
+             {cert}<td class=\"num\" data-label=\"Latency\">{latency}</td></tr>",
             url = escape(&s.url),
             href = escape(&target_href(&s.url)),
             badge = badge(verdict),
@@ -130,6 +130,45 @@ mod tests {
         assert!(html.contains("data-verdict=\"DOWN\""));
         let page = document(&status.url, &target_href(&status.url), &html);
         assert_eq!(page.matches("<script>").count(), 1, "only the page's own script");
+    }
+
+    #[test]
+    fn counts_sit_inside_their_badges_and_the_time_has_one_zone_marker() {
+        let counts = BTreeMap::from([("DEGRADED", 2), ("DOWN", 1)]);
+        let html = table_fragment(&[], 0, &counts, 1, 1_764_115_200_000);
+        assert!(html.contains("<span class=\"badge v-DEGRADED\" data-count=\"DEGRADED\">DEGRADED 2</span>"), "{html}");
+        assert!(html.contains(">DOWN 1</span>") && html.contains(">UP 0</span>"), "{html}");
+        assert!(html.contains("class=\"badge v-zero\" data-count=\"UP\""), "a zero count is quiet: {html}");
+        assert!(html.contains("as of <time>2025-11-26T00:00:00Z</time></p>"), "{html}");
+        assert!(!html.contains("UTC"), "{html}");
+    }
+
+    #[test]
+    fn the_certificate_is_coloured_like_the_alerts_it_raises() {
+        use vantage_proto::v1::{Cause, CertHealth, CertSummary};
+        let with = |days: i64, health: CertHealth, cause: Option<&str>| TargetStatus {
+            url: "https://t.test/".into(),
+            cert: Some(CertSummary { days_remaining: days, health: health as i32, not_after: String::new() }),
+            cause: cause.map(|c| Cause { code: c.into(), message: "why".into(), ..Default::default() }),
+            ..Default::default()
+        };
+        for (status, class, text) in [
+            (with(90, CertHealth::Ok, None), "c-ok", "90 d ok"),
+            (with(20, CertHealth::Warning, None), "c-warning", "20 d warning"),
+            (with(3, CertHealth::Critical, None), "c-critical", "3 d critical"),
+            (with(-2, CertHealth::Expired, Some("cert_expired")), "c-expired", "-2 d expired"),
+            (with(90, CertHealth::Ok, Some("cert_hostname_mismatch")), "c-invalid", "90 d invalid"),
+            (with(90, CertHealth::Ok, Some("cert_untrusted_root")), "c-invalid", "90 d invalid"),
+            (with(90, CertHealth::Ok, Some("http_5xx")), "c-ok", "90 d ok"),
+        ] {
+            let html = table_fragment(std::slice::from_ref(&status), 1, &BTreeMap::new(), 1, 0);
+            let cell = html.split("<td class=\"cert ").nth(1).and_then(|c| c.split("</td>").next()).unwrap();
+            assert!(cell.starts_with(class) && cell.ends_with(&format!(">{text}")), "{cell}");
+        }
+        let css = crate::page::html::head("t");
+        for class in ["c-ok", "c-warning", "c-critical", "c-expired", "c-invalid"] {
+            assert!(css.contains(&format!(".{class}")), "the style colours {class}");
+        }
     }
 
     #[test]

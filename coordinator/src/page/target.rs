@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use vantage_proto::v1::{HistoryEntry, Incident, ProbeResult, ProbeStatus, RegionStatus, TargetStatus};
 
 use super::certificate;
-use super::html::{MAX_DETAIL, badge, clip, escape, failing_cell, ms_of, span, when};
+use super::html::{MAX_DETAIL, as_of, badge, clip, escape, failing_cell, ms_of, span, when};
 use crate::alert::AlertRecord;
 use crate::names;
 use crate::view::describe_silence;
@@ -51,9 +51,9 @@ pub fn target_fragment(
     let verdict = names::verdict(s.verdict);
     let _ = write!(
         out,
-        "<p class=\"meta\"><a href=\"/\">← all targets</a> · as of {} UTC</p><h1 class=\"url\">{}</h1>\
+        "<p class=\"meta\"><a href=\"/\">← all targets</a> · as of {}</p><h1 class=\"url\">{}</h1>\
          <p class=\"summary\" data-verdict=\"{verdict}\">{} since {} · quorum {} of {} regions · failing: {}</p>",
-        crate::clock::rfc3339(now),
+        as_of(now),
         escape(&s.url),
         badge(verdict),
         when(ms_of(s.since.as_ref()), now),
