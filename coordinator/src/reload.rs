@@ -326,7 +326,7 @@ impl Reloader {
         let Applied { added, changed, removed, .. } =
             self.hub.apply_config_targets(targets.clone(), |s| found.keeps(s)).await?;
         let alerting = &config.alerting;
-        let summary = format!(
+        let mut summary = format!(
             "{} targets ({added} added, {changed} changed, {removed} removed), {} channels, {} routes, {} silences, \
              {} heartbeats",
             targets.len(),
@@ -335,6 +335,10 @@ impl Reloader {
             config.silences.len(),
             alerting.heartbeats.len(),
         );
+        if !config.target_files.is_empty() {
+            let skipped = found.failing_count();
+            summary += &format!(", {} target files ({skipped} skipped)", found.files.len() + found.failing.len());
+        }
         self.hub.apply_config_settings(config.alerting, config.silences, config.region_forget_after).await?;
         self.set_status(|s| s.files_failing = found.failing_count());
         inner.config_targets = config.targets;
@@ -357,12 +361,11 @@ impl Reloader {
         if found.changed {
             let targets = merge(config_targets, &found);
             match self.hub.apply_config_targets(targets, |s| found.keeps(s)).await {
-                Ok(Applied { added, changed, removed, .. }) => tracing::info!(
-                    added,
-                    changed,
-                    removed,
-                    "target files changed: {added} targets added, {changed} changed, {removed} removed"
-                ),
+                // A file that broke changes nothing: its error is logged already.
+                Ok(Applied { added: 0, changed: 0, removed: 0, .. }) => {}
+                Ok(Applied { added, changed, removed, .. }) => {
+                    tracing::info!("target files changed: {added} targets added, {changed} changed, {removed} removed")
+                }
                 Err(e) => tracing::error!("applying the target files failed: {e}"),
             }
         }
@@ -394,7 +397,9 @@ impl Reloader {
                 _ = hup => {
                     tracing::info!("SIGHUP: reloading the config");
                     // The outcome is logged and on /metrics.
-                    let _ = self.reload().await;
+                    if let Err(e @ ReloadError::NoConfig) = self.reload().await {
+                        tracing::warn!("SIGHUP ignored: {e}");
+                    }
                 }
                 _ = due => self.look().await,
                 _ = self.rescheduled.notified() => {}
