@@ -11,8 +11,8 @@ use vantage_proto::v1::TargetSpec;
 
 use super::planner::Removal;
 use super::targets::{Name, Target};
-use super::{Hub, HubError, HubOptions, State, blocking};
-use crate::alert::{Alerting, Silence};
+use super::{Changes, Hub, HubError, HubOptions, State, blocking};
+use crate::alert::{Alert, AlertCause, AlertKind, Alerting, Silence};
 use crate::clock::now_ms;
 
 /// What a reload may change besides targets, read per use.
@@ -129,7 +129,8 @@ impl Hub {
     /// Swaps in the config's alerting settings and `[quorum]` settings, and makes its silences
     /// the config's (those from the API stay). Failing channels no longer configured are
     /// forgotten; alerts still queued for such a channel fail at their next attempt ("no such
-    /// channel in the configuration"), they are not retried.
+    /// channel in the configuration"), they are not retried. A heartbeat removed while overdue
+    /// is resolved (`heartbeat_recovered`, cause `removed`), so no pager incident stays open.
     pub async fn apply_config_settings(
         &self,
         alerting: Alerting,
@@ -139,8 +140,49 @@ impl Hub {
         let names: BTreeSet<String> = alerting.channels.iter().map(|c| c.name.clone()).collect();
         let stored = silences.clone();
         blocking(&self.store, move |s| s.replace_config_silences(&stored)).await?;
-        *self.live.write().unwrap_or_else(|p| p.into_inner()) =
-            Arc::new(Live { alerting: Arc::new(alerting), region_forget_after });
+        let kept: BTreeSet<String> = alerting.heartbeats.iter().map(|h| h.name.clone()).collect();
+        let before = std::mem::replace(
+            &mut *self.live.write().unwrap_or_else(|p| p.into_inner()),
+            Arc::new(Live { alerting: Arc::new(alerting), region_forget_after }),
+        );
+        let removed: Vec<_> = before.alerting.heartbeats.iter().filter(|h| !kept.contains(&h.name)).cloned().collect();
+        if !removed.is_empty() {
+            let _deciding = self.deciding.lock().await;
+            let now = now_ms();
+            let mut changes = Changes::default();
+            {
+                let mut state = self.lock();
+                for heartbeat in removed {
+                    let Some(mut memory) = state.memory.heartbeats.get(&heartbeat.name).cloned() else { continue };
+                    if !memory.alerted {
+                        continue;
+                    }
+                    let mut alert = Alert::new(
+                        AlertKind::HeartbeatRecovered,
+                        &heartbeat.name,
+                        now,
+                        format!("vantage/heartbeat/{}", heartbeat.name),
+                    );
+                    alert.labels = heartbeat.labels.clone();
+                    let due = memory.last_ms + heartbeat.period.as_millis() as i64;
+                    (alert.since_ms, alert.duration_ms) = (due, Some(now - due));
+                    alert.cause = Some(AlertCause {
+                        code: "removed".into(),
+                        message: format!(
+                            "Heartbeat {} is no longer in the config file: its overdue alert ends here.",
+                            heartbeat.name
+                        ),
+                        hint: "Nothing to do, unless it was removed by mistake: add it again.".into(),
+                    });
+                    alert.detail = "removed".into();
+                    memory.alerted = false;
+                    state.memory.set_heartbeat(&heartbeat.name, memory);
+                    changes.alerts.push(alert);
+                }
+                self.plan(&mut state, &mut changes);
+            }
+            self.commit(changes).await?;
+        }
         let gone: Vec<String> = self.channel_health.with(|m| {
             let gone = m.keys().filter(|k| !names.contains(*k)).cloned().collect();
             m.retain(|k, _| names.contains(k));
@@ -217,6 +259,32 @@ mod tests {
         let e = hub.apply_config_targets(many, |_| false).await.unwrap_err().to_string();
         assert!(e.contains("more than its limit of 4"), "{e}");
         assert_eq!(urls(&hub).len(), 2, "nothing changed");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_removed_while_overdue_is_resolved() {
+        let dir = std::env::temp_dir().join(format!("vantage-config-events-hb-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Arc::new(Store::open(&dir).unwrap());
+        let heartbeat = crate::alert::Heartbeat {
+            name: "certbot".into(),
+            period: Duration::from_secs(60),
+            secret: crate::alert::channel::Secret("s".repeat(16)),
+            labels: Default::default(),
+        };
+        let alerting = Alerting { heartbeats: vec![heartbeat], ..Alerting::default() };
+        let options = HubOptions { alerting: Arc::new(alerting), ..HubOptions::default() };
+        let hub = Hub::open(store, Vec::new(), options).await.unwrap();
+        let overdue = crate::hub::HeartbeatMemory { last_ms: 1_000, alerted: true, ..Default::default() };
+        hub.lock().memory.set_heartbeat("certbot", overdue);
+        hub.apply_config_settings(Alerting::default(), Vec::new(), Duration::ZERO).await.unwrap();
+        assert!(hub.alerting().heartbeats.is_empty());
+        let alerts = hub.alerts("certbot", 10).await.unwrap();
+        let resolved = alerts.iter().find(|r| r.alert.kind == AlertKind::HeartbeatRecovered).expect("resolved");
+        assert_eq!(resolved.alert.cause.as_ref().map(|c| c.code.as_str()), Some("removed"));
+        assert_eq!(resolved.alert.dedup_key, "vantage/heartbeat/certbot", "the overdue alert's key");
+        assert!(!hub.lock().memory.heartbeats["certbot"].alerted);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
