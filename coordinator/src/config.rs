@@ -253,7 +253,8 @@ pub fn parse_config(text: &str, path: &str, dir: &Path) -> Result<Config, Config
         unknown_after: file.alerts.unknown_after.unwrap_or(UNKNOWN_AFTER),
     };
     // Target files are found from the config's directory wherever the coordinator was started.
-    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let absolute = if dir.as_os_str().is_empty() { std::env::current_dir() } else { std::path::absolute(dir) };
+    let absolute = absolute.unwrap_or_else(|_| dir.to_path_buf());
     let mut target_files = Vec::new();
     for entry in file.target_files {
         let line = line_of(text, entry.span());
