@@ -288,6 +288,37 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    #[tokio::test]
+    async fn a_reload_replaces_the_config_s_silences_and_keeps_the_api_s() {
+        let dir = std::env::temp_dir().join(format!("vantage-config-events-silences-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let silence = |id: &str, source: &str| Silence {
+            id: id.into(),
+            target: "https://shop.test/".into(),
+            labels: Default::default(),
+            start_ms: 0,
+            end_ms: now_ms() + 3_600_000,
+            comment: String::new(),
+            source: source.into(),
+        };
+        let options = HubOptions { silences: vec![silence("config-1", "config")], ..HubOptions::default() };
+        let hub = Hub::open(Arc::new(Store::open(&dir).unwrap()), Vec::new(), options).await.unwrap();
+        hub.create_silence(silence("s_api", "api")).await.unwrap();
+        let new = vec![silence("config-1", "config"), silence("config-2", "config")];
+        hub.apply_config_settings(Alerting::default(), new, Duration::ZERO).await.unwrap();
+        let mut ids: Vec<String> = hub.silences().into_iter().map(|s| s.id).collect();
+        ids.sort();
+        assert_eq!(ids, ["config-1", "config-2", "s_api"]);
+        hub.apply_config_settings(Alerting::default(), Vec::new(), Duration::ZERO).await.unwrap();
+        let ids: Vec<String> = hub.silences().into_iter().map(|s| s.id).collect();
+        assert_eq!(ids, ["s_api"], "the API's silence stays");
+        drop(hub);
+        let store = Store::open(&dir).unwrap();
+        let stored: Vec<String> = store.silences().unwrap().into_iter().map(|s| s.id).collect();
+        assert_eq!(stored, ["s_api"], "and so in the store");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn only_targets_from_the_config_or_its_files_belong_to_a_reload() {
         assert!(from_config("config"));
