@@ -201,8 +201,11 @@ fn read_file(path: &Path, format: discovery::Format, before: Option<&Seen>) -> S
 
 /// The config's targets and the target files', each URL once (`discovery::merge`); duplicates
 /// are logged.
-fn merge(config: &[TargetSpec], found: &Found) -> Vec<TargetSpec> {
-    let (targets, duplicates) = discovery::merge(config.to_vec(), found.files.clone());
+fn merge(config: Vec<TargetSpec>, found: &Found) -> Vec<TargetSpec> {
+    if found.files.is_empty() {
+        return config;
+    }
+    let (targets, duplicates) = discovery::merge(config, found.files.clone());
     for Duplicate { url, kept, dropped } in duplicates {
         tracing::warn!(target = url, kept, dropped, "target defined twice: the first definition is used");
     }
@@ -211,7 +214,9 @@ fn merge(config: &[TargetSpec], found: &Found) -> Vec<TargetSpec> {
 
 /// What the loop needs between reloads.
 struct Inner {
-    /// The config file's own targets, as last loaded.
+    /// The config file's own targets, as last loaded, to merge with the target files' when they
+    /// change (kept only when there are target files: 100,000 targets are not held twice for
+    /// nothing).
     config_targets: Vec<TargetSpec>,
     target_files: Vec<TargetFiles>,
     files: Files,
@@ -254,7 +259,7 @@ impl Initial {
 
     /// Every target the config brings, its files' too.
     pub fn targets(&self) -> Vec<TargetSpec> {
-        merge(&self.config.targets, &self.found)
+        merge(self.config.targets.clone(), &self.found)
     }
 }
 
@@ -268,10 +273,10 @@ impl Reloader {
     ) -> Result<Arc<Reloader>, HubError> {
         let (inner, failing) = match initial {
             Some(Initial { config, files, found }) => {
-                let targets = merge(&config.targets, &found);
-                hub.apply_config_targets(targets, |s| found.keeps(s)).await?;
-                let mut inner =
-                    Inner { config_targets: config.targets, target_files: config.target_files, files, due: Vec::new() };
+                let Config { targets, target_files, .. } = config;
+                let config_targets = if target_files.is_empty() { Vec::new() } else { targets.clone() };
+                hub.apply_config_targets(merge(targets, &found), |s| found.keeps(s)).await?;
+                let mut inner = Inner { config_targets, target_files, files, due: Vec::new() };
                 inner.schedule();
                 (inner, found.failing_count())
             }
@@ -320,16 +325,19 @@ impl Reloader {
 
     async fn apply(&self, path: &Path, inner: &mut Inner) -> Result<String, ReloadError> {
         let path = path.to_owned();
-        let config = tokio::task::spawn_blocking(move || config::load(&path)).await.map_err(|_| HubError::Closed)??;
+        let mut config =
+            tokio::task::spawn_blocking(move || config::load(&path)).await.map_err(|_| HubError::Closed)??;
         let found = inner.files.look(&config.target_files, None);
-        let targets = merge(&config.targets, &found);
+        let config_targets = if config.target_files.is_empty() { Vec::new() } else { config.targets.clone() };
+        let targets = merge(std::mem::take(&mut config.targets), &found);
+        let count = targets.len();
         let Applied { added, changed, removed, .. } =
-            self.hub.apply_config_targets(targets.clone(), |s| found.keeps(s)).await?;
+            self.hub.apply_config_targets(targets, |s| found.keeps(s)).await?;
         let alerting = &config.alerting;
         let mut summary = format!(
             "{} targets ({added} added, {changed} changed, {removed} removed), {} channels, {} routes, {} silences, \
              {} heartbeats",
-            targets.len(),
+            count,
             alerting.channels.len(),
             alerting.routes.len(),
             config.silences.len(),
@@ -341,7 +349,7 @@ impl Reloader {
         }
         self.hub.apply_config_settings(config.alerting, config.silences, config.region_forget_after).await?;
         self.set_status(|s| s.files_failing = found.failing_count());
-        inner.config_targets = config.targets;
+        inner.config_targets = config_targets;
         inner.target_files = config.target_files;
         inner.schedule();
         Ok(summary)
@@ -359,7 +367,7 @@ impl Reloader {
         let found = files.look(target_files, Some(&due));
         self.set_status(|s| s.files_failing = found.failing_count());
         if found.changed {
-            let targets = merge(config_targets, &found);
+            let targets = merge(config_targets.clone(), &found);
             match self.hub.apply_config_targets(targets, |s| found.keeps(s)).await {
                 // A file that broke changes nothing: its error is logged already.
                 Ok(Applied { added: 0, changed: 0, removed: 0, .. }) => {}
