@@ -1,5 +1,10 @@
-//! The coordinator's TOML config file: targets, checked while loading, with the file, line and
-//! reason on any error.
+//! The coordinator's TOML config file: targets (`targets`: their fields; `discovery`: targets
+//! from other files), channels, routes, silences, heartbeats and the `[alerts]`/`[quorum]`
+//! settings, checked while loading, with the file, line and reason on any error (one line, fit
+//! for a log).
+
+pub mod discovery;
+mod targets;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,6 +15,7 @@ use vantage_proto::v1::TargetSpec;
 use crate::alert::channel::{self, Secret};
 use crate::alert::{AlertKind, Alerting, Route, Silence};
 use crate::spec;
+use targets::TargetEntry;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,6 +34,8 @@ struct File {
     heartbeat: Vec<toml::Spanned<HeartbeatEntry>>,
     #[serde(default)]
     quorum: QuorumEntry,
+    #[serde(default)]
+    target_files: Vec<toml::Spanned<discovery::TargetFilesEntry>>,
 }
 
 /// `[quorum]`: how the default region set (of targets without their own `regions`) is kept.
@@ -95,6 +103,8 @@ pub struct Config {
     /// `[quorum] region_forget_after`: a region without a connected agent this long leaves the
     /// default region set (zero: never by itself).
     pub region_forget_after: std::time::Duration,
+    /// `[[target_files]]`: where more targets come from.
+    pub target_files: Vec<discovery::TargetFiles>,
 }
 
 /// Default of `[alerts] region_silent_after`.
@@ -104,34 +114,6 @@ pub const UNKNOWN_AFTER: std::time::Duration = std::time::Duration::from_secs(30
 /// Default of `[quorum] region_forget_after`: a week, long enough for any planned maintenance of
 /// a region's agents, short enough that a decommissioned region stops holding quorums hostage.
 pub const REGION_FORGET_AFTER: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TargetEntry {
-    url: String,
-    #[serde(default, deserialize_with = "duration")]
-    interval: Option<std::time::Duration>,
-    #[serde(default, deserialize_with = "duration")]
-    timeout: Option<std::time::Duration>,
-    #[serde(default)]
-    regions: Vec<String>,
-    #[serde(default)]
-    quorum: u32,
-    #[serde(default)]
-    all_backends: bool,
-    #[serde(default)]
-    expect_status: Vec<u32>,
-    #[serde(default)]
-    expect_ips: Vec<String>,
-    #[serde(default)]
-    warn_days: u32,
-    #[serde(default)]
-    critical_days: u32,
-    #[serde(default)]
-    labels: std::collections::HashMap<String, String>,
-    #[serde(default)]
-    pin_sha256: Vec<String>,
-}
 
 fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<std::time::Duration>, D::Error> {
     let text = String::deserialize(d)?;
@@ -162,9 +144,22 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses config text's targets; `path` only names it in errors.
 pub fn parse(text: &str, path: &str) -> Result<Vec<TargetSpec>, ConfigError> {
-    let file: File = toml::from_str(text)
-        .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string().trim_end().to_owned() })?;
-    targets(file.target, text, path)
+    let file = parse_file(text, path)?;
+    targets::targets(file.target, text, path)
+}
+
+fn parse_file(text: &str, path: &str) -> Result<File, ConfigError> {
+    toml::from_str(text).map_err(|e| match one_line(text, &e) {
+        (Some(line), message) => ConfigError::Entry { path: path.to_owned(), line, message },
+        (None, message) => ConfigError::Parse { path: path.to_owned(), message },
+    })
+}
+
+/// A TOML error's line and reason, on one line (toml's own text spans several, with the source
+/// quoted), so a log line or an HTTP answer holds it whole.
+fn one_line(text: &str, e: &toml::de::Error) -> (Option<usize>, String) {
+    let message = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+    (e.span().map(|span| line_of(text, span)), message)
 }
 
 fn line_of(text: &str, span: std::ops::Range<usize>) -> usize {
@@ -173,8 +168,7 @@ fn line_of(text: &str, span: std::ops::Range<usize>) -> usize {
 
 /// Parses the whole config text; secret files are read relative to `dir`.
 pub fn parse_config(text: &str, path: &str, dir: &Path) -> Result<Config, ConfigError> {
-    let file: File = toml::from_str(text)
-        .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string().trim_end().to_owned() })?;
+    let file = parse_file(text, path)?;
     let entry_error = |line: usize, message: String| ConfigError::Entry { path: path.to_owned(), line, message };
     let mut channels: Vec<channel::Named> = Vec::new();
     for entry in file.channel {
@@ -258,50 +252,21 @@ pub fn parse_config(text: &str, path: &str, dir: &Path) -> Result<Config, Config
         channel_failing_after: file.alerts.channel_failing_after,
         unknown_after: file.alerts.unknown_after.unwrap_or(UNKNOWN_AFTER),
     };
+    // Target files are found from the config's directory wherever the coordinator was started.
+    let absolute = if dir.as_os_str().is_empty() { std::env::current_dir() } else { std::path::absolute(dir) };
+    let absolute = absolute.unwrap_or_else(|_| dir.to_path_buf());
+    let mut target_files = Vec::new();
+    for entry in file.target_files {
+        let line = line_of(text, entry.span());
+        target_files.push(entry.into_inner().check(&absolute).map_err(|m| entry_error(line, m))?);
+    }
     Ok(Config {
-        targets: targets(file.target, text, path)?,
+        targets: targets::targets(file.target, text, path)?,
         alerting,
         silences,
         region_forget_after: file.quorum.region_forget_after.unwrap_or(REGION_FORGET_AFTER),
+        target_files,
     })
-}
-
-fn targets(entries: Vec<toml::Spanned<TargetEntry>>, text: &str, path: &str) -> Result<Vec<TargetSpec>, ConfigError> {
-    let mut specs: Vec<TargetSpec> = Vec::with_capacity(entries.len());
-    // Linear however many targets: URLs seen so far in a set, and a target's line counted only
-    // for an error.
-    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::with_capacity(entries.len());
-    for entry in entries {
-        let span = entry.span();
-        let line = || line_of(text, span.clone());
-        let t = entry.into_inner();
-        let raw = TargetSpec {
-            url: t.url.clone(),
-            interval: t.interval.map(spec::from_duration),
-            timeout: t.timeout.map(spec::from_duration),
-            regions: t.regions,
-            quorum: t.quorum,
-            all_backends: t.all_backends,
-            expect_status: t.expect_status,
-            expect_ips: t.expect_ips,
-            warn_days: t.warn_days,
-            critical_days: t.critical_days,
-            source: "config".into(),
-            labels: t.labels,
-            pin_sha256: t.pin_sha256,
-        };
-        let normalized = spec::normalize(raw).map_err(|source| ConfigError::Target {
-            path: path.to_owned(),
-            line: line(),
-            url: t.url.clone(),
-            source,
-        })?;
-        if !seen.insert(normalized.url.clone()) {
-            return Err(ConfigError::Duplicate { path: path.to_owned(), line: line(), url: t.url });
-        }
-        specs.push(normalized);
-    }
-    Ok(specs)
 }
 
 #[cfg(test)]
@@ -337,7 +302,7 @@ critical_days = 7
 
         let e =
             parse("[[target]]\nurl = \"https://a.example/\"\ninterval = \"soon\"\n", "v.toml").unwrap_err().to_string();
-        assert!(e.contains("v.toml") && e.contains("line 3") && e.contains("invalid duration"), "{e}");
+        assert!(e.starts_with("v.toml:3: invalid duration"), "{e}");
 
         let e =
             parse("[[target]]\nurl = \"https://a.example/\"\nintervl = \"5s\"\n", "v.toml").unwrap_err().to_string();
@@ -437,7 +402,16 @@ secret_file = "hook.secret"
                 "v.toml:5: route: unknown event \"boom\"",
             ),
             ("[[silence]]\nend = \"2999-01-01T00:00:00Z\"\n", "v.toml:1: silence: target: give a target or labels"),
-            ("[quorum]\nregion_forget_after = \"soon\"\n", "v.toml: TOML parse error at line 2"),
+            ("[quorum]\nregion_forget_after = \"soon\"\n", "v.toml:2: invalid duration"),
+            ("[[target_files]]\nfiles = []\n", "v.toml:1: target_files: files: name at least one"),
+            (
+                "\n[[target_files]]\nfiles = [\"t/*.yaml\"]\n",
+                "v.toml:2: target_files: \"t/*.yaml\": must end in .json or .toml",
+            ),
+            (
+                "[[target_files]]\nfiles = [\"t/*.json\"]\nrefresh = \"100ms\"\n",
+                "v.toml:1: target_files: refresh: at least 1s",
+            ),
             (
                 "[[heartbeat]]\nname = \"h\"\nperiod = \"1d\"\nsecret_file = \"missing.secret\"\n",
                 "v.toml:1: heartbeat h: cannot read",

@@ -134,10 +134,10 @@ struct Finished {
     result: Result<(), SendError>,
 }
 
-/// Runs until the task is aborted; `wake` is notified when new alerts are queued.
-pub async fn run(hub: Arc<Hub>, alerting: Arc<Alerting>, wake: Arc<Notify>) {
+/// Runs until the task is aborted; `wake` is notified when new alerts are queued (and when a
+/// config reload swapped the channels: they are read afresh on every pass).
+pub async fn run(hub: Arc<Hub>, wake: Arc<Notify>) {
     let http = Arc::new(Http::new());
-    let failing_after = alerting.channel_failing_after.unwrap_or(health::CHANNEL_FAILING_AFTER);
     let mut in_flight: HashSet<(String, String)> = HashSet::new();
     let mut sends: tokio::task::JoinSet<Finished> = tokio::task::JoinSet::new();
     let mut tasks: HashMap<tokio::task::Id, (String, String)> = HashMap::new();
@@ -151,6 +151,8 @@ pub async fn run(hub: Arc<Hub>, alerting: Arc<Alerting>, wake: Arc<Notify>) {
         );
     }
     loop {
+        let alerting = hub.alerting();
+        let failing_after = alerting.channel_failing_after.unwrap_or(health::CHANNEL_FAILING_AFTER);
         raise_overdue(&hub, &alerting, failing_after).await;
         let mut records = match hub.pending_alerts().await {
             Ok(records) => records,

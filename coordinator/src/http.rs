@@ -2,7 +2,8 @@
 //! `/healthz`, Prometheus metrics at `/metrics`, one target's probe detail at `/probe?target=…`
 //! and the target list for Prometheus's discovery at `/probe/targets`, the consolidated status
 //! as JSON at `/v1/status`, and heartbeats: `POST /v1/heartbeats/{name}` (signed with
-//! HMAC-SHA256 over the timestamp, the name and the body) and `GET /v1/heartbeats`. Connections
+//! HMAC-SHA256 over the timestamp, the name and the body) and `GET /v1/heartbeats`, and
+//! `POST /-/reload` (Prometheus's convention: the config file read again). Connections
 //! are capped, and a slow client cannot hold one: its headers must arrive within
 //! `--http-header-timeout`, a heartbeat body within 10 s, and no connection lasts beyond five
 //! minutes.
@@ -54,6 +55,8 @@ pub struct Http {
     /// Connection counters, also shown on `/metrics`.
     pub stats: Arc<Stats>,
     pub cap: Cap,
+    /// Serves `POST /-/reload` and the reload series on `/metrics`.
+    pub reloader: Arc<crate::reload::Reloader>,
 }
 
 /// Serves HTTP until the process ends.
@@ -101,6 +104,14 @@ fn refuse(gate: &AdminAuth, request: &Request<hyper::body::Incoming>) -> Option<
         return None;
     }
     let authorization = request.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    // Reloading changes what is monitored and who is alerted: the admin token only.
+    if path == RELOAD && gate.check_http(authorization) == Ok("read token") {
+        return Some(respond(
+            StatusCode::FORBIDDEN,
+            "text/plain",
+            "the read token cannot reload the config: use the admin token\n".into(),
+        ));
+    }
     let reason = gate.check_http(authorization).err()?;
     let mut response = respond(
         StatusCode::UNAUTHORIZED,
@@ -115,6 +126,9 @@ fn refuse(gate: &AdminAuth, request: &Request<hyper::body::Incoming>) -> Option<
     );
     Some(response)
 }
+
+/// Prometheus's reload endpoint.
+const RELOAD: &str = "/-/reload";
 
 /// Largest heartbeat body read.
 const MAX_HEARTBEAT_BODY: usize = 4096;
@@ -137,8 +151,19 @@ async fn route(http: &Http, request: Request<hyper::body::Incoming>) -> Response
     }
     let (status, content_type, body) = match (request.method().as_str(), path.as_str()) {
         ("POST", p) if p.starts_with("/v1/heartbeats/") => heartbeat(hub, request, gated).await,
+        ("POST", RELOAD) => match http.reloader.reload().await {
+            Ok(summary) => (StatusCode::OK, "text/plain", format!("config reloaded: {summary}\n")),
+            Err(e @ crate::reload::ReloadError::NoConfig) => (StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("{e}\n")),
+        },
+        (_, RELOAD) => {
+            let mut response =
+                respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use POST to reload the config\n".into());
+            response.headers_mut().insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static("POST"));
+            return response;
+        }
         ("GET", "/metrics") => {
-            let text = crate::metrics::render(hub).await + &http.stats.render();
+            let text = crate::metrics::render(hub).await + &http.stats.render() + &http.reloader.render_metrics();
             (StatusCode::OK, crate::metrics::text::CONTENT_TYPE, text)
         }
         ("GET", "/probe/targets") => (StatusCode::OK, "application/json", crate::metrics::probe::targets_sd(hub)),

@@ -17,6 +17,7 @@
 
 mod agents;
 mod check_now;
+mod config_events;
 mod counters;
 mod firing;
 mod heartbeats;
@@ -46,6 +47,7 @@ use crate::spec;
 use crate::store::{IncidentChange, RegionRecord, Store, StoreError, VerdictRecord};
 
 pub use agents::{AgentTx, release_grace};
+pub use config_events::{Applied, Live};
 pub use counters::Counters;
 pub use heartbeats::HeartbeatError;
 pub use housekeeping::{PRUNE_STEP_TARGET, Retention};
@@ -92,7 +94,7 @@ pub struct HubOptions {
     pub reconnect_grace: Duration,
     /// Most targets the coordinator holds.
     pub max_targets: usize,
-    /// Channels, routes, links.
+    /// Channels, routes, links (at start; a config reload swaps them, see `Hub::alerting`).
     pub alerting: Arc<Alerting>,
     /// Silences from the config file (they replace the config's earlier ones).
     pub silences: Vec<Silence>,
@@ -201,6 +203,8 @@ pub struct Hub {
     pub counters: Counters,
     /// Alert channels answering that they are misconfigured (kept by the dispatcher).
     pub channel_health: crate::alert::health::Board,
+    /// What a config reload may change (alerting, `[quorum]`): swapped whole, read per use.
+    live: std::sync::RwLock<Arc<Live>>,
 }
 
 /// Runs blocking store work off the async threads.
@@ -327,6 +331,7 @@ impl Hub {
             &channels,
         );
         let (watchers, _) = broadcast::channel(1024);
+        let live = std::sync::RwLock::new(Arc::new(Live::of(&options)));
         let hub = Arc::new(Hub {
             store,
             state: Mutex::new(state),
@@ -339,6 +344,7 @@ impl Hub {
             alerts_queued: Arc::new(tokio::sync::Notify::new()),
             counters: Counters::default(),
             channel_health,
+            live,
         });
         if !stale.is_empty() {
             tracing::info!(targets = stale.len(), "targets no longer in the config are removed");
@@ -365,7 +371,7 @@ impl Hub {
     /// alerts they cause, queues their next deadlines, and notes what watchers must hear.
     fn judge(&self, state: &mut State, urls: Option<Vec<Name>>, now: i64, changes: &mut Changes) {
         let in_grace = self.in_grace();
-        let unknown_after = self.options.alerting.unknown_after;
+        let unknown_after = self.alerting().unknown_after;
         let watched = self.watchers.receiver_count() > 0;
         let State { targets, memory, deadlines, silences, default_regions, connected, .. } = state;
         let ctx = Context { default_regions, connected, in_grace, now };
@@ -416,7 +422,7 @@ impl Hub {
     /// Plans the alerts raised into deliveries, and takes alerting's memory changes.
     fn plan(&self, state: &mut State, changes: &mut Changes) {
         let alerts = std::mem::take(&mut changes.alerts);
-        let records = planner::plan(&mut state.memory, &self.options.alerting, &state.silences, alerts);
+        let records = planner::plan(&mut state.memory, &self.alerting(), &state.silences, alerts);
         changes.records.extend(records);
         changes.memory.extend(state.memory.take_changes());
     }
@@ -477,7 +483,7 @@ impl Hub {
         let _deciding = self.deciding.lock().await;
         let now = now_ms();
         let in_grace = self.in_grace();
-        let alerting = &self.options.alerting;
+        let alerting = self.alerting();
         let everyone = {
             let mut state = self.lock();
             let silence_edge = state.silences.iter().any(|s| {
@@ -514,7 +520,7 @@ impl Hub {
             if !in_grace {
                 let State { memory, regions, agents, .. } = &mut *state;
                 let (alerts, save, changed) =
-                    region_alerts::forget_quiet(memory, regions, agents, now, self.options.region_forget_after);
+                    region_alerts::forget_quiet(memory, regions, agents, now, self.region_forget_after());
                 changes.alerts.extend(alerts);
                 changes.regions.extend(save);
                 if changed {

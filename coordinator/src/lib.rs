@@ -20,6 +20,7 @@ pub mod page;
 pub mod pki;
 pub mod refusal;
 pub mod regions;
+pub mod reload;
 pub mod serve;
 pub mod spec;
 pub mod store;

@@ -1,6 +1,7 @@
 //! `vantage-coordinator serve`: the store, the hub, the gRPC services (with server reflection, so
 //! grpcurl needs no proto files) behind the gRPC port's gate and limits (`grpc`), the HTTP side,
-//! and the periodic work (silent regions turning unknown, housekeeping).
+//! the config's reloads and target files (`reload`), and the periodic work (silent regions
+//! turning unknown, housekeeping).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -207,13 +208,14 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
         anyhow::bail!("--http-auth needs a token to check: give --read-token-file (or --admin-token-file)");
     }
     let mut hub_options = options.hub.clone();
-    let targets = match &options.config {
-        Some(path) => {
-            let config = crate::config::load(path)?;
-            hub_options.alerting = Arc::new(config.alerting);
-            hub_options.silences = config.silences;
+    let initial = options.config.as_deref().map(crate::reload::Initial::load).transpose()?;
+    let targets = match &initial {
+        Some(initial) => {
+            let config = &initial.config;
+            hub_options.alerting = Arc::new(config.alerting.clone());
+            hub_options.silences = config.silences.clone();
             hub_options.region_forget_after = config.region_forget_after;
-            config.targets
+            initial.targets()
         }
         None => Vec::new(),
     };
@@ -221,9 +223,11 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
     let store = tokio::task::spawn_blocking(move || Store::open_with_cache(&dir, cache_bytes))
         .await?
         .with_context(|| format!("opening the store in {}", options.data_dir.display()))?;
-    let alerting = hub_options.alerting.clone();
     let store = Arc::new(store);
     let hub = Hub::open(store.clone(), targets, hub_options).await.context("loading the store")?;
+    let reloader = crate::reload::Reloader::start(hub.clone(), options.config.clone(), initial)
+        .await
+        .context("applying the target files")?;
 
     let listener =
         TcpListener::bind(options.listen).await.with_context(|| format!("listening on {}", options.listen))?;
@@ -270,7 +274,8 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
         stopped,
     ));
 
-    let mut background = Vec::new();
+    // From here SIGHUP reloads the config rather than ending the process.
+    let mut background = vec![reloader.spawn()];
     let http_addr = match options.http_listen {
         Some(http) => {
             let listener = TcpListener::bind(http).await.with_context(|| format!("listening on {http}"))?;
@@ -278,7 +283,14 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
             let gate = options.http_auth.then(|| auth.clone());
             let cap =
                 crate::conn::Cap::new(crate::conn::Port::Http, options.http_limits.max_connections, stats.clone());
-            let http = crate::http::Http { hub: hub.clone(), gate, limits: options.http_limits.clone(), stats, cap };
+            let http = crate::http::Http {
+                hub: hub.clone(),
+                gate,
+                limits: options.http_limits.clone(),
+                stats,
+                cap,
+                reloader: reloader.clone(),
+            };
             background.push(tokio::spawn(crate::http::serve(listener, Arc::new(http))));
             Some(http_addr)
         }
@@ -300,7 +312,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
             check_expiry(tls_files.as_ref(), &expiring);
         }
     }));
-    background.push(tokio::spawn(crate::dispatch::run(hub.clone(), alerting, hub.alerts_queued.clone())));
+    background.push(tokio::spawn(crate::dispatch::run(hub.clone(), hub.alerts_queued.clone())));
     let pruning = hub.clone();
     let retention = options.retention;
     background.push(tokio::spawn(async move {

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod files;
 pub mod lan;
 pub mod receiver;
+pub mod reload;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

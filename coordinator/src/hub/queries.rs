@@ -141,7 +141,7 @@ impl Hub {
 
     /// The configured alert channels' names.
     pub fn alert_channels(&self) -> Vec<String> {
-        self.options.alerting.channels.iter().map(|c| c.name.clone()).collect()
+        self.alerting().channels.iter().map(|c| c.name.clone()).collect()
     }
 
     /// Writes back delivery attempts: (alert id, the delivery as it is now).
@@ -218,7 +218,8 @@ impl Hub {
         signature: &str,
         body: &[u8],
     ) -> Result<i64, heartbeats::HeartbeatError> {
-        let config = self.options.alerting.heartbeats.iter().find(|h| h.name == name);
+        let alerting = self.alerting();
+        let config = alerting.heartbeats.iter().find(|h| h.name == name);
         let config = config.ok_or_else(|| heartbeats::HeartbeatError::Unknown(name.to_owned()))?;
         let signed = heartbeats::verify(config, timestamp, signature, body)?;
         let _deciding = self.deciding.lock().await;
@@ -237,9 +238,9 @@ impl Hub {
 
     /// Every configured heartbeat: (name, period, last accepted ms or 0, overdue).
     pub fn heartbeats(&self) -> Vec<(String, Duration, i64, bool)> {
+        let alerting = self.alerting();
         let state = self.lock();
-        self.options
-            .alerting
+        alerting
             .heartbeats
             .iter()
             .map(|h| {

@@ -400,7 +400,7 @@ impl Hub {
                     last_seen: Some(clock::timestamp(if connected > 0 { now } else { r.last_seen_ms })),
                     forget_at: state
                         .regions
-                        .forget_at(&r.name, connected > 0, self.options.region_forget_after)
+                        .forget_at(&r.name, connected > 0, self.region_forget_after())
                         .map(clock::timestamp),
                     forgotten: r.forgotten_ms.is_some(),
                     forgotten_at: r.forgotten_ms.map(clock::timestamp),

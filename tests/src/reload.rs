@@ -1,0 +1,52 @@
+//! What the reload and discovery tests share: HTTP calls made with the real curl (the way an
+//! operator or `systemctl reload` would), a `/metrics` sample read, and a status stream.
+
+use std::process::Command;
+
+use crate::Process;
+
+/// `curl -X METHOD url` with an optional bearer token; returns the HTTP status and the body.
+pub fn curl(method: &str, url: &str, token: Option<&str>) -> (u16, String) {
+    let mut command = Command::new("curl");
+    command.args(["-s", "-w", "\n%{http_code}", "-X", method]);
+    if let Some(token) = token {
+        command.args(["-H", &format!("Authorization: Bearer {token}")]);
+    }
+    let out = command.arg(url).output().expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// One unlabelled sample of `/metrics` at `http` (`http://host:port`).
+pub fn metric(http: &str, name: &str, token: Option<&str>) -> Option<f64> {
+    let (status, text) = curl("GET", &format!("{http}/metrics"), token);
+    assert_eq!(status, 200, "{text}");
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// `status --watch --json` against a plaintext coordinator: one JSON line per status change.
+pub fn watch(addr: &str) -> Process {
+    Process::start("vantage-coordinator", &["status", "--watch", "--json", "--addr", &format!("http://{addr}")])
+}
+
+/// Waits on `watch` until the target `url` shows `verdict`; returns that status.
+pub fn wait_for_verdict(watch: &Process, url: &str, verdict: &str) -> serde_json::Value {
+    let line = watch.wait_for_line(|l| {
+        serde_json::from_str::<serde_json::Value>(l).is_ok_and(|s| s["url"] == url && s["verdict"] == verdict)
+    });
+    serde_json::from_str(&line).expect("JSON")
+}
+
+/// The `[Service] ExecReload=` command of the coordinator's systemd unit, run as systemd would
+/// for the process `pid` (`$MAINPID`).
+pub fn systemctl_reload(pid: u32) {
+    let unit =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/systemd/vantage-coordinator.service"))
+            .expect("the unit");
+    let command = unit.lines().find_map(|l| l.strip_prefix("ExecReload=")).expect("the unit has ExecReload=");
+    let command = command.replace("$MAINPID", &pid.to_string());
+    let mut words = command.split_whitespace();
+    let status = Command::new(words.next().expect("a program")).args(words).status().expect("ExecReload runs");
+    assert!(status.success(), "{command}");
+}
