@@ -498,6 +498,35 @@ mod tests {
         assert!(SendError::from_status(401, "HTTP 401".into()).is_misconfigured());
     }
 
+    /// The README's `[[channel]]` example (the TOML block after "**Channels**"), loaded as the
+    /// coordinator loads its config, with stand-ins for the secret files it names: it must stay
+    /// valid and show every kind.
+    #[test]
+    fn the_readmes_channel_examples_load_and_show_every_kind() {
+        let readme = include_str!("../../../README.md");
+        let section = readme.split("**Channels** (`[[channel]]`").nth(1).expect("the README's channel list");
+        let block = section.split("```toml\n").nth(1).and_then(|b| b.split("\n```").next()).expect("a TOML block");
+        let dir = std::env::temp_dir().join(format!("vantage-readme-channels-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for line in block.lines() {
+            let Some((key, value)) = line.split('#').next().and_then(|l| l.split_once('=')) else { continue };
+            let (key, file) = (key.trim(), value.trim().trim_matches('"'));
+            let stand_in = match key {
+                "ca_file" => rcgen::generate_simple_self_signed(vec!["ca.example.net".into()]).unwrap().cert.pem(),
+                "url_file" => "https://hooks.example.net/x".to_owned(),
+                _ if key.ends_with("_file") => "123456:ABC-DEF_0123".to_owned(),
+                _ => continue,
+            };
+            std::fs::write(dir.join(file), stand_in).unwrap();
+        }
+        let config = crate::config::parse_config(block, "README.md", &dir).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.alerting.channels.len(), block.matches("[[channel]]").count());
+        for kind in TYPES {
+            assert!(block.contains(&format!("type = \"{kind}\"")), "the README shows no {kind} channel");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn every_kind_has_its_own_type_name() {
         let mut types = TYPES.to_vec();
