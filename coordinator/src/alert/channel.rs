@@ -246,6 +246,13 @@ pub fn basic_auth(user: &str, password: &Secret) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", password.0)))
 }
 
+/// `text` with `\`, `[` and `]` escaped, for Markdown that target-provided text (a certificate's
+/// subject, a server's answer) reaches (Teams' Adaptive Cards, Discord): it cannot make a masked
+/// link (`[Renew here](https://…)`) that points elsewhere than it says.
+pub fn no_links(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('[', "\\[").replace(']', "\\]")
+}
+
 /// `text` cut to at most `max` characters (never inside one), ending in `…` when cut.
 pub fn cut(text: &str, max: usize) -> String {
     if text.chars().count() <= max {

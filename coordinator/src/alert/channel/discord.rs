@@ -1,5 +1,6 @@
 //! A Discord webhook: the summary as the message's `content` and an embed with the alert's
-//! fields, with mentions turned off so no target's text can ping `@everyone`. Discord's rate
+//! fields, with mentions turned off so no target's text can ping `@everyone`, and no masked
+//! links made of target text. Discord's rate
 //! limit (429 with `retry_after`) is a transient error, retried with the usual backoff. The
 //! webhook's URL carries its token, so it may come from `url_file`.
 //! <https://discord.com/developers/docs/resources/webhook#execute-webhook>,
@@ -11,7 +12,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{Channel, Http, Secret, Sending, Settings, cut, json};
+use super::{Channel, Http, Secret, Sending, Settings, cut, json, no_links};
 use crate::alert::{Alert, Severity};
 use crate::clock::rfc3339;
 
@@ -55,11 +56,11 @@ pub fn body(alert: &Alert) -> serde_json::Value {
         .skip(1)
         .filter_map(|line| line.split_once(':'))
         .take(FIELDS_MAX)
-        .map(|(name, value)| json!({ "name": name, "value": cut(value.trim(), VALUE_MAX), "inline": false }))
+        .map(|(name, value)| json!({ "name": name, "value": cut(&no_links(value.trim()), VALUE_MAX), "inline": false }))
         .collect();
     let mut embed = json!({
         "title": cut(&format!("{} {}", alert.kind.title(), alert.subject), TITLE_MAX),
-        "description": cut(&alert.summary(), DESCRIPTION_MAX),
+        "description": cut(&no_links(&alert.summary()), DESCRIPTION_MAX),
         "color": color,
         "fields": fields,
         "timestamp": rfc3339(alert.at_ms),
@@ -68,7 +69,7 @@ pub fn body(alert: &Alert) -> serde_json::Value {
         embed["url"] = alert.link.clone().into();
     }
     json!({
-        "content": cut(&alert.summary(), CONTENT_MAX),
+        "content": cut(&no_links(&alert.summary()), CONTENT_MAX),
         "embeds": [embed],
         "allowed_mentions": { "parse": [] },
     })
@@ -84,7 +85,7 @@ mod tests {
         let mut down =
             Alert::new(AlertKind::Down, &format!("https://a.example/@everyone/{}", "x".repeat(3000)), 0, "k".into());
         down.cause = Some(AlertCause { code: "http_status".into(), message: "m".repeat(5000), hint: "h".repeat(5000) });
-        down.detail = "d".repeat(5000);
+        down.detail = "[d](https://evil.example/)".repeat(500);
         let body = body(&down);
         assert_eq!(body["allowed_mentions"], json!({ "parse": [] }));
         assert_eq!(body["content"].as_str().unwrap().chars().count(), CONTENT_MAX);
@@ -97,5 +98,6 @@ mod tests {
         assert!(total <= 6000, "{total}");
         assert_eq!(embed["color"], 0xD93025);
         assert!(embed.get("url").is_none(), "no link configured");
+        assert!(!body.to_string().contains("[d](https"), "no masked link: {body}");
     }
 }

@@ -1,6 +1,7 @@
 //! Microsoft Teams through a Workflows webhook (Power Automate's "Post to a channel when a
 //! webhook request is received"): a message with one Adaptive Card, its title coloured by
-//! severity, the alert's fields as facts, and a button to the status page. The workflow's URL
+//! severity, the alert's fields as facts (Markdown: no masked links from target text), and a
+//! button to the status page. The workflow's URL
 //! carries its own signature, so it is kept as a secret (`url_file`) and never shown.
 //! <https://learn.microsoft.com/en-us/microsoftteams/platform/webhooks-and-connectors/how-to/add-incoming-webhook>,
 //! <https://adaptivecards.io/explorer/>
@@ -10,7 +11,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::{Channel, Http, Secret, Sending, Settings, cut, json};
+use super::{Channel, Http, Secret, Sending, Settings, cut, json, no_links};
 use crate::alert::{Alert, Severity};
 
 /// Longest fact value: a card stays far below Teams' 28 KB message limit.
@@ -46,7 +47,7 @@ pub fn body(alert: &Alert) -> serde_json::Value {
         .lines()
         .skip(1)
         .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| json!({ "title": name, "value": cut(value.trim(), FACT_MAX) }))
+        .map(|(name, value)| json!({ "title": name, "value": cut(&no_links(value.trim()), FACT_MAX) }))
         .collect();
     let mut card = json!({
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
@@ -54,7 +55,7 @@ pub fn body(alert: &Alert) -> serde_json::Value {
         "version": "1.4",
         "body": [
             { "type": "TextBlock", "text": alert.kind.title(), "weight": "Bolder", "size": "Medium", "color": color },
-            { "type": "TextBlock", "text": cut(&alert.summary(), FACT_MAX), "wrap": true },
+            { "type": "TextBlock", "text": cut(&no_links(&alert.summary()), FACT_MAX), "wrap": true },
             { "type": "FactSet", "facts": facts },
         ],
     });
@@ -103,6 +104,14 @@ mod tests {
         let e = build(&settings("url_file = \"bad.url\""), &dir).unwrap_err();
         assert!(e.starts_with("channel chat: url_file: not a URL") && !e.contains("S1GNATURE"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn target_text_makes_no_link() {
+        let mut changed = Alert::new(AlertKind::CertChanged, "https://a.example/", 0, "k".into());
+        changed.detail = "now served: [Renew here](https://evil.example/) (expires soon)".into();
+        let text = body(&changed).to_string();
+        assert!(!text.contains("[Renew here](") && text.contains(r"\\[Renew here\\](https"), "{text}");
     }
 
     #[test]

@@ -94,16 +94,17 @@ async fn send(twilio: &Twilio, http: &Http, alert: &Alert) -> Result<(), SendErr
     let url = format!("{}/2010-04-01/Accounts/{}/Messages.json", twilio.url, twilio.account_sid);
     let auth = [("authorization", basic_auth(&twilio.account_sid, &twilio.auth_token))];
     let text = sms(alert);
-    let mut texted = twilio.remembered(&alert.id);
+    let texted = twilio.remembered(&alert.id);
     let mut worst: Option<SendError> = None;
-    for (to, done) in twilio.to.iter().zip(texted.iter_mut()).filter(|(_, done)| !**done) {
+    for (i, to) in twilio.to.iter().enumerate().filter(|(i, _)| !texted[*i]) {
         let body = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("To", to)
             .append_pair("From", &twilio.from)
             .append_pair("Body", &text)
             .finish();
         match http.post(&url, "application/x-www-form-urlencoded", body.into_bytes(), &auth, false).await {
-            Ok(_) => *done = true,
+            // Written down at once: a send cut short by its time limit keeps what it did.
+            Ok(_) => twilio.mark_texted(&alert.id, i),
             Err(e) => {
                 let e = match e {
                     SendError::Transient(m) => SendError::Transient(format!("to {to}: {m}")),
@@ -119,8 +120,13 @@ async fn send(twilio: &Twilio, http: &Http, alert: &Alert) -> Result<(), SendErr
             }
         }
     }
-    twilio.remember(&alert.id, texted);
-    worst.map_or(Ok(()), Err)
+    match worst {
+        Some(e) => Err(e),
+        None => {
+            twilio.forget(&alert.id);
+            Ok(())
+        }
+    }
 }
 
 impl Twilio {
@@ -130,16 +136,18 @@ impl Twilio {
         texted.get(id).cloned().unwrap_or_else(|| vec![false; self.to.len()])
     }
 
-    fn remember(&self, id: &str, done: Vec<bool>) {
+    /// Recipient `i` has `id`'s text.
+    fn mark_texted(&self, id: &str, i: usize) {
         let mut texted = self.texted.lock().unwrap_or_else(|p| p.into_inner());
-        if done.iter().all(|d| *d) {
-            texted.remove(id);
-            return;
-        }
-        if texted.len() >= REMEMBERED {
+        if texted.len() >= REMEMBERED && !texted.contains_key(id) {
             texted.clear();
         }
-        texted.insert(id.to_owned(), done);
+        texted.entry(id.to_owned()).or_insert_with(|| vec![false; self.to.len()])[i] = true;
+    }
+
+    /// Every recipient has `id`'s text.
+    fn forget(&self, id: &str) {
+        self.texted.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
     }
 }
 
