@@ -9,7 +9,9 @@
 //! its tests), declare it below with `mod <kind>;`, and add one line to [`KINDS`] naming its
 //! `type` in the config file. Keys of the `[[channel]]` table that no kind had before become
 //! fields of [`Settings`], the one table every kind reads from (so an unknown key is still
-//! refused with the list of known ones). Then document it in the README's alerting section.
+//! refused with the list of known ones). Then document it in the README's alerting section,
+//! with a `[[channel]]` of its kind in the channel example (a test loads that example and wants
+//! every kind in it).
 //!
 //! A receiver that forgets an alert nobody re-sends (Alertmanager) says so with
 //! [`Channel::resend_every`]: the dispatcher then re-sends it the alerts still firing for it.

@@ -100,4 +100,23 @@ mod tests {
         assert!(embed.get("url").is_none(), "no link configured");
         assert!(!body.to_string().contains("[d](https"), "no masked link: {body}");
     }
+
+    #[test]
+    fn the_url_is_a_secret() {
+        let dir = std::env::temp_dir();
+        let settings = |extra: &str| -> Settings {
+            toml::from_str(&format!("name = \"chat\"\ntype = \"discord\"\n{extra}")).unwrap()
+        };
+        let hook = "https://discord.com/api/webhooks/1234567890/D1SC0RD-T0KEN";
+        let built = build(&settings(&format!("url = \"{hook}\"")), &dir).unwrap();
+        assert!(!format!("{built:?}").contains("T0KEN"), "{built:?}");
+        for (extra, expected) in [
+            (String::new(), "channel chat: url: missing (or url_file)"),
+            ("url_file = \"no-such-discord.url\"".into(), "channel chat: cannot read"),
+            (format!("url = \"{}\"", hook.replace("https", "http")), "channel chat: url: must be https"),
+        ] {
+            let e = build(&settings(&extra), &dir).unwrap_err();
+            assert!(e.starts_with(expected) && !e.contains("T0KEN"), "{e}");
+        }
+    }
 }
