@@ -1,6 +1,7 @@
-//! A real HTTP receiver for alert deliveries (webhook, Slack, PagerDuty): it records every
-//! request, answers 200 (or 503 while it is made to fail, or the status a rule chooses for the
-//! requests it matches), and can be stopped and started again on the same port.
+//! A real HTTP receiver for alert deliveries (webhook, Slack, PagerDuty, and the chat, SMS and
+//! paging services' APIs): it records every request, answers 200 (or 503 while it is made to
+//! fail, or the status and body a rule chooses for the requests it matches), and can be stopped
+//! and started again on the same port.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,7 +15,10 @@ use hyper_util::rt::TokioIo;
 /// One request as received.
 #[derive(Debug, Clone)]
 pub struct Received {
+    pub method: String,
     pub path: String,
+    /// The query string, without its `?` (empty when there is none).
+    pub query: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     /// What the receiver answered.
@@ -31,10 +35,22 @@ impl Received {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
     }
+
+    /// Whether the receiver answered it with a 2xx.
+    pub fn accepted(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// An answer a rule gives: a status and a body.
+#[derive(Clone)]
+struct Answer {
+    status: u16,
+    body: Bytes,
 }
 
 /// Which requests get which answer: the first matching rule decides.
-type Rules = Arc<Mutex<Vec<(Arc<dyn Fn(&Received) -> bool + Send + Sync>, u16)>>>;
+type Rules = Arc<Mutex<Vec<(Arc<dyn Fn(&Received) -> bool + Send + Sync>, Answer)>>>;
 
 #[derive(Default)]
 struct Log {
@@ -82,34 +98,40 @@ impl Receiver {
                     let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                         let (log, failing, rules) = (log.clone(), failing.clone(), rules.clone());
                         async move {
+                            let method = request.method().to_string();
                             let path = request.uri().path().to_owned();
+                            let query = request.uri().query().unwrap_or_default().to_owned();
                             let headers = request
                                 .headers()
                                 .iter()
                                 .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_owned()))
                                 .collect();
                             let body = request.into_body().collect().await.map(|b| b.to_bytes().to_vec());
-                            let status = if failing.load(Ordering::SeqCst) {
-                                503
+                            let answer = if failing.load(Ordering::SeqCst) {
+                                Answer { status: 503, body: Bytes::from_static(b"ok") }
                             } else {
                                 let mut received = Received {
+                                    method,
                                     path,
+                                    query,
                                     headers,
                                     body: body.unwrap_or_default(),
                                     status: 200,
                                     at: std::time::SystemTime::now(),
                                 };
                                 let rules = rules.lock().expect("rules").clone();
-                                if let Some((_, status)) = rules.iter().find(|(matches, _)| matches(&received)) {
-                                    received.status = *status;
-                                }
-                                let status = received.status;
+                                let answer = rules
+                                    .iter()
+                                    .find(|(matches, _)| matches(&received))
+                                    .map(|(_, answer)| answer.clone())
+                                    .unwrap_or(Answer { status: 200, body: Bytes::from_static(b"ok") });
+                                received.status = answer.status;
                                 log.requests.lock().expect("log").push(received);
                                 log.arrived.notify_all();
-                                status
+                                answer
                             };
-                            let mut response = hyper::Response::new(Full::new(Bytes::from_static(b"ok")));
-                            *response.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
+                            let mut response = hyper::Response::new(Full::new(answer.body));
+                            *response.status_mut() = hyper::StatusCode::from_u16(answer.status).expect("status");
                             Ok::<_, std::convert::Infallible>(response)
                         }
                     });
@@ -132,7 +154,14 @@ impl Receiver {
     /// Answers `status` to the requests `matches` selects (recorded with that status; the rules
     /// set earlier come first).
     pub fn answer(&self, status: u16, matches: impl Fn(&Received) -> bool + Send + Sync + 'static) {
-        self.rules.lock().expect("rules").push((Arc::new(matches), status));
+        self.answer_with(status, "ok", matches);
+    }
+
+    /// Answers `status` with `body` to the requests `matches` selects (as a real service would:
+    /// Telegram's `{"ok":true,…}`, Twilio's 201, Opsgenie's 202); a 2xx counts as accepted.
+    pub fn answer_with(&self, status: u16, body: &str, matches: impl Fn(&Received) -> bool + Send + Sync + 'static) {
+        let answer = Answer { status, body: Bytes::from(body.to_owned()) };
+        self.rules.lock().expect("rules").push((Arc::new(matches), answer));
     }
 
     /// Drops every rule: everything is answered 200 again.
@@ -140,10 +169,10 @@ impl Receiver {
         self.rules.lock().expect("rules").clear();
     }
 
-    /// Every request so far that a rule answered with something else than 200 and that satisfies
-    /// `pred`.
+    /// Every request so far that a rule answered with something else than a 2xx and that
+    /// satisfies `pred`.
     pub fn refused(&self, pred: impl Fn(&Received) -> bool) -> Vec<Received> {
-        self.log.requests.lock().expect("log").iter().filter(|r| r.status != 200 && pred(r)).cloned().collect()
+        self.log.requests.lock().expect("log").iter().filter(|r| !r.accepted() && pred(r)).cloned().collect()
     }
 
     /// Stops listening and closes its connections: new ones are refused.
@@ -160,17 +189,23 @@ impl Receiver {
         self.serve(listener);
     }
 
-    /// Every request so far answered 200 that satisfies `pred`, in the order they arrived.
+    /// Every request so far answered with a 2xx that satisfies `pred`, in the order they arrived.
     pub fn matching(&self, pred: impl Fn(&Received) -> bool) -> Vec<Received> {
-        self.log.requests.lock().expect("log").iter().filter(|r| r.status == 200 && pred(r)).cloned().collect()
+        self.log.requests.lock().expect("log").iter().filter(|r| r.accepted() && pred(r)).cloned().collect()
     }
 
-    /// Waits (up to two minutes) until a request answered 200 satisfies `pred`, and returns it.
+    /// Every request so far, whatever the answer, that satisfies `pred`.
+    pub fn all(&self, pred: impl Fn(&Received) -> bool) -> Vec<Received> {
+        self.log.requests.lock().expect("log").iter().filter(|r| pred(r)).cloned().collect()
+    }
+
+    /// Waits (up to two minutes) until a request answered with a 2xx satisfies `pred`, and
+    /// returns it.
     pub fn wait_for(&self, what: &str, pred: impl Fn(&Received) -> bool) -> Received {
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut requests = self.log.requests.lock().expect("log");
         loop {
-            if let Some(found) = requests.iter().find(|r| r.status == 200 && pred(r)) {
+            if let Some(found) = requests.iter().find(|r| r.accepted() && pred(r)) {
                 return found.clone();
             }
             let left = deadline.saturating_duration_since(Instant::now());

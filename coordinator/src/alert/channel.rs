@@ -1,4 +1,5 @@
-//! Where alerts go. A channel kind (a generic webhook, Slack, PagerDuty, email) is one file in
+//! Where alerts go. A channel kind (a generic webhook, Slack, PagerDuty, email, Twilio SMS,
+//! Opsgenie, Microsoft Teams, Discord, Telegram, ntfy) is one file in
 //! `channel/` with a type implementing [`Channel`] and a `build` function that makes it from its
 //! `[[channel]]` table. Each send has a time limit and reads at most a few KiB of the answer; a
 //! 2xx (or the SMTP server's acceptance) is a delivery, and anything else is classified
@@ -8,15 +9,23 @@
 //! its tests), declare it below with `mod <kind>;`, and add one line to [`KINDS`] naming its
 //! `type` in the config file. Keys of the `[[channel]]` table that no kind had before become
 //! fields of [`Settings`], the one table every kind reads from (so an unknown key is still
-//! refused with the list of known ones). Then document it in the README's alerting section.
+//! refused with the list of known ones). Then document it in the README's alerting section,
+//! with a `[[channel]]` of its kind in the channel example (a test loads that example and wants
+//! every kind in it).
 //!
 //! A receiver that forgets an alert nobody re-sends (Alertmanager) says so with
 //! [`Channel::resend_every`]: the dispatcher then re-sends it the alerts still firing for it.
 
 mod alertmanager;
+mod discord;
 mod email;
+mod ntfy;
+mod opsgenie;
 mod pagerduty;
 mod slack;
+mod teams;
+mod telegram;
+mod twilio;
 mod webhook;
 
 use std::any::Any;
@@ -34,9 +43,15 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use serde::Deserialize;
 
 pub use alertmanager::Alertmanager;
+pub use discord::Discord;
 pub use email::{Email, SmtpTls};
+pub use ntfy::{Ntfy, NtfyAuth};
+pub use opsgenie::{OPSGENIE_URL, Opsgenie};
 pub use pagerduty::{PAGERDUTY_URL, PagerDuty};
 pub use slack::Slack;
+pub use teams::Teams;
+pub use telegram::{ChatId, TELEGRAM_URL, Telegram};
+pub use twilio::{TWILIO_URL, Twilio};
 pub use webhook::{Webhook, sign};
 
 use super::Alert;
@@ -51,12 +66,18 @@ const MAX_ANSWER: usize = 4096;
 pub type Build = fn(&Settings, &Path) -> Result<Arc<dyn Channel>, String>;
 
 /// Every channel kind, by its `type` in the config file.
-pub const KINDS: [(&str, Build); 5] = [
+pub const KINDS: [(&str, Build); 11] = [
     ("webhook", webhook::build),
     ("slack", slack::build),
     ("pagerduty", pagerduty::build),
     ("email", email::build),
     ("alertmanager", alertmanager::build),
+    ("discord", discord::build),
+    ("ntfy", ntfy::build),
+    ("opsgenie", opsgenie::build),
+    ("teams", teams::build),
+    ("telegram", telegram::build),
+    ("twilio", twilio::build),
 ];
 
 /// The `type`s of `KINDS`, as serde lists them in an error.
@@ -130,13 +151,26 @@ pub struct Settings {
     pub password_file: Option<PathBuf>,
     /// Email, Alertmanager: extra CA certificates (PEM) to trust for the server.
     pub ca_file: Option<PathBuf>,
-    /// Alertmanager: a bearer token.
+    /// Alertmanager, ntfy: a bearer token.
     pub token_file: Option<PathBuf>,
     /// Alertmanager: how often firing alerts are sent again.
     pub resend_delay: Option<String>,
     pub from: Option<String>,
     #[serde(default)]
     pub to: Vec<String>,
+    /// Twilio: the account (`AC…`) and its auth token.
+    pub account_sid: Option<String>,
+    pub auth_token_file: Option<PathBuf>,
+    /// Opsgenie: the API integration's key.
+    pub api_key_file: Option<PathBuf>,
+    /// Telegram: the bot's token, and the chat it writes to (a number, or `@channelname`).
+    pub bot_token_file: Option<PathBuf>,
+    pub chat_id: Option<ChatId>,
+    /// ntfy: the topic `url` is the server of (without it, `url` is the topic's own URL); a
+    /// bearer token in `token_file`, or `username` with `password_file`.
+    pub topic: Option<String>,
+    /// Teams, Discord: `url` from a file, as the webhook's URL is its credential.
+    pub url_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -162,6 +196,73 @@ impl Settings {
             None => Ok(None),
         }
     }
+
+    /// `url` (or `default`) for a kind that sends a credential with each request: https, or
+    /// http only to this host (a relay or a test), so the credential never crosses a network
+    /// in the clear.
+    pub fn credential_url(&self, default: &str) -> Result<String, String> {
+        let url = self.url(false)?.unwrap_or_else(|| default.to_owned());
+        only_tls(&self.name, "url", &url)?;
+        Ok(url.trim_end_matches('/').to_owned())
+    }
+
+    /// A webhook URL that is itself the credential: from `url_file` (read relative to `dir`) or
+    /// `url`, https or http to this host only; never shown in an error.
+    pub fn secret_url(&self, dir: &Path) -> Result<Secret, String> {
+        let name = &self.name;
+        let (key, url) = match (&self.url, &self.url_file) {
+            (Some(_), Some(_)) => return Err(format!("channel {name}: give url or url_file, not both")),
+            (Some(url), None) => ("url", Secret(url.clone())),
+            (None, Some(path)) => ("url_file", Secret::read(path, dir).map_err(|e| format!("channel {name}: {e}"))?),
+            (None, None) => return Err(format!("channel {name}: url: missing (or url_file)")),
+        };
+        // The parser's message names the fault, not the URL.
+        url::Url::parse(&url.0).map_err(|e| format!("channel {name}: {key}: not a URL: {e}"))?;
+        only_tls(name, key, &url.0)?;
+        Ok(url)
+    }
+}
+
+/// Refuses `url` unless it is https, or http to a loopback host.
+fn only_tls(name: &str, key: &str, url: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("channel {name}: {key}: {e}"))?;
+    let local = match parsed.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if local => Ok(()),
+        "http" => {
+            Err(format!("channel {name}: {key}: must be https (http only to this host): it carries a credential"))
+        }
+        _ => Err(format!("channel {name}: {key}: must be http(s)")),
+    }
+}
+
+/// `Authorization: Basic …` for `user` and `password`.
+pub fn basic_auth(user: &str, password: &Secret) -> String {
+    use base64::Engine;
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", password.0)))
+}
+
+/// `text` with `\`, `[` and `]` escaped, for Markdown that target-provided text (a certificate's
+/// subject, a server's answer) reaches (Teams' Adaptive Cards, Discord): it cannot make a masked
+/// link (`[Renew here](https://…)`) that points elsewhere than it says.
+pub fn no_links(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('[', "\\[").replace(']', "\\]")
+}
+
+/// `text` cut to at most `max` characters (never inside one), ending in `…` when cut.
+pub fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
 }
 
 /// `type = "…"`, read as serde reads an enum of unit variants (so a wrong type is refused with
@@ -302,12 +403,28 @@ impl Http {
     /// POSTs `body` as JSON to `url` with `headers`: a 2xx is a delivery, anything else an error
     /// carrying the start of the receiver's answer.
     pub async fn post_json(&self, url: &str, body: Vec<u8>, headers: &[(&str, String)]) -> Result<(), SendError> {
+        self.post(url, "application/json", body, headers, false).await.map(drop)
+    }
+
+    /// POSTs `body` of `content_type` to `url` with `headers`: a 2xx is a delivery, anything
+    /// else an error carrying the start of the receiver's answer. With `read_answer`, a 2xx's
+    /// answer is read too (at most `MAX_ANSWER` bytes) and returned, for kinds whose receiver
+    /// says more than its status (Telegram's `{"ok":true}`).
+    pub async fn post(
+        &self,
+        url: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        headers: &[(&str, String)],
+        read_answer: bool,
+    ) -> Result<Vec<u8>, SendError> {
         let mut request = hyper::Request::post(url)
-            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::CONTENT_TYPE, content_type)
             .header(hyper::header::USER_AGENT, concat!("vantage/", env!("CARGO_PKG_VERSION")));
         for (name, value) in headers {
             request = request.header(*name, value);
         }
+        // The error names the fault, never a header's value or the URL (either may be a secret).
         let request = request
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| SendError::Misconfigured(format!("bad request: {e}")))?;
@@ -317,10 +434,10 @@ impl Http {
             .await
             .map_err(|e| SendError::Transient(format!("cannot deliver: {}", chain(&e))))?;
         let status = response.status();
-        if status.is_success() {
-            return Ok(());
+        if status.is_success() && !read_answer {
+            return Ok(Vec::new());
         }
-        // The receiver's reason, bounded.
+        // The receiver's answer (or reason), bounded.
         let mut body = response.into_body();
         let mut answer = Vec::new();
         while answer.len() < MAX_ANSWER {
@@ -329,7 +446,11 @@ impl Http {
                 _ => break,
             }
         }
-        answer.truncate(MAX_ANSWER.min(200));
+        answer.truncate(MAX_ANSWER);
+        if status.is_success() {
+            return Ok(answer);
+        }
+        answer.truncate(200);
         let error = format!("HTTP {status}: {}", String::from_utf8_lossy(&answer).trim());
         Err(SendError::from_status(status.as_u16(), error))
     }
@@ -386,12 +507,56 @@ mod tests {
         assert!(SendError::from_status(401, "HTTP 401".into()).is_misconfigured());
     }
 
+    /// The README's `[[channel]]` example (the TOML block after "**Channels**"), loaded as the
+    /// coordinator loads its config, with stand-ins for the secret files it names: it must stay
+    /// valid and show every kind.
+    #[test]
+    fn the_readmes_channel_examples_load_and_show_every_kind() {
+        let readme = include_str!("../../../README.md");
+        let section = readme.split("**Channels** (`[[channel]]`").nth(1).expect("the README's channel list");
+        let block = section.split("```toml\n").nth(1).and_then(|b| b.split("\n```").next()).expect("a TOML block");
+        let dir = std::env::temp_dir().join(format!("vantage-readme-channels-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for line in block.lines() {
+            let Some((key, value)) = line.split('#').next().and_then(|l| l.split_once('=')) else { continue };
+            let (key, file) = (key.trim(), value.trim().trim_matches('"'));
+            let stand_in = match key {
+                "ca_file" => rcgen::generate_simple_self_signed(vec!["ca.example.net".into()]).unwrap().cert.pem(),
+                "url_file" => "https://hooks.example.net/x".to_owned(),
+                _ if key.ends_with("_file") => "123456:ABC-DEF_0123".to_owned(),
+                _ => continue,
+            };
+            std::fs::write(dir.join(file), stand_in).unwrap();
+        }
+        let config = crate::config::parse_config(block, "README.md", &dir).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.alerting.channels.len(), block.matches("[[channel]]").count());
+        for kind in TYPES {
+            assert!(block.contains(&format!("type = \"{kind}\"")), "the README shows no {kind} channel");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn every_kind_has_its_own_type_name() {
         let mut types = TYPES.to_vec();
         types.sort_unstable();
         types.dedup();
         assert_eq!(types.len(), KINDS.len());
-        assert_eq!(TYPES, ["webhook", "slack", "pagerduty", "email", "alertmanager"]);
+        assert_eq!(
+            TYPES,
+            [
+                "webhook",
+                "slack",
+                "pagerduty",
+                "email",
+                "alertmanager",
+                "discord",
+                "ntfy",
+                "opsgenie",
+                "teams",
+                "telegram",
+                "twilio"
+            ]
+        );
     }
 }
