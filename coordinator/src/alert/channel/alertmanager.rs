@@ -11,7 +11,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
 use serde_json::{Map, Value, json};
 
 use super::{Channel, Http, Secret, Sending, Settings, json};
@@ -38,10 +37,7 @@ impl Auth {
     fn header(&self) -> String {
         match self {
             Auth::Bearer(token) => format!("Bearer {}", token.0),
-            Auth::Basic { username, password } => format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{}", password.0))
-            ),
+            Auth::Basic { username, password } => super::basic_auth(username, password),
         }
     }
 }
@@ -360,7 +356,7 @@ mod tests {
         );
         assert_eq!(
             am("url = \"https://am.example\"\nusername = \"vantage\"\npassword_file = \"password\"").1.unwrap(),
-            format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("vantage:pw"))
+            "Basic dmFudGFnZTpwdw==" // vantage:pw
         );
         for (toml, error) in [
             ("", "url: missing"),
