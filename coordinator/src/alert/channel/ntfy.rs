@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{Channel, Http, Secret, Sending, Settings, basic_auth};
-use crate::alert::{Alert, AlertKind};
+use crate::alert::{Alert, AlertKind, Severity};
 
 /// ntfy's default limit on a message; a longer one would become an attachment.
 const MESSAGE_MAX: usize = 4096;
@@ -84,20 +84,11 @@ impl Channel for Ntfy {
 /// ntfy's priority for `kind`: 5 (max) for a target down, 4 (high) for the other critical
 /// kinds, 3 (default) for warnings, 2 (low) for the ends of problems.
 pub fn priority(kind: AlertKind) -> u8 {
-    match kind {
-        AlertKind::Down => 5,
-        AlertKind::CertCritical | AlertKind::RegionSilent | AlertKind::HeartbeatOverdue | AlertKind::ChannelFailing => {
-            4
-        }
-        AlertKind::Degraded | AlertKind::Unknown | AlertKind::CertWarning => 3,
-        AlertKind::Recovered
-        | AlertKind::DegradedCleared
-        | AlertKind::CertChanged
-        | AlertKind::RegionRecovered
-        | AlertKind::HeartbeatRecovered
-        | AlertKind::ChannelRecovered
-        | AlertKind::UnknownCleared
-        | AlertKind::RegionForgotten => 2,
+    match kind.severity() {
+        _ if kind == AlertKind::Down => 5,
+        Severity::Critical => 4,
+        Severity::Warning => 3,
+        Severity::Info => 2,
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::{Channel, Http, Secret, Sending, Settings, cut, json};
-use crate::alert::{Alert, AlertKind};
+use crate::alert::{Alert, AlertKind, Severity};
 
 pub const OPSGENIE_URL: &str = "https://api.opsgenie.com";
 /// Opsgenie's limits on a created alert's fields.
@@ -51,20 +51,12 @@ impl Channel for Opsgenie {
 /// Opsgenie's priority for the alert that `kind` creates (P1 the highest); `None` for the kinds
 /// that close one.
 pub fn priority(kind: AlertKind) -> Option<&'static str> {
-    match kind {
-        AlertKind::Down => Some("P1"),
-        AlertKind::CertCritical | AlertKind::RegionSilent | AlertKind::HeartbeatOverdue | AlertKind::ChannelFailing => {
-            Some("P2")
-        }
-        AlertKind::Degraded | AlertKind::Unknown | AlertKind::CertWarning => Some("P3"),
-        AlertKind::Recovered
-        | AlertKind::DegradedCleared
-        | AlertKind::CertChanged
-        | AlertKind::RegionRecovered
-        | AlertKind::HeartbeatRecovered
-        | AlertKind::ChannelRecovered
-        | AlertKind::UnknownCleared
-        | AlertKind::RegionForgotten => None,
+    match kind.severity() {
+        _ if kind.resolves() => None,
+        _ if kind == AlertKind::Down => Some("P1"),
+        Severity::Critical => Some("P2"),
+        Severity::Warning => Some("P3"),
+        Severity::Info => Some("P5"),
     }
 }
 
