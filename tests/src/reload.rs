@@ -1,9 +1,11 @@
 //! What the reload and discovery tests share: HTTP calls made with the real curl (the way an
-//! operator or `systemctl reload` would), a `/metrics` sample read, and a status stream.
+//! operator or `systemctl reload` would), a `/metrics` sample read, a status stream, and the
+//! targets a coordinator holds.
 
 use std::process::Command;
 
 use crate::Process;
+use crate::alert_world::World;
 
 /// `curl -X METHOD url` with an optional bearer token; returns the HTTP status and the body.
 pub fn curl(method: &str, url: &str, token: Option<&str>) -> (u16, String) {
@@ -49,4 +51,21 @@ pub fn systemctl_reload(pid: u32) {
     let mut words = command.split_whitespace();
     let status = Command::new(words.next().expect("a program")).args(words).status().expect("ExecReload runs");
     assert!(status.success(), "{command}");
+}
+
+/// The targets the coordinator holds: (url, source), sorted.
+pub fn targets(w: &World) -> Vec<(String, String)> {
+    let list = w.call("ListTargets", "{}");
+    let mut all: Vec<(String, String)> = list["targets"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .map(|t| {
+                    (t["url"].as_str().unwrap_or_default().into(), t["source"].as_str().unwrap_or_default().into())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    all.sort();
+    all
 }

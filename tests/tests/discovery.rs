@@ -10,29 +10,12 @@ use std::sync::Arc;
 
 use vantage_e2e::Process;
 use vantage_e2e::alert_world::World;
-use vantage_e2e::reload::{metric, wait_for_verdict, watch};
+use vantage_e2e::reload::{metric, targets, wait_for_verdict, watch};
 use vantage_shared::lab::dns::{self, Answer};
 use vantage_shared::lab::pki::LeafSpec;
 use vantage_shared::lab::server::{self, Reply};
 
 const CONFIG: &str = "[[target_files]]\nfiles = [\"sd/*.json\", \"sd/*.toml\"]\nrefresh = \"1s\"\n";
-
-/// The targets the coordinator holds: (url, source), sorted.
-fn targets(w: &World) -> Vec<(String, String)> {
-    let list = w.call("ListTargets", "{}");
-    let mut all: Vec<(String, String)> = list["targets"]
-        .as_array()
-        .map(|t| {
-            t.iter()
-                .map(|t| {
-                    (t["url"].as_str().unwrap_or_default().into(), t["source"].as_str().unwrap_or_default().into())
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    all.sort();
-    all
-}
 
 #[test]
 fn a_target_file_added_changed_broken_and_removed() {

@@ -7,27 +7,10 @@
 use vantage_e2e::Process;
 use vantage_e2e::alert_world::{World, kind};
 use vantage_e2e::receiver::Receiver;
-use vantage_e2e::reload::{curl, metric, systemctl_reload, wait_for_verdict, watch};
+use vantage_e2e::reload::{curl, metric, systemctl_reload, targets, wait_for_verdict, watch};
 
 fn target(url: &str, extra: &str) -> String {
     format!("[[target]]\nurl = \"{url}\"\ninterval = \"1s\"\ntimeout = \"500ms\"\n{extra}\n")
-}
-
-/// The targets the coordinator holds: (url, source), sorted.
-fn targets(w: &World) -> Vec<(String, String)> {
-    let list = w.call("ListTargets", "{}");
-    let mut all: Vec<(String, String)> = list["targets"]
-        .as_array()
-        .map(|t| {
-            t.iter()
-                .map(|t| {
-                    (t["url"].as_str().unwrap_or_default().into(), t["source"].as_str().unwrap_or_default().into())
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    all.sort();
-    all
 }
 
 fn agent(w: &World) -> &Process {
