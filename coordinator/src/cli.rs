@@ -1,11 +1,13 @@
 //! The operator's commands, a client of the coordinator's gRPC API: `status`, `targets`,
-//! `alerts`, `silences`, `regions` and `pki`, one file each. Nothing the server runs imports
+//! `alerts`, `silences`, `regions` and `pki`, one file each (and `shard`, which reads a config
+//! file instead). Nothing the server runs imports
 //! from here; what both sides write the same way (enum names, a status as JSON) lives in
 //! `names` and `view`. This file: how a command reaches the coordinator.
 
 pub mod alerts;
 pub mod pki;
 pub mod regions;
+pub mod shard;
 pub mod silences;
 pub mod status;
 pub mod targets;

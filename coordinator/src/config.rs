@@ -1,6 +1,6 @@
 //! The coordinator's TOML config file: targets (`targets`: their fields; `discovery`: targets
 //! from other files), channels, routes, silences, heartbeats and the `[alerts]`/`[quorum]`
-//! settings, checked while loading, with the file, line and reason on any error (one line, fit
+//! settings, `[shard]`, checked while loading, with the file, line and reason on any error (one line, fit
 //! for a log).
 
 pub mod discovery;
@@ -14,6 +14,7 @@ use vantage_proto::v1::TargetSpec;
 
 use crate::alert::channel::{self, Secret};
 use crate::alert::{AlertKind, Alerting, Route, Silence};
+use crate::shard::Shard;
 use crate::spec;
 use targets::TargetEntry;
 
@@ -36,6 +37,15 @@ struct File {
     quorum: QuorumEntry,
     #[serde(default)]
     target_files: Vec<toml::Spanned<discovery::TargetFilesEntry>>,
+    shard: Option<toml::Spanned<ShardEntry>>,
+}
+
+/// `[shard]`: this coordinator's share of a split (README: "Past one machine: shards").
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShardEntry {
+    count: u32,
+    index: u32,
 }
 
 /// `[quorum]`: how the default region set (of targets without their own `regions`) is kept.
@@ -105,6 +115,8 @@ pub struct Config {
     pub region_forget_after: std::time::Duration,
     /// `[[target_files]]`: where more targets come from.
     pub target_files: Vec<discovery::TargetFiles>,
+    /// `[shard]`: which of the config's targets this coordinator keeps (all, without it).
+    pub shard: Shard,
 }
 
 /// Default of `[alerts] region_silent_after`.
@@ -260,7 +272,16 @@ pub fn parse_config(text: &str, path: &str, dir: &Path) -> Result<Config, Config
         let line = line_of(text, entry.span());
         target_files.push(entry.into_inner().check(&absolute).map_err(|m| entry_error(line, m))?);
     }
+    let shard = match file.shard {
+        None => Shard::WHOLE,
+        Some(entry) => {
+            let line = line_of(text, entry.span());
+            let s = entry.into_inner();
+            Shard::new(s.count, s.index).map_err(|e| entry_error(line, format!("shard: {e}")))?
+        }
+    };
     Ok(Config {
+        shard,
         targets: targets::targets(file.target, text, path)?,
         alerting,
         silences,
@@ -379,6 +400,9 @@ secret_file = "hook.secret"
         let defaults = parse_config("", "v.toml", &dir).unwrap();
         assert_eq!(defaults.alerting.unknown_after, UNKNOWN_AFTER);
         assert_eq!(defaults.region_forget_after, REGION_FORGET_AFTER);
+        assert_eq!(defaults.shard, Shard::WHOLE);
+        let split = parse_config("[shard]\ncount = 3\nindex = 2\n", "v.toml", &dir).unwrap();
+        assert_eq!((split.shard.count(), split.shard.index()), (3, 2));
         assert_eq!(a.channels.len(), 2);
         let kind = |n: usize| -> &dyn std::any::Any { &*a.channels[n].channel };
         let webhook = kind(0).downcast_ref::<channel::Webhook>();
@@ -412,6 +436,9 @@ secret_file = "hook.secret"
                 "[[target_files]]\nfiles = [\"t/*.json\"]\nrefresh = \"100ms\"\n",
                 "v.toml:1: target_files: refresh: at least 1s",
             ),
+            ("\n[shard]\ncount = 2\nindex = 2\n", "v.toml:2: shard: index: 2 is not below the count of 2"),
+            ("[shard]\ncount = 0\nindex = 0\n", "v.toml:1: shard: count: at least 1, got 0"),
+            ("[shard]\ncount = 2\n", "v.toml:1: missing field `index`"),
             (
                 "[[heartbeat]]\nname = \"h\"\nperiod = \"1d\"\nsecret_file = \"missing.secret\"\n",
                 "v.toml:1: heartbeat h: cannot read",

@@ -101,6 +101,8 @@ pub struct HubOptions {
     /// A region without a connected agent this long leaves the default region set (zero: never
     /// by itself).
     pub region_forget_after: Duration,
+    /// `[shard]` at start (a reload changes it with the targets, see `Hub::apply_config_targets`).
+    pub shard: crate::shard::Shard,
 }
 
 impl Default for HubOptions {
@@ -111,6 +113,7 @@ impl Default for HubOptions {
             alerting: Arc::new(Alerting::default()),
             silences: Vec::new(),
             region_forget_after: crate::config::REGION_FORGET_AFTER,
+            shard: crate::shard::Shard::WHOLE,
         }
     }
 }
@@ -205,6 +208,9 @@ pub struct Hub {
     pub channel_health: crate::alert::health::Board,
     /// What a config reload may change (alerting, `[quorum]`): swapped whole, read per use.
     live: std::sync::RwLock<Arc<Live>>,
+    /// The share of a split this coordinator holds: set with the config's targets, checked on
+    /// every upsert.
+    shard: std::sync::RwLock<crate::shard::Shard>,
 }
 
 /// Runs blocking store work off the async threads.
@@ -332,6 +338,7 @@ impl Hub {
         );
         let (watchers, _) = broadcast::channel(1024);
         let live = std::sync::RwLock::new(Arc::new(Live::of(&options)));
+        let options_shard = options.shard;
         let hub = Arc::new(Hub {
             store,
             state: Mutex::new(state),
@@ -345,6 +352,7 @@ impl Hub {
             counters: Counters::default(),
             channel_health,
             live,
+            shard: std::sync::RwLock::new(options_shard),
         });
         if !stale.is_empty() {
             tracing::info!(targets = stale.len(), "targets no longer in the config are removed");

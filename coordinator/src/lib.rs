@@ -22,6 +22,7 @@ pub mod refusal;
 pub mod regions;
 pub mod reload;
 pub mod serve;
+pub mod shard;
 pub mod spec;
 pub mod store;
 pub mod verdict;

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use vantage_coordinator::cli::{alerts, pki, regions, silences, status, targets};
+use vantage_coordinator::cli::{alerts, pki, regions, shard, silences, status, targets};
 use vantage_coordinator::hub::{HubOptions, Retention};
 use vantage_coordinator::serve::{self, ServeOptions, TlsFiles};
 use vantage_coordinator::{grpc, http};
@@ -51,6 +51,8 @@ enum Command {
     /// Create Vantage's CA and issue coordinator, agent and admin certificates.
     #[command(subcommand)]
     Pki(pki::PkiCommand),
+    /// Which targets of a config a shard of a split owns (or which shard owns a URL).
+    Shard(shard::ShardArgs),
     /// Run a coordinator, three agents in three regions and the scenario lab's targets locally,
     /// and show the live status.
     #[cfg(feature = "demo")]
@@ -201,6 +203,7 @@ fn main() -> std::process::ExitCode {
         Command::Regions(args) => runtime.block_on(regions::run_regions(args)),
         Command::Pki(pki::PkiCommand::RevokeAgent(args)) => runtime.block_on(pki::revoke(args)),
         Command::Pki(command) => pki::run(command),
+        Command::Shard(args) => shard::run(args),
         #[cfg(feature = "demo")]
         Command::Demo(args) => {
             drop(runtime);

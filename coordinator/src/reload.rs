@@ -273,9 +273,9 @@ impl Reloader {
     ) -> Result<Arc<Reloader>, HubError> {
         let (inner, failing) = match initial {
             Some(Initial { config, files, found }) => {
-                let Config { targets, target_files, .. } = config;
+                let Config { targets, target_files, shard, .. } = config;
                 let config_targets = if target_files.is_empty() { Vec::new() } else { targets.clone() };
-                hub.apply_config_targets(merge(targets, &found), |s| found.keeps(s)).await?;
+                hub.apply_config_targets(merge(targets, &found), shard, |s| found.keeps(s)).await?;
                 let mut inner = Inner { config_targets, target_files, files, due: Vec::new() };
                 inner.schedule();
                 (inner, found.failing_count())
@@ -329,14 +329,17 @@ impl Reloader {
             tokio::task::spawn_blocking(move || config::load(&path)).await.map_err(|_| HubError::Closed)??;
         let found = inner.files.look(&config.target_files, None);
         let config_targets = if config.target_files.is_empty() { Vec::new() } else { config.targets.clone() };
-        let targets = merge(std::mem::take(&mut config.targets), &found);
+        let mut targets = merge(std::mem::take(&mut config.targets), &found);
+        let shard = config.shard;
+        targets.retain(|t| shard.owns(&t.url));
         let count = targets.len();
         let Applied { added, changed, removed, .. } =
-            self.hub.apply_config_targets(targets, |s| found.keeps(s)).await?;
+            self.hub.apply_config_targets(targets, shard, |s| found.keeps(s)).await?;
         let alerting = &config.alerting;
+        let in_shard = if shard.is_split() { format!(" in {shard}") } else { String::new() };
         let mut summary = format!(
-            "{} targets ({added} added, {changed} changed, {removed} removed), {} channels, {} routes, {} silences, \
-             {} heartbeats",
+            "{} targets{in_shard} ({added} added, {changed} changed, {removed} removed), {} channels, {} routes, \
+             {} silences, {} heartbeats",
             count,
             alerting.channels.len(),
             alerting.routes.len(),
@@ -368,7 +371,7 @@ impl Reloader {
         self.set_status(|s| s.files_failing = found.failing_count());
         if found.changed {
             let targets = merge(config_targets.clone(), &found);
-            match self.hub.apply_config_targets(targets, |s| found.keeps(s)).await {
+            match self.hub.apply_config_targets(targets, self.hub.shard(), |s| found.keeps(s)).await {
                 // A file that broke changes nothing: its error is logged already.
                 Ok(Applied { added: 0, changed: 0, removed: 0, .. }) => {}
                 Ok(Applied { added, changed, removed, .. }) => {

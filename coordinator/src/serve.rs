@@ -215,7 +215,18 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
             hub_options.alerting = Arc::new(config.alerting.clone());
             hub_options.silences = config.silences.clone();
             hub_options.region_forget_after = config.region_forget_after;
-            initial.targets()
+            hub_options.shard = config.shard;
+            let mut targets = initial.targets();
+            if config.shard.is_split() {
+                let all = targets.len();
+                targets.retain(|t| config.shard.owns(&t.url));
+                tracing::info!(
+                    "this coordinator is {}: it keeps {} of the config's {all} targets",
+                    config.shard,
+                    targets.len()
+                );
+            }
+            targets
         }
         None => Vec::new(),
     };

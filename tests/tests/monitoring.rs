@@ -1,7 +1,8 @@
 //! The monitoring files, checked by their real validators and against a running coordinator: the
 //! Prometheus alerting rules by `promtool check rules` and `promtool test rules`, the scrape
-//! config by `promtool check config`, and the Grafana dashboard's queries by `promtool check
-//! rules`, each metric they name found on a running demo's `/metrics` or `/probe`.
+//! configs (one coordinator, and shards) by `promtool check config`, and the Grafana dashboard's
+//! queries by `promtool check rules`, each metric they name found on a running demo's `/metrics`
+//! or `/probe`.
 
 use std::process::Command;
 
@@ -121,4 +122,22 @@ fn the_scrape_config_passes_promtool_check_config() {
     for blackbox in ["metrics_path: /probe", "target_label: __param_target", "target_label: instance"] {
         assert!(config.contains(blackbox), "{blackbox} is not in the scrape config");
     }
+}
+
+#[test]
+fn the_shards_scrape_config_passes_promtool_check_config() {
+    let tmp = TempDir::new("scrape-shards");
+    for file in ["vantage-scrape-shards.yml", "vantage-rules.yml"] {
+        std::fs::copy(deploy(&format!("prometheus/{file}")), tmp.join(file)).unwrap();
+    }
+    std::fs::write(tmp.join("vantage-read.token"), "a-read-token-0123456789").unwrap();
+    let checked =
+        succeeds(Command::new("promtool").args(["check", "config"]).arg(tmp.join("vantage-scrape-shards.yml")));
+    assert!(checked.contains("is valid prometheus config file syntax"), "{checked}");
+    assert!(checked.contains("SUCCESS: 9 rules found"), "{checked}");
+    let config = std::fs::read_to_string(deploy("prometheus/vantage-scrape-shards.yml")).unwrap();
+    for shard in ["http://vantage-shard-0:7701/probe/targets", "http://vantage-shard-1:7701/probe/targets"] {
+        assert!(config.contains(shard), "{shard} is not discovered");
+    }
+    assert!(config.contains("source_labels: [__meta_url]"), "a target is not scraped at the shard that listed it");
 }

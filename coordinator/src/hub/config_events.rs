@@ -1,7 +1,8 @@
 //! The config applied while running (a reload, or a change in the target files): targets through
 //! the same paths as the API's (upserted, assigned, judged; removed with their resolves), and the
 //! alerting settings swapped whole. Only targets the config brought (`source` "config" or
-//! "file:…") are ever removed here; targets added through the API are left alone.
+//! "file:…") are ever removed here; targets added through the API are left alone, unless the
+//! `[shard]` no longer owns them.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use super::targets::{Name, Target};
 use super::{Changes, Hub, HubError, HubOptions, State, blocking};
 use crate::alert::{Alert, AlertCause, AlertKind, Alerting, Silence};
 use crate::clock::now_ms;
+use crate::shard::Shard;
 
 /// What a reload may change besides targets, read per use.
 #[derive(Debug, Clone)]
@@ -49,6 +51,11 @@ impl Hub {
         self.live.read().unwrap_or_else(|p| p.into_inner()).alerting.clone()
     }
 
+    /// The share of a split this coordinator holds (`[shard]`; the whole without one).
+    pub fn shard(&self) -> Shard {
+        *self.shard.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub(super) fn region_forget_after(&self) -> Duration {
         self.live.read().unwrap_or_else(|p| p.into_inner()).region_forget_after
     }
@@ -57,12 +64,16 @@ impl Hub {
     /// where new or changed (in one transaction) and assigned; targets from the config that are
     /// not in `targets` are removed as at start-up, resolving what they raised, unless `kept`
     /// says their source stays as it is (a target file that could not be read this time).
+    /// `shard` becomes the coordinator's: only the targets it owns are kept, and every target it
+    /// does not own is removed, whatever its source (a coordinator holds its share, no more).
     /// Refused, with nothing changed, when the result would hold more than `--max-targets`.
     pub async fn apply_config_targets(
         &self,
-        targets: Vec<TargetSpec>,
+        mut targets: Vec<TargetSpec>,
+        shard: Shard,
         kept: impl Fn(&str) -> bool,
     ) -> Result<Applied, HubError> {
+        targets.retain(|t| shard.owns(&t.url));
         let (upserts, removals, mut applied) = {
             let state = self.lock();
             let wanted: HashSet<&str> = targets.iter().map(|t| t.url.as_str()).collect();
@@ -85,7 +96,18 @@ impl Hub {
                 .targets
                 .values()
                 .filter(|t| {
-                    from_config(&t.spec.source) && !wanted.contains(t.spec.url.as_str()) && !kept(&t.spec.source)
+                    let stale =
+                        from_config(&t.spec.source) && !wanted.contains(t.spec.url.as_str()) && !kept(&t.spec.source);
+                    let elsewhere = !shard.owns(&t.spec.url);
+                    if elsewhere && !from_config(&t.spec.source) {
+                        // Nothing brings it back here: the operator has to add it to its owner.
+                        tracing::warn!(
+                            target = t.spec.url,
+                            "target added through the API is removed: it belongs to {}",
+                            shard.owner_of(&t.spec.url)
+                        );
+                    }
+                    stale || elsewhere
                 })
                 .map(|t| t.spec.url.clone())
                 .collect();
@@ -99,6 +121,11 @@ impl Hub {
             }
             (upserts, removals, applied)
         };
+        let before = std::mem::replace(&mut *self.shard.write().unwrap_or_else(|p| p.into_inner()), shard);
+        if before != shard {
+            let leaving = removals.iter().filter(|url| !shard.owns(url)).count();
+            tracing::info!("this coordinator is now {shard} (was {before}): {leaving} targets outside it are removed");
+        }
         if !upserts.is_empty() {
             let stored = upserts.clone();
             blocking(&self.store, move |s| s.upsert_targets(&stored)).await?;
@@ -231,14 +258,14 @@ mod tests {
         hub.upsert_target(spec("https://api.test/", "api")).await.unwrap();
         let file = "file:/t/web.json";
         let wanted = vec![spec("https://a.test/", "config"), spec("https://b.test/", file)];
-        let applied = hub.apply_config_targets(wanted.clone(), |_| false).await.unwrap();
+        let applied = hub.apply_config_targets(wanted.clone(), Shard::WHOLE, |_| false).await.unwrap();
         assert_eq!(applied, Applied { added: 1, changed: 0, removed: 0, unchanged: 1 });
-        let again = hub.apply_config_targets(wanted, |_| false).await.unwrap();
+        let again = hub.apply_config_targets(wanted, Shard::WHOLE, |_| false).await.unwrap();
         assert_eq!(again, Applied { unchanged: 2, ..Applied::default() }, "nothing is written again");
 
         let mut slower = spec("https://b.test/", file);
         slower.interval = Some(crate::spec::from_duration(Duration::from_secs(120)));
-        let applied = hub.apply_config_targets(vec![slower], |_| false).await.unwrap();
+        let applied = hub.apply_config_targets(vec![slower], Shard::WHOLE, |_| false).await.unwrap();
         assert_eq!(applied, Applied { changed: 1, removed: 1, ..Applied::default() });
         assert_eq!(
             urls(&hub),
@@ -251,14 +278,51 @@ mod tests {
         );
 
         // A file that cannot be read now keeps its targets.
-        let applied = hub.apply_config_targets(Vec::new(), |s| s == file).await.unwrap();
+        let applied = hub.apply_config_targets(Vec::new(), Shard::WHOLE, |s| s == file).await.unwrap();
         assert_eq!(applied, Applied::default());
         assert_eq!(urls(&hub).len(), 2);
 
         let many: Vec<TargetSpec> = (0..4).map(|i| spec(&format!("https://m{i}.test/"), "config")).collect();
-        let e = hub.apply_config_targets(many, |_| false).await.unwrap_err().to_string();
+        let e = hub.apply_config_targets(many, Shard::WHOLE, |_| false).await.unwrap_err().to_string();
         assert!(e.contains("more than its limit of 4"), "{e}");
         assert_eq!(urls(&hub).len(), 2, "nothing changed");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_shard_keeps_its_share_and_refuses_the_others() {
+        let dir = std::env::temp_dir().join(format!("vantage-config-events-shard-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let hub = Hub::open(Arc::new(Store::open(&dir).unwrap()), Vec::new(), HubOptions::default()).await.unwrap();
+        let all: Vec<TargetSpec> = (0..20).map(|i| spec(&format!("https://s{i}.test/"), "config")).collect();
+        hub.apply_config_targets(all.clone(), Shard::WHOLE, |_| false).await.unwrap();
+        let (zero, one) = (Shard::new(2, 0).unwrap(), Shard::new(2, 1).unwrap());
+        let theirs = all.iter().find(|t| one.owns(&t.url)).unwrap().url.clone();
+        let mut api = spec("https://api.test/", "api");
+        if zero.owns(&api.url) {
+            api = spec("https://api2.test/", "api");
+        }
+        assert!(one.owns(&api.url), "the test wants an API target the reshard moves away");
+        hub.upsert_target(api.clone()).await.unwrap();
+
+        let applied = hub.apply_config_targets(all.clone(), zero, |_| false).await.unwrap();
+        let ours = all.iter().filter(|t| zero.owns(&t.url)).count();
+        assert!(ours > 0 && ours < 20);
+        assert_eq!(applied, Applied { removed: 20 - ours + 1, unchanged: ours, ..Applied::default() });
+        assert_eq!(hub.shard(), zero);
+        assert!(hub.targets().iter().all(|t| zero.owns(&t.url)), "only shard 0's targets stay, the API's one too");
+
+        let e = hub.upsert_target(spec(&theirs, "api")).await.unwrap_err();
+        assert!(matches!(e, HubError::Conflict(_)), "{e:?}");
+        assert_eq!(e.to_string(), zero.refusal(&theirs));
+        assert!(e.to_string().contains("belongs to shard 1 of 2"), "{e}");
+        let mine = all.iter().find(|t| zero.owns(&t.url)).unwrap().url.clone();
+        hub.upsert_target(spec(&mine, "api")).await.unwrap();
+
+        // Back to one coordinator: the whole config again.
+        let applied = hub.apply_config_targets(all, Shard::WHOLE, |_| false).await.unwrap();
+        assert_eq!(applied.added, 20 - ours);
+        assert_eq!(hub.targets().len(), 20);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -1,5 +1,6 @@
 //! Targets' events: a target upserted (from the API or a config) or removed (deleted, or gone
-//! from the config), with the assignment changes and resolves they cause.
+//! from the config), with the assignment changes and resolves they cause. A target another
+//! shard owns (`[shard]`) is refused, naming that shard.
 
 use vantage_proto::v1::TargetSpec;
 
@@ -13,6 +14,10 @@ use crate::spec;
 impl Hub {
     pub async fn upsert_target(&self, spec: TargetSpec) -> Result<(TargetSpec, bool), HubError> {
         let spec = spec::normalize(spec)?;
+        let shard = self.shard();
+        if !shard.owns(&spec.url) {
+            return Err(HubError::Conflict(shard.refusal(&spec.url)));
+        }
         {
             let state = self.lock();
             if !state.targets.contains_key(spec.url.as_str()) && state.targets.len() >= self.options.max_targets {
