@@ -13,6 +13,7 @@ use vantage_proto::v1::coordinator_server::{Coordinator, SERVICE_NAME};
 use vantage_proto::v1::*;
 use vantage_shared::identity;
 
+use super::list_status::Answer;
 use crate::auth::AdminAuth;
 use crate::hub::Hub;
 
@@ -30,6 +31,22 @@ impl AdminEndpoint {
     fn authorize<T>(&self, request: &Request<T>, method: &str) -> Result<String, Status> {
         let path = format!("/{SERVICE_NAME}/{method}");
         self.auth.check_method(request, &path, |sha256| self.hub.is_revoked(sha256))
+    }
+}
+
+impl AdminEndpoint {
+    /// `ListStatus`: authorized and checked here, answered by `list_status::Answer`.
+    pub(super) fn list_status_answer(&self, request: Request<ListStatusRequest>) -> Result<Answer, Status> {
+        self.authorize(&request, "ListStatus")?;
+        let urls = request.into_inner().urls;
+        if urls.len() > MAX_URLS_PER_REQUEST {
+            return Err(Status::invalid_argument(format!("urls: at most {MAX_URLS_PER_REQUEST} per call")));
+        }
+        let urls: Vec<String> = urls
+            .into_iter()
+            .map(|u| vantage_shared::TargetUrl::parse(&u).map(|t| t.to_string()).unwrap_or(u))
+            .collect();
+        Ok(Answer { hub: self.hub.clone(), urls, failing_channels: self.hub.failing_channels() })
     }
 }
 
@@ -110,20 +127,10 @@ impl Coordinator for AdminEndpoint {
         Ok(Response::new(ListTargetsResponse { targets: self.hub.targets() }))
     }
 
+    /// Served by `list_status::AdminServer`, which encodes the answer a slice at a time; the
+    /// same answer whole.
     async fn list_status(&self, request: Request<ListStatusRequest>) -> Result<Response<ListStatusResponse>, Status> {
-        self.authorize(&request, "ListStatus")?;
-        let urls = request.into_inner().urls;
-        if urls.len() > MAX_URLS_PER_REQUEST {
-            return Err(Status::invalid_argument(format!("urls: at most {MAX_URLS_PER_REQUEST} per call")));
-        }
-        let urls: Vec<String> = urls
-            .into_iter()
-            .map(|u| vantage_shared::TargetUrl::parse(&u).map(|t| t.to_string()).unwrap_or(u))
-            .collect();
-        Ok(Response::new(ListStatusResponse {
-            targets: self.hub.statuses(&urls),
-            failing_channels: self.hub.failing_channels(),
-        }))
+        Ok(Response::new(self.list_status_answer(request)?.into_response()))
     }
 
     type WatchStatusStream = StatusStream;
