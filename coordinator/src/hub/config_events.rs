@@ -10,7 +10,7 @@ use std::time::Duration;
 use vantage_proto::v1::TargetSpec;
 
 use super::planner::Removal;
-use super::targets::{Name, Target};
+use super::targets::{Name, Spec, Target};
 use super::{Changes, Hub, HubError, HubOptions, State, blocking};
 use crate::alert::{Alert, AlertCause, AlertKind, Alerting, Silence};
 use crate::clock::now_ms;
@@ -70,7 +70,7 @@ impl Hub {
             let mut upserts = Vec::new();
             for spec in &targets {
                 match state.targets.get(spec.url.as_str()) {
-                    Some(t) if t.spec == *spec => applied.unchanged += 1,
+                    Some(t) if t.spec.describes(spec) => applied.unchanged += 1,
                     Some(_) => {
                         applied.changed += 1;
                         upserts.push(spec.clone());
@@ -84,10 +84,13 @@ impl Hub {
             let removals: Vec<String> = state
                 .targets
                 .values()
+                // The URL first: a target's source is decoded only for the few not wanted.
+                .filter(|t| !wanted.contains(&*t.spec.url))
                 .filter(|t| {
-                    from_config(&t.spec.source) && !wanted.contains(t.spec.url.as_str()) && !kept(&t.spec.source)
+                    let source = t.spec.source();
+                    from_config(&source) && !kept(&source)
                 })
-                .map(|t| t.spec.url.clone())
+                .map(|t| t.spec.url.to_string())
                 .collect();
             let after = state.targets.len() + applied.added - removals.len();
             if after > self.options.max_targets {
@@ -107,7 +110,7 @@ impl Hub {
                 let mut state = self.lock();
                 for (spec, url) in upserts.into_iter().zip(&urls) {
                     match state.targets.get_mut(url) {
-                        Some(target) => target.spec = spec,
+                        Some(target) => target.spec = Spec::new(spec),
                         None => {
                             state.targets.insert(url.clone(), Target::new(spec));
                         }

@@ -125,6 +125,22 @@ impl Spec {
         (Duration::from_nanos(self.interval_ns), Duration::from_nanos(self.timeout_ns))
     }
 
+    /// Whether `spec` is the spec this was made from (a reload leaves such a target alone).
+    pub fn describes(&self, spec: &TargetSpec) -> bool {
+        *self.url == *spec.url
+            && self.quorum == spec.quorum
+            && self.regions.len() == spec.regions.len()
+            && self.regions.iter().zip(&spec.regions).all(|(a, b)| **a == **b)
+            && self.labels.len() == spec.labels.len()
+            && self.labels.iter().all(|(k, v)| spec.labels.get(k) == Some(v))
+            && *self.rest == *rest_of(spec).encode_to_vec()
+    }
+
+    /// Where the target came from (`TargetSpec::source`), decoded from the rest.
+    pub fn source(&self) -> String {
+        TargetSpec::decode(&*self.rest).map(|s| s.source).unwrap_or_default()
+    }
+
     /// The whole spec, as it was given.
     pub fn to_proto(&self) -> TargetSpec {
         // Encoded by `new` from a valid message: decoding it cannot fail.
@@ -134,6 +150,22 @@ impl Spec {
         spec.quorum = self.quorum;
         spec.labels = self.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         spec
+    }
+}
+
+/// `spec` without the fields `Spec` holds decoded (its timing stays, as given).
+fn rest_of(spec: &TargetSpec) -> TargetSpec {
+    TargetSpec {
+        interval: spec.interval,
+        timeout: spec.timeout,
+        all_backends: spec.all_backends,
+        expect_status: spec.expect_status.clone(),
+        expect_ips: spec.expect_ips.clone(),
+        warn_days: spec.warn_days,
+        critical_days: spec.critical_days,
+        source: spec.source.clone(),
+        pin_sha256: spec.pin_sha256.clone(),
+        ..TargetSpec::default()
     }
 }
 
@@ -376,6 +408,17 @@ mod tests {
         };
         let spec = Spec::new(full.clone());
         assert_eq!(spec.to_proto(), full);
+        assert!(spec.describes(&full));
+        assert_eq!(spec.source(), "api");
+        for changed in [
+            TargetSpec { quorum: 1, ..full.clone() },
+            TargetSpec { labels: [("team".to_owned(), "ops".to_owned())].into(), ..full.clone() },
+            TargetSpec { expect_status: vec![200], ..full.clone() },
+            TargetSpec { source: "config".into(), ..full.clone() },
+            TargetSpec { regions: vec!["eu-west".into()], ..full.clone() },
+        ] {
+            assert!(!spec.describes(&changed), "{changed:?}");
+        }
         assert_eq!(spec.timing(), (Duration::from_millis(30_500), Duration::from_secs(5)));
         assert_eq!(&*spec.url, "https://example.com/health");
         // A spec without timing (stored by an older version) keeps none, and is judged by the defaults.
