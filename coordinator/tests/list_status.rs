@@ -2,11 +2,11 @@
 //! encodes the answer a slice of targets at a time (so 100,000 statuses are never held at once);
 //! a client must see exactly the message it would have got whole: every target once, in URL
 //! order, as the hub's statuses say, across slice boundaries; and a call naming targets gets
-//! those.
+//! those. `WatchStatus` starts a watcher with every status the same way, a slice at a time.
 
 use vantage_coordinator::serve::{self, ServeOptions};
-use vantage_proto::v1::ListStatusRequest;
 use vantage_proto::v1::coordinator_client::CoordinatorClient;
+use vantage_proto::v1::{ListStatusRequest, WatchStatusRequest};
 
 /// More than two slices (the coordinator encodes 1,000 statuses at a time).
 const TARGETS: usize = 2_500;
@@ -42,6 +42,19 @@ async fn list_status_answers_every_target_once_in_order_across_slices_and_the_ta
     let mut want = vec![expected[1_500].as_str(), "https://t7.list.test/", expected[3].as_str()];
     want.sort_unstable();
     assert_eq!(listed, want);
+
+    // A watcher first hears every target once, in URL order, across the slices' edges.
+    let mut watch = client.watch_status(WatchStatusRequest::default()).await.unwrap().into_inner();
+    let mut heard = Vec::new();
+    while heard.len() < TARGETS {
+        let status = tokio::time::timeout(std::time::Duration::from_secs(30), watch.message())
+            .await
+            .expect("the watcher hears every target within 30 s")
+            .unwrap()
+            .expect("the stream stays open");
+        heard.push(status.url);
+    }
+    assert_eq!(heard, expected, "every target once, in URL order");
 
     running.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -22,8 +22,9 @@ use crate::hub::Hub;
 
 /// The method this answers; every other path goes to the generated server.
 const PATH: &str = "/vantage.v1.Coordinator/ListStatus";
-/// Statuses built (under the hub's lock) and encoded at a time.
-const SLICE: usize = 1_000;
+/// Statuses built (under the hub's lock) and encoded at a time (and sent at a time to a
+/// `WatchStatus` watcher).
+pub(super) const SLICE: usize = 1_000;
 /// `ListStatusResponse`'s field numbers.
 const TARGETS: u32 = 1;
 const FAILING_CHANNELS: u32 = 2;
