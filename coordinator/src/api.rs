@@ -1,10 +1,12 @@
 //! The gRPC services, kept thin: `agent` serves each agent's stream (with `checks` on what a
-//! batch may hold and `pace` on how fast it is read), `operator` the admin and query API. Both
+//! batch may hold and `pace` on how fast it is read), `operator` the admin and query API (with
+//! `list_status` answering `ListStatus` a slice at a time). Both
 //! translate between the wire and the hub; hub errors become `tonic::Status` here, in one place.
 //! Who may call what is declared once, in `auth::METHODS`.
 
 mod agent;
 mod checks;
+mod list_status;
 mod operator;
 mod pace;
 
@@ -12,6 +14,7 @@ use tonic::Status;
 
 pub use agent::{AgentEndpoint, history_entries, screen};
 pub use checks::{check_batch, check_result};
+pub use list_status::AdminServer;
 pub use operator::{AdminEndpoint, MAX_URLS_PER_REQUEST};
 pub use pace::{DEFAULT_AGENT_BYTES, DEFAULT_AGENT_RATE};
 

@@ -58,7 +58,7 @@ use agents::Registry;
 use judge::{Context, IncidentStep};
 use memory::{AlertMemory, Remembered};
 use planner::Removal;
-use targets::{Deadlines, Name, Target, Targets};
+use targets::{Deadlines, Decided, Name, Target, Targets};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
@@ -284,14 +284,20 @@ impl Hub {
         // One line, however many targets; each target's own at DEBUG.
         let stale_set: HashSet<&str> = stale.iter().map(String::as_str).collect();
         let mut by_source: BTreeMap<String, usize> = BTreeMap::new();
-        for spec in targets {
-            if !stale_set.contains(spec.url.as_str()) {
-                let source = if spec.source.is_empty() { "unset" } else { spec.source.as_str() };
-                *by_source.entry(source.to_owned()).or_default() += 1;
-                tracing::debug!(target = spec.url, source = spec.source, "target loaded");
-            }
-            state.targets.insert(Name::from(spec.url.as_str()), Target::new(spec));
-        }
+        // Built in one go from the URL order the store lists them in: the map's nodes come out
+        // full, where inserting one by one in order leaves each about half empty.
+        state.targets = targets
+            .into_iter()
+            .map(|spec| {
+                if !stale_set.contains(spec.url.as_str()) {
+                    let source = if spec.source.is_empty() { "unset" } else { spec.source.as_str() };
+                    *by_source.entry(source.to_owned()).or_default() += 1;
+                    tracing::debug!(target = spec.url, source = spec.source, "target loaded");
+                }
+                let target = Target::new(spec);
+                (target.url().clone(), target)
+            })
+            .collect();
         for row in latest {
             let agent = state.intern(&row.entry.agent);
             let region = state.intern(&row.entry.region);
@@ -301,7 +307,7 @@ impl Hub {
         }
         for (url, record) in verdicts {
             if let Some(target) = state.targets.get_mut(url.as_str()) {
-                target.verdict = Some(record);
+                target.verdict = Decided::of(&record);
             }
         }
         for incident in &open {
@@ -407,7 +413,7 @@ impl Hub {
                 }
                 changes.verdicts.push((url.to_string(), record.clone(), incident));
             }
-            target.verdict = Some(judgement.record.clone());
+            target.verdict = Some(judgement.decided());
             changes.alerts.extend(planner::judgement_alerts(memory, target, &judgement, now, unknown_after));
             let silence = projection::silence_of(target, silences, now);
             let digest = projection::digest(&judgement.decision, &judgement.opinions, target, silence);

@@ -12,6 +12,15 @@ mod demo;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options, read before `main`. One arena: by default each thread picks one of eight,
+/// so a large answer built on one worker thread (every target's status) left its freed pages in
+/// that arena while the next one, built on the other thread, took fresh pages from another, and
+/// the two peaks added up; the coordinator's few threads lose nothing by sharing one (each keeps
+/// its own cache of small blocks). A background thread returns freed pages to the system as they
+/// age (10 s), instead of only when their arena next allocates.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+static MALLOC_CONF: &[u8; 33] = b"narenas:1,background_thread:true\0";
+
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;

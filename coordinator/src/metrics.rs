@@ -11,18 +11,22 @@ pub mod text;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use vantage_proto::v1::TargetStatus;
+use vantage_proto::v1::Verdict;
 
 use crate::hub::Hub;
 use text::Text;
 
+/// One target as this page shows it: its URL, its verdict now, whether a silence holds it.
+pub type TargetLine<U> = (U, Verdict, bool);
+
 /// The whole exposition.
 pub async fn render(hub: &Hub) -> String {
-    let statuses = hub.statuses(&[]);
+    // Only what the page shows of each target (`Hub::verdicts`), not each one's whole status.
+    let targets = hub.verdicts();
     let pending = hub.pending_alerts().await.map(|p| p.len()).unwrap_or(0);
     let mut text = Text::new();
-    write_targets(&mut text, &statuses);
-    write_counters(&mut text, hub, &statuses, pending);
+    write_targets(&mut text, &targets);
+    write_counters(&mut text, hub, targets.len(), pending);
     text.finish()
 }
 
@@ -30,27 +34,27 @@ pub async fn render(hub: &Hub) -> String {
 /// holds it, only while one does. Every other state is absent rather than 0, which keeps
 /// 100,000 targets near 8 MB (the README's "Metrics" has the measured figure); rules select
 /// `vantage_target_verdict{verdict="DOWN"} == 1` as before.
-pub fn write_targets(text: &mut Text, statuses: &[TargetStatus]) {
+pub fn write_targets<U: AsRef<str>>(text: &mut Text, targets: &[TargetLine<U>]) {
     text.family(
         "vantage_target_verdict",
         "gauge",
         "The target's consolidated verdict: one series per target, labelled with the current verdict, value 1.",
     );
-    for s in statuses {
-        let verdict = crate::names::verdict(s.verdict);
-        text.sample("vantage_target_verdict", &[("target", &s.url), ("verdict", verdict)], 1.0);
+    for (url, verdict, _) in targets {
+        let verdict = crate::names::verdict(*verdict as i32);
+        text.sample("vantage_target_verdict", &[("target", url.as_ref()), ("verdict", verdict)], 1.0);
     }
     text.family(
         "vantage_target_silenced",
         "gauge",
         "1 while a silence holds back the target's notifications; absent otherwise.",
     );
-    for s in statuses.iter().filter(|s| s.silence.is_some()) {
-        text.sample("vantage_target_silenced", &[("target", &s.url)], 1.0);
+    for (url, _, _) in targets.iter().filter(|(_, _, silenced)| *silenced) {
+        text.sample("vantage_target_silenced", &[("target", url.as_ref())], 1.0);
     }
 }
 
-fn write_counters(f: &mut Text, hub: &Hub, statuses: &[TargetStatus], pending: usize) {
+fn write_counters(f: &mut Text, hub: &Hub, targets: usize, pending: usize) {
     let counters = &hub.counters;
     f.family("vantage_failures_total", "counter", "Failing results received, by failure code.");
     let failures = counters.failures.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -87,7 +91,7 @@ fn write_counters(f: &mut Text, hub: &Hub, statuses: &[TargetStatus], pending: u
         f.sample("vantage_results_refused_total", &[("reason", reason.as_str())], n as f64);
     }
     f.family("vantage_targets", "gauge", "Targets configured.");
-    f.sample("vantage_targets", &[], statuses.len() as f64);
+    f.sample("vantage_targets", &[], targets as f64);
     f.family("vantage_alert_deliveries_pending", "gauge", "Alerts with deliveries still to make.");
     f.sample("vantage_alert_deliveries_pending", &[], pending as f64);
     f.family(
@@ -107,8 +111,6 @@ fn write_counters(f: &mut Text, hub: &Hub, statuses: &[TargetStatus], pending: u
 
 #[cfg(test)]
 mod tests {
-    use vantage_proto::v1::{Opinion, RegionStatus, Silence, Verdict};
-
     use super::*;
 
     /// What `/metrics` says per target at 100,000 targets of three regions each (the regions no
@@ -118,22 +120,14 @@ mod tests {
     fn metrics_stay_small_at_100000_targets() {
         const TARGETS: usize = 100_000;
         let verdicts = [Verdict::Up, Verdict::Degraded, Verdict::Down, Verdict::Unknown];
-        let statuses: Vec<TargetStatus> = (0..TARGETS)
-            .map(|i| TargetStatus {
-                // 41 characters, a typical health-check URL.
-                url: format!("https://service-{i:06}.example.com/healthz"),
-                verdict: verdicts[i % 4] as i32,
-                regions: ["eu-west", "us-east", "ap-south"]
-                    .iter()
-                    .map(|r| RegionStatus { region: (*r).into(), opinion: Opinion::Up as i32, ..Default::default() })
-                    .collect(),
-                // One target in a hundred silenced.
-                silence: (i % 100 == 0).then(Silence::default),
-                ..Default::default()
+        let targets: Vec<TargetLine<String>> = (0..TARGETS)
+            .map(|i| {
+                // 41 characters, a typical health-check URL; one target in a hundred silenced.
+                (format!("https://service-{i:06}.example.com/healthz"), verdicts[i % 4], i % 100 == 0)
             })
             .collect();
         let mut text = Text::new();
-        write_targets(&mut text, &statuses);
+        write_targets(&mut text, &targets);
         let bytes = text.len();
         println!(
             "/metrics per-target series for {TARGETS} targets × 3 regions: {bytes} bytes ({:.1} MB, {:.1} bytes a target)",

@@ -13,9 +13,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use vantage_proto::v1::agent_service_server::AgentServiceServer;
-use vantage_proto::v1::coordinator_server::CoordinatorServer;
 
-use crate::api::{AdminEndpoint, AgentEndpoint};
+use crate::api::{AdminEndpoint, AdminServer, AgentEndpoint};
 use crate::auth::{AdminAuth, Token};
 use crate::hub::{Hub, HubOptions, Retention};
 use crate::store::Store;
@@ -263,9 +262,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
     .max_encoding_message_size(MAX_ASSIGNMENT);
     // Answers as large as an assignment (every target's status): grpcurl needs -max-msg-sz for
     // those beyond 4 MiB.
-    let admin = CoordinatorServer::new(AdminEndpoint { hub: hub.clone(), auth: auth.clone() })
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_ASSIGNMENT);
+    let admin = AdminServer::new(AdminEndpoint { hub: hub.clone(), auth: auth.clone() }, MAX_MESSAGE, MAX_ASSIGNMENT);
     // Reflection is open to anyone: its requests name a symbol or a file, so they stay tiny.
     let routes = tonic::service::Routes::new(reflection.max_decoding_message_size(crate::grpc::MAX_REFLECTION_MESSAGE))
         .add_service(reflection_alpha.max_decoding_message_size(crate::grpc::MAX_REFLECTION_MESSAGE))

@@ -6,7 +6,8 @@
 //! Per N it measures: start-up (spawn to `/healthz` answering 200), the coordinator's CPU per
 //! acked result over a steady window (utime + stime from `/proc/<pid>/stat`), its memory after
 //! the feed (VmRSS, VmHWM), `GET /metrics` and `GET /` (size, time), the real `status` CLI and a
-//! `ListStatus` call for every target, and restart (SIGTERM, exit, start on the same data to
+//! `ListStatus` call for every target, the peak memory of each of those reads (VmHWM reset
+//! before each through `/proc/<pid>/clear_refs`), and restart (SIGTERM, exit, start on the same data to
 //! `/healthz`). The three simulated agents say hello like real ones, take their assignment and
 //! send each assigned target's result once per 60 s, spread evenly, in batches of at most 500.
 //! Everything runs on loopback; nothing is probed.
@@ -34,7 +35,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use feed::{Agent, acked, connect_agent};
-use process::{Coordinator, cpu_time, free_addrs, http_read, list_status, memory, status_cli};
+use process::{Coordinator, cpu_time, free_addrs, http_read, list_status, memory, reset_peak, status_cli};
 use table::Figures;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vantage-coordinator");
@@ -198,12 +199,24 @@ async fn measure(targets: usize, settings: &Settings) -> Result<Figures> {
     }
 
     eprintln!("  GET /metrics, GET /, status, ListStatus (the feed goes on)");
+    // The peak of each read on its own (the start-up's is in `hwm_mib`).
+    let peak_of = |pid| -> Result<f64> {
+        let peak = memory(pid)?.1;
+        reset_peak(pid)?;
+        Ok(peak)
+    };
+    reset_peak(pid)?;
     f.metrics = Some(http_read(c.http, "/metrics").await);
+    let metrics_peak = peak_of(pid)?;
     f.page = Some(http_read(c.http, "/").await);
+    let page_peak = peak_of(pid)?;
     let grpc_url = format!("http://{}", c.grpc);
     f.status = Some(status_cli(&c.dir, &grpc_url).await);
+    let status_peak = peak_of(pid)?;
     f.list_status = Some(list_status(&grpc_url).await);
-    f.hwm_after_mib = memory(pid)?.1;
+    let list_peak = peak_of(pid)?;
+    f.read_peaks_mib = [metrics_peak, page_peak, status_peak, list_peak];
+    f.hwm_after_mib = f.read_peaks_mib.into_iter().fold(f.hwm_mib, f64::max);
 
     let _ = stop.send(true);
     for agent in agents {

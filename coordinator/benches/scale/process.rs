@@ -198,6 +198,12 @@ pub fn cpu_time(pid: u32) -> Result<Duration> {
     Ok(Duration::from_secs_f64(fields.iter().sum::<u64>() as f64 / ticks))
 }
 
+/// Starts a new peak: VmHWM is VmRSS again from now on (`clear_refs` 5, Linux 4.0 and later), so
+/// the next read of it is the peak of what ran in between.
+pub fn reset_peak(pid: u32) -> Result<()> {
+    io("resetting /proc/<pid>/clear_refs", std::fs::write(format!("/proc/{pid}/clear_refs"), "5"))
+}
+
 /// VmRSS and VmHWM of a process, in MiB.
 pub fn memory(pid: u32) -> Result<(f64, f64)> {
     let status = io("reading /proc/<pid>/status", std::fs::read_to_string(format!("/proc/{pid}/status")))?;

@@ -18,7 +18,10 @@ pub struct Figures {
     pub cores: f64,
     pub rss_mib: f64,
     pub hwm_mib: f64,
+    /// Max of `hwm_mib` and `read_peaks_mib`.
     pub hwm_after_mib: f64,
+    /// VmHWM during each read: `/metrics`, the page, `status`, `ListStatus`.
+    pub read_peaks_mib: [f64; 4],
     pub metrics: Option<Read>,
     pub page: Option<Read>,
     pub status: Option<Read>,
@@ -65,6 +68,14 @@ pub fn table(all: &[Figures]) -> String {
             "peak RSS (VmHWM) after the feed / after the reads below",
             Box::new(|f| format!("{:.0} / {:.0} MiB", f.hwm_mib, f.hwm_after_mib)),
             Some(("≤ 256 MiB", Box::new(|f| f.hwm_after_mib <= 256.0))),
+        ),
+        (
+            "peak RSS during `/metrics` / `GET /` / `status` / `ListStatus`",
+            Box::new(|f| {
+                let [m, p, s, l] = f.read_peaks_mib;
+                format!("{m:.0} / {p:.0} / {s:.0} / {l:.0} MiB")
+            }),
+            None,
         ),
         (
             "`GET /metrics` size, time",

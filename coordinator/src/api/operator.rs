@@ -13,6 +13,7 @@ use vantage_proto::v1::coordinator_server::{Coordinator, SERVICE_NAME};
 use vantage_proto::v1::*;
 use vantage_shared::identity;
 
+use super::list_status::{Answer, SLICE};
 use crate::auth::AdminAuth;
 use crate::hub::Hub;
 
@@ -30,6 +31,39 @@ impl AdminEndpoint {
     fn authorize<T>(&self, request: &Request<T>, method: &str) -> Result<String, Status> {
         let path = format!("/{SERVICE_NAME}/{method}");
         self.auth.check_method(request, &path, |sha256| self.hub.is_revoked(sha256))
+    }
+
+    /// `ListStatus`: authorized and checked here, answered by `list_status::Answer`.
+    pub(super) fn list_status_answer(&self, request: Request<ListStatusRequest>) -> Result<Answer, Status> {
+        self.authorize(&request, "ListStatus")?;
+        let urls = request.into_inner().urls;
+        if urls.len() > MAX_URLS_PER_REQUEST {
+            return Err(Status::invalid_argument(format!("urls: at most {MAX_URLS_PER_REQUEST} per call")));
+        }
+        let urls: Vec<String> = urls
+            .into_iter()
+            .map(|u| vantage_shared::TargetUrl::parse(&u).map(|t| t.to_string()).unwrap_or(u))
+            .collect();
+        Ok(Answer { hub: self.hub.clone(), urls, failing_channels: self.hub.failing_channels() })
+    }
+}
+
+/// Sends a watcher every target's status, a slice at a time as `ListStatus` builds them (every
+/// status at once is a tenth of a gigabyte at 100,000 targets); `false` once the watcher left.
+async fn send_all(hub: &Hub, tx: &tokio::sync::mpsc::Sender<Result<TargetStatus, Status>>) -> bool {
+    let mut after: Option<String> = None;
+    loop {
+        let slice = hub.statuses_after(after.as_deref(), SLICE);
+        let (Some(last), full) = (slice.last(), slice.len() == SLICE) else { return true };
+        after = Some(last.url.clone());
+        for status in slice {
+            if tx.send(Ok(status)).await.is_err() {
+                return false;
+            }
+        }
+        if !full {
+            return true;
+        }
     }
 }
 
@@ -110,20 +144,10 @@ impl Coordinator for AdminEndpoint {
         Ok(Response::new(ListTargetsResponse { targets: self.hub.targets() }))
     }
 
+    /// Served by `list_status::AdminServer`, which encodes the answer a slice at a time; the
+    /// same answer whole.
     async fn list_status(&self, request: Request<ListStatusRequest>) -> Result<Response<ListStatusResponse>, Status> {
-        self.authorize(&request, "ListStatus")?;
-        let urls = request.into_inner().urls;
-        if urls.len() > MAX_URLS_PER_REQUEST {
-            return Err(Status::invalid_argument(format!("urls: at most {MAX_URLS_PER_REQUEST} per call")));
-        }
-        let urls: Vec<String> = urls
-            .into_iter()
-            .map(|u| vantage_shared::TargetUrl::parse(&u).map(|t| t.to_string()).unwrap_or(u))
-            .collect();
-        Ok(Response::new(ListStatusResponse {
-            targets: self.hub.statuses(&urls),
-            failing_channels: self.hub.failing_channels(),
-        }))
+        Ok(Response::new(self.list_status_answer(request)?.into_response()))
     }
 
     type WatchStatusStream = StatusStream;
@@ -135,18 +159,18 @@ impl Coordinator for AdminEndpoint {
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let hub = self.hub.clone();
         tokio::spawn(async move {
-            let mut pending: Vec<TargetStatus> = hub.statuses(&[]);
+            if !send_all(&hub, &tx).await {
+                return;
+            }
             loop {
-                for status in pending.drain(..) {
-                    if tx.send(Ok(status)).await.is_err() {
-                        return; // the watcher left
-                    }
-                }
-                match changes.recv().await {
-                    Ok(status) => pending.push(status),
+                let sent = match changes.recv().await {
+                    Ok(status) => tx.send(Ok(status)).await.is_ok(),
                     // A watcher that fell behind gets the whole picture again, not a gap.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => pending = hub.statuses(&[]),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => send_all(&hub, &tx).await,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                if !sent {
+                    return; // the watcher left
                 }
             }
         });

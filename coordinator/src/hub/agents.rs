@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use vantage_proto::v1::{Assignment, AssignmentChange, CoordinatorMessage, coordinator_message};
 
-use super::targets::{Name, Targets};
-use crate::{assign, spec, store::AgentRecord};
+use super::targets::{Name, Spec, Targets};
+use crate::{assign, store::AgentRecord};
 
 /// What the coordinator sends down an agent's stream.
 pub type AgentTx = mpsc::Sender<Result<CoordinatorMessage, tonic::Status>>;
@@ -60,8 +60,8 @@ fn patience_ms(interval: Duration, timeout: Duration) -> i64 {
 /// How long after a target left an agent's assignment its results for it are still accepted: a
 /// run under way when it moved (the probe, its retry a second later, the retry) and the batch's
 /// way to the coordinator, with a minute to spare for a reconnection.
-pub fn release_grace(spec: &vantage_proto::v1::TargetSpec) -> Duration {
-    let (interval, timeout) = spec::timing(spec);
+pub fn release_grace(spec: &Spec) -> Duration {
+    let (interval, timeout) = spec.timing();
     interval + 2 * timeout + Duration::from_secs(60)
 }
 
@@ -188,9 +188,9 @@ impl Registry {
                 if mine.contains(url) {
                     if let Some(target) = targets.get(url) {
                         session.assigned.insert(url.clone());
-                        let (interval, timeout) = spec::timing(&target.spec);
+                        let (interval, timeout) = target.spec.timing();
                         session.patience_ms = session.patience_ms.min(patience_ms(interval, timeout));
-                        upserted.push(target.spec.clone());
+                        upserted.push(target.spec.to_proto());
                     }
                 } else if session.assigned.remove(url) {
                     agent.released.insert(url.clone(), now);
@@ -248,7 +248,7 @@ impl Registry {
                 .iter()
                 .filter_map(|url| targets.get(url))
                 .map(|t| {
-                    let (interval, timeout) = spec::timing(&t.spec);
+                    let (interval, timeout) = t.spec.timing();
                     patience_ms(interval, timeout)
                 })
                 .min()
@@ -257,7 +257,7 @@ impl Registry {
                 // Nothing to report until now: its time starts with its first targets.
                 session.last_accepted_ms = session.last_accepted_ms.max(now);
             }
-            let spec_of = |url: &Name| targets.get(url).map(|t| t.spec.clone());
+            let spec_of = |url: &Name| targets.get(url).map(|t| t.spec.to_proto());
             let message = if !session.sent_full {
                 session.sent_full = true;
                 let mut specs: Vec<_> = want.iter().filter_map(spec_of).collect();
@@ -291,7 +291,7 @@ impl Registry {
 }
 
 /// The regions that judge a target: its own, or the default set.
-pub fn for_each_region(spec: &vantage_proto::v1::TargetSpec, default_regions: &[Name], mut f: impl FnMut(&str)) {
+pub fn for_each_region(spec: &Spec, default_regions: &[Name], mut f: impl FnMut(&str)) {
     if spec.regions.is_empty() {
         default_regions.iter().for_each(|r| f(r));
     } else {

@@ -9,7 +9,7 @@ use vantage_shared::limits::MAX_ID;
 
 use super::targets::Name;
 use super::{Hub, HubError};
-use crate::{assign, spec};
+use crate::assign;
 
 /// A `CheckNow` waiting for its results: where they go, and which agents were asked (their
 /// answers are accepted even if the target moved away from them meanwhile).
@@ -53,7 +53,7 @@ impl Hub {
             let target = state.targets.get(url.as_str()).ok_or_else(|| HubError::NoTarget(url.clone()))?;
             let mut regions = Vec::new();
             super::agents::for_each_region(&target.spec, &state.default_regions, |r| regions.push(r.to_owned()));
-            let (_, timeout) = spec::timing(&target.spec);
+            let (_, timeout) = target.spec.timing();
             let (mut asked, mut agents_asked) = (Vec::new(), Vec::new());
             for region in &regions {
                 let agents = state.agents.connected_in(region);

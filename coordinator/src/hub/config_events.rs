@@ -11,7 +11,7 @@ use std::time::Duration;
 use vantage_proto::v1::TargetSpec;
 
 use super::planner::Removal;
-use super::targets::{Name, Target};
+use super::targets::{Name, Spec, Target};
 use super::{Changes, Hub, HubError, HubOptions, State, blocking};
 use crate::alert::{Alert, AlertCause, AlertKind, Alerting, Silence};
 use crate::clock::now_ms;
@@ -81,7 +81,7 @@ impl Hub {
             let mut upserts = Vec::new();
             for spec in &targets {
                 match state.targets.get(spec.url.as_str()) {
-                    Some(t) if t.spec == *spec => applied.unchanged += 1,
+                    Some(t) if t.spec.describes(spec) => applied.unchanged += 1,
                     Some(_) => {
                         applied.changed += 1;
                         upserts.push(spec.clone());
@@ -95,21 +95,23 @@ impl Hub {
             let removals: Vec<String> = state
                 .targets
                 .values()
+                // The URL first: a target's source is decoded only for the few not wanted.
+                .filter(|t| !wanted.contains(&*t.spec.url))
                 .filter(|t| {
-                    let stale =
-                        from_config(&t.spec.source) && !wanted.contains(t.spec.url.as_str()) && !kept(&t.spec.source);
+                    let source = t.spec.source();
+                    let stale = from_config(&source) && !kept(&source);
                     let elsewhere = !shard.owns(&t.spec.url);
-                    if elsewhere && !from_config(&t.spec.source) {
+                    if elsewhere && !from_config(&source) {
                         // Nothing brings it back here: the operator has to add it to its owner.
                         tracing::warn!(
-                            target = t.spec.url,
+                            target = &*t.spec.url,
                             "target added through the API is removed: it belongs to {}",
                             shard.owner_of(&t.spec.url)
                         );
                     }
                     stale || elsewhere
                 })
-                .map(|t| t.spec.url.clone())
+                .map(|t| t.spec.url.to_string())
                 .collect();
             let after = state.targets.len() + applied.added - removals.len();
             if after > self.options.max_targets {
@@ -134,7 +136,7 @@ impl Hub {
                 let mut state = self.lock();
                 for (spec, url) in upserts.into_iter().zip(&urls) {
                     match state.targets.get_mut(url) {
-                        Some(target) => target.spec = spec,
+                        Some(target) => target.spec = Spec::new(spec),
                         None => {
                             state.targets.insert(url.clone(), Target::new(spec));
                         }

@@ -6,10 +6,10 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::targets::{Name, Target};
+use super::targets::{Decided, Name, Target};
+use crate::clock;
 use crate::store::VerdictRecord;
 use crate::verdict::{self, Decision, RegionOpinion, Verdict};
-use crate::{clock, spec};
 
 /// What a judgement depends on besides the target.
 pub struct Context<'a> {
@@ -47,10 +47,17 @@ pub struct Judgement {
     pub incident: IncidentStep,
 }
 
+impl Judgement {
+    /// What the target holds of it until the next judgement.
+    pub fn decided(&self) -> Decided {
+        Decided { verdict: self.decision.verdict, since_ms: self.record.since_ms }
+    }
+}
+
 /// Each judging region's opinion, and the decision from them.
 pub fn decide(target: &Target, ctx: &Context<'_>) -> (Decision, Vec<RegionOpinion>) {
     let spec = &target.spec;
-    let (interval, timeout) = spec::timing(spec);
+    let (interval, timeout) = spec.timing();
     let mut opinions = Vec::with_capacity(ctx.default_regions.len().max(spec.regions.len()));
     super::agents::for_each_region(spec, ctx.default_regions, |region| {
         let connected = ctx.in_grace || ctx.connected.contains(region);
@@ -72,7 +79,7 @@ pub fn decide(target: &Target, ctx: &Context<'_>) -> (Decision, Vec<RegionOpinio
 pub fn judge(target: &Target, ctx: &Context<'_>) -> Judgement {
     let (decision, opinions) = decide(target, ctx);
     let previous = target.verdict.as_ref();
-    let changed = previous.is_none_or(|p| p.verdict != decision.verdict.as_str());
+    let changed = previous.is_none_or(|p| p.verdict != decision.verdict);
     let record = VerdictRecord {
         verdict: decision.verdict.as_str().to_owned(),
         cause: decision.cause.map(|c| c.as_str().to_owned()),
@@ -100,7 +107,7 @@ pub fn next_deadline(
     unknown_after: Duration,
     unknown_alerted: bool,
 ) -> i64 {
-    let (interval, timeout) = spec::timing(&target.spec);
+    let (interval, timeout) = target.spec.timing();
     let max_age = verdict::max_age_ms(interval.as_millis() as i64, timeout.as_millis() as i64);
     let stale = judgement
         .opinions
@@ -173,7 +180,7 @@ mod tests {
             IncidentStep::Closed { .. } => t.open_incident = None,
             IncidentStep::None => {}
         }
-        t.verdict = Some(j.record.clone());
+        t.verdict = Some(j.decided());
         j
     }
 
@@ -207,7 +214,7 @@ mod tests {
         let mut t = target(&[("r1", ProbeStatus::Up), ("r2", ProbeStatus::Up)], 1_000);
         t.observe(Name::from("r2"), latest(5_000, ProbeStatus::Up));
         let j = step(&mut t, 5_000);
-        let max_age = verdict::max_age_ms(10_000, spec::timing(&t.spec).1.as_millis() as i64);
+        let max_age = verdict::max_age_ms(10_000, t.spec.timing().1.as_millis() as i64);
         assert_eq!(next_deadline(&t, &j, 5_000, Duration::from_secs(300), false), 1_000 + max_age + 1);
         // Past both: no deadline until a result comes; once UNKNOWN, the unknown alert's.
         let later = 1_000_000;

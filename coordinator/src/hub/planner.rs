@@ -5,11 +5,9 @@
 
 use std::time::Duration;
 
-use vantage_proto::v1::TargetSpec;
-
 use super::judge::{IncidentStep, Judgement};
 use super::memory::{AlertMemory, CertMemory};
-use super::targets::Target;
+use super::targets::{Spec, Target};
 use crate::alert::{Alert, AlertCause, AlertKind, AlertRecord, Alerting, Delivery, DeliveryState, Silence};
 use crate::verdict::{Opinion, Verdict};
 
@@ -22,8 +20,8 @@ pub fn spell_key(memory: &AlertMemory, kind: &str, url: &str, since: i64) -> Str
     if memory.alerted(&legacy) { legacy } else { format!("{legacy}#{since}") }
 }
 
-fn labels(spec: &TargetSpec) -> std::collections::BTreeMap<String, String> {
-    spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+fn labels(spec: &Spec) -> std::collections::BTreeMap<String, String> {
+    spec.labels.clone()
 }
 
 /// An alert about a target, from its judgement.
@@ -79,7 +77,7 @@ pub fn judgement_alerts(
     now: i64,
     unknown_after: Duration,
 ) -> Vec<Alert> {
-    let url = target.spec.url.as_str();
+    let url: &str = &target.spec.url;
     let verdict = judgement.decision.verdict;
     let mut alerts = Vec::new();
     match judgement.incident {
@@ -184,7 +182,7 @@ fn cert_alerts(memory: &mut AlertMemory, target: &Target, judgement: &Judgement,
         .min_by(|a, b| (a.days_remaining, &a.sha256).cmp(&(b.days_remaining, &b.sha256)));
     let Some(cert) = closest else { return Vec::new() };
     let level = cert.level();
-    let known = memory.certs.get(&spec.url);
+    let known = memory.certs.get(&*spec.url);
     let known_level = known.and_then(|m| m.levels.iter().find(|(fp, _)| *fp == cert.sha256)).map(|(_, l)| *l);
     if known.is_some_and(|m| m.current == cert.sha256) && known_level.unwrap_or(0) >= level {
         return Vec::new();
@@ -242,7 +240,7 @@ pub enum Removal {
 /// The resolves a removed target owes: `recovered` for its open incident, `degraded_cleared` and
 /// `unknown_cleared` for alerts it raised, each with the `removed` cause; its alert memory goes.
 pub fn removal_alerts(memory: &mut AlertMemory, target: &Target, why: Removal, now: i64) -> Vec<Alert> {
-    let url = target.spec.url.as_str();
+    let url: &str = &target.spec.url;
     let said = match why {
         Removal::Api => "The target was deleted (DeleteTarget)",
         Removal::Config => "The target is no longer in the config file",

@@ -21,8 +21,7 @@ pub fn silence_of<'a>(target: &Target, silences: &'a [Silence], now: i64) -> Opt
     if silences.is_empty() {
         return None;
     }
-    let labels = target.spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    silences.iter().find(|s| s.active(now) && s.matches(&target.spec.url, &labels))
+    silences.iter().find(|s| s.active(now) && s.matches(&target.spec.url, &target.spec.labels))
 }
 
 /// What watchers are told about, digested: the verdict, its cause, each region's opinion and
@@ -40,20 +39,26 @@ pub fn digest(decision: &Decision, opinions: &[RegionOpinion], target: &Target, 
     h.finish() | 1
 }
 
+/// The API's name for a verdict.
+pub fn proto_verdict(verdict: Verdict) -> vantage_proto::v1::Verdict {
+    use vantage_proto::v1::Verdict as PVerdict;
+    match verdict {
+        Verdict::Up => PVerdict::Up,
+        Verdict::Degraded => PVerdict::Degraded,
+        Verdict::Down => PVerdict::Down,
+        Verdict::Unknown => PVerdict::Unknown,
+    }
+}
+
 pub fn build_status(
     target: &Target,
     decision: &Decision,
     opinions: &[RegionOpinion],
     silence: Option<&Silence>,
 ) -> TargetStatus {
-    use vantage_proto::v1::{Opinion as POpinion, Verdict as PVerdict};
+    use vantage_proto::v1::Opinion as POpinion;
     let spec = &target.spec;
-    let verdict = match decision.verdict {
-        Verdict::Up => PVerdict::Up,
-        Verdict::Degraded => PVerdict::Degraded,
-        Verdict::Down => PVerdict::Down,
-        Verdict::Unknown => PVerdict::Unknown,
-    };
+    let verdict = proto_verdict(decision.verdict);
     let mut cert: Option<CertSummary> = None;
     let regions = opinions
         .iter()
@@ -86,7 +91,7 @@ pub fn build_status(
         })
         .collect();
     TargetStatus {
-        url: spec.url.clone(),
+        url: spec.url.to_string(),
         verdict: verdict as i32,
         cause: decision.cause.map(cause),
         since: target.verdict.as_ref().map(|v| clock::timestamp(v.since_ms)),

@@ -248,7 +248,7 @@ impl Hub {
                     state
                         .targets
                         .get(url.as_str())
-                        .is_some_and(|t| t.spec.regions.is_empty() || t.spec.regions.iter().any(|r| r == region))
+                        .is_some_and(|t| t.spec.regions.is_empty() || t.spec.regions.iter().any(|r| **r == *region))
                 })
                 .map(|(url, mut entry)| {
                     // The region is the session's, whatever the result claims.

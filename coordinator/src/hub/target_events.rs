@@ -5,7 +5,7 @@
 use vantage_proto::v1::TargetSpec;
 
 use super::planner::{self, Removal};
-use super::targets::{Name, Target};
+use super::targets::{Name, Spec, Target};
 use super::{Changes, Hub, HubError, State, blocking};
 use crate::alert::AlertRecord;
 use crate::clock::now_ms;
@@ -33,7 +33,7 @@ impl Hub {
         {
             let mut state = self.lock();
             match state.targets.get_mut(&url) {
-                Some(target) => target.spec = spec.clone(),
+                Some(target) => target.spec = Spec::new(spec.clone()),
                 None => {
                     state.targets.insert(url.clone(), Target::new(spec.clone()));
                 }
@@ -89,6 +89,6 @@ impl Hub {
     }
 
     pub fn targets(&self) -> Vec<TargetSpec> {
-        self.lock().targets.values().map(|t| t.spec.clone()).collect()
+        self.lock().targets.values().map(|t| t.spec.to_proto()).collect()
     }
 }

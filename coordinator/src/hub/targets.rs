@@ -1,17 +1,24 @@
-//! What the hub holds per target: its spec, the newest result of each region in a compact form
-//! (the facts verdicts, status and alerts read; full results stay in the store), its verdict as
-//! last decided and its open incident; and the deadline queue that says when a target's verdict
-//! may change by the clock alone (a region's result growing stale, an `unknown` alert falling
-//! due), so the hub re-judges exactly those instead of sweeping every target every second.
+//! What the hub holds per target: its spec in a compact form (what judging, assignment, silences
+//! and alerts read, decoded; the probe settings only agents need, encoded), the newest result of
+//! each region in a compact form (the facts verdicts, status and alerts read; full results stay
+//! in the store), its verdict as last decided and its open incident; and the deadline queue that
+//! says when a target's verdict may change by the clock alone (a region's result growing stale,
+//! an `unknown` alert falling due), so the hub re-judges exactly those instead of sweeping every
+//! target every second. At 100,000 targets each byte here is 100 kB of the coordinator's memory
+//! (README: "Scale benchmark").
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
+use std::time::Duration;
 
+use prost::Message as _;
 use vantage_proto::v1::{CertHealth, HistoryEntry, ProbeResult, TargetSpec};
 use vantage_shared::FailureCode;
 
+use crate::spec;
 use crate::store::VerdictRecord;
+use crate::verdict::Verdict;
 
 /// A target URL or a region name, shared between the maps that name it.
 pub type Name = Arc<str>;
@@ -19,11 +26,11 @@ pub type Name = Arc<str>;
 /// One target.
 #[derive(Debug, Clone)]
 pub struct Target {
-    pub spec: TargetSpec,
+    pub spec: Spec,
     /// The newest result of each region that reported one.
     pub latest: Vec<(Name, Latest)>,
     /// As last decided (`None` until the first decision).
-    pub verdict: Option<VerdictRecord>,
+    pub verdict: Option<Decided>,
     /// When its open incident began.
     pub open_incident: Option<i64>,
     /// What watchers last heard (a digest of the status fields they are told about).
@@ -34,7 +41,19 @@ pub struct Target {
 
 impl Target {
     pub fn new(spec: TargetSpec) -> Target {
-        Target { spec, latest: Vec::new(), verdict: None, open_incident: None, announced: 0, due: i64::MAX }
+        Target {
+            spec: Spec::new(spec),
+            latest: Vec::new(),
+            verdict: None,
+            open_incident: None,
+            announced: 0,
+            due: i64::MAX,
+        }
+    }
+
+    /// The target's URL (shared with the map that holds it).
+    pub fn url(&self) -> &Name {
+        &self.spec.url
     }
 
     pub fn latest_in(&self, region: &str) -> Option<&Latest> {
@@ -57,6 +76,115 @@ impl Target {
                 true
             }
         }
+    }
+}
+
+/// A target's spec as the hub holds it. What is read on every judgement or assignment (URL,
+/// timing, regions, quorum, labels) is decoded; the rest (expected statuses, IPs, pins,
+/// certificate thresholds, source), which only agents and `ListTargets` read, stays
+/// protobuf-encoded and is decoded when the whole spec is asked for ([`Spec::to_proto`]). A
+/// `TargetSpec` held whole is 256 bytes before its strings; this is 96.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Spec {
+    pub url: Name,
+    /// Its own regions (empty: the default region set judges it).
+    pub regions: Box<[Box<str>]>,
+    /// Regions that must agree before it is DOWN (0: a strict majority).
+    pub quorum: u32,
+    /// What alert routes and silences select on.
+    pub labels: BTreeMap<String, String>,
+    /// `spec::timing`, in nanoseconds.
+    interval_ns: u64,
+    timeout_ns: u64,
+    /// The `TargetSpec` without the decoded fields above (its `interval` and `timeout` stay, as
+    /// given), encoded.
+    rest: Box<[u8]>,
+}
+
+impl Spec {
+    pub fn new(mut spec: TargetSpec) -> Spec {
+        let (interval, timeout) = spec::timing(&spec);
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let url = Name::from(std::mem::take(&mut spec.url));
+        let regions = std::mem::take(&mut spec.regions).into_iter().map(String::into_boxed_str).collect();
+        let labels = std::mem::take(&mut spec.labels).into_iter().collect();
+        let quorum = std::mem::take(&mut spec.quorum);
+        Spec {
+            url,
+            regions,
+            quorum,
+            labels,
+            interval_ns: nanos(interval),
+            timeout_ns: nanos(timeout),
+            rest: spec.encode_to_vec().into_boxed_slice(),
+        }
+    }
+
+    /// Probe interval and timeout, defaults applied (as `spec::timing`).
+    pub fn timing(&self) -> (Duration, Duration) {
+        (Duration::from_nanos(self.interval_ns), Duration::from_nanos(self.timeout_ns))
+    }
+
+    /// Whether `spec` is the spec this was made from (a reload leaves such a target alone).
+    pub fn describes(&self, spec: &TargetSpec) -> bool {
+        *self.url == *spec.url
+            && self.quorum == spec.quorum
+            && self.regions.len() == spec.regions.len()
+            && self.regions.iter().zip(&spec.regions).all(|(a, b)| **a == **b)
+            && self.labels.len() == spec.labels.len()
+            && self.labels.iter().all(|(k, v)| spec.labels.get(k) == Some(v))
+            && *self.rest == *rest_of(spec).encode_to_vec()
+    }
+
+    /// Where the target came from (`TargetSpec::source`), decoded from the rest.
+    pub fn source(&self) -> String {
+        TargetSpec::decode(&*self.rest).map(|s| s.source).unwrap_or_default()
+    }
+
+    /// The whole spec, as it was given.
+    pub fn to_proto(&self) -> TargetSpec {
+        // Encoded by `new` from a valid message: decoding it cannot fail.
+        let mut spec = TargetSpec::decode(&*self.rest).unwrap_or_default();
+        spec.url = self.url.to_string();
+        spec.regions = self.regions.iter().map(|r| r.to_string()).collect();
+        spec.quorum = self.quorum;
+        spec.labels = self.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        spec
+    }
+}
+
+/// `spec` without the fields `Spec` holds decoded (its timing stays, as given).
+fn rest_of(spec: &TargetSpec) -> TargetSpec {
+    TargetSpec {
+        interval: spec.interval,
+        timeout: spec.timeout,
+        all_backends: spec.all_backends,
+        expect_status: spec.expect_status.clone(),
+        expect_ips: spec.expect_ips.clone(),
+        warn_days: spec.warn_days,
+        critical_days: spec.critical_days,
+        source: spec.source.clone(),
+        pin_sha256: spec.pin_sha256.clone(),
+        ..TargetSpec::default()
+    }
+}
+
+/// A verdict as last decided: what the next judgement compares with, what the status says since
+/// when. (The full record, with its cause and failing regions, is written to the store when it
+/// changes.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decided {
+    pub verdict: Verdict,
+    pub since_ms: i64,
+}
+
+impl Decided {
+    /// `None` for a stored verdict this version does not know (judged again as a first verdict).
+    pub fn of(record: &VerdictRecord) -> Option<Decided> {
+        let verdict = [Verdict::Up, Verdict::Degraded, Verdict::Down, Verdict::Unknown]
+            .into_iter()
+            .find(|v| v.as_str() == record.verdict)?;
+        Some(Decided { verdict, since_ms: record.since_ms })
     }
 }
 
@@ -259,6 +387,45 @@ mod tests {
         deadlines.schedule(all.get_mut("a").unwrap(), &a, 70_000, 60_000);
         all.remove("a");
         assert!(deadlines.due(&mut all, 80_000).is_empty());
+    }
+
+    #[test]
+    fn the_compact_spec_gives_back_the_spec_it_was_made_from() {
+        let full = TargetSpec {
+            url: "https://example.com/health".into(),
+            interval: Some(prost_types::Duration { seconds: 30, nanos: 500_000_000 }),
+            timeout: Some(prost_types::Duration { seconds: 5, nanos: 0 }),
+            regions: vec!["eu-west".into(), "us-east".into()],
+            quorum: 2,
+            all_backends: true,
+            expect_status: vec![200, 204],
+            expect_ips: vec!["192.0.2.1".into()],
+            warn_days: 21,
+            critical_days: 3,
+            source: "api".into(),
+            labels: [("team".to_owned(), "web".to_owned()), ("env".to_owned(), "prod".to_owned())].into(),
+            pin_sha256: vec!["ab".repeat(32)],
+        };
+        let spec = Spec::new(full.clone());
+        assert_eq!(spec.to_proto(), full);
+        assert!(spec.describes(&full));
+        assert_eq!(spec.source(), "api");
+        for changed in [
+            TargetSpec { quorum: 1, ..full.clone() },
+            TargetSpec { labels: [("team".to_owned(), "ops".to_owned())].into(), ..full.clone() },
+            TargetSpec { expect_status: vec![200], ..full.clone() },
+            TargetSpec { source: "config".into(), ..full.clone() },
+            TargetSpec { regions: vec!["eu-west".into()], ..full.clone() },
+        ] {
+            assert!(!spec.describes(&changed), "{changed:?}");
+        }
+        assert_eq!(spec.timing(), (Duration::from_millis(30_500), Duration::from_secs(5)));
+        assert_eq!(&*spec.url, "https://example.com/health");
+        // A spec without timing (stored by an older version) keeps none, and is judged by the defaults.
+        let bare = TargetSpec { url: "https://example.com/".into(), ..Default::default() };
+        let spec = Spec::new(bare.clone());
+        assert_eq!(spec.to_proto(), bare);
+        assert_eq!(spec.timing(), spec::timing(&bare));
     }
 
     #[test]
