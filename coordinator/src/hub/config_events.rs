@@ -148,7 +148,8 @@ impl Hub {
             self.judge_now(Some(urls)).await;
         }
         for url in removals {
-            if self.remove_target(&url, Removal::Config).await? {
+            let why = if shard.owns(&url) { Removal::Config } else { Removal::Shard };
+            if self.remove_target(&url, why).await? {
                 applied.removed += 1;
             }
         }

@@ -233,8 +233,10 @@ fn cert_alerts(memory: &mut AlertMemory, target: &Target, judgement: &Judgement,
 pub enum Removal {
     /// `DeleteTarget`.
     Api,
-    /// No longer in the config file at start-up.
+    /// No longer in the config file or its target file (at start-up or on a reload).
     Config,
+    /// Owned by another shard after a `[shard]` change.
+    Shard,
 }
 
 /// The resolves a removed target owes: `recovered` for its open incident, `degraded_cleared` and
@@ -242,8 +244,12 @@ pub enum Removal {
 pub fn removal_alerts(memory: &mut AlertMemory, target: &Target, why: Removal, now: i64) -> Vec<Alert> {
     let url: &str = &target.spec.url;
     let said = match why {
-        Removal::Api => "The target was deleted (DeleteTarget)",
-        Removal::Config => "The target is no longer in the config file",
+        Removal::Api => "The target was deleted (DeleteTarget)".to_owned(),
+        Removal::Config => match target.spec.source().strip_prefix("file:") {
+            Some(path) => format!("The target is no longer in its target file {path}"),
+            None => "The target is no longer in the config file".to_owned(),
+        },
+        Removal::Shard => "The target belongs to another shard since the config's [shard] changed".to_owned(),
     };
     let make = |memory: &AlertMemory, kind: AlertKind, prefix: &str, since: i64| {
         let mut alert = Alert::new(kind, url, now, spell_key(memory, prefix, url, since));
@@ -438,5 +444,29 @@ mod tests {
         memory.heard(&format!("vantage/target/{url}"), ["pager".to_owned()]);
         assert_eq!(spell_key(&memory, "target", url, 3_000), format!("vantage/target/{url}"));
         assert_ne!(spell_key(&memory, "degraded", url, 3_000), format!("vantage/degraded/{url}"));
+    }
+
+    #[test]
+    fn a_removed_targets_resolve_says_where_it_came_from_and_why_it_went() {
+        let removed = |source: &str, why: Removal| {
+            let spec = vantage_proto::v1::TargetSpec {
+                url: "https://shop.example/".into(),
+                source: source.into(),
+                ..Default::default()
+            };
+            let mut target = Target::new(spec);
+            target.open_incident = Some(1_000);
+            let alerts = removal_alerts(&mut AlertMemory::default(), &target, why, 5_000);
+            assert_eq!(alerts.len(), 1, "the open incident's resolve");
+            assert_eq!(alerts[0].kind, AlertKind::Recovered);
+            alerts[0].cause.as_ref().unwrap().message.clone()
+        };
+        assert!(removed("api", Removal::Api).starts_with("The target was deleted (DeleteTarget):"));
+        assert!(removed("config", Removal::Config).starts_with("The target is no longer in the config file:"));
+        assert!(
+            removed("file:/etc/vantage/sd/web.json", Removal::Config)
+                .starts_with("The target is no longer in its target file /etc/vantage/sd/web.json:")
+        );
+        assert!(removed("config", Removal::Shard).starts_with("The target belongs to another shard"));
     }
 }
