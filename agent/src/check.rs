@@ -41,7 +41,7 @@ pub struct NetworkArgs {
     pub ca_files: Vec<PathBuf>,
     /// Never connect to addresses in this network (CIDR; repeatable; the environment variable
     /// holds one). Added to the defaults, which deny link-local addresses and cloud metadata
-    /// endpoints: 169.254.0.0/16, fe80::/10, fd00:ec2::254/128, 168.63.129.16, 100.100.100.200
+    /// endpoints: 169.254.0.0/16, fe80::/10, fd00:ec2::254/128, 168.63.129.16/32, 100.100.100.200/32
     /// (also through NAT64's 64:ff9b::/96). A target or redirect resolving
     /// there fails with target_denied before any connection.
     #[arg(long = "deny-network", value_name = "CIDR", value_parser = policy::parse_network, env = "VANTAGE_DENY_NETWORK")]
