@@ -49,8 +49,12 @@ impl Pulse {
 pub enum Unhealthy {
     #[error("the store takes no write: {0}")]
     Store(String),
-    #[error("the clock is stuck: its last tick ended {0:?} ago")]
-    NotTicking(Duration),
+    /// The last tick ended this long ago (`None`: there was none yet).
+    #[error("the clock is stuck: {}", match .0 {
+        Some(ago) => format!("its last tick ended {ago:?} ago"),
+        None => "it has not ticked yet".to_owned(),
+    })]
+    NotTicking(Option<Duration>),
     #[error("no agent is connected")]
     NoAgent,
 }
@@ -71,8 +75,11 @@ pub struct Observed {
 pub fn judge(observed: &Observed) -> Result<String, Unhealthy> {
     observed.store.clone().map_err(Unhealthy::Store)?;
     let since_tick = Duration::from_millis(observed.now_ms.saturating_sub(observed.last_tick_ms).max(0) as u64);
-    if observed.last_tick_ms == 0 || since_tick > TICK_LATE_AFTER {
-        return Err(Unhealthy::NotTicking(since_tick));
+    if observed.last_tick_ms == 0 {
+        return Err(Unhealthy::NotTicking(None));
+    }
+    if since_tick > TICK_LATE_AFTER {
+        return Err(Unhealthy::NotTicking(Some(since_tick)));
     }
     match observed.agents_connected {
         0 => Err(Unhealthy::NoAgent),
@@ -236,7 +243,13 @@ pub async fn run(hub: Arc<Hub>, store: Arc<Store>, pulse: Arc<Pulse>, status: Ar
     let mut was: Option<Result<(), Unhealthy>> = None;
     // When the current healthy spell began: the Watchdog alert's `startsAt`.
     let mut healthy_since = now_ms();
+    let started = Instant::now();
     loop {
+        // The first look waits for the first tick (the hub is still starting), unless that is late.
+        if pulse.last_ms() == 0 && started.elapsed() < TICK_LATE_AFTER {
+            tokio::time::sleep(POLL).await;
+            continue;
+        }
         let alerting = hub.alerting();
         let Some(watchdog) = alerting.watchdog.clone() else {
             status.set(|s| *s = StatusInner::default());
@@ -309,16 +322,17 @@ mod tests {
         assert!(judge(&observed(Ok(()), 800, 1)).unwrap().ends_with("1 agent connected"));
         for (case, expected) in [
             (observed(Err("No space left on device"), 800, 3), Unhealthy::Store("No space left on device".into())),
-            (observed(Ok(()), 31_000, 3), Unhealthy::NotTicking(Duration::from_secs(31))),
+            (observed(Ok(()), 31_000, 3), Unhealthy::NotTicking(Some(Duration::from_secs(31)))),
             (observed(Ok(()), 800, 0), Unhealthy::NoAgent),
             // The store is named first, then the clock.
             (observed(Err("io"), 60_000, 0), Unhealthy::Store("io".into())),
-            (observed(Ok(()), 60_000, 0), Unhealthy::NotTicking(Duration::from_secs(60))),
+            (observed(Ok(()), 60_000, 0), Unhealthy::NotTicking(Some(Duration::from_secs(60)))),
         ] {
             assert_eq!(judge(&case), Err(expected), "{case:?}");
         }
         let never = Observed { last_tick_ms: 0, ..observed(Ok(()), 0, 3) };
-        assert!(matches!(judge(&never), Err(Unhealthy::NotTicking(_))), "no tick yet is not ticking");
+        assert_eq!(judge(&never), Err(Unhealthy::NotTicking(None)), "no tick yet is not ticking");
+        assert_eq!(Unhealthy::NotTicking(None).to_string(), "the clock is stuck: it has not ticked yet");
     }
 
     #[test]
