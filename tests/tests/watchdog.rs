@@ -107,6 +107,47 @@ fn pings_arrive_every_period_while_healthy_and_stop_while_no_agent_is_connected(
     w.start_agent(1);
     receiver.wait_for("a heartbeat once an agent reconnects", |r| ping(r) && r.at > back);
     w.coordinator().wait_for_line(|l| l.contains("watchdog: healthy, sending heartbeats"));
+    let text = metrics(&w);
+    // For the README: what the coordinator said, and its series.
+    for line in w.coordinator().printed().iter().filter(|l| l.contains("watchdog")) {
+        println!("{line}");
+    }
+    for line in text.lines().filter(|l| l.starts_with("vantage_watchdog")) {
+        println!("{line}");
+    }
+
+    // A reload moves the heartbeats to another URL, as GETs; one without [watchdog] stops them.
+    let moved_config = format!(
+        "[watchdog]\ntype = \"http\"\nurl = \"{}\"\nperiod = \"1s\"\n\n{}",
+        receiver.url("/moved"),
+        w.targets_toml(&[])
+    );
+    w.write("vantage.toml", &moved_config);
+    let answer = reload(&w);
+    assert!(answer.ends_with(", watchdog http every 1s"), "{answer}");
+    let moved = receiver.wait_for("a heartbeat to the reloaded URL", |r| r.path == "/moved");
+    assert_eq!((moved.method.as_str(), moved.body.len()), ("GET", 0));
+    w.write("vantage.toml", &w.targets_toml(&[]));
+    reload(&w);
+    let off = SystemTime::now();
+    std::thread::sleep(PERIOD * 3);
+    // A look already under way when the reload landed may still finish.
+    let late = receiver.all(|r| r.path.starts_with("/moved") && r.at > off + PERIOD);
+    assert!(late.is_empty(), "no heartbeat once [watchdog] is gone: {late:?}");
+    let text = metrics(&w);
+    assert!(!text.contains("vantage_watchdog"), "no watchdog series without [watchdog]: {text}");
+}
+
+/// `POST /-/reload`: its answer, which must be a success.
+fn reload(w: &World) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--fail-with-body", "--max-time", "30", "-X", "POST"])
+        .arg(format!("{}/-/reload", w.http.as_ref().unwrap()))
+        .output()
+        .expect("curl runs");
+    let answer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(out.status.success(), "reload: {answer} {}", String::from_utf8_lossy(&out.stderr));
+    answer
 }
 
 /// Unmounts the small tmpfs under the data directory, even when the test fails.
