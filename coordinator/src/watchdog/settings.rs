@@ -151,10 +151,14 @@ impl Entry {
 mod tests {
     use super::*;
 
+    /// A directory with a token file in it, one per test (they run at once).
     fn dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("vantage-watchdog-settings-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("am.token"), "t0ken\n").unwrap();
+        let test = std::thread::current().name().unwrap_or("test").replace("::", "-");
+        let dir = std::env::temp_dir().join(format!("vantage-watchdog-{test}-{}", std::process::id()));
+        if !dir.join("am.token").exists() {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("am.token"), "t0ken\n").unwrap();
+        }
         dir
     }
 
@@ -197,6 +201,29 @@ mod tests {
         assert!(endpoint.auth.is_some());
         assert_eq!(labels.get("coordinator").map(String::as_str), Some("vantage-1"));
         assert_eq!(labels.get("k8s_cluster").map(String::as_str), Some("prod"), "as an Alertmanager label name");
+    }
+
+    /// The README's `[watchdog]` examples (in "Watchdog: who watches the watcher") load as the
+    /// coordinator loads its config.
+    #[test]
+    fn the_readmes_watchdog_examples_load() {
+        let readme = include_str!("../../../README.md");
+        let section = readme.split("### Watchdog: who watches the watcher").nth(1).expect("the README's section");
+        let blocks: Vec<&str> = section
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|b| b.split("\n```").next())
+            .filter(|b| b.starts_with("[watchdog]"))
+            .collect();
+        assert_eq!(blocks.len(), 2, "an http and an alertmanager example");
+        let kinds: Vec<&str> = blocks
+            .iter()
+            .map(|block| {
+                let config = crate::config::parse_config(block, "README.md", &dir()).unwrap_or_else(|e| panic!("{e}"));
+                config.alerting.watchdog.expect("a watchdog").target.kind()
+            })
+            .collect();
+        assert_eq!(kinds, ["http", "alertmanager"]);
     }
 
     #[test]
