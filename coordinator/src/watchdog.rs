@@ -30,17 +30,33 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the loop looks at the config when nothing is due (a reload takes effect within it).
 const POLL: Duration = Duration::from_secs(1);
 
-/// When the hub's tick last ended, written by the tick loop in `serve`.
-#[derive(Debug, Default)]
-pub struct Pulse(AtomicI64);
+/// When the hub's tick last ended, written by the tick loop in `serve`: milliseconds on a
+/// monotonic clock (a step of the wall clock does not make the tick look stuck), 0 before the
+/// first.
+#[derive(Debug)]
+pub struct Pulse {
+    origin: Instant,
+    last: AtomicI64,
+}
+
+impl Default for Pulse {
+    fn default() -> Self {
+        Pulse { origin: Instant::now(), last: AtomicI64::new(0) }
+    }
+}
 
 impl Pulse {
     pub fn beat(&self) {
-        self.0.store(now_ms(), Ordering::Relaxed);
+        self.last.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Now on the pulse's clock (never 0).
+    fn now_ms(&self) -> i64 {
+        self.origin.elapsed().as_millis() as i64 + 1
     }
 
     fn last_ms(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
+        self.last.load(Ordering::Relaxed)
     }
 }
 
@@ -64,7 +80,7 @@ pub enum Unhealthy {
 pub struct Observed {
     /// The store's probe write, or why it failed.
     pub store: Result<(), String>,
-    /// When the last tick ended (0: none yet).
+    /// When the last tick ended (0: none yet), and now, on one monotonic clock.
     pub last_tick_ms: i64,
     pub agents_connected: usize,
     pub now_ms: i64,
@@ -161,7 +177,7 @@ async fn probe_store(store: &Arc<Store>) -> Result<(), String> {
 async fn look(hub: &Hub, store: &Arc<Store>, pulse: &Pulse) -> Result<String, Unhealthy> {
     let store = probe_store(store).await;
     let agents_connected = hub.agents().iter().filter(|a| a.connected).count();
-    judge(&Observed { store, last_tick_ms: pulse.last_ms(), agents_connected, now_ms: now_ms() })
+    judge(&Observed { store, last_tick_ms: pulse.last_ms(), agents_connected, now_ms: pulse.now_ms() })
 }
 
 /// The always-firing `Watchdog` alert, healthy since `since_ms`, valid for `VALID_FOR` periods.
@@ -264,14 +280,14 @@ pub async fn run(hub: Arc<Hub>, store: Arc<Store>, pulse: Arc<Pulse>, status: Ar
         }
         last_look = Some(Instant::now());
         let health = look(&hub, &store, &pulse).await;
-        let now = health.as_ref().map(drop).map_err(Clone::clone);
-        let changed = match (&was, &now) {
+        let state = health.as_ref().map(drop).map_err(Clone::clone);
+        let changed = match (&was, &state) {
             (Some(Err(a)), Err(b)) => std::mem::discriminant(a) != std::mem::discriminant(b),
             (Some(a), b) => a.is_ok() != b.is_ok(),
             (None, _) => true,
         };
         if changed {
-            match &now {
+            match &state {
                 Ok(()) => {
                     healthy_since = now_ms();
                     tracing::info!(kind = watchdog.target.kind(), period = ?watchdog.period, "watchdog: healthy, sending heartbeats");
@@ -282,8 +298,8 @@ pub async fn run(hub: Arc<Hub>, store: Arc<Store>, pulse: Arc<Pulse>, status: Ar
                 ),
             }
         }
-        status.set(|s| (s.configured, s.healthy) = (true, Some(now.is_ok())));
-        was = Some(now);
+        status.set(|s| (s.configured, s.healthy) = (true, Some(state.is_ok())));
+        was = Some(state);
         match send(&http, &watchdog, &health, healthy_since, &alerting.status_url).await {
             Ok(true) => {
                 status.set(|s| s.last_success = Some(now_ms() as f64 / 1000.0));
