@@ -134,7 +134,7 @@ fn the_shards_scrape_config_passes_promtool_check_config() {
     let checked =
         succeeds(Command::new("promtool").args(["check", "config"]).arg(tmp.join("vantage-scrape-shards.yml")));
     assert!(checked.contains("is valid prometheus config file syntax"), "{checked}");
-    assert!(checked.contains("SUCCESS: 9 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 11 rules found"), "{checked}");
     let config = std::fs::read_to_string(deploy("prometheus/vantage-scrape-shards.yml")).unwrap();
     for shard in ["http://vantage-shard-0:7701/probe/targets", "http://vantage-shard-1:7701/probe/targets"] {
         assert!(config.contains(shard), "{shard} is not discovered");
