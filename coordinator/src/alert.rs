@@ -69,6 +69,8 @@ pub struct Alerting {
     pub channel_failing_after: Option<Duration>,
     /// How long a target may be `UNKNOWN` before `unknown` (zero: never).
     pub unknown_after: Duration,
+    /// `[watchdog]`: the dead man's switch, if any.
+    pub watchdog: Option<std::sync::Arc<crate::watchdog::Watchdog>>,
 }
 
 impl Alerting {

@@ -1,7 +1,7 @@
 //! The coordinator's TOML config file: targets (`targets`: their fields; `discovery`: targets
-//! from other files), channels, routes, silences, heartbeats and the `[alerts]`/`[quorum]`
-//! settings, `[shard]`, checked while loading, with the file, line and reason on any error (one line, fit
-//! for a log).
+//! from other files), channels, routes, silences, heartbeats, the `[watchdog]` (its table is in
+//! `crate::watchdog`), the `[alerts]`/`[quorum]` settings and `[shard]`, checked while loading,
+//! with the file, line and reason on any error (one line, fit for a log).
 
 pub mod discovery;
 mod targets;
@@ -38,6 +38,7 @@ struct File {
     #[serde(default)]
     target_files: Vec<toml::Spanned<discovery::TargetFilesEntry>>,
     shard: Option<toml::Spanned<ShardEntry>>,
+    watchdog: Option<toml::Spanned<crate::watchdog::Entry>>,
 }
 
 /// `[shard]`: this coordinator's share of a split (README: "Past one machine: shards").
@@ -255,7 +256,15 @@ pub fn parse_config(text: &str, path: &str, dir: &Path) -> Result<Config, Config
         }
         heartbeats.push(crate::alert::Heartbeat { name: h.name.clone(), period, secret, labels: h.labels.clone() });
     }
+    let watchdog = match file.watchdog {
+        Some(entry) => {
+            let line = line_of(text, entry.span());
+            Some(std::sync::Arc::new(entry.into_inner().check(dir).map_err(|m| entry_error(line, m))?))
+        }
+        None => None,
+    };
     let alerting = Alerting {
+        watchdog,
         heartbeats,
         channels,
         routes,
@@ -413,6 +422,10 @@ secret_file = "hook.secret"
         assert_eq!(config.silences.len(), 1, "a silence that is over is dropped");
         assert_eq!((config.silences[0].id.as_str(), config.silences[0].source.as_str()), ("config-1", "config"));
         assert_eq!(a.heartbeats[0].period, std::time::Duration::from_secs(93 * 86_400));
+        assert!(a.watchdog.is_none(), "no [watchdog], no heartbeat sent");
+        let watchdog = "[watchdog]\ntype = \"http\"\nurl = \"https://hc-ping.com/x\"\n";
+        let w = parse_config(watchdog, "v.toml", &dir).unwrap().alerting.watchdog.expect("a watchdog");
+        assert_eq!((w.target.kind(), w.period), ("http", crate::watchdog::PERIOD));
 
         for (bad, expected) in [
             ("[[route]]\nchannels = [\"nope\"]\n", "v.toml:1: route: no channel named \"nope\""),
@@ -443,6 +456,7 @@ secret_file = "hook.secret"
                 "[[heartbeat]]\nname = \"h\"\nperiod = \"1d\"\nsecret_file = \"missing.secret\"\n",
                 "v.toml:1: heartbeat h: cannot read",
             ),
+            ("\n[watchdog]\ntype = \"http\"\nperiod = \"1m\"\n", "v.toml:2: watchdog: url: missing"),
         ] {
             let e = parse_config(bad, "v.toml", &dir).unwrap_err().to_string();
             assert!(e.starts_with(expected), "{e}");

@@ -57,6 +57,8 @@ pub struct Http {
     pub cap: Cap,
     /// Serves `POST /-/reload` and the reload series on `/metrics`.
     pub reloader: Arc<crate::reload::Reloader>,
+    /// The watchdog's series on `/metrics`.
+    pub watchdog: Arc<crate::watchdog::Status>,
 }
 
 /// Serves HTTP until the process ends.
@@ -163,7 +165,10 @@ async fn route(http: &Http, request: Request<hyper::body::Incoming>) -> Response
             return response;
         }
         ("GET", "/metrics") => {
-            let text = crate::metrics::render(hub).await + &http.stats.render() + &http.reloader.render_metrics();
+            let text = crate::metrics::render(hub).await
+                + &http.stats.render()
+                + &http.reloader.render_metrics()
+                + &http.watchdog.render_metrics();
             (StatusCode::OK, crate::metrics::text::CONTENT_TYPE, text)
         }
         ("GET", "/probe/targets") => (StatusCode::OK, "application/json", crate::metrics::probe::targets_sd(hub)),

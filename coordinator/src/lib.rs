@@ -27,3 +27,4 @@ pub mod spec;
 pub mod store;
 pub mod verdict;
 pub mod view;
+pub mod watchdog;

@@ -1,5 +1,6 @@
 //! Live reload and target files. `SIGHUP` and `POST /-/reload` read the config file again and
-//! apply it (targets, channels, routes, silences, heartbeats, `[alerts]` and `[quorum]`); a file
+//! apply it (targets, channels, routes, silences, heartbeats, `[watchdog]`, `[alerts]` and
+//! `[quorum]`); a file
 //! that does not load leaves the running config as it was. The target files of
 //! `[[target_files]]` are looked at every `refresh` and any change is applied like a reload; a
 //! file that cannot be read or parsed is skipped and its earlier targets kept, a file that is
@@ -346,6 +347,9 @@ impl Reloader {
             config.silences.len(),
             alerting.heartbeats.len(),
         );
+        if let Some(watchdog) = &alerting.watchdog {
+            summary += &format!(", watchdog {} every {:?}", watchdog.target.kind(), watchdog.period);
+        }
         if !config.target_files.is_empty() {
             let skipped = found.failing_count();
             summary += &format!(", {} target files ({skipped} skipped)", found.files.len() + found.failing.len());

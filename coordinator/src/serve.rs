@@ -1,7 +1,7 @@
 //! `vantage-coordinator serve`: the store, the hub, the gRPC services (with server reflection, so
 //! grpcurl needs no proto files) behind the gRPC port's gate and limits (`grpc`), the HTTP side,
-//! the config's reloads and target files (`reload`), and the periodic work (silent regions
-//! turning unknown, housekeeping).
+//! the config's reloads and target files (`reload`), the dead man's switch (`watchdog`), and the
+//! periodic work (silent regions turning unknown, housekeeping).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -284,6 +284,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
 
     // From here SIGHUP reloads the config rather than ending the process.
     let mut background = vec![reloader.spawn()];
+    let (pulse, watchdog) = (Arc::new(crate::watchdog::Pulse::default()), Arc::new(crate::watchdog::Status::default()));
     let http_addr = match options.http_listen {
         Some(http) => {
             let listener = TcpListener::bind(http).await.with_context(|| format!("listening on {http}"))?;
@@ -298,20 +299,23 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
                 stats,
                 cap,
                 reloader: reloader.clone(),
+                watchdog: watchdog.clone(),
             };
             background.push(tokio::spawn(crate::http::serve(listener, Arc::new(http))));
             Some(http_addr)
         }
         None => None,
     };
-    let ticking = hub.clone();
+    let (ticking, beating) = (hub.clone(), pulse.clone());
     background.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
             ticking.tick().await;
+            beating.beat();
         }
     }));
+    background.push(tokio::spawn(crate::watchdog::run(hub.clone(), store.clone(), pulse, watchdog)));
     let (expiring, tls_files) = (hub.clone(), options.tls.clone());
     background.push(tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(12 * 3600));

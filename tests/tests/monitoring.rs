@@ -24,7 +24,7 @@ fn promtool(args: &[&str]) -> String {
 #[test]
 fn the_alerting_rules_are_valid_and_their_tests_pass() {
     let checked = promtool(&["check", "rules", "vantage-rules.yml"]);
-    assert!(checked.contains("SUCCESS: 9 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 11 rules found"), "{checked}");
     let tested = promtool(&["test", "rules", "vantage-rules.test.yml"]);
     assert!(tested.contains("SUCCESS"), "{tested}");
 }
@@ -117,7 +117,7 @@ fn the_scrape_config_passes_promtool_check_config() {
     std::fs::write(tmp.join("vantage-read.token"), "a-read-token-0123456789").unwrap();
     let checked = succeeds(Command::new("promtool").args(["check", "config"]).arg(tmp.join("vantage-scrape.yml")));
     assert!(checked.contains("is valid prometheus config file syntax"), "{checked}");
-    assert!(checked.contains("SUCCESS: 9 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 11 rules found"), "{checked}");
     let config = std::fs::read_to_string(deploy("prometheus/vantage-scrape.yml")).unwrap();
     for blackbox in ["metrics_path: /probe", "target_label: __param_target", "target_label: instance"] {
         assert!(config.contains(blackbox), "{blackbox} is not in the scrape config");
@@ -134,7 +134,7 @@ fn the_shards_scrape_config_passes_promtool_check_config() {
     let checked =
         succeeds(Command::new("promtool").args(["check", "config"]).arg(tmp.join("vantage-scrape-shards.yml")));
     assert!(checked.contains("is valid prometheus config file syntax"), "{checked}");
-    assert!(checked.contains("SUCCESS: 9 rules found"), "{checked}");
+    assert!(checked.contains("SUCCESS: 11 rules found"), "{checked}");
     let config = std::fs::read_to_string(deploy("prometheus/vantage-scrape-shards.yml")).unwrap();
     for shard in ["http://vantage-shard-0:7701/probe/targets", "http://vantage-shard-1:7701/probe/targets"] {
         assert!(config.contains(shard), "{shard} is not discovered");

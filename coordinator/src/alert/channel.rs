@@ -42,7 +42,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde::Deserialize;
 
-pub use alertmanager::Alertmanager;
+pub use alertmanager::{Alertmanager, Endpoint, EndpointKeys, VALID_FOR, label_name};
 pub use discord::Discord;
 pub use email::{Email, SmtpTls};
 pub use ntfy::{Ntfy, NtfyAuth};
@@ -418,9 +418,30 @@ impl Http {
         headers: &[(&str, String)],
         read_answer: bool,
     ) -> Result<Vec<u8>, SendError> {
-        let mut request = hyper::Request::post(url)
-            .header(hyper::header::CONTENT_TYPE, content_type)
+        self.request(hyper::Method::POST, url, Some(content_type), body, headers, read_answer).await
+    }
+
+    /// GETs `url` with `headers`: a 2xx is a success, anything else an error as for `post`.
+    pub async fn get(&self, url: &str, headers: &[(&str, String)]) -> Result<(), SendError> {
+        self.request(hyper::Method::GET, url, None, Vec::new(), headers, false).await.map(drop)
+    }
+
+    async fn request(
+        &self,
+        method: hyper::Method,
+        url: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+        headers: &[(&str, String)],
+        read_answer: bool,
+    ) -> Result<Vec<u8>, SendError> {
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(url)
             .header(hyper::header::USER_AGENT, concat!("vantage/", env!("CARGO_PKG_VERSION")));
+        if let Some(content_type) = content_type {
+            request = request.header(hyper::header::CONTENT_TYPE, content_type);
+        }
         for (name, value) in headers {
             request = request.header(*name, value);
         }

@@ -394,15 +394,11 @@ mod tests {
 
     #[test]
     fn a_trigger_heard_by_a_channel_that_re_sends_is_kept_firing_until_its_resolve() {
-        use crate::alert::channel::{Alertmanager, Named, Slack};
+        use crate::alert::channel::{Alertmanager, Endpoint, Named, Slack};
         use crate::alert::{Alert, Route};
         use std::sync::Arc;
-        let am = Alertmanager {
-            url: "http://127.0.0.1:9093/api/v2/alerts".into(),
-            auth: None,
-            http: None,
-            resend_delay: Duration::from_secs(60),
-        };
+        let endpoint = Endpoint { url: "http://127.0.0.1:9093/api/v2/alerts".into(), auth: None, http: None };
+        let am = Alertmanager { endpoint, resend_delay: Duration::from_secs(60) };
         let route = |channel: &str| Route {
             channels: vec![channel.into()],
             labels: [("team".to_owned(), channel.to_owned())].into(),

@@ -42,13 +42,83 @@ impl Auth {
     }
 }
 
+/// Where and how to reach an Alertmanager: its alerts URL, the credentials, and its own client
+/// when it trusts an extra CA. The `alertmanager` channel and the watchdog's `type =
+/// "alertmanager"` both post through one.
 #[derive(Debug)]
-pub struct Alertmanager {
+pub struct Endpoint {
     /// `<url>/api/v2/alerts`.
     pub url: String,
     pub auth: Option<Auth>,
     /// Its own client when it trusts an extra CA (`ca_file`).
     pub http: Option<Http>,
+}
+
+/// The keys an [`Endpoint`] is made of, as a config table names them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EndpointKeys<'a> {
+    /// Alertmanager's base URL.
+    pub url: Option<&'a str>,
+    pub token_file: Option<&'a Path>,
+    pub username: Option<&'a str>,
+    pub password_file: Option<&'a Path>,
+    pub ca_file: Option<&'a Path>,
+}
+
+impl Endpoint {
+    /// The endpoint `keys` describe (files read relative to `dir`); an error starts with `who`
+    /// (`channel am`, `watchdog`) and names the key at fault.
+    pub fn new(who: &str, keys: EndpointKeys<'_>, dir: &Path) -> Result<Endpoint, String> {
+        let base = keys.url.ok_or_else(|| format!("{who}: url: missing"))?;
+        let parsed = url::Url::parse(base).map_err(|e| format!("{who}: url: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(format!("{who}: url: must be http(s)"));
+        }
+        if parsed.query().is_some() || parsed.fragment().is_some() {
+            return Err(format!("{who}: url: Alertmanager's base URL takes no query or fragment"));
+        }
+        let password = keys.password_file.map(|p| Secret::read(p, dir)).transpose()?;
+        let token = keys.token_file.map(|p| Secret::read(p, dir)).transpose()?;
+        let auth = match (token, keys.username, password) {
+            (None, None, None) => None,
+            (Some(token), None, None) => Some(Auth::Bearer(token)),
+            (None, Some(username), Some(password)) => Some(Auth::Basic { username: username.to_owned(), password }),
+            (Some(_), _, _) => return Err(format!("{who}: token_file or username with password_file, not both")),
+            _ => return Err(format!("{who}: username and password_file go together")),
+        };
+        let loopback = match parsed.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        if auth.is_some() && parsed.scheme() != "https" && !loopback {
+            return Err(format!("{who}: credentials are sent only over https (http is for this host)"));
+        }
+        let http = match keys.ca_file {
+            Some(path) => {
+                let path = dir.join(path);
+                let pem = std::fs::read(&path).map_err(|e| format!("{who}: cannot read {}: {e}", path.display()))?;
+                Some(Http::with_ca(&pem).map_err(|e| format!("{who}: ca_file {}: {e}", path.display()))?)
+            }
+            None => None,
+        };
+        Ok(Endpoint { url: format!("{}{ALERTS_PATH}", base.trim_end_matches('/')), auth, http })
+    }
+
+    /// Posts `alerts` (`postableAlerts`); `http` is the shared client, used unless the endpoint
+    /// has its own.
+    pub async fn post(&self, http: &Http, alerts: Vec<Value>) -> Result<(), super::SendError> {
+        let headers: Vec<(&str, String)> =
+            self.auth.iter().map(|a| (hyper::header::AUTHORIZATION.as_str(), a.header())).collect();
+        let http = self.http.as_ref().unwrap_or(http);
+        http.post_json(&self.url, json(&Value::Array(alerts))?, &headers).await
+    }
+}
+
+#[derive(Debug)]
+pub struct Alertmanager {
+    pub endpoint: Endpoint,
     pub resend_delay: Duration,
 }
 
@@ -56,38 +126,14 @@ pub struct Alertmanager {
 /// token) or `username` with `password_file` (basic auth), `ca_file`, and `resend_delay`.
 pub fn build(settings: &Settings, dir: &Path) -> Result<Arc<dyn Channel>, String> {
     let name = &settings.name;
-    let base = settings.url(true)?.unwrap_or_default();
-    let parsed = url::Url::parse(&base).map_err(|e| format!("channel {name}: url: {e}"))?;
-    if parsed.query().is_some() || parsed.fragment().is_some() {
-        return Err(format!("channel {name}: url: Alertmanager's base URL takes no query or fragment"));
-    }
-    let password = settings.password_file.as_deref().map(|p| Secret::read(p, dir)).transpose()?;
-    let token = settings.token_file.as_deref().map(|p| Secret::read(p, dir)).transpose()?;
-    let auth = match (token, &settings.username, password) {
-        (None, None, None) => None,
-        (Some(token), None, None) => Some(Auth::Bearer(token)),
-        (None, Some(username), Some(password)) => Some(Auth::Basic { username: username.clone(), password }),
-        (Some(_), _, _) => return Err(format!("channel {name}: token_file or username with password_file, not both")),
-        _ => return Err(format!("channel {name}: username and password_file go together")),
+    let keys = EndpointKeys {
+        url: settings.url.as_deref(),
+        token_file: settings.token_file.as_deref(),
+        username: settings.username.as_deref(),
+        password_file: settings.password_file.as_deref(),
+        ca_file: settings.ca_file.as_deref(),
     };
-    let loopback = match parsed.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
-    if auth.is_some() && parsed.scheme() != "https" && !loopback {
-        return Err(format!("channel {name}: credentials are sent only over https (http is for this host)"));
-    }
-    let http = match &settings.ca_file {
-        Some(path) => {
-            let path = dir.join(path);
-            let pem =
-                std::fs::read(&path).map_err(|e| format!("channel {name}: cannot read {}: {e}", path.display()))?;
-            Some(Http::with_ca(&pem).map_err(|e| format!("channel {name}: ca_file {}: {e}", path.display()))?)
-        }
-        None => None,
-    };
+    let endpoint = Endpoint::new(&format!("channel {name}"), keys, dir)?;
     let resend_delay = match &settings.resend_delay {
         Some(text) => {
             let delay = vantage_shared::duration::parse_duration(text)
@@ -99,15 +145,12 @@ pub fn build(settings: &Settings, dir: &Path) -> Result<Arc<dyn Channel>, String
         }
         None => RESEND_DELAY,
     };
-    Ok(Arc::new(Alertmanager { url: format!("{}{ALERTS_PATH}", base.trim_end_matches('/')), auth, http, resend_delay }))
+    Ok(Arc::new(Alertmanager { endpoint, resend_delay }))
 }
 
 impl Alertmanager {
     async fn post(&self, http: &Http, alerts: Vec<Value>) -> Result<(), super::SendError> {
-        let headers: Vec<(&str, String)> =
-            self.auth.iter().map(|a| (hyper::header::AUTHORIZATION.as_str(), a.header())).collect();
-        let http = self.http.as_ref().unwrap_or(http);
-        http.post_json(&self.url, json(&Value::Array(alerts))?, &headers).await
+        self.endpoint.post(http, alerts).await
     }
 }
 
@@ -344,7 +387,7 @@ mod tests {
             let channel = built(toml).unwrap();
             let any: &dyn std::any::Any = &*channel;
             let am = any.downcast_ref::<Alertmanager>().unwrap();
-            (am.url.clone(), am.auth.as_ref().map(Auth::header), am.resend_delay)
+            (am.endpoint.url.clone(), am.endpoint.auth.as_ref().map(Auth::header), am.resend_delay)
         };
         assert_eq!(
             am("url = \"http://127.0.0.1:9093/\""),
