@@ -136,6 +136,7 @@ fn a_pair_keeps_judging_when_one_dies_pages_once_and_the_dead_one_catches_up() {
         let mut assigned = BTreeSet::new();
         while assigned.len() < 2 {
             let line = agent.wait_for_line(|l| l.contains("assignment received"));
+            println!("{line}");
             assigned.insert(if line.contains(&twin.to_string()) { "twin" } else { "first" });
         }
         agents.push(agent);
@@ -172,6 +173,8 @@ fn a_pair_keeps_judging_when_one_dies_pages_once_and_the_dead_one_catches_up() {
                 .is_some_and(|rs| rs.len() == 3 && rs.iter().all(|r| millis(&r["lastResultTime"]) > killed_at + 2_000))
     });
     println!("the survivor, with its twin dead: {blog_status}");
+    let lost = agents[1].wait_for_line(|l| l.contains("session to the coordinator failed"));
+    println!("{lost}");
 
     // The twin comes back on its data and address.
     let restarted_at = vantage_e2e::now_ms();
