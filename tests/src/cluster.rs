@@ -61,6 +61,8 @@ pub struct Cluster {
     pub env: Vec<(String, String)>,
     /// TOML appended to the coordinator's config file after the targets (`[quorum]`, channels…).
     pub config_extra: String,
+    /// TOML added to every `[[target]]` (`quorum = 3`, say).
+    pub target_extra: String,
 }
 
 /// Runs `vantage-coordinator pki …`, which must succeed.
@@ -135,6 +137,7 @@ impl Cluster {
             pki: pki_dir,
             env: Vec::new(),
             config_extra: String::new(),
+            target_extra: String::new(),
         }
     }
 
@@ -180,8 +183,8 @@ impl Cluster {
         let mut config = String::new();
         for t in &self.targets {
             config.push_str(&format!(
-                "[[target]]\nurl = \"{}\"\ninterval = \"{interval}\"\ntimeout = \"{timeout}\"\n\n",
-                t.url
+                "[[target]]\nurl = \"{}\"\ninterval = \"{interval}\"\ntimeout = \"{timeout}\"\n{}\n",
+                t.url, self.target_extra
             ));
         }
         config.push_str(&self.config_extra);
