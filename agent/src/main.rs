@@ -20,7 +20,7 @@ struct Cli {
 enum Command {
     /// Probe one URL now and explain what a visitor would hit (exit 0 ok, 1 warning, 2 critical, 3 unknown).
     Check(CheckArgs),
-    /// Connect to a coordinator and probe the targets it assigns, reporting results back.
+    /// Connect to a coordinator (or several) and probe the targets it assigns, reporting results back.
     Run(vantage_agent::run::RunArgs),
 }
 
@@ -69,7 +69,7 @@ fn run_agent(args: vantage_agent::run::RunArgs) -> i32 {
     tracing::info!(
         agent = config.name,
         region = config.region,
-        coordinator = config.coordinator,
+        coordinators = config.coordinators.join(","),
         mtls = config.tls.is_some(),
         "starting"
     );

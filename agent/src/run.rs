@@ -1,4 +1,6 @@
-//! `vantage-agent run`: connect to the coordinator, probe what it assigns, report back.
+//! `vantage-agent run`: connect to the coordinator (or to each of several: a pair, or shards),
+//! probe what they assign, report back. Each coordinator has its own session, outbox and batch
+//! numbering; one scheduler probes the union of their targets.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -6,18 +8,21 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 use vantage_shared::identity::{self, Identity};
 
 use crate::check::{NetworkArgs, WatchArgs};
 use crate::probe::{Prober, ProberConfig};
-use crate::scheduler::Scheduler;
+use crate::scheduler::{Command, From, Outlet, Scheduler};
 use crate::session::{self, Outbox, SessionConfig};
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// The coordinator's gRPC URL (https://… with mTLS).
-    #[arg(long, env = "VANTAGE_COORDINATOR", value_name = "URL")]
-    pub coordinator: String,
+    /// The coordinator's gRPC URL (https://… with mTLS). Repeat it (or give a comma-separated
+    /// list in VANTAGE_COORDINATOR) to serve several coordinators: each gets its own session and
+    /// outbox, and the results of the targets it assigned.
+    #[arg(long, env = "VANTAGE_COORDINATOR", value_name = "URL", value_delimiter = ',', required = true)]
+    pub coordinator: Vec<String>,
     /// This agent's client certificate (from `vantage-coordinator pki issue-agent`); its region
     /// and name come from it.
     #[arg(long, env = "VANTAGE_CERT", value_name = "PEM", requires_all = ["key", "coordinator_ca"])]
@@ -44,7 +49,8 @@ pub struct RunArgs {
     /// Most probes running at once.
     #[arg(long, default_value_t = 256, value_parser = at_least_one, env = "VANTAGE_CONCURRENCY")]
     pub concurrency: usize,
-    /// Most results kept while the coordinator cannot be reached (the oldest go first).
+    /// Most results kept while a coordinator cannot be reached (the oldest go first), per
+    /// coordinator.
     #[arg(long, default_value_t = 100_000, value_parser = at_least_one, env = "VANTAGE_OUTBOX_LIMIT")]
     pub outbox_limit: usize,
 }
@@ -61,7 +67,8 @@ fn at_least_one(s: &str) -> Result<usize, String> {
 
 /// Everything an agent needs to run (the demo builds one directly).
 pub struct AgentConfig {
-    pub coordinator: String,
+    /// Each coordinator's gRPC URL (at least one).
+    pub coordinators: Vec<String>,
     pub region: String,
     pub name: String,
     /// `None`: plaintext.
@@ -96,11 +103,12 @@ impl RunArgs {
     pub fn config(&self) -> anyhow::Result<AgentConfig> {
         let (tls, from_cert) = match (&self.cert, &self.key, &self.coordinator_ca) {
             (Some(cert), Some(key), Some(ca)) => {
-                anyhow::ensure!(
-                    self.coordinator.starts_with("https://"),
-                    "with --cert the coordinator URL must be https://, not {}",
-                    self.coordinator
-                );
+                for url in &self.coordinator {
+                    anyhow::ensure!(
+                        url.starts_with("https://"),
+                        "with --cert the coordinator URL must be https://, not {url}"
+                    );
+                }
                 identity::warn_if_loose(key);
                 let tls = ClientTls { cert_pem: read(cert)?, key_pem: read(key)?, ca_pem: read(ca)? };
                 let from_cert = match identity_of(&tls.cert_pem, cert)? {
@@ -133,8 +141,15 @@ impl RunArgs {
                 .map(|h| h.trim().to_owned())
                 .unwrap_or_else(|_| "agent".into())
         });
+        let mut coordinators: Vec<String> = Vec::new();
+        for url in &self.coordinator {
+            let url = url.trim();
+            anyhow::ensure!(!url.is_empty(), "--coordinator: an empty URL (a stray comma in VANTAGE_COORDINATOR?)");
+            anyhow::ensure!(!coordinators.iter().any(|c| c == url), "--coordinator {url} is given twice");
+            coordinators.push(url.to_owned());
+        }
         Ok(AgentConfig {
-            coordinator: self.coordinator.clone(),
+            coordinators,
             region,
             name,
             tls,
@@ -152,20 +167,44 @@ impl RunArgs {
 /// Runs the agent until the process ends.
 pub async fn run(config: AgentConfig) -> Result<(), crate::probe::SetupError> {
     let prober = Prober::new(config.prober)?;
-    let (results_tx, results_rx) = mpsc::channel(4096);
-    let (commands_tx, mut commands_rx) = mpsc::channel(64);
-    let mut scheduler = Scheduler::new(&config.name, prober, results_tx, config.concurrency).in_region(&config.region);
-    let session =
-        SessionConfig { coordinator: config.coordinator, name: config.name, region: config.region, tls: config.tls };
-    // The session ends with this function (the demo runs agents as tasks and stops them).
-    let session = tokio::spawn(session::run(session, Outbox::new(config.outbox_limit), results_rx, commands_tx));
-    let _stop_session = AbortOnDrop(session);
+    // Every session's commands come here, marked with the coordinator they came from.
+    let (commands_tx, mut commands_rx) = mpsc::channel::<(From, Command)>(64);
+    let mut outlets = Vec::new();
+    // The sessions end with this function (the demo runs agents as tasks and stops them).
+    let mut _stop_sessions = Vec::new();
+    for (from, coordinator) in config.coordinators.iter().enumerate() {
+        // Results wait here while the session is busy (connecting, sending), as many as its
+        // outbox holds: only beyond that does a slow coordinator lose any.
+        let (results_tx, results_rx) = mpsc::channel(config.outbox_limit.max(session::BATCH_SIZE));
+        let (session_commands, mut session_commands_rx) = mpsc::channel(64);
+        let session = SessionConfig {
+            coordinator: coordinator.clone(),
+            name: config.name.clone(),
+            region: config.region.clone(),
+            tls: config.tls.clone(),
+        };
+        // Every log line of a session names its coordinator.
+        let span = tracing::info_span!("session", coordinator = %coordinator);
+        let running = session::run(session, Outbox::new(config.outbox_limit), results_rx, session_commands);
+        _stop_sessions.push(AbortOnDrop(tokio::spawn(running.instrument(span))));
+        let commands = commands_tx.clone();
+        _stop_sessions.push(AbortOnDrop(tokio::spawn(async move {
+            while let Some(command) = session_commands_rx.recv().await {
+                if commands.send((from, command)).await.is_err() {
+                    return;
+                }
+            }
+        })));
+        outlets.push(Outlet::new(coordinator, results_tx));
+    }
+    drop(commands_tx);
+    let mut scheduler = Scheduler::serving(&config.name, prober, outlets, config.concurrency).in_region(&config.region);
     loop {
         let due = scheduler.next_due().map(tokio::time::Instant::from_std);
         let far = tokio::time::Instant::now() + Duration::from_secs(3600);
         tokio::select! {
             command = commands_rx.recv() => match command {
-                Some(command) => scheduler.apply(command),
+                Some((from, command)) => scheduler.apply_from(from, command),
                 None => return Ok(()),
             },
             _ = tokio::time::sleep_until(due.unwrap_or(far)) => scheduler.run_due(),
@@ -210,5 +249,32 @@ mod tests {
         assert!(!policy.permits("10.2.0.1".parse().unwrap()));
         assert!(policy.permits("10.1.0.1".parse().unwrap()));
         assert!(!policy.permits("169.254.169.254".parse().unwrap()), "the defaults hold for `run` too");
+    }
+
+    #[test]
+    fn coordinator_is_repeatable_and_the_environment_takes_a_list() {
+        let parse = |args: &[&str]| <Line as clap::Parser>::try_parse_from(args).map(|l| l.run.config());
+        let two = parse(&[
+            "run",
+            "--coordinator",
+            "http://a:7700",
+            "--coordinator",
+            "http://b:7700",
+            "--insecure",
+            "--region",
+            "r1",
+        ]);
+        assert_eq!(two.unwrap().unwrap().coordinators, ["http://a:7700", "http://b:7700"]);
+        let listed = parse(&["run", "--coordinator", "http://a:7700,http://b:7700", "--insecure", "--region", "r1"]);
+        assert_eq!(
+            listed.unwrap().unwrap().coordinators,
+            ["http://a:7700", "http://b:7700"],
+            "as VANTAGE_COORDINATOR gives it"
+        );
+        let twice = parse(&["run", "--coordinator", "http://a:7700,http://a:7700", "--insecure", "--region", "r1"]);
+        assert!(twice.unwrap().err().unwrap().to_string().contains("given twice"));
+        let stray = parse(&["run", "--coordinator", "http://a:7700,", "--insecure", "--region", "r1"]);
+        assert!(stray.unwrap().err().unwrap().to_string().contains("empty URL"));
+        assert!(parse(&["run", "--insecure", "--region", "r1"]).is_err(), "one coordinator at least");
     }
 }

@@ -1,11 +1,19 @@
 //! Runs each assigned target at its interval. First runs are spread over the interval by a hash
 //! of agent and target (10,000 targets do not fire in one burst), a failed probe is retried once
 //! after a second before it is reported, and run-now requests go ahead of the queue.
+//!
+//! An agent may serve several coordinators (a pair): each assigns its own targets, and the
+//! scheduler probes their union once per interval. A target is one probe schedule per distinct
+//! probe (its URL, what the probe does with it and its interval): coordinators with the same
+//! config share one, and each result goes to every coordinator that assigned that probe; one
+//! that assigned the same URL differently gets a schedule of its own. Results are handed to each
+//! coordinator's session without waiting: a session that cannot take them (its coordinator slow
+//! or down, its queue full) loses them, counted, and never holds up the others.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc};
@@ -33,6 +41,12 @@ pub enum Command {
     },
 }
 
+/// Which coordinator (its index in the agent's `--coordinator` list) a command came from or a
+/// result goes to.
+pub type From = usize;
+
+/// One probe schedule: a URL probed one way at one interval, for the coordinators that assigned
+/// it so.
 struct Scheduled {
     target: Target,
     interval: Duration,
@@ -40,6 +54,44 @@ struct Scheduled {
     /// A run (probe, retry) is under way: the next is skipped rather than queued behind it, so a
     /// slow network cannot pile up probes.
     running: Arc<AtomicBool>,
+    /// The coordinators whose assignment this is; its results go to each of them.
+    to: Vec<From>,
+}
+
+/// Where results for one coordinator go: its session's queue, never waited on.
+#[derive(Clone)]
+pub struct Outlet {
+    /// The coordinator's URL, for logs.
+    pub coordinator: Arc<str>,
+    pub results: mpsc::Sender<TargetResult>,
+    /// Results lost because the session's queue was full.
+    pub dropped: Arc<AtomicU64>,
+}
+
+impl Outlet {
+    pub fn new(coordinator: &str, results: mpsc::Sender<TargetResult>) -> Outlet {
+        Outlet { coordinator: coordinator.into(), results, dropped: Arc::new(AtomicU64::new(0)) }
+    }
+
+    /// Hands `result` over without waiting; a full queue loses it (counted, and logged on the
+    /// first loss and every thousandth after).
+    fn give(&self, result: TargetResult) {
+        match self.results.try_send(result) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let lost = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                if lost == 1 || lost % 1000 == 0 {
+                    tracing::warn!(
+                        coordinator = %self.coordinator,
+                        lost,
+                        "this coordinator's session is not taking results (slow or unreachable); results for it are dropped"
+                    );
+                }
+            }
+            // The session is gone: the agent is stopping.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
 }
 
 /// Where in its interval a target first runs: stable per agent and target, spread evenly.
@@ -57,21 +109,30 @@ pub struct Scheduler {
     agent: String,
     region: String,
     prober: Prober,
-    results: mpsc::Sender<TargetResult>,
+    outlets: Vec<Outlet>,
     limit: Arc<Semaphore>,
-    targets: HashMap<String, Scheduled>,
+    /// What each coordinator assigned, by URL.
+    assigned: Vec<HashMap<String, TargetSpec>>,
+    /// The probe schedules of each URL (one unless coordinators assigned it differently).
+    targets: HashMap<String, Vec<Scheduled>>,
     queue: BinaryHeap<Reverse<(Instant, String, u64)>>,
     generation: u64,
 }
 
 impl Scheduler {
-    /// `concurrency` bounds how many probes run at once.
+    /// One coordinator: its results go to `results`. `concurrency` bounds how many probes run at once.
     pub fn new(agent: &str, prober: Prober, results: mpsc::Sender<TargetResult>, concurrency: usize) -> Scheduler {
+        Scheduler::serving(agent, prober, vec![Outlet::new("coordinator", results)], concurrency)
+    }
+
+    /// Serving one coordinator per outlet, in the order of their [`From`] indexes.
+    pub fn serving(agent: &str, prober: Prober, outlets: Vec<Outlet>, concurrency: usize) -> Scheduler {
         Scheduler {
             agent: agent.to_owned(),
             region: String::new(),
             prober,
-            results,
+            assigned: vec![HashMap::new(); outlets.len()],
+            outlets,
             limit: Arc::new(Semaphore::new(concurrency.max(1))),
             targets: HashMap::new(),
             queue: BinaryHeap::new(),
@@ -85,55 +146,102 @@ impl Scheduler {
         self
     }
 
-    fn upsert(&mut self, spec: &TargetSpec, now: Instant) {
-        let target = match wire::target(spec) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(url = spec.url, error = e, "ignoring a target the probe cannot take");
-                return;
+    /// Brings `url`'s probe schedules in line with what the coordinators assign now: a probe
+    /// assigned the same way as before keeps its schedule (and phase), a new or changed one is
+    /// scheduled afresh, one nobody assigns any more goes.
+    fn reconcile(&mut self, url: &str, now: Instant) {
+        let mut old = self.targets.remove(url).unwrap_or_default();
+        let mut new: Vec<Scheduled> = Vec::new();
+        for (from, assigned) in self.assigned.iter().enumerate() {
+            let Some(spec) = assigned.get(url) else { continue };
+            let target = match wire::target(spec) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(url = spec.url, error = e, "ignoring a target the probe cannot take");
+                    continue;
+                }
+            };
+            let interval = interval_of(spec);
+            if let Some(same) = new.iter_mut().find(|s| s.target == target && s.interval == interval) {
+                same.to.push(from);
+                continue;
             }
-        };
-        let interval = interval_of(spec);
-        self.generation += 1;
-        let first = now + phase(&self.agent, &spec.url, interval);
-        self.queue.push(Reverse((first, spec.url.clone(), self.generation)));
-        let running = Arc::new(AtomicBool::new(false));
-        self.targets.insert(spec.url.clone(), Scheduled { target, interval, generation: self.generation, running });
+            let kept = old.iter().position(|s| s.target == target && s.interval == interval).map(|i| old.remove(i));
+            let scheduled = match kept {
+                Some(mut kept) => {
+                    kept.to = vec![from];
+                    kept
+                }
+                None => {
+                    self.generation += 1;
+                    let first = now + phase(&self.agent, url, interval);
+                    self.queue.push(Reverse((first, url.to_owned(), self.generation)));
+                    let running = Arc::new(AtomicBool::new(false));
+                    Scheduled { target, interval, generation: self.generation, running, to: vec![from] }
+                }
+            };
+            new.push(scheduled);
+        }
+        if !new.is_empty() {
+            self.targets.insert(url.to_owned(), new);
+        }
     }
 
+    /// Applies a command from the only coordinator.
     pub fn apply(&mut self, command: Command) {
+        self.apply_from(0, command);
+    }
+
+    /// Applies a command from coordinator `from`.
+    pub fn apply_from(&mut self, from: From, command: Command) {
         let now = Instant::now();
+        let Some(assigned) = self.assigned.get_mut(from) else { return };
         match command {
             Command::Assign(specs) => {
-                // Unchanged targets keep their phase; others are (re)scheduled.
-                let mut keep: HashMap<String, Scheduled> = std::mem::take(&mut self.targets);
-                self.queue.retain(|Reverse((_, url, _))| specs.iter().any(|s| &s.url == url));
-                for spec in &specs {
-                    match keep.remove(&spec.url) {
-                        Some(old)
-                            if wire::target(spec).is_ok_and(|t| t == old.target)
-                                && interval_of(spec) == old.interval =>
-                        {
-                            self.targets.insert(spec.url.clone(), old);
-                        }
-                        _ => self.upsert(spec, now),
-                    }
+                let mut touched: BTreeSet<String> = assigned.drain().map(|(url, _)| url).collect();
+                for spec in specs {
+                    touched.insert(spec.url.clone());
+                    assigned.insert(spec.url.clone(), spec);
                 }
-                tracing::info!(targets = self.targets.len(), "assignment received");
+                for url in &touched {
+                    self.reconcile(url, now);
+                }
+                // Schedules nobody assigns any more leave the queue too.
+                self.queue.retain(|Reverse((_, url, _))| self.targets.contains_key(url));
+                tracing::info!(
+                    coordinator = %self.outlets[from].coordinator,
+                    assigned = self.assigned[from].len(),
+                    targets = self.targets.len(),
+                    "assignment received"
+                );
             }
             Command::Change { upserted, removed } => {
+                let mut touched = BTreeSet::new();
                 for url in removed {
-                    self.targets.remove(&url);
+                    assigned.remove(&url);
+                    touched.insert(url);
                 }
-                for spec in &upserted {
-                    self.upsert(spec, now);
+                for spec in upserted {
+                    touched.insert(spec.url.clone());
+                    assigned.insert(spec.url.clone(), spec);
                 }
-                tracing::info!(targets = self.targets.len(), "assignment changed");
+                for url in &touched {
+                    self.reconcile(url, now);
+                }
+                tracing::info!(
+                    coordinator = %self.outlets[from].coordinator,
+                    assigned = self.assigned[from].len(),
+                    targets = self.targets.len(),
+                    "assignment changed"
+                );
             }
-            Command::RunNow { id, url, trace_context } => match self.targets.get(&url) {
-                Some(s) => self.spawn(s.target.clone(), Some((id, trace_context)), None),
-                None => tracing::warn!(url, "run-now for a target this agent is not assigned"),
-            },
+            // Its answer goes to the coordinator that asked, only.
+            Command::RunNow { id, url, trace_context } => {
+                match self.targets.get(&url).and_then(|all| all.iter().find(|s| s.to.contains(&from))) {
+                    Some(s) => self.spawn(s.target.clone(), Some((id, trace_context)), None, vec![from]),
+                    None => tracing::warn!(url, "run-now for a target this agent is not assigned"),
+                }
+            }
         }
     }
 
@@ -150,11 +258,10 @@ impl Scheduler {
                 break;
             }
             self.queue.pop();
-            let Some(s) = self.targets.get(&url) else { continue };
-            if s.generation != generation {
-                continue; // rescheduled since
-            }
-            let (target, interval, running) = (s.target.clone(), s.interval, s.running.clone());
+            let Some(s) = self.targets.get(&url).and_then(|all| all.iter().find(|s| s.generation == generation)) else {
+                continue; // rescheduled or removed since
+            };
+            let (target, interval, running, to) = (s.target.clone(), s.interval, s.running.clone(), s.to.clone());
             // Keep the phase; if the agent fell behind, skip ahead instead of bursting.
             let mut next = at + interval;
             while next <= now {
@@ -165,19 +272,21 @@ impl Scheduler {
                 tracing::debug!(url, "previous run still going; this one is skipped");
                 continue;
             }
-            self.spawn(target, None, Some(running));
+            self.spawn(target, None, Some(running), to);
         }
     }
 
-    /// Runs `target` (probe, and retry) in its own task and sends the result. A run-now carries
-    /// its id and the trace it belongs to.
+    /// Runs `target` (probe, and retry) in its own task and sends the result to the coordinators
+    /// `to`. A run-now carries its id and the trace it belongs to.
     fn spawn(
         &self,
         target: Target,
         run_now: Option<(String, HashMap<String, String>)>,
         running: Option<Arc<AtomicBool>>,
+        to: Vec<From>,
     ) {
-        let (prober, results, limit) = (self.prober.clone(), self.results.clone(), self.limit.clone());
+        let outlets: Vec<Outlet> = to.iter().filter_map(|&i| self.outlets.get(i).cloned()).collect();
+        let (prober, limit) = (self.prober.clone(), self.limit.clone());
         let span = tracing::info_span!(
             "run",
             url = %target.url,
@@ -199,7 +308,13 @@ impl Scheduler {
                 if let Some(running) = running {
                     running.store(false, Ordering::Release);
                 }
-                let _ = results.send(TargetResult { run_now_id, trace_context, ..result }).await;
+                let result = TargetResult { run_now_id, trace_context, ..result };
+                if let Some((last, others)) = outlets.split_last() {
+                    for outlet in others {
+                        outlet.give(result.clone());
+                    }
+                    last.give(result);
+                }
             }
             .instrument(span),
         );
@@ -257,21 +372,95 @@ mod tests {
         }
     }
 
+    fn scheduler(coordinators: usize) -> (Scheduler, Vec<mpsc::Receiver<TargetResult>>) {
+        let prober = Prober::new(crate::probe::ProberConfig::default()).unwrap();
+        let (outlets, receivers): (Vec<_>, Vec<_>) = (0..coordinators)
+            .map(|i| {
+                let (tx, rx) = mpsc::channel(1);
+                (Outlet::new(&format!("http://c{i}"), tx), rx)
+            })
+            .unzip();
+        (Scheduler::serving("agent-1", prober, outlets, 1), receivers)
+    }
+
+    /// Each of `url`'s schedules: its generation, interval and who it serves.
+    fn schedules(s: &Scheduler, url: &str) -> Vec<(u64, Duration, Vec<From>)> {
+        s.targets
+            .get(url)
+            .map_or(Vec::new(), |all| all.iter().map(|t| (t.generation, t.interval, t.to.clone())).collect())
+    }
+
     #[test]
     fn a_new_assignment_keeps_unchanged_targets_and_reschedules_changed_ones() {
-        let prober = Prober::new(crate::probe::ProberConfig::default()).unwrap();
-        let (tx, _rx) = mpsc::channel(1);
-        let mut scheduler = Scheduler::new("agent-1", prober, tx, 1);
+        let (mut scheduler, _rx) = scheduler(1);
         let (a, b) = ("https://a.example/", "https://b.example/");
         scheduler.apply(Command::Assign(vec![spec(a, 60), spec(b, 60)]));
-        let generation = |s: &Scheduler, url: &str| s.targets[url].generation;
+        let generation = |s: &Scheduler, url: &str| schedules(s, url)[0].0;
         let (ga, gb) = (generation(&scheduler, a), generation(&scheduler, b));
         scheduler.apply(Command::Assign(vec![spec(a, 60), spec(b, 30)]));
         assert_eq!(generation(&scheduler, a), ga, "unchanged: same schedule");
         assert_ne!(generation(&scheduler, b), gb, "a new interval is a new schedule");
-        assert_eq!(scheduler.targets[b].interval, Duration::from_secs(30));
+        assert_eq!(schedules(&scheduler, b)[0].1, Duration::from_secs(30));
         scheduler.apply(Command::Assign(vec![spec(b, 30)]));
         assert!(!scheduler.targets.contains_key(a));
+        assert!(scheduler.queue.iter().all(|Reverse((_, url, _))| url != a), "nothing of it stays queued");
+    }
+
+    #[test]
+    fn two_coordinators_assigning_a_target_alike_share_one_probe_schedule() {
+        let (mut scheduler, _rx) = scheduler(2);
+        let (a, b, c) = ("https://a.example/", "https://b.example/", "https://c.example/");
+        scheduler.apply_from(0, Command::Assign(vec![spec(a, 60), spec(b, 60)]));
+        scheduler.apply_from(1, Command::Assign(vec![spec(a, 60), spec(c, 60)]));
+        let ga = schedules(&scheduler, a)[0].0;
+        assert_eq!(
+            schedules(&scheduler, a),
+            vec![(ga, Duration::from_secs(60), vec![0, 1])],
+            "one probe, two coordinators"
+        );
+        assert_eq!(schedules(&scheduler, b)[0].2, vec![0]);
+        assert_eq!(schedules(&scheduler, c)[0].2, vec![1]);
+        // The union, once per interval: three schedules queued, not four.
+        assert_eq!(scheduler.queue.len(), 3);
+        // The second coordinator's reconnection (the same assignment again) changes nothing.
+        scheduler.apply_from(1, Command::Assign(vec![spec(a, 60), spec(c, 60)]));
+        assert_eq!(schedules(&scheduler, a)[0].0, ga);
+        // One drops it: the other keeps the same schedule.
+        scheduler.apply_from(0, Command::Change { upserted: Vec::new(), removed: vec![a.into()] });
+        assert_eq!(schedules(&scheduler, a), vec![(ga, Duration::from_secs(60), vec![1])]);
+    }
+
+    #[test]
+    fn a_target_assigned_differently_by_two_coordinators_is_probed_each_way() {
+        let (mut scheduler, _rx) = scheduler(2);
+        let a = "https://a.example/";
+        scheduler.apply_from(0, Command::Assign(vec![spec(a, 60)]));
+        scheduler.apply_from(1, Command::Assign(vec![spec(a, 30)]));
+        let mut each: Vec<(Duration, Vec<From>)> =
+            schedules(&scheduler, a).into_iter().map(|(_, i, to)| (i, to)).collect();
+        each.sort();
+        assert_eq!(each, vec![(Duration::from_secs(30), vec![1]), (Duration::from_secs(60), vec![0])]);
+        // Alike again: one schedule for both.
+        scheduler.apply_from(1, Command::Change { upserted: vec![spec(a, 60)], removed: Vec::new() });
+        assert_eq!(schedules(&scheduler, a).into_iter().map(|(_, _, to)| to).collect::<Vec<_>>(), vec![vec![0, 1]]);
+    }
+
+    #[tokio::test]
+    async fn a_full_session_queue_loses_results_without_holding_up_the_others() {
+        let (slow_tx, mut slow_rx) = mpsc::channel(1);
+        let (fast_tx, mut fast_rx) = mpsc::channel(16);
+        let (slow, fast) = (Outlet::new("http://slow", slow_tx), Outlet::new("http://fast", fast_tx));
+        for n in 0..5 {
+            let result = TargetResult { target_url: format!("https://t{n}.example/"), ..Default::default() };
+            slow.give(result.clone());
+            fast.give(result);
+        }
+        assert_eq!(slow.dropped.load(Ordering::Relaxed), 4, "the slow one kept what fitted");
+        assert_eq!(slow_rx.recv().await.unwrap().target_url, "https://t0.example/");
+        for n in 0..5 {
+            assert_eq!(fast_rx.recv().await.unwrap().target_url, format!("https://t{n}.example/"));
+        }
+        assert_eq!(fast.dropped.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -162,7 +162,7 @@ async fn detection_latency(trials: usize) -> Vec<Duration> {
         prober.pinned.insert("detect.bench.test".into(), vec![[127, 0, 0, 1].into()]);
         prober.ca_files.push(ca_file.clone());
         let config = vantage_agent::run::AgentConfig {
-            coordinator: format!("http://{}", running.addr),
+            coordinators: vec![format!("http://{}", running.addr)],
             region: region.into(),
             name: format!("agent-{region}"),
             tls: None,

@@ -115,7 +115,7 @@ async fn live(lab: &Lab, demo: &DemoArgs) -> anyhow::Result<()> {
             prober.pinned.insert(host, vec![[127, 0, 0, 9].into()]);
         }
         let config = AgentConfig {
-            coordinator: format!("http://{}", running.addr),
+            coordinators: vec![format!("http://{}", running.addr)],
             region: region.into(),
             name: format!("agent-{region}"),
             tls: None,

@@ -394,13 +394,16 @@ impl Hub {
             let Some(target) = targets.get_mut(&url) else { continue };
             let judgement = judge::judge(target, &ctx);
             match judgement.incident {
-                IncidentStep::Opened => target.open_incident = Some(now),
+                // Opened when its regions began failing, by the probes' times (the same on a pair).
+                IncidentStep::Opened => target.open_incident = Some(judgement.began),
                 IncidentStep::Closed { .. } => target.open_incident = None,
                 IncidentStep::None => {}
             }
             if judgement.changed {
                 let incident = match judgement.incident {
-                    IncidentStep::Opened => IncidentChange::Open(judge::opened_incident(&url, &judgement, now)),
+                    IncidentStep::Opened => {
+                        IncidentChange::Open(judge::opened_incident(&url, &judgement, judgement.began))
+                    }
                     IncidentStep::Closed { .. } => IncidentChange::Close { at_ms: now },
                     IncidentStep::None => IncidentChange::None,
                 };

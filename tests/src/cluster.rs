@@ -1,8 +1,9 @@
 //! A multi-region Vantage on one machine: a private bridge, one network namespace per region
 //! (each with its own agent process), the coordinator as a real process on the bridge with mTLS
 //! (certificates from the real `vantage-coordinator pki`), and TLS targets served on the bridge
-//! address. Regions can be cut off from a target with nftables,
-//! agents and the coordinator can be killed and restarted. Everything is removed on drop.
+//! address. Regions can be cut off from a target with nftables (and restored),
+//! agents and the coordinator can be killed and restarted. A twin coordinator (the same config,
+//! certificate and CA, its own data) makes a pair. Everything is removed on drop.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -50,6 +51,9 @@ pub struct Cluster {
     pub coordinator_addr: SocketAddr,
     /// The coordinator's HTTP port (metrics, status page), once it runs.
     pub http_addr: Option<SocketAddr>,
+    /// The pair's second coordinator, once started ([`Cluster::start_twin`]).
+    pub twin: Option<Process>,
+    pub twin_addr: SocketAddr,
     agents: Vec<Option<Process>>,
     /// `pki init` output: `ca.pem`, `coordinator.pem`, `agent-agent-<region>.pem`, `admin-admin.pem`.
     pub pki: PathBuf,
@@ -57,6 +61,8 @@ pub struct Cluster {
     pub env: Vec<(String, String)>,
     /// TOML appended to the coordinator's config file after the targets (`[quorum]`, channels…).
     pub config_extra: String,
+    /// TOML added to every `[[target]]` (`quorum = 3`, say).
+    pub target_extra: String,
 }
 
 /// Runs `vantage-coordinator pki …`, which must succeed.
@@ -125,10 +131,13 @@ impl Cluster {
             coordinator: None,
             coordinator_addr: SocketAddr::new(bridge_ip, 0),
             http_addr: None,
+            twin: None,
+            twin_addr: SocketAddr::new(bridge_ip, 0),
             agents: regions.iter().map(|_| None).collect(),
             pki: pki_dir,
             env: Vec::new(),
             config_extra: String::new(),
+            target_extra: String::new(),
         }
     }
 
@@ -174,8 +183,8 @@ impl Cluster {
         let mut config = String::new();
         for t in &self.targets {
             config.push_str(&format!(
-                "[[target]]\nurl = \"{}\"\ninterval = \"{interval}\"\ntimeout = \"{timeout}\"\n\n",
-                t.url
+                "[[target]]\nurl = \"{}\"\ninterval = \"{interval}\"\ntimeout = \"{timeout}\"\n{}\n",
+                t.url, self.target_extra
             ));
         }
         config.push_str(&self.config_extra);
@@ -185,8 +194,16 @@ impl Cluster {
     }
 
     fn launch_coordinator(&mut self, listen: SocketAddr) {
+        let (process, addr, http) = self.launch(listen, &self.data_dir());
+        self.coordinator_addr = addr;
+        self.http_addr = http;
+        self.coordinator = Some(process);
+    }
+
+    /// Starts a coordinator process on `listen` with the cluster's config and certificates and
+    /// the data directory `data`; returns it with its gRPC and HTTP addresses.
+    fn launch(&self, listen: SocketAddr, data: &std::path::Path) -> (Process, SocketAddr, Option<SocketAddr>) {
         let config_file = self.dir.join("vantage.toml");
-        let data = self.dir.join("data");
         let mut command = Command::new(binary("vantage-coordinator"));
         command.envs(self.env.iter().cloned()).args([
             "serve",
@@ -195,7 +212,7 @@ impl Cluster {
             "--http-listen",
             &SocketAddr::new(self.bridge_ip, 0).to_string(),
             "--data-dir",
-            path(&data),
+            path(data),
             "--config",
             path(&config_file),
             "--tls-cert",
@@ -209,11 +226,30 @@ impl Cluster {
             "--read-token-file",
             path(&self.pki.join("read.token")),
         ]);
-        let process = Process::start_with(&mut command, "vantage-coordinator");
+        let name = if *data == self.data_dir() { "vantage-coordinator" } else { "vantage-coordinator (twin)" };
+        let process = Process::start_with(&mut command, name);
         let (addr, http) = crate::listening(&process);
-        self.coordinator_addr = addr.parse().unwrap_or_else(|_| panic!("no address in {addr:?}"));
-        self.http_addr = http.parse().ok();
-        self.coordinator = Some(process);
+        let addr = addr.parse().unwrap_or_else(|_| panic!("no address in {addr:?}"));
+        (process, addr, http.parse().ok())
+    }
+
+    /// Starts (or, after [`Cluster::kill_twin`], restarts on the same address and data) the
+    /// pair's second coordinator: the same config file, certificate and CA, its own data.
+    pub fn start_twin(&mut self) {
+        let (process, addr, _) = self.launch(self.twin_addr, &self.dir.join("data-twin"));
+        self.twin_addr = addr;
+        self.twin = Some(process);
+    }
+
+    /// SIGKILLs the twin.
+    pub fn kill_twin(&mut self) {
+        if let Some(mut p) = self.twin.take() {
+            p.kill();
+        }
+    }
+
+    pub fn twin_url(&self) -> String {
+        format!("https://{}", self.twin_addr)
     }
 
     /// SIGKILLs the coordinator.
@@ -316,6 +352,11 @@ impl Cluster {
         ]);
     }
 
+    /// Lets region `i` reach every target again (undoes [`Cluster::cut_off`]).
+    pub fn restore(&self, i: usize) {
+        sh(&["ip", "netns", "exec", &self.namespace(i), "nft", "delete", "table", "inet", "vantage_e2e"]);
+    }
+
     /// Where the coordinator keeps its database (created when it first starts).
     pub fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
@@ -335,8 +376,13 @@ impl Cluster {
 
     /// `grpcurl` (as admin) `… vantage.v1.Coordinator/METHOD` with `body`, as JSON.
     pub fn call(&self, method: &str, body: &str) -> serde_json::Value {
+        self.call_at(self.coordinator_addr, method, body)
+    }
+
+    /// `call`, to the coordinator at `addr` (the twin's, say).
+    pub fn call_at(&self, addr: SocketAddr, method: &str, body: &str) -> serde_json::Value {
         let mut args = self.admin_tls();
-        args.extend(["-d".into(), body.into(), self.coordinator_addr.to_string()]);
+        args.extend(["-d".into(), body.into(), addr.to_string()]);
         args.push(format!("vantage.v1.Coordinator/{method}"));
         let out = crate::grpcurl(&args.iter().map(String::as_str).collect::<Vec<_>>());
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{method}: {e}: {out}"))
@@ -367,6 +413,7 @@ impl Drop for Cluster {
             }
         }
         self.kill_coordinator();
+        self.kill_twin();
         for i in 0..self.regions.len() {
             let _ = Command::new("ip").args(["netns", "delete", &self.namespace(i)]).status();
         }

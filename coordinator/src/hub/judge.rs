@@ -45,6 +45,16 @@ pub struct Judgement {
     /// The target's first verdict.
     pub first: bool,
     pub incident: IncidentStep,
+    /// When the failing regions' trouble began, by the probes' own times: the earliest start of
+    /// a failing run among them (`now` when none is failing). An incident opens, and a degraded
+    /// spell starts, at this time, so coordinators judging the same results give them the same
+    /// start and their alerts the same dedup key.
+    pub began: i64,
+}
+
+/// The earliest start of a failing run among `regions`' newest results, if any is failing.
+pub fn failing_since(target: &Target, regions: &[String]) -> Option<i64> {
+    regions.iter().filter_map(|r| target.latest_in(r)).filter_map(|l| l.failing_since()).min()
 }
 
 impl Judgement {
@@ -94,7 +104,9 @@ pub fn judge(target: &Target, ctx: &Context<'_>) -> Judgement {
         (true, Verdict::Up, Some(opened)) => IncidentStep::Closed { opened },
         _ => IncidentStep::None,
     };
-    Judgement { decision, opinions, record, changed, first: previous.is_none(), incident }
+    // Never after the judgement: a result clamped to its arrival is at most `now`.
+    let began = failing_since(target, &decision.failing).unwrap_or(ctx.now).min(ctx.now);
+    Judgement { decision, opinions, record, changed, first: previous.is_none(), incident, began }
 }
 
 /// When the target must be judged again if no result comes: the first moment a judging region's
@@ -140,7 +152,7 @@ pub fn opened_incident(url: &str, judgement: &Judgement, now: i64) -> vantage_pr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::targets::Latest;
+    use crate::hub::targets::{FailureFacts, Latest};
     use vantage_proto::v1::TargetSpec;
     use vantage_shared::{FailureCode, ProbeStatus};
 
@@ -152,7 +164,14 @@ mod tests {
             code: (status == ProbeStatus::Down).then_some(FailureCode::TcpRefused),
             latency_ms: 1.0,
             agent: "a".into(),
-            failure: None,
+            failure: (status != ProbeStatus::Up).then(|| {
+                Box::new(FailureFacts {
+                    code: "tcp_refused".into(),
+                    detail: "".into(),
+                    backend: None,
+                    failing_since: Some(at_ms),
+                })
+            }),
             cert: None,
         }
     }
@@ -176,12 +195,49 @@ mod tests {
         let ctx = Context { default_regions: &regions, connected: &connected, in_grace: false, now };
         let j = judge(t, &ctx);
         match j.incident {
-            IncidentStep::Opened => t.open_incident = Some(now),
+            IncidentStep::Opened => t.open_incident = Some(j.began),
             IncidentStep::Closed { .. } => t.open_incident = None,
             IncidentStep::None => {}
         }
         t.verdict = Some(j.decided());
         j
+    }
+
+    #[test]
+    fn a_pair_that_received_the_same_results_opens_the_incident_at_the_same_time() {
+        use ProbeStatus::*;
+        // Each region's results, by probe time: r1 fails from 10 s, r2 from 12 s, r3 stays up.
+        let results = [("r1", 10_000, Down), ("r2", 12_000, Down), ("r1", 20_000, Down), ("r2", 22_000, Down)];
+        // The live coordinator judges after each result, as it arrives.
+        let mut live = target(&[("r1", Up), ("r2", Up), ("r3", Up)], 1_000);
+        step(&mut live, 1_000);
+        let mut opened_live = None;
+        for (region, at, status) in results {
+            live.observe(Name::from(region), latest(at, status));
+            let j = step(&mut live, at + 300);
+            if j.incident == IncidentStep::Opened {
+                opened_live = Some(j.began);
+            }
+        }
+        // Its twin was away and gets the same results in one go (outboxes resent), later.
+        let mut late = target(&[("r1", Up), ("r2", Up), ("r3", Up)], 1_000);
+        step(&mut late, 1_000);
+        for (region, at, status) in results {
+            late.observe(Name::from(region), latest(at, status));
+        }
+        let j = step(&mut late, 23_000);
+        assert_eq!(j.incident, IncidentStep::Opened);
+        assert_eq!(opened_live, Some(10_000), "when the first agreeing region began failing, not the clock");
+        assert_eq!(j.began, 10_000, "the same start, hence the same dedup key");
+        // Up again and failing anew: a new run, a new start.
+        for region in ["r1", "r2"] {
+            late.observe(Name::from(region), latest(30_000, Up));
+        }
+        assert_eq!(step(&mut late, 30_000).incident, IncidentStep::Closed { opened: 10_000 });
+        for region in ["r1", "r2"] {
+            late.observe(Name::from(region), latest(40_000, Down));
+        }
+        assert_eq!(step(&mut late, 40_000).began, 40_000);
     }
 
     #[test]

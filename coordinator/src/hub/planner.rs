@@ -13,8 +13,9 @@ use crate::verdict::{Opinion, Verdict};
 
 /// The dedup key of one spell of a target's problem (`kind`: `target`, `degraded`, `unknown`)
 /// that began at `since`: the next outage, or the same target added again, is a fresh incident
-/// on the pager. A spell alerted under the older key (without its start) keeps it, so its resolve
-/// still matches.
+/// on the pager. For `target` and `degraded`, `since` is taken from the probes' times
+/// ([`Judgement::began`]), so the coordinators of a pair give one outage the same key. A spell
+/// alerted under the older key (without its start) keeps it, so its resolve still matches.
 pub fn spell_key(memory: &AlertMemory, kind: &str, url: &str, since: i64) -> String {
     let legacy = format!("vantage/{kind}/{url}");
     if memory.alerted(&legacy) { legacy } else { format!("{legacy}#{since}") }
@@ -82,7 +83,7 @@ pub fn judgement_alerts(
     let mut alerts = Vec::new();
     match judgement.incident {
         IncidentStep::Opened => {
-            let key = spell_key(memory, "target", url, now);
+            let key = spell_key(memory, "target", url, judgement.began);
             alerts.push(target_alert(target, AlertKind::Down, judgement, now, key));
         }
         IncidentStep::Closed { opened } => {
@@ -98,9 +99,9 @@ pub fn judgement_alerts(
         // nothing either way).
         match (verdict, memory.degraded.get(url).copied()) {
             (Verdict::Degraded, None) if target.open_incident.is_none() => {
-                let key = spell_key(memory, "degraded", url, now);
+                let key = spell_key(memory, "degraded", url, judgement.began);
                 alerts.push(target_alert(target, AlertKind::Degraded, judgement, now, key));
-                memory.set_degraded(url, Some(now));
+                memory.set_degraded(url, Some(judgement.began));
             }
             (Verdict::Up | Verdict::Down, Some(since)) => {
                 // Cleared where it was heard (or held back); a degraded spell nobody was told

@@ -61,11 +61,16 @@ impl Target {
     }
 
     /// Keeps `latest` as `region`'s newest result unless a newer one is held. Returns whether it
-    /// was kept.
-    pub fn observe(&mut self, region: Name, latest: Latest) -> bool {
+    /// was kept. A failing result after a failing one keeps the start of the failing run.
+    pub fn observe(&mut self, region: Name, mut latest: Latest) -> bool {
         match self.latest.iter_mut().find(|(r, _)| *r == region) {
             Some((_, held)) if held.at_ms > latest.at_ms => false,
             Some((_, held)) => {
+                if let (Some(failure), Some(before)) = (latest.failure.as_mut(), held.failing_since()) {
+                    if failure.failing_since.is_some() {
+                        failure.failing_since = Some(before.min(latest.at_ms));
+                    }
+                }
                 *held = latest;
                 true
             }
@@ -216,6 +221,12 @@ pub struct FailureFacts {
     pub detail: Box<str>,
     /// The failing backend's address (or the first backend's).
     pub backend: Option<Box<str>>,
+    /// For a failing (down or partial) result: when this region's run of failing results began,
+    /// by the probes' own times (`at_ms` of the first). Coordinators that received the same
+    /// results agree on it, so an outage's alerts carry the same identity on each (README:
+    /// "Coordinator pairs"). A run under way when the coordinator started begins at the newest
+    /// stored result. (Here, not in `Latest`: only failing results pay for it.)
+    pub failing_since: Option<i64>,
 }
 
 /// What status and certificate alerts read of a certificate (the chain and SANs stay in the
@@ -248,8 +259,10 @@ impl Latest {
         let status = result.and_then(status);
         // Kept for a failing or partial result only (alerts name its failing backend).
         let failing = status.is_some_and(|s| s != vantage_shared::ProbeStatus::Up);
+        let at_ms = crate::clock::entry_ms(entry);
         let failure = result.filter(|r| r.failure.is_some() || failing).map(|r| {
             Box::new(FailureFacts {
+                failing_since: failing.then_some(at_ms),
                 code: r.failure.as_ref().map_or("", |f| f.code.as_str()).into(),
                 detail: r.failure.as_ref().map_or("", |f| f.detail.as_str()).into(),
                 backend: r
@@ -263,7 +276,7 @@ impl Latest {
             })
         });
         Latest {
-            at_ms: crate::clock::entry_ms(entry),
+            at_ms,
             timed: result.is_some_and(|r| r.checked_at.is_some()),
             status,
             code: result.and_then(|r| r.failure.as_ref()).and_then(|f| FailureCode::from_code(&f.code)),
@@ -291,6 +304,11 @@ impl Latest {
     /// The failure code as sent ("" for none).
     pub fn failure_code(&self) -> &str {
         self.failure.as_ref().map_or("", |f| &f.code)
+    }
+
+    /// When this region's run of failing results began (see [`FailureFacts::failing_since`]).
+    pub fn failing_since(&self) -> Option<i64> {
+        self.failure.as_ref().and_then(|f| f.failing_since)
     }
 
     /// The failure's detail ("" for none).
@@ -426,6 +444,31 @@ mod tests {
         let spec = Spec::new(bare.clone());
         assert_eq!(spec.to_proto(), bare);
         assert_eq!(spec.timing(), spec::timing(&bare));
+    }
+
+    #[test]
+    fn a_run_of_failing_results_keeps_its_start_and_a_passing_one_ends_it() {
+        use vantage_proto::v1::ProbeStatus as Status;
+        let entry = |ms: i64, status: Status| HistoryEntry {
+            result: Some(ProbeResult {
+                status: status as i32,
+                checked_at: Some(prost_types::Timestamp { seconds: ms / 1000, nanos: 0 }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut target = Target::new(TargetSpec::default());
+        let mut see = |ms: i64, status: Status| {
+            target.observe("r1".into(), Latest::of(&entry(ms, status), "a1".into()));
+            target.latest_in("r1").and_then(Latest::failing_since)
+        };
+        assert_eq!(see(10_000, Status::Up), None);
+        assert_eq!(see(20_000, Status::Down), Some(20_000), "the run begins");
+        assert_eq!(see(30_000, Status::Degraded), Some(20_000), "partial is failing too: the same run");
+        assert_eq!(see(40_000, Status::Down), Some(20_000));
+        assert_eq!(see(15_000, Status::Down), Some(20_000), "an older result changes nothing");
+        assert_eq!(see(50_000, Status::Up), None, "a passing result ends it");
+        assert_eq!(see(60_000, Status::Down), Some(60_000), "the next run starts afresh");
     }
 
     #[test]
