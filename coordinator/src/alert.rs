@@ -12,6 +12,7 @@ pub mod health;
 mod kind;
 mod record;
 mod silence;
+pub mod watchdog;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -70,7 +71,7 @@ pub struct Alerting {
     /// How long a target may be `UNKNOWN` before `unknown` (zero: never).
     pub unknown_after: Duration,
     /// `[watchdog]`: the dead man's switch, if any.
-    pub watchdog: Option<std::sync::Arc<crate::watchdog::Watchdog>>,
+    pub watchdog: Option<std::sync::Arc<watchdog::Watchdog>>,
 }
 
 impl Alerting {

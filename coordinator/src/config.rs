@@ -1,6 +1,6 @@
 //! The coordinator's TOML config file: targets (`targets`: their fields; `discovery`: targets
 //! from other files), channels, routes, silences, heartbeats, the `[watchdog]` (its table is in
-//! `crate::watchdog`), the `[alerts]`/`[quorum]` settings and `[shard]`, checked while loading,
+//! `crate::alert::watchdog`), the `[alerts]`/`[quorum]` settings and `[shard]`, checked while loading,
 //! with the file, line and reason on any error (one line, fit for a log).
 
 pub mod discovery;
@@ -38,7 +38,7 @@ struct File {
     #[serde(default)]
     target_files: Vec<toml::Spanned<discovery::TargetFilesEntry>>,
     shard: Option<toml::Spanned<ShardEntry>>,
-    watchdog: Option<toml::Spanned<crate::watchdog::Entry>>,
+    watchdog: Option<toml::Spanned<crate::alert::watchdog::Entry>>,
 }
 
 /// `[shard]`: this coordinator's share of a split (README: "Past one machine: shards").
@@ -425,7 +425,7 @@ secret_file = "hook.secret"
         assert!(a.watchdog.is_none(), "no [watchdog], no heartbeat sent");
         let watchdog = "[watchdog]\ntype = \"http\"\nurl = \"https://hc-ping.com/x\"\n";
         let w = parse_config(watchdog, "v.toml", &dir).unwrap().alerting.watchdog.expect("a watchdog");
-        assert_eq!((w.target.kind(), w.period), ("http", crate::watchdog::PERIOD));
+        assert_eq!((w.target.kind(), w.period), ("http", crate::alert::watchdog::PERIOD));
 
         for (bad, expected) in [
             ("[[route]]\nchannels = [\"nope\"]\n", "v.toml:1: route: no channel named \"nope\""),

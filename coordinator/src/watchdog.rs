@@ -6,17 +6,14 @@
 //! successful ping are on `/metrics`. A reload swaps the table like the rest of the alerting
 //! config (`Hub::alerting`); the next look follows the new one.
 
-mod settings;
-
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-pub use settings::{Entry, Method, PERIOD, Target, Watchdog};
-
 use crate::alert::channel::{Http, SEND_TIMEOUT, SendError, VALID_FOR};
+use crate::alert::watchdog::{Method, Target, Watchdog};
 use crate::clock::{now_ms, rfc3339};
 use crate::hub::Hub;
 use crate::metrics::text::Text;
