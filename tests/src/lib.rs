@@ -6,6 +6,7 @@ pub mod alert_world;
 pub mod cluster;
 pub mod files;
 pub mod lan;
+pub mod prometheus;
 pub mod receiver;
 pub mod reload;
 

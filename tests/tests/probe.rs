@@ -11,6 +11,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vantage_e2e::cluster::{Cluster, READ_TOKEN};
+use vantage_e2e::files::{TempDir, deploy};
+use vantage_e2e::prometheus::Prometheus;
 
 const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
 
@@ -168,7 +170,7 @@ fn probe_shows_every_regions_newest_result_and_metrics_only_the_verdicts() {
         (code, serde_json::from_str::<serde_json::Value>(&body).unwrap()),
         (200, serde_json::json!([{"targets": urls, "labels": {}}]))
     );
-    let prometheus = Prometheus::start(&base);
+    let prometheus = prometheus(&base);
     let series = prometheus.query_until("probe_success", |r| r.len() == 6);
     for s in &series {
         let labels = &s["metric"];
@@ -184,70 +186,14 @@ fn probe_shows_every_regions_newest_result_and_metrics_only_the_verdicts() {
 }
 
 /// A real Prometheus server scraping the coordinator with `deploy/prometheus/vantage-scrape.yml`.
-struct Prometheus {
-    child: std::process::Child,
-    api: String,
-    dir: std::path::PathBuf,
-}
-
-impl Prometheus {
-    fn start(base: &str) -> Prometheus {
-        let shipped =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/prometheus/vantage-scrape.yml"))
-                .expect("the shipped scrape config");
-        let coordinator = base.trim_start_matches("http://");
-        let config = shipped
-            .replace("vantage-coordinator:7701", coordinator)
-            .replace("scrape_interval: 60s", "scrape_interval: 1s");
-        let dir = std::env::temp_dir().join(format!("vantage-prometheus-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        std::fs::write(dir.join("prometheus.yml"), config).expect("config");
-        std::fs::copy(
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/prometheus/vantage-rules.yml"),
-            dir.join("vantage-rules.yml"),
-        )
-        .expect("rules");
-        std::fs::write(dir.join("vantage-read.token"), READ_TOKEN).expect("token");
-        let checked = Command::new("promtool").arg("check").arg("config").arg(dir.join("prometheus.yml")).output();
-        let checked = checked.expect("promtool runs");
-        assert!(checked.status.success(), "promtool check config: {checked:?}");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("prometheus.log")).expect("log"))
-            .spawn()
-            .expect("prometheus runs (.ci/setup installs Debian's prometheus)");
-        Prometheus { child, api: format!("http://127.0.0.1:{port}/api/v1/query"), dir }
-    }
-
-    /// The instant vector `query` returns, once `done` holds for it (scrapes run each second).
-    fn query_until(&self, query: &str, done: impl Fn(&Vec<serde_json::Value>) -> bool) -> Vec<serde_json::Value> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let out = Command::new("curl")
-                .args(["-sS", "--max-time", "5", "--get", "--data-urlencode", &format!("query={query}"), &self.api])
-                .output()
-                .expect("curl runs");
-            let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-            let result = answer["data"]["result"].as_array().cloned().unwrap_or_default();
-            if done(&result) {
-                return result;
-            }
-            let log = std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default();
-            assert!(Instant::now() < deadline, "Prometheus never answered {query} as expected: {answer}\n{log}");
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+fn prometheus(base: &str) -> Prometheus {
+    let shipped = std::fs::read_to_string(deploy("prometheus/vantage-scrape.yml")).expect("the shipped scrape config");
+    let coordinator = base.trim_start_matches("http://");
+    let config =
+        shipped.replace("vantage-coordinator:7701", coordinator).replace("scrape_interval: 60s", "scrape_interval: 1s");
+    let dir = TempDir::new("probe-prometheus");
+    std::fs::write(dir.join("prometheus.yml"), config).expect("config");
+    std::fs::copy(deploy("prometheus/vantage-rules.yml"), dir.join("vantage-rules.yml")).expect("rules");
+    std::fs::write(dir.join("vantage-read.token"), READ_TOKEN).expect("token");
+    Prometheus::start(dir)
 }

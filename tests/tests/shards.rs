@@ -6,10 +6,10 @@
 //! leaves exactly the new shard's targets. And the README's shard recipe runs as printed.
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use vantage_e2e::files::{TempDir, deploy};
+use vantage_e2e::prometheus::Prometheus;
 use vantage_e2e::reload::curl;
 use vantage_e2e::{Process, binary, grpcurl, grpcurl_output, listening, run};
 
@@ -122,7 +122,7 @@ fn two_shards_split_the_config_with_no_overlap_no_gap_and_refuse_each_other_s_ta
 
     // One Prometheus, the shipped shards config: every target's /probe scraped at its own shard
     // (at the other one it is a 404, and `up` 0).
-    let prometheus = Prometheus::start(&[&zero.http, &one.http]);
+    let prometheus = prometheus(&[&zero.http, &one.http]);
     let up = prometheus.query_until("up{job=\"vantage-probe\"}", |r| {
         r.len() == held0.len() + held1.len() && r.iter().all(|s| s["value"][1] == "1")
     });
@@ -144,61 +144,18 @@ fn two_shards_split_the_config_with_no_overlap_no_gap_and_refuse_each_other_s_ta
 }
 
 /// A real Prometheus scraping the shards with `deploy/prometheus/vantage-scrape-shards.yml`.
-struct Prometheus {
-    child: std::process::Child,
-    api: String,
-    dir: TempDir,
-}
-
-impl Prometheus {
-    fn start(shards: &[&str]) -> Prometheus {
-        let mut config = std::fs::read_to_string(deploy("prometheus/vantage-scrape-shards.yml")).unwrap();
-        for (i, http) in shards.iter().enumerate() {
-            config = config.replace(&format!("vantage-shard-{i}:7701"), http);
-        }
-        let config = config.replace("scrape_interval: 60s", "scrape_interval: 1s");
-        let dir = TempDir::new("shards-prometheus");
-        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
-        std::fs::copy(deploy("prometheus/vantage-rules.yml"), dir.join("vantage-rules.yml")).unwrap();
-        // Sent, and not needed: these coordinators run without --http-auth.
-        std::fs::write(dir.join("vantage-read.token"), "a-read-token-0123456789").unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).unwrap().port();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
-            .spawn()
-            .expect("prometheus runs (.ci/setup installs Debian's prometheus)");
-        Prometheus { child, api: format!("http://127.0.0.1:{port}/api/v1/query"), dir }
+fn prometheus(shards: &[&str]) -> Prometheus {
+    let mut config = std::fs::read_to_string(deploy("prometheus/vantage-scrape-shards.yml")).unwrap();
+    for (i, http) in shards.iter().enumerate() {
+        config = config.replace(&format!("vantage-shard-{i}:7701"), http);
     }
-
-    /// The instant vector `query` returns, once `done` holds for it (scrapes run each second).
-    fn query_until(&self, query: &str, done: impl Fn(&Vec<serde_json::Value>) -> bool) -> Vec<serde_json::Value> {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let out = Command::new("curl")
-                .args(["-sS", "--max-time", "5", "--get", "--data-urlencode", &format!("query={query}"), &self.api])
-                .output()
-                .expect("curl runs");
-            let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-            let result = answer["data"]["result"].as_array().cloned().unwrap_or_default();
-            if done(&result) {
-                return result;
-            }
-            let log = std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default();
-            assert!(Instant::now() < deadline, "Prometheus never answered {query} as expected: {answer}\n{log}");
-            std::thread::sleep(Duration::from_millis(300));
-        }
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    let config = config.replace("scrape_interval: 60s", "scrape_interval: 1s");
+    let dir = TempDir::new("shards-prometheus");
+    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+    std::fs::copy(deploy("prometheus/vantage-rules.yml"), dir.join("vantage-rules.yml")).unwrap();
+    // Sent, and not needed: these coordinators run without --http-auth.
+    std::fs::write(dir.join("vantage-read.token"), "a-read-token-0123456789").unwrap();
+    Prometheus::start(dir)
 }
 
 /// The section's fenced blocks: (language, lines).
