@@ -13,7 +13,7 @@ use vantage_shared::identity::{self, Identity};
 
 use crate::check::{NetworkArgs, WatchArgs};
 use crate::probe::{Prober, ProberConfig};
-use crate::scheduler::{Command, From, Outlet, Scheduler};
+use crate::scheduler::{Command, Coordinator, Outlet, Scheduler};
 use crate::session::{self, Outbox, SessionConfig};
 
 #[derive(Debug, Clone, Args)]
@@ -168,7 +168,7 @@ impl RunArgs {
 pub async fn run(config: AgentConfig) -> Result<(), crate::probe::SetupError> {
     let prober = Prober::new(config.prober)?;
     // Every session's commands come here, marked with the coordinator they came from.
-    let (commands_tx, mut commands_rx) = mpsc::channel::<(From, Command)>(64);
+    let (commands_tx, mut commands_rx) = mpsc::channel::<(Coordinator, Command)>(64);
     let mut outlets = Vec::new();
     // The sessions end with this function (the demo runs agents as tasks and stops them).
     let mut _stop_sessions = Vec::new();

@@ -43,7 +43,7 @@ pub enum Command {
 
 /// Which coordinator (its index in the agent's `--coordinator` list) a command came from or a
 /// result goes to.
-pub type From = usize;
+pub type Coordinator = usize;
 
 /// One probe schedule: a URL probed one way at one interval, for the coordinators that assigned
 /// it so.
@@ -55,7 +55,7 @@ struct Scheduled {
     /// slow network cannot pile up probes.
     running: Arc<AtomicBool>,
     /// The coordinators whose assignment this is; its results go to each of them.
-    to: Vec<From>,
+    to: Vec<Coordinator>,
 }
 
 /// Where results for one coordinator go: its session's queue, never waited on.
@@ -125,7 +125,7 @@ impl Scheduler {
         Scheduler::serving(agent, prober, vec![Outlet::new("coordinator", results)], concurrency)
     }
 
-    /// Serving one coordinator per outlet, in the order of their [`From`] indexes.
+    /// Serving one coordinator per outlet, in the order of their [`Coordinator`] indexes.
     pub fn serving(agent: &str, prober: Prober, outlets: Vec<Outlet>, concurrency: usize) -> Scheduler {
         Scheduler {
             agent: agent.to_owned(),
@@ -193,7 +193,7 @@ impl Scheduler {
     }
 
     /// Applies a command from coordinator `from`.
-    pub fn apply_from(&mut self, from: From, command: Command) {
+    pub fn apply_from(&mut self, from: Coordinator, command: Command) {
         let now = Instant::now();
         let Some(assigned) = self.assigned.get_mut(from) else { return };
         match command {
@@ -283,7 +283,7 @@ impl Scheduler {
         target: Target,
         run_now: Option<(String, HashMap<String, String>)>,
         running: Option<Arc<AtomicBool>>,
-        to: Vec<From>,
+        to: Vec<Coordinator>,
     ) {
         let outlets: Vec<Outlet> = to.iter().filter_map(|&i| self.outlets.get(i).cloned()).collect();
         let (prober, limit) = (self.prober.clone(), self.limit.clone());
@@ -384,7 +384,7 @@ mod tests {
     }
 
     /// Each of `url`'s schedules: its generation, interval and who it serves.
-    fn schedules(s: &Scheduler, url: &str) -> Vec<(u64, Duration, Vec<From>)> {
+    fn schedules(s: &Scheduler, url: &str) -> Vec<(u64, Duration, Vec<Coordinator>)> {
         s.targets
             .get(url)
             .map_or(Vec::new(), |all| all.iter().map(|t| (t.generation, t.interval, t.to.clone())).collect())
@@ -436,7 +436,7 @@ mod tests {
         let a = "https://a.example/";
         scheduler.apply_from(0, Command::Assign(vec![spec(a, 60)]));
         scheduler.apply_from(1, Command::Assign(vec![spec(a, 30)]));
-        let mut each: Vec<(Duration, Vec<From>)> =
+        let mut each: Vec<(Duration, Vec<Coordinator>)> =
             schedules(&scheduler, a).into_iter().map(|(_, i, to)| (i, to)).collect();
         each.sort();
         assert_eq!(each, vec![(Duration::from_secs(30), vec![1]), (Duration::from_secs(60), vec![0])]);
