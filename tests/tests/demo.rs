@@ -456,4 +456,18 @@ fn status_watch_prints_whole_tables_whose_columns_stay_put() {
         }
     }
     assert!(with_added);
+
+    // Deleted while watching: the next whole table is the seven demo targets again.
+    let out = run("vantage-coordinator", &["targets", "rm", &added, "--coordinator", &coordinator]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut frame: Vec<String> = Vec::new();
+    watch.wait_for_line(|line| {
+        if !line.trim().is_empty() {
+            frame.push(line.to_owned());
+            return false;
+        }
+        let without = frame.len() == 8 && !frame.iter().any(|row| row.starts_with(&added));
+        frame.clear();
+        without
+    });
 }

@@ -56,7 +56,9 @@ pub async fn run_status(args: StatusArgs) -> anyhow::Result<()> {
     let mut stream = client.watch_status(WatchStatusRequest::default()).await.map_err(status_error)?.into_inner();
     if args.json {
         while let Some(status) = stream.message().await.map_err(status_error)? {
-            println!("{}", serde_json::to_string(&to_json(&status))?);
+            let line =
+                if status.removed { serde_json::json!({"url": status.url, "removed": true}) } else { to_json(&status) };
+            println!("{}", serde_json::to_string(&line)?);
         }
         anyhow::bail!("the coordinator closed the stream")
     }
@@ -86,7 +88,9 @@ pub async fn run_status(args: StatusArgs) -> anyhow::Result<()> {
         };
         // The stream's opening statuses may be older than the listing: a target's status only
         // replaces one built from results at least as old.
-        if current.get(&status.url).is_none_or(|known| newest_result(&status) >= newest_result(known)) {
+        if status.removed {
+            current.remove(&status.url);
+        } else if current.get(&status.url).is_none_or(|known| newest_result(&status) >= newest_result(known)) {
             current.insert(status.url.clone(), status);
         }
     }

@@ -100,6 +100,7 @@ pub fn build_status(
         quorum: decision.quorum as u32,
         failing_regions: decision.failing.clone(),
         silence: silence.map(silence_to_proto),
+        removed: false,
     }
 }
 

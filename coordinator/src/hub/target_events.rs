@@ -2,7 +2,7 @@
 //! from the config), with the assignment changes and resolves they cause. A target another
 //! shard owns (`[shard]`) is refused, naming that shard.
 
-use vantage_proto::v1::TargetSpec;
+use vantage_proto::v1::{TargetSpec, TargetStatus};
 
 use super::planner::{self, Removal};
 use super::targets::{Name, Spec, Target};
@@ -80,11 +80,15 @@ impl Hub {
         if queued {
             self.alerts_queued.notify_one();
         }
-        let mut state = self.lock();
-        let name = Name::from(url);
-        state.targets.remove(url);
-        let State { agents, targets, default_regions, .. } = &mut *state;
-        agents.reassign_some(targets, default_regions, std::slice::from_ref(&name), now);
+        {
+            let mut state = self.lock();
+            let name = Name::from(url);
+            state.targets.remove(url);
+            let State { agents, targets, default_regions, .. } = &mut *state;
+            agents.reassign_some(targets, default_regions, std::slice::from_ref(&name), now);
+        }
+        // Watchers drop it (none listening is no error).
+        let _ = self.watchers.send(TargetStatus { url: url.to_owned(), removed: true, ..TargetStatus::default() });
         Ok(existed)
     }
 
