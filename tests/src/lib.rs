@@ -178,6 +178,16 @@ impl Drop for Process {
     }
 }
 
+/// The real `vantage-coordinator serve` in plaintext on loopback (gRPC and HTTP on free ports),
+/// its store in `data`, with `extra` flags (a config, tokens, …).
+pub fn serve_on_loopback(data: &Path, extra: &[&str]) -> Process {
+    let data = data.to_str().expect("a UTF-8 path");
+    let mut args = vec!["serve", "--insecure", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"];
+    args.extend(["--data-dir", data]);
+    args.extend(extra);
+    Process::start("vantage-coordinator", &args)
+}
+
 /// A coordinator's gRPC and HTTP addresses, from its start-up line (`coordinator listening
 /// addr=… http=Some(…)`).
 pub fn listening(coordinator: &Process) -> (String, String) {

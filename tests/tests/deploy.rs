@@ -305,21 +305,7 @@ fn target_urls(toml: &str) -> Vec<String> {
 /// Serves `config` with the real coordinator (plaintext, on loopback) and checks it holds the
 /// file's targets: a config that does not load stops the coordinator with its error.
 fn assert_config_loads(config: &Path, data: &Path) {
-    let coordinator = Process::start(
-        "vantage-coordinator",
-        &[
-            "serve",
-            "--insecure",
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-        ],
-    );
+    let coordinator = vantage_e2e::serve_on_loopback(&data, &["--config", config.to_str().unwrap()]);
     let (addr, _) = vantage_e2e::listening(&coordinator);
     let listed = vantage_e2e::grpcurl(&["-plaintext", "-d", "{}", &addr, "vantage.v1.Coordinator/ListTargets"]);
     let urls = target_urls(&std::fs::read_to_string(config).unwrap());

@@ -33,19 +33,7 @@ fn a_check_now_on_a_long_url_leaves_the_agent_reporting_every_target() {
     runtime.spawn(server::serve_plain(listener, Reply::Page { status: 200, body: "ok" }));
 
     let data = dir.join("data");
-    let coordinator = Process::start(
-        "vantage-coordinator",
-        &[
-            "serve",
-            "--insecure",
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-    );
+    let coordinator = vantage_e2e::serve_on_loopback(&data, &[]);
     let (addr, _) = vantage_e2e::listening(&coordinator);
     let call = |method: &str, body: &str| -> serde_json::Value {
         let out = grpcurl(&["-plaintext", "-d", body, &addr, &format!("vantage.v1.Coordinator/{method}")]);

@@ -140,17 +140,9 @@ fn under_http_auth_only_the_admin_token_reloads() {
     let (admin, read) = ("reload-admin-token-0123456789", "reload-read-token-0123456789");
     let (admin_file, read_file) = (w.write("admin.token", admin), w.write("read.token", read));
     let data = w.dir.join("data");
-    let coordinator = Process::start(
-        "vantage-coordinator",
+    let coordinator = vantage_e2e::serve_on_loopback(
+        &data,
         &[
-            "serve",
-            "--insecure",
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
             "--config",
             config.to_str().unwrap(),
             "--admin-token-file",

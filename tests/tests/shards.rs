@@ -11,7 +11,7 @@ use std::process::Command;
 use vantage_e2e::files::{TempDir, deploy};
 use vantage_e2e::prometheus::Prometheus;
 use vantage_e2e::reload::curl;
-use vantage_e2e::{Process, binary, grpcurl, grpcurl_output, listening, run};
+use vantage_e2e::{Process, binary, grpcurl, grpcurl_output, listening, run, serve_on_loopback};
 
 const SECTION: &str = "## Past one machine: shards";
 
@@ -39,21 +39,7 @@ struct Shard {
 fn start(dir: &TempDir, name: &str, config: &str) -> Shard {
     let data = dir.join(&format!("data-{name}"));
     let config = dir.join(config);
-    let process = Process::start(
-        "vantage-coordinator",
-        &[
-            "serve",
-            "--insecure",
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--config",
-            config.to_str().unwrap(),
-        ],
-    );
+    let process = serve_on_loopback(&data, &["--config", config.to_str().unwrap()]);
     let (addr, http) = listening(&process);
     Shard { process, addr, http }
 }
