@@ -3,6 +3,7 @@
 //! processes.
 
 pub mod alert_world;
+pub mod alertmanager;
 pub mod cluster;
 pub mod files;
 pub mod lan;

@@ -33,38 +33,18 @@ fn bcrypt(password: &str) -> String {
 /// Starts Alertmanager on a free port, serving https with `pki`'s certificate for 127.0.0.1 and
 /// basic auth (vantage/PASSWORD), grouping by alertname and notifying `webhook`, resolves too.
 fn alertmanager(dir: &Path, pki: &Path, webhook: &str) -> (Process, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let config = dir.join("alertmanager.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "route:\n  receiver: hook\n  group_by: [alertname]\n  group_wait: 2s\n  group_interval: 2s\n  \
-             repeat_interval: 1h\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: {webhook}\n        \
-             send_resolved: true\n"
-        ),
-    )
-    .unwrap();
-    let web = dir.join("alertmanager-web.yml");
-    std::fs::write(
-        &web,
-        format!(
-            "tls_server_config:\n  cert_file: {}\n  key_file: {}\nbasic_auth_users:\n  vantage: '{}'\n",
-            pki.join("coordinator.pem").display(),
-            pki.join("coordinator.key").display(),
-            bcrypt(PASSWORD),
-        ),
-    )
-    .unwrap();
-    let storage = dir.join("alertmanager-data");
-    let mut command = Command::new("prometheus-alertmanager");
-    command.arg(format!("--config.file={}", config.display()));
-    command.arg(format!("--web.config.file={}", web.display()));
-    command.arg(format!("--storage.path={}", storage.display()));
-    command.arg(format!("--web.listen-address=127.0.0.1:{port}"));
-    command.arg("--cluster.listen-address=");
-    let process = Process::start_with(&mut command, "alertmanager");
-    process.wait_for_line(|l| l.contains("Listening on"));
-    (process, port)
+    let config = format!(
+        "route:\n  receiver: hook\n  group_by: [alertname]\n  group_wait: 2s\n  group_interval: 2s\n  \
+         repeat_interval: 1h\nreceivers:\n  - name: hook\n    webhook_configs:\n      - url: {webhook}\n        \
+         send_resolved: true\n"
+    );
+    let web = format!(
+        "tls_server_config:\n  cert_file: {}\n  key_file: {}\nbasic_auth_users:\n  vantage: '{}'\n",
+        pki.join("coordinator.pem").display(),
+        pki.join("coordinator.key").display(),
+        bcrypt(PASSWORD),
+    );
+    vantage_e2e::alertmanager::start(dir, &config, Some(&web))
 }
 
 /// GET from Alertmanager's API, as an operator would with curl.

@@ -15,7 +15,6 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -31,26 +30,13 @@ const GROUP_INTERVAL: Duration = Duration::from_secs(1);
 /// Starts Alertmanager on loopback (plain HTTP, clustering off), grouping by alert name and
 /// target and notifying `webhook` at once, resolves too; repeats only after an hour.
 fn alertmanager(dir: &Path, webhook: &str) -> (Process, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let config = dir.join("alertmanager.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "route:\n  receiver: people\n  group_by: [alertname, target]\n  group_wait: 1s\n  group_interval: {}s\n  \
-             repeat_interval: 1h\nreceivers:\n  - name: people\n    webhook_configs:\n      - url: {webhook}\n        \
-             send_resolved: true\n",
-            GROUP_INTERVAL.as_secs()
-        ),
-    )
-    .unwrap();
-    let mut command = Command::new("prometheus-alertmanager");
-    command.arg(format!("--config.file={}", config.display()));
-    command.arg(format!("--storage.path={}", dir.join("alertmanager-data").display()));
-    command.arg(format!("--web.listen-address=127.0.0.1:{port}"));
-    command.arg("--cluster.listen-address=");
-    let process = Process::start_with(&mut command, "alertmanager");
-    process.wait_for_line(|l| l.contains("Listening on"));
-    (process, port)
+    let config = format!(
+        "route:\n  receiver: people\n  group_by: [alertname, target]\n  group_wait: 1s\n  group_interval: {}s\n  \
+         repeat_interval: 1h\nreceivers:\n  - name: people\n    webhook_configs:\n      - url: {webhook}\n        \
+         send_resolved: true\n",
+        GROUP_INTERVAL.as_secs()
+    );
+    vantage_e2e::alertmanager::start(dir, &config, None)
 }
 
 /// An Alertmanager notification to the people (`/people`) about `url`'s `down`, `status`

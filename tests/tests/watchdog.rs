@@ -204,17 +204,7 @@ fn the_heartbeats_stop_when_the_store_fails_and_resume_after_a_restart_with_spac
 
 /// Starts the real Alertmanager on a free port (plain http, clustering off).
 fn alertmanager(dir: &Path) -> (Process, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let config = dir.join("alertmanager.yml");
-    std::fs::write(&config, "route:\n  receiver: none\nreceivers:\n  - name: none\n").unwrap();
-    let mut command = Command::new("prometheus-alertmanager");
-    command.arg(format!("--config.file={}", config.display()));
-    command.arg(format!("--storage.path={}", dir.join("alertmanager-data").display()));
-    command.arg(format!("--web.listen-address=127.0.0.1:{port}"));
-    command.arg("--cluster.listen-address=");
-    let process = Process::start_with(&mut command, "alertmanager");
-    process.wait_for_line(|l| l.contains("Listening on"));
-    (process, port)
+    vantage_e2e::alertmanager::start(dir, "route:\n  receiver: none\nreceivers:\n  - name: none\n", None)
 }
 
 /// The Watchdog alert Alertmanager holds as active, if any (as an operator sees it with curl).
