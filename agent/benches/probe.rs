@@ -8,15 +8,11 @@
 //! round; 5 rounds alternate the two loops).
 
 use std::io::Read;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vantage_agent::check::CheckArgs;
-use vantage_shared::lab::Lab;
+use vantage_shared::lab::{self, Lab};
 
 #[derive(Parser)]
 struct Line {
@@ -31,39 +27,6 @@ fn thread_cpu() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-async fn bare_probe(config: Arc<rustls::ClientConfig>, addr: std::net::SocketAddr, host: &str) -> u16 {
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    tcp.set_nodelay(true).ok();
-    let name = ServerName::try_from(host.to_owned()).expect("name");
-    let mut tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.expect("handshake");
-    let request = format!("GET / HTTP/1.1\r\nhost: {host}:{}\r\nuser-agent: bare\r\naccept: */*\r\n\r\n", addr.port());
-    tls.write_all(request.as_bytes()).await.expect("write");
-    // Read the head, then the body its content-length announces (the lab keeps connections alive).
-    let mut response = Vec::with_capacity(1024);
-    let mut buf = [0u8; 4096];
-    let body_len = loop {
-        let n = tls.read(&mut buf).await.expect("read");
-        assert!(n > 0, "the server closed early");
-        response.extend_from_slice(&buf[..n]);
-        if let Some(end) = response.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = std::str::from_utf8(&response[..end]).expect("ascii head");
-            let length = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length: "))
-                .and_then(|v| v.trim().parse::<usize>().ok())
-                .expect("content-length");
-            break end + 4 + length;
-        }
-    };
-    while response.len() < body_len {
-        let n = tls.read(&mut buf).await.expect("read");
-        assert!(n > 0, "the server closed early");
-        response.extend_from_slice(&buf[..n]);
-    }
-    assert!(response.starts_with(b"HTTP/1.1 200"), "bare GET failed");
-    200
-}
-
 fn main() {
     let probes: usize = std::env::var("VANTAGE_BENCH_PROBES").ok().and_then(|v| v.parse().ok()).unwrap_or(400);
     let rounds = 5;
@@ -75,19 +38,7 @@ fn main() {
     let host = url.host_str();
     let addr = std::net::SocketAddr::new([127, 0, 0, 1].into(), url.port());
 
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&lab.ca_file).expect("ca file") {
-        roots.add(cert.expect("pem")).expect("root");
-    }
-    let mut bare_config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    bare_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    bare_config.resumption = rustls::client::Resumption::disabled();
-    let bare_config = Arc::new(bare_config);
+    let bare_config = lab::bare::client_config(&lab.ca_file).expect("bare client config");
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let (mut pipeline_cpu, mut bare_cpu) = (Duration::ZERO, Duration::ZERO);
@@ -96,7 +47,7 @@ fn main() {
     runtime.block_on(async {
         for _ in 0..20 {
             assert!(prober.probe(&target).await.failure.is_none());
-            bare_probe(bare_config.clone(), addr, &host).await;
+            assert_eq!(lab::bare::probe(bare_config.clone(), addr, &host).await.expect("bare probe"), 200);
         }
     });
     for _ in 0..rounds {
@@ -113,7 +64,7 @@ fn main() {
         let (cpu, wall) = (thread_cpu(), Instant::now());
         runtime.block_on(async {
             for _ in 0..probes {
-                bare_probe(bare_config.clone(), addr, &host).await;
+                assert_eq!(lab::bare::probe(bare_config.clone(), addr, &host).await.expect("bare probe"), 200);
             }
         });
         bare_cpu += thread_cpu() - cpu;

@@ -26,6 +26,7 @@ use vantage_shared::report::{
     BackendReport, CertReport, HttpReport, ProbeReport, ProbeStatus, Redirect, Timings, TlsReport, rfc3339,
 };
 use vantage_shared::target::{TargetHost, TargetUrl};
+use vantage_shared::telemetry::TRACE_ONLY;
 
 /// At most this many redirects are followed.
 pub const MAX_REDIRECTS: usize = 5;
@@ -91,6 +92,8 @@ pub enum SetupError {
     CaFile { path: PathBuf, reason: String },
     #[error(transparent)]
     Resolver(#[from] dns::ResolverSetupError),
+    #[error("cannot start a probe thread: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// Runs probes. Cheap to clone; build one and reuse it.
@@ -140,8 +143,7 @@ impl Prober {
 
     /// Probes `target` once. Never fails: every problem is a classified failure in the report.
     pub async fn probe(&self, target: &Target) -> ProbeReport {
-        let span = tracing::info_span!(
-            "probe",
+        let span = tracing::info_span!(target: TRACE_ONLY, "probe",
             url = %target.url,
             status = tracing::field::Empty,
             failure = tracing::field::Empty,
@@ -177,7 +179,7 @@ impl Prober {
             .inner
             .resolver
             .resolve(target.url.host(), remaining(deadline))
-            .instrument(tracing::info_span!("dns"))
+            .instrument(tracing::info_span!(target: TRACE_ONLY, "dns"))
             .await;
         let dns_done = Instant::now();
         let addresses = match resolved.and_then(|(ips, source)| {
@@ -204,7 +206,7 @@ impl Prober {
             let mut tasks = tokio::task::JoinSet::new();
             for (i, ip) in addresses.iter().enumerate() {
                 let (prober, target, addr) = (self.clone(), target.clone(), SocketAddr::new(*ip, port));
-                let span = tracing::info_span!("backend", address = %addr);
+                let span = tracing::info_span!(target: TRACE_ONLY, "backend", address = %addr);
                 tasks.spawn(async move { (i, prober.backend(&target, &[addr], deadline).await) }.instrument(span));
             }
             let mut outcomes: Vec<(usize, Outcome)> = Vec::new();
@@ -336,7 +338,7 @@ impl Prober {
         let mut first_error = None;
         for (i, addr) in addrs.iter().enumerate() {
             outcome.address = *addr;
-            let span = tracing::info_span!("connect", %addr);
+            let span = tracing::info_span!(target: TRACE_ONLY, "connect", %addr);
             // Each address gets its share of what remains, so one black-holed address does not
             // use up the time the others need.
             let share = remaining(deadline) / (addrs.len() - i) as u32;
@@ -361,7 +363,7 @@ impl Prober {
 
         if !url.is_tls() {
             let result = http::get(tcp, false, url, target.expect_body.is_some(), remaining(deadline))
-                .instrument(tracing::info_span!("http"))
+                .instrument(tracing::info_span!(target: TRACE_ONLY, "http"))
                 .await;
             outcome.record_response(result);
             return outcome;
@@ -380,7 +382,7 @@ impl Prober {
             },
         };
         let handshake = tls::handshake(self.inner.tls.clone(), tcp, server_name.clone(), remaining(deadline))
-            .instrument(tracing::info_span!("tls"))
+            .instrument(tracing::info_span!(target: TRACE_ONLY, "tls"))
             .await;
         outcome.tls_ms = Some(ms(stage_start.elapsed()));
         let handshake = match handshake {
@@ -397,7 +399,7 @@ impl Prober {
         });
 
         let inspection = {
-            let _span = tracing::info_span!("certificate").entered();
+            let _span = tracing::info_span!(target: TRACE_ONLY, "certificate").entered();
             let trust = cert::TrustContext {
                 roots: &self.inner.roots,
                 algorithms: self.inner.provider.signature_verification_algorithms.all,
@@ -424,7 +426,7 @@ impl Prober {
 
         let h2 = handshake.alpn.as_deref() == Some("h2");
         let result = http::get(handshake.stream, h2, url, target.expect_body.is_some(), remaining(deadline))
-            .instrument(tracing::info_span!("http"))
+            .instrument(tracing::info_span!(target: TRACE_ONLY, "http"))
             .await;
         outcome.record_response(result);
         outcome

@@ -1,19 +1,25 @@
 //! `vantage-agent run`: connect to the coordinator (or to each of several: a pair, or shards),
 //! probe what they assign, report back. Each coordinator has its own session, outbox and batch
-//! numbering; one scheduler probes the union of their targets.
+//! numbering. The probes run on probe threads, each a single-threaded runtime with a scheduler
+//! of its own for a share of the URLs (by a hash of the URL): a probe's many small wake-ups
+//! (connect, each TLS flight, the response) stay on its thread, where a work-stealing runtime
+//! would wake idle threads for each and spend more CPU on that than on the probe's own work.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use clap::Args;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::Instrument;
+use vantage_proto::v1::TargetSpec;
 use vantage_shared::identity::{self, Identity};
 
 use crate::check::{NetworkArgs, WatchArgs};
-use crate::probe::{Prober, ProberConfig};
-use crate::scheduler::{Command, Coordinator, Outlet, Scheduler};
+use crate::probe::{Prober, ProberConfig, SetupError};
+use crate::scheduler::{Command, Coordinator, MAX_COORDINATORS, Outlet, Scheduler};
 use crate::session::{self, Outbox, SessionConfig};
 
 #[derive(Debug, Clone, Args)]
@@ -49,6 +55,10 @@ pub struct RunArgs {
     /// Most probes running at once.
     #[arg(long, default_value_t = 256, value_parser = at_least_one, env = "VANTAGE_CONCURRENCY")]
     pub concurrency: usize,
+    /// Threads that probe (default: one per CPU this process may use). Each runs the probes of
+    /// its share of the targets.
+    #[arg(long, value_parser = at_least_one, env = "VANTAGE_PROBE_THREADS")]
+    pub probe_threads: Option<usize>,
     /// Most results kept while a coordinator cannot be reached (the oldest go first), per
     /// coordinator.
     #[arg(long, default_value_t = 100_000, value_parser = at_least_one, env = "VANTAGE_OUTBOX_LIMIT")]
@@ -76,6 +86,7 @@ pub struct AgentConfig {
     pub prober: ProberConfig,
     pub concurrency: usize,
     pub outbox_limit: usize,
+    pub probe_threads: usize,
 }
 
 /// The agent's side of mTLS, read at start-up.
@@ -148,6 +159,10 @@ impl RunArgs {
             anyhow::ensure!(!coordinators.iter().any(|c| c == url), "--coordinator {url} is given twice");
             coordinators.push(url.to_owned());
         }
+        anyhow::ensure!(
+            coordinators.len() <= MAX_COORDINATORS,
+            "--coordinator: at most {MAX_COORDINATORS} coordinators"
+        );
         Ok(AgentConfig {
             coordinators,
             region,
@@ -160,6 +175,9 @@ impl RunArgs {
             },
             concurrency: self.concurrency,
             outbox_limit: self.outbox_limit,
+            probe_threads: self
+                .probe_threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)),
         })
     }
 }
@@ -198,18 +216,112 @@ pub async fn run(config: AgentConfig) -> Result<(), crate::probe::SetupError> {
         outlets.push(Outlet::new(coordinator, results_tx));
     }
     drop(commands_tx);
-    let mut scheduler = Scheduler::serving(&config.name, prober, outlets, config.concurrency).in_region(&config.region);
-    loop {
-        let due = scheduler.next_due().map(tokio::time::Instant::from_std);
-        let far = tokio::time::Instant::now() + Duration::from_secs(3600);
-        tokio::select! {
-            command = commands_rx.recv() => match command {
-                Some((from, command)) => scheduler.apply_from(from, command),
-                None => return Ok(()),
-            },
-            _ = tokio::time::sleep_until(due.unwrap_or(far)) => scheduler.run_due(),
+    let limit = Arc::new(Semaphore::new(config.concurrency));
+    let mut threads = Vec::new();
+    for index in 0..config.probe_threads.max(1) {
+        let scheduler =
+            Scheduler::serving(&config.name, prober.clone(), outlets.clone(), limit.clone()).in_region(&config.region);
+        threads.push(ProbeThread::start(index, scheduler)?);
+    }
+    while let Some((from, command)) = commands_rx.recv().await {
+        route(&threads, from, command, &config.coordinators[from]).await;
+    }
+    Ok(())
+}
+
+/// What a probe thread is asked: a coordinator's command, and where to say how many URLs that
+/// coordinator assigns and the thread probes now.
+type Order = (Coordinator, Command, Option<oneshot::Sender<(usize, usize)>>);
+
+/// A thread running a single-threaded runtime and one scheduler; it stops when its handle goes.
+struct ProbeThread {
+    orders: mpsc::Sender<Order>,
+}
+
+impl ProbeThread {
+    fn start(index: usize, mut scheduler: Scheduler) -> Result<ProbeThread, crate::probe::SetupError> {
+        let (orders, mut incoming) = mpsc::channel::<Order>(64);
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(SetupError::Runtime)?;
+        let work = move || {
+            runtime.block_on(async move {
+                loop {
+                    let due = scheduler.next_due().map(tokio::time::Instant::from_std);
+                    let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+                    tokio::select! {
+                        order = incoming.recv() => match order {
+                            Some((from, command, reply)) => {
+                                let counts = scheduler.apply_from(from, command);
+                                if let Some(reply) = reply {
+                                    let _ = reply.send(counts);
+                                }
+                            }
+                            // The agent stopped: probes still running end with the runtime.
+                            None => return,
+                        },
+                        _ = tokio::time::sleep_until(due.unwrap_or(far)) => scheduler.run_due(),
+                    }
+                }
+            })
+        };
+        std::thread::Builder::new().name(format!("probe-{index}")).spawn(work).map_err(SetupError::Runtime)?;
+        Ok(ProbeThread { orders })
+    }
+}
+
+/// Which probe thread probes `url`: stable, and even over many URLs.
+fn share(url: &str, threads: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    url.hash(&mut hasher);
+    (hasher.finish() % threads as u64) as usize
+}
+
+/// Hands a coordinator's command to the probe threads, each its share, and logs what the
+/// coordinator assigns now.
+async fn route(threads: &[ProbeThread], from: Coordinator, command: Command, coordinator: &str) {
+    let n = threads.len();
+    let (commands, what) = match command {
+        Command::Assign(specs) => {
+            let mut parts: Vec<Vec<TargetSpec>> = (0..n).map(|_| Vec::new()).collect();
+            for spec in specs {
+                parts[share(&spec.url, n)].push(spec);
+            }
+            (parts.into_iter().map(Command::Assign).collect::<Vec<_>>(), "assignment received")
+        }
+        Command::Change { upserted, removed } => {
+            let mut parts: Vec<(Vec<TargetSpec>, Vec<String>)> = (0..n).map(|_| Default::default()).collect();
+            for spec in upserted {
+                parts[share(&spec.url, n)].0.push(spec);
+            }
+            for url in removed {
+                parts[share(&url, n)].1.push(url);
+            }
+            let commands = parts.into_iter().map(|(upserted, removed)| Command::Change { upserted, removed });
+            (commands.collect(), "assignment changed")
+        }
+        // A run-now goes only to the thread that probes its URL.
+        run_now @ Command::RunNow { .. } => {
+            let Command::RunNow { url, .. } = &run_now else { unreachable!() };
+            let _ = threads[share(url, n)].orders.send((from, run_now, None)).await;
+            return;
+        }
+    };
+    let mut replies = Vec::new();
+    for (thread, command) in threads.iter().zip(commands) {
+        let (reply, counts) = oneshot::channel();
+        if thread.orders.send((from, command, Some(reply))).await.is_ok() {
+            replies.push(counts);
         }
     }
+    let (mut assigned, mut targets) = (0, 0);
+    for counts in replies {
+        if let Ok((a, t)) = counts.await {
+            assigned += a;
+            targets += t;
+        }
+    }
+    tracing::info!(coordinator, assigned, targets, "{what}");
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

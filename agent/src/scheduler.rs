@@ -11,7 +11,7 @@
 //! or down, its queue full) loses them, counted, and never holds up the others.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::Instrument;
 use vantage_proto::v1::{TargetResult, TargetSpec};
 use vantage_shared::limits::RETRY_DELAY;
+use vantage_shared::telemetry::TRACE_ONLY;
 
 use crate::probe::{Prober, Target};
 use crate::wire;
@@ -55,7 +56,35 @@ struct Scheduled {
     /// slow network cannot pile up probes.
     running: Arc<AtomicBool>,
     /// The coordinators whose assignment this is; its results go to each of them.
-    to: Vec<Coordinator>,
+    to: Coordinators,
+}
+
+/// At most this many coordinators per agent (a set of them is one machine word).
+pub const MAX_COORDINATORS: usize = 64;
+
+/// A set of coordinators, by index.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Coordinators(u64);
+
+impl Coordinators {
+    fn one(c: Coordinator) -> Coordinators {
+        Coordinators(1 << c)
+    }
+    fn contains(self, c: Coordinator) -> bool {
+        self.0 & (1 << c) != 0
+    }
+    fn insert(&mut self, c: Coordinator) {
+        self.0 |= 1 << c;
+    }
+    fn remove(&mut self, c: Coordinator) {
+        self.0 &= !(1 << c);
+    }
+    fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    fn iter(self) -> impl Iterator<Item = Coordinator> {
+        (0..MAX_COORDINATORS).filter(move |&c| self.contains(c))
+    }
 }
 
 /// Where results for one coordinator go: its session's queue, never waited on.
@@ -111,29 +140,28 @@ pub struct Scheduler {
     prober: Prober,
     outlets: Vec<Outlet>,
     limit: Arc<Semaphore>,
-    /// What each coordinator assigned, by URL.
-    assigned: Vec<HashMap<String, TargetSpec>>,
-    /// The probe schedules of each URL (one unless coordinators assigned it differently).
-    targets: HashMap<String, Vec<Scheduled>>,
-    queue: BinaryHeap<Reverse<(Instant, String, u64)>>,
+    /// How many URLs each coordinator assigns.
+    assigned: Vec<usize>,
+    /// The probe schedules of each URL (one unless coordinators assigned it differently). The
+    /// URL is shared with its queue entries.
+    targets: HashMap<Arc<str>, Vec<Scheduled>>,
+    queue: BinaryHeap<Reverse<(Instant, Arc<str>, u64)>>,
     generation: u64,
 }
 
 impl Scheduler {
-    /// One coordinator: its results go to `results`. `concurrency` bounds how many probes run at once.
-    pub fn new(agent: &str, prober: Prober, results: mpsc::Sender<TargetResult>, concurrency: usize) -> Scheduler {
-        Scheduler::serving(agent, prober, vec![Outlet::new("coordinator", results)], concurrency)
-    }
-
-    /// Serving one coordinator per outlet, in the order of their [`Coordinator`] indexes.
-    pub fn serving(agent: &str, prober: Prober, outlets: Vec<Outlet>, concurrency: usize) -> Scheduler {
+    /// Serving one coordinator per outlet (at most [`MAX_COORDINATORS`]), in the order of their
+    /// [`Coordinator`] indexes. Each probe holds one of `limit`'s permits (shared by the agent's
+    /// probe threads).
+    pub fn serving(agent: &str, prober: Prober, outlets: Vec<Outlet>, limit: Arc<Semaphore>) -> Scheduler {
+        assert!(outlets.len() <= MAX_COORDINATORS, "at most {MAX_COORDINATORS} coordinators");
         Scheduler {
             agent: agent.to_owned(),
             region: String::new(),
             prober,
-            assigned: vec![HashMap::new(); outlets.len()],
+            assigned: vec![0; outlets.len()],
             outlets,
-            limit: Arc::new(Semaphore::new(concurrency.max(1))),
+            limit,
             targets: HashMap::new(),
             queue: BinaryHeap::new(),
             generation: 0,
@@ -146,44 +174,46 @@ impl Scheduler {
         self
     }
 
-    /// Brings `url`'s probe schedules in line with what the coordinators assign now: a probe
-    /// assigned the same way as before keeps its schedule (and phase), a new or changed one is
-    /// scheduled afresh, one nobody assigns any more goes.
-    fn reconcile(&mut self, url: &str, now: Instant) {
-        let mut old = self.targets.remove(url).unwrap_or_default();
-        let mut new: Vec<Scheduled> = Vec::new();
-        for (from, assigned) in self.assigned.iter().enumerate() {
-            let Some(spec) = assigned.get(url) else { continue };
-            let target = match wire::target(spec) {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::warn!(url = spec.url, error = e, "ignoring a target the probe cannot take");
-                    continue;
-                }
-            };
-            let interval = interval_of(spec);
-            if let Some(same) = new.iter_mut().find(|s| s.target == target && s.interval == interval) {
-                same.to.push(from);
-                continue;
+    /// Puts `url` where coordinator `from` assigns it now: on the schedule probing it the way
+    /// `spec` says (shared with any coordinator that assigned it alike; a probe assigned the same
+    /// way as before keeps its schedule and phase), or nowhere (`None`: no longer assigned). A
+    /// schedule nobody assigns any more goes.
+    fn place(&mut self, from: Coordinator, url: &str, spec: Option<&TargetSpec>, now: Instant) {
+        let wanted = spec.and_then(|spec| match wire::target(spec) {
+            Ok(target) => Some((target, interval_of(spec))),
+            Err(e) => {
+                tracing::warn!(url = spec.url, error = e, "ignoring a target the probe cannot take");
+                None
             }
-            let kept = old.iter().position(|s| s.target == target && s.interval == interval).map(|i| old.remove(i));
-            let scheduled = match kept {
-                Some(mut kept) => {
-                    kept.to = vec![from];
-                    kept
-                }
+        });
+        let (key, mut schedules) = match self.targets.remove_entry(url) {
+            Some(entry) => entry,
+            None if wanted.is_none() => return,
+            None => (Arc::from(url), Vec::new()),
+        };
+        let had = schedules.iter().any(|s| s.to.contains(from));
+        for s in &mut schedules {
+            s.to.remove(from);
+        }
+        if let Some((target, interval)) = wanted {
+            match schedules.iter_mut().find(|s| s.target == target && s.interval == interval) {
+                Some(same) => same.to.insert(from),
                 None => {
                     self.generation += 1;
                     let first = now + phase(&self.agent, url, interval);
-                    self.queue.push(Reverse((first, url.to_owned(), self.generation)));
+                    self.queue.push(Reverse((first, key.clone(), self.generation)));
                     let running = Arc::new(AtomicBool::new(false));
-                    Scheduled { target, interval, generation: self.generation, running, to: vec![from] }
+                    let to = Coordinators::one(from);
+                    schedules.push(Scheduled { target, interval, generation: self.generation, running, to });
                 }
-            };
-            new.push(scheduled);
+            }
+            self.assigned[from] += usize::from(!had);
+        } else {
+            self.assigned[from] -= usize::from(had);
         }
-        if !new.is_empty() {
-            self.targets.insert(url.to_owned(), new);
+        schedules.retain(|s| !s.to.is_empty());
+        if !schedules.is_empty() {
+            self.targets.insert(key, schedules);
         }
     }
 
@@ -192,57 +222,49 @@ impl Scheduler {
         self.apply_from(0, command);
     }
 
-    /// Applies a command from coordinator `from`.
-    pub fn apply_from(&mut self, from: Coordinator, command: Command) {
+    /// Applies a command from coordinator `from`; returns how many URLs it assigns now and how
+    /// many this scheduler probes in all.
+    pub fn apply_from(&mut self, from: Coordinator, command: Command) -> (usize, usize) {
         let now = Instant::now();
-        let Some(assigned) = self.assigned.get_mut(from) else { return };
+        if from >= self.outlets.len() {
+            return (0, self.targets.len());
+        }
         match command {
             Command::Assign(specs) => {
-                let mut touched: BTreeSet<String> = assigned.drain().map(|(url, _)| url).collect();
-                for spec in specs {
-                    touched.insert(spec.url.clone());
-                    assigned.insert(spec.url.clone(), spec);
+                // What it assigned before and does not now goes.
+                let mut gone: HashSet<Arc<str>> = self
+                    .targets
+                    .iter()
+                    .filter(|(_, all)| all.iter().any(|s| s.to.contains(from)))
+                    .map(|(url, _)| url.clone())
+                    .collect();
+                for spec in &specs {
+                    gone.remove(spec.url.as_str());
+                    self.place(from, &spec.url, Some(spec), now);
                 }
-                for url in &touched {
-                    self.reconcile(url, now);
+                for url in gone {
+                    self.place(from, &url, None, now);
                 }
                 // Schedules nobody assigns any more leave the queue too.
                 self.queue.retain(|Reverse((_, url, _))| self.targets.contains_key(url));
-                tracing::info!(
-                    coordinator = %self.outlets[from].coordinator,
-                    assigned = self.assigned[from].len(),
-                    targets = self.targets.len(),
-                    "assignment received"
-                );
             }
             Command::Change { upserted, removed } => {
-                let mut touched = BTreeSet::new();
                 for url in removed {
-                    assigned.remove(&url);
-                    touched.insert(url);
+                    self.place(from, &url, None, now);
                 }
-                for spec in upserted {
-                    touched.insert(spec.url.clone());
-                    assigned.insert(spec.url.clone(), spec);
+                for spec in &upserted {
+                    self.place(from, &spec.url, Some(spec), now);
                 }
-                for url in &touched {
-                    self.reconcile(url, now);
-                }
-                tracing::info!(
-                    coordinator = %self.outlets[from].coordinator,
-                    assigned = self.assigned[from].len(),
-                    targets = self.targets.len(),
-                    "assignment changed"
-                );
             }
             // Its answer goes to the coordinator that asked, only.
             Command::RunNow { id, url, trace_context } => {
-                match self.targets.get(&url).and_then(|all| all.iter().find(|s| s.to.contains(&from))) {
-                    Some(s) => self.spawn(s.target.clone(), Some((id, trace_context)), None, vec![from]),
+                match self.targets.get(url.as_str()).and_then(|all| all.iter().find(|s| s.to.contains(from))) {
+                    Some(s) => self.spawn(s.target.clone(), Some((id, trace_context)), None, Coordinators::one(from)),
                     None => tracing::warn!(url, "run-now for a target this agent is not assigned"),
                 }
             }
         }
+        (self.assigned[from], self.targets.len())
     }
 
     /// When the next probe is due.
@@ -261,7 +283,7 @@ impl Scheduler {
             let Some(s) = self.targets.get(&url).and_then(|all| all.iter().find(|s| s.generation == generation)) else {
                 continue; // rescheduled or removed since
             };
-            let (target, interval, running, to) = (s.target.clone(), s.interval, s.running.clone(), s.to.clone());
+            let (target, interval, running, to) = (s.target.clone(), s.interval, s.running.clone(), s.to);
             // Keep the phase; if the agent fell behind, skip ahead instead of bursting.
             let mut next = at + interval;
             while next <= now {
@@ -269,7 +291,7 @@ impl Scheduler {
             }
             self.queue.push(Reverse((next, url.clone(), generation)));
             if running.swap(true, Ordering::AcqRel) {
-                tracing::debug!(url, "previous run still going; this one is skipped");
+                tracing::debug!(url = &*url, "previous run still going; this one is skipped");
                 continue;
             }
             self.spawn(target, None, Some(running), to);
@@ -283,12 +305,11 @@ impl Scheduler {
         target: Target,
         run_now: Option<(String, HashMap<String, String>)>,
         running: Option<Arc<AtomicBool>>,
-        to: Vec<Coordinator>,
+        to: Coordinators,
     ) {
-        let outlets: Vec<Outlet> = to.iter().filter_map(|&i| self.outlets.get(i).cloned()).collect();
+        let outlets: Vec<Outlet> = to.iter().filter_map(|i| self.outlets.get(i).cloned()).collect();
         let (prober, limit) = (self.prober.clone(), self.limit.clone());
-        let span = tracing::info_span!(
-            "run",
+        let span = tracing::info_span!(target: TRACE_ONLY, "run",
             url = %target.url,
             agent = self.agent,
             region = self.region,
@@ -380,14 +401,14 @@ mod tests {
                 (Outlet::new(&format!("http://c{i}"), tx), rx)
             })
             .unzip();
-        (Scheduler::serving("agent-1", prober, outlets, 1), receivers)
+        (Scheduler::serving("agent-1", prober, outlets, Arc::new(Semaphore::new(1))), receivers)
     }
 
     /// Each of `url`'s schedules: its generation, interval and who it serves.
     fn schedules(s: &Scheduler, url: &str) -> Vec<(u64, Duration, Vec<Coordinator>)> {
         s.targets
             .get(url)
-            .map_or(Vec::new(), |all| all.iter().map(|t| (t.generation, t.interval, t.to.clone())).collect())
+            .map_or(Vec::new(), |all| all.iter().map(|t| (t.generation, t.interval, t.to.iter().collect())).collect())
     }
 
     #[test]
@@ -403,7 +424,7 @@ mod tests {
         assert_eq!(schedules(&scheduler, b)[0].1, Duration::from_secs(30));
         scheduler.apply(Command::Assign(vec![spec(b, 30)]));
         assert!(!scheduler.targets.contains_key(a));
-        assert!(scheduler.queue.iter().all(|Reverse((_, url, _))| url != a), "nothing of it stays queued");
+        assert!(scheduler.queue.iter().all(|Reverse((_, url, _))| &**url != a), "nothing of it stays queued");
     }
 
     #[test]

@@ -122,6 +122,7 @@ async fn live(lab: &Lab, demo: &DemoArgs) -> anyhow::Result<()> {
             prober,
             concurrency: 32,
             outbox_limit: 10_000,
+            probe_threads: 1,
         };
         agents.push(tokio::spawn(async move {
             if let Err(e) = vantage_agent::run::run(config).await {

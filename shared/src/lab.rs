@@ -9,6 +9,7 @@
 //! malformed DER, random bytes for a ServerHello, a trickled response, a gzip bomb): each must
 //! end in its classified outcome within the timeout, with the probe's memory bounded.
 
+pub mod bare;
 pub mod dns;
 pub mod gzip;
 mod http;

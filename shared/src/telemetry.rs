@@ -17,9 +17,17 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::filter::FilterExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
+
+/// The target of spans that exist for traces only (one run of a target, the probe and its
+/// stages): exported when traces are on, never recorded for log lines. No log line needs them
+/// for context, and at several per probe, recording their fields for the log layer cost more
+/// CPU than anything else an agent does besides the probe itself; with traces off they are
+/// not even created.
+pub const TRACE_ONLY: &str = "vantage_trace";
 
 /// The exporter's lifetime: dropping it (or [`Telemetry::shutdown`]) sends the spans still
 /// buffered, waiting at most a few seconds.
@@ -37,7 +45,11 @@ pub fn init(service: &'static str, default_filter: &str) -> Telemetry {
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_filter(EnvFilter::try_from_env("VANTAGE_LOG").unwrap_or_else(|_| default_filter.into()));
+        .with_filter(
+            EnvFilter::try_from_env("VANTAGE_LOG")
+                .unwrap_or_else(|_| default_filter.into())
+                .and(tracing_subscriber::filter::filter_fn(|meta| !(meta.is_span() && meta.target() == TRACE_ONLY))),
+        );
     let (exporter, problem) = match exporter(service) {
         Ok(exporter) => (exporter, None),
         Err(problem) => (None, Some(problem)),
@@ -47,7 +59,8 @@ pub fn init(service: &'static str, default_filter: &str) -> Telemetry {
         let ours = tracing_subscriber::filter::Targets::new()
             .with_target("vantage_agent", tracing::Level::INFO)
             .with_target("vantage_coordinator", tracing::Level::INFO)
-            .with_target("vantage_shared", tracing::Level::INFO);
+            .with_target("vantage_shared", tracing::Level::INFO)
+            .with_target(TRACE_ONLY, tracing::Level::INFO);
         tracing_opentelemetry::layer().with_tracer(provider.tracer(service)).with_filter(ours)
     });
     tracing_subscriber::registry().with(logs).with(traces).init();

@@ -32,6 +32,18 @@ fn build_binaries() -> &'static PathBuf {
         let mut build = Command::new(cargo);
         build.args(["build", "--workspace", "--bins", "--locked"]);
         build.current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+        // Cargo describes the running test's own package in the environment; some build scripts
+        // (ring's) watch those variables, so passing them on would rebuild ring and everything
+        // above it here, and again in the next `cargo build` run without them.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("CARGO_PKG_")
+                || ["CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE"]
+                    .contains(&&*name)
+            {
+                build.env_remove(&*name);
+            }
+        }
         if dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }
