@@ -55,6 +55,9 @@ struct ShardEntry {
 struct QuorumEntry {
     #[serde(default, deserialize_with = "duration")]
     region_forget_after: Option<std::time::Duration>,
+    /// README: "Impaired regions".
+    impaired_share: Option<f64>,
+    impaired_min_targets: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,6 +117,8 @@ pub struct Config {
     /// `[quorum] region_forget_after`: a region without a connected agent this long leaves the
     /// default region set (zero: never by itself).
     pub region_forget_after: std::time::Duration,
+    /// `[quorum] impaired_share`, `impaired_min_targets`: when a region is impaired.
+    pub impaired: crate::impairment::Policy,
     /// `[[target_files]]`: where more targets come from.
     pub target_files: Vec<discovery::TargetFiles>,
     /// `[shard]`: which of the config's targets this coordinator keeps (all, without it).
@@ -289,7 +294,17 @@ pub fn parse_config(text: &str, path: &str, dir: &Path) -> Result<Config, Config
             Shard::new(s.count, s.index).map_err(|e| entry_error(line, format!("shard: {e}")))?
         }
     };
+    let defaults = crate::impairment::Policy::default();
+    let impaired = crate::impairment::Policy {
+        share: match file.quorum.impaired_share {
+            Some(share) => crate::impairment::Policy::check_share(share)
+                .map_err(|m| ConfigError::Parse { path: path.to_owned(), message: format!("[quorum] {m}") })?,
+            None => defaults.share,
+        },
+        min_targets: file.quorum.impaired_min_targets.unwrap_or(defaults.min_targets),
+    };
     Ok(Config {
+        impaired,
         shard,
         targets: targets::targets(file.target, text, path)?,
         alerting,

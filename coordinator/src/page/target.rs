@@ -70,6 +70,9 @@ pub fn target_fragment(
             escape(&c.hint)
         );
     }
+    if !s.discounted_reason.is_empty() {
+        let _ = write!(out, "<p class=\"note\" data-discounted>{}</p>", escape(&s.discounted_reason));
+    }
     if let Some(silence) = &s.silence {
         let _ = write!(
             out,
