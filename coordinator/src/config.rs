@@ -381,6 +381,8 @@ unknown_after = "90s"
 
 [quorum]
 region_forget_after = "2d"
+impaired_share = 0.6
+impaired_min_targets = 3
 
 [[channel]]
 name = "ops"
@@ -424,6 +426,8 @@ secret_file = "hook.secret"
         let defaults = parse_config("", "v.toml", &dir).unwrap();
         assert_eq!(defaults.alerting.unknown_after, UNKNOWN_AFTER);
         assert_eq!(defaults.region_forget_after, REGION_FORGET_AFTER);
+        assert_eq!(config.impaired, crate::impairment::Policy { share: 0.6, min_targets: 3 });
+        assert_eq!(defaults.impaired, crate::impairment::Policy { share: 0.5, min_targets: 5 });
         assert_eq!(defaults.shard, Shard::WHOLE);
         let split = parse_config("[shard]\ncount = 3\nindex = 2\n", "v.toml", &dir).unwrap();
         assert_eq!((split.shard.count(), split.shard.index()), (3, 2));
@@ -455,6 +459,8 @@ secret_file = "hook.secret"
             ),
             ("[[silence]]\nend = \"2999-01-01T00:00:00Z\"\n", "v.toml:1: silence: target: give a target or labels"),
             ("[quorum]\nregion_forget_after = \"soon\"\n", "v.toml:2: invalid duration"),
+            ("[quorum]\nimpaired_share = 50\n", "v.toml: [quorum] impaired_share: 50 is not a fraction"),
+            ("[quorum]\nimpaired_share = 1.5\n", "v.toml: [quorum] impaired_share: 1.5 is not a fraction from 0"),
             ("[[target_files]]\nfiles = []\n", "v.toml:1: target_files: files: name at least one"),
             (
                 "\n[[target_files]]\nfiles = [\"t/*.yaml\"]\n",

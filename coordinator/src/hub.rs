@@ -570,18 +570,18 @@ impl Hub {
                     now,
                     alerting.region_silent_after,
                 ));
-                // Every target judged (this tick's full pass, or each judged as its results came):
-                // the tallies are whole.
-                let State { memory, regions, tallies, .. } = &mut *state;
-                let tally = |region: &str| tallies.get(region).copied().unwrap_or_default();
-                let (alerts, changed) =
-                    region_alerts::impairment_alerts(memory, regions, &self.impaired_policy(), tally, now);
-                changes.alerts.extend(alerts);
-                if changed {
-                    // Whose opinions count changes: every target is judged again at the next tick.
-                    state.refresh_impaired();
-                    state.full_pass = true;
-                }
+            }
+            // Every target judged (this tick's full pass, or each as its results came): the
+            // tallies are whole. Also in the start-up grace: they are made of real results.
+            let State { memory, regions, tallies, .. } = &mut *state;
+            let tally = |region: &str| tallies.get(region).copied().unwrap_or_default();
+            let (alerts, changed) =
+                region_alerts::impairment_alerts(memory, regions, &self.impaired_policy(), tally, now);
+            changes.alerts.extend(alerts);
+            if changed {
+                // Whose opinions count changes: every target is judged again at the next tick.
+                state.refresh_impaired();
+                state.full_pass = true;
             }
             let State { memory, silences, targets, .. } = &mut *state;
             changes.alerts.extend(heartbeats::overdue_alerts(memory, &alerting.heartbeats, now));
