@@ -145,6 +145,7 @@ fn a_region_that_drops_every_targets_traffic_is_impaired_once_and_its_targets_st
     let impaired = receiver.wait_for("region_impaired", |r| kind(r) == "region_impaired");
     println!("latency: cut off to region_impaired: {:.2}s", cut.elapsed().as_secs_f64());
     let alert = impaired.json();
+    println!("region_impaired, as the webhook received it:\n{alert}");
     assert_eq!(alert["subject"], broken, "{alert}");
     assert_eq!(alert["cause"]["code"], "region_impaired", "{alert}");
     assert_eq!(alert["dedup_key"], format!("vantage/region/{broken}/impaired"), "{alert}");
@@ -158,7 +159,9 @@ fn a_region_that_drops_every_targets_traffic_is_impaired_once_and_its_targets_st
         let why = status["discounted_reason"].as_str().unwrap_or_default();
         assert!(why.starts_with(&format!("{broken} is impaired")), "{status}");
     }
+    println!("status --json, one target:\n{}", watch.wait_for(&c.targets[0].url, up_without_the_broken_region));
     let info = region_info(&c, broken);
+    println!("ListRegions, the impaired region:\n{info:#}");
     assert_eq!(info["impaired"], true, "{info}");
     assert_eq!((info["targetsJudged"].as_u64(), info["targetsFailingAlone"].as_u64()), (Some(6), Some(6)), "{info}");
     assert!(info["impairedSince"].is_string(), "{info}");
@@ -194,6 +197,11 @@ fn a_region_that_drops_every_targets_traffic_is_impaired_once_and_its_targets_st
     assert_eq!(region_info(&c, broken).get("impaired"), None, "proto3 JSON omits false");
     let pages: Vec<String> = receiver.all(|_| true).iter().map(kind).collect();
     assert_eq!(pages, ["region_impaired", "region_recovered"]);
+    println!("region_recovered:\n{alert}");
+    let log = c.coordinator.as_ref().expect("the coordinator").printed();
+    for line in log.iter().filter(|l| l.contains("impaired")) {
+        println!("coordinator log: {line}");
+    }
 }
 
 #[test]
