@@ -173,6 +173,9 @@ fn a_region_that_drops_every_targets_traffic_is_impaired_once_and_its_targets_st
     println!("$ vantage-coordinator status\n{status}");
     assert_eq!(status.matches(&format!("UP        0/3 ({broken} impaired)")).count(), TARGETS, "{status}");
     let exported = metrics(&c);
+    for line in exported.lines().filter(|l| l.starts_with("vantage_region_")) {
+        println!("metrics: {line}");
+    }
     assert!(exported.contains(&format!("vantage_region_impaired{{region=\"{broken}\"}} 1")), "{exported}");
     assert!(exported.contains("vantage_region_impaired{region=\"eu-west\"} 0"), "{exported}");
 
@@ -230,6 +233,7 @@ fn a_target_down_everywhere_is_still_down_and_pages_while_a_region_is_impaired()
     let info = region_info(&c, broken);
     assert_eq!(info["impaired"], true, "{info}");
     assert_eq!(info["targetsFailingAlone"], 5, "{info}");
+    println!("$ vantage-coordinator status\n{}", cli(&c, &["status"]));
     let incidents = c.call("ListIncidents", &format!("{{\"url\": \"{url}\", \"open_only\": true}}"));
     assert_eq!(incidents["incidents"].as_array().map(Vec::len), Some(1), "{incidents}");
 
