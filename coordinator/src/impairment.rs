@@ -296,6 +296,15 @@ mod tests {
     }
 
     #[test]
+    fn the_readmes_example_loads_and_holds_the_defaults() {
+        let readme = include_str!("../../README.md");
+        let section = readme.split("### Impaired regions").nth(1).expect("the README's section");
+        let block = section.split("```toml\n").nth(1).and_then(|b| b.split("```").next()).expect("its example");
+        let config = crate::config::parse_config(block, "README.md", std::path::Path::new(".")).unwrap();
+        assert_eq!(config.impaired, Policy::default());
+    }
+
+    #[test]
     fn the_share_is_a_fraction() {
         assert_eq!(Policy::check_share(0.5), Ok(0.5));
         assert_eq!(Policy::check_share(0.0), Ok(0.0));
