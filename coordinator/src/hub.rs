@@ -173,12 +173,6 @@ impl State {
         self.connected = connected.iter().map(|r| self.intern(r)).collect();
     }
 
-    /// After the impaired regions changed in alerting's memory: the names judging uses.
-    fn refresh_impaired(&mut self) {
-        let impaired: Vec<String> = self.memory.impaired.keys().cloned().collect();
-        self.impaired = impaired.iter().map(|r| self.intern(r)).collect();
-    }
-
     fn reassign_all(&mut self, now: i64) {
         self.agents.reassign_all(&self.targets, &self.default_regions, now);
     }
@@ -571,18 +565,8 @@ impl Hub {
                     alerting.region_silent_after,
                 ));
             }
-            // Every target judged (this tick's full pass, or each as its results came): the
-            // tallies are whole. Also in the start-up grace: they are made of real results.
-            let State { memory, regions, tallies, .. } = &mut *state;
-            let tally = |region: &str| tallies.get(region).copied().unwrap_or_default();
-            let (alerts, changed) =
-                region_alerts::impairment_alerts(memory, regions, &self.impaired_policy(), tally, now);
-            changes.alerts.extend(alerts);
-            if changed {
-                // Whose opinions count changes: every target is judged again at the next tick.
-                state.refresh_impaired();
-                state.full_pass = true;
-            }
+            // Also in the start-up grace: the counts are made of real results.
+            changes.alerts.extend(state.apply_impairment(&self.impaired_policy(), now));
             let State { memory, silences, targets, .. } = &mut *state;
             changes.alerts.extend(heartbeats::overdue_alerts(memory, &alerting.heartbeats, now));
             let still = |memory: &AlertMemory, alert: &Alert| still_raised(targets, memory, alert);

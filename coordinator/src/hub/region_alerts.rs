@@ -15,11 +15,33 @@ use crate::impairment::{self, Policy, Tally};
 use crate::regions::RegionSet;
 use crate::store::RegionRecord;
 
+impl super::State {
+    /// After the impaired regions changed in alerting's memory: the names judging uses.
+    pub(super) fn refresh_impaired(&mut self) {
+        let impaired: Vec<String> = self.memory.impaired.keys().cloned().collect();
+        self.impaired = impaired.iter().map(|r| self.intern(r)).collect();
+    }
+
+    /// The rule for impaired regions applied at the tick, once every target due has been judged
+    /// (the counts are then whole): the alerts it raises. When the impaired set changes, every
+    /// target is judged again at the next tick.
+    pub(super) fn apply_impairment(&mut self, policy: &Policy, now: i64) -> Vec<Alert> {
+        let tallies = &self.tallies;
+        let tally = |region: &str| tallies.get(region).copied().unwrap_or_default();
+        let (alerts, changed) = impairment_alerts(&mut self.memory, &self.regions, policy, tally, now);
+        if changed {
+            self.refresh_impaired();
+            self.full_pass = true;
+        }
+        alerts
+    }
+}
+
 /// Applies the rule for impaired regions to the regions' counts now: `region_impaired` for each
 /// region it impairs, `region_recovered` (the same dedup key) for each that recovers; the memory
 /// holds the impaired set. Returns the alerts, and whether the set changed (every target must
 /// then be judged again).
-pub fn impairment_alerts(
+fn impairment_alerts(
     memory: &mut AlertMemory,
     regions: &RegionSet,
     policy: &Policy,
