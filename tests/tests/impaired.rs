@@ -149,7 +149,9 @@ fn a_region_that_drops_every_targets_traffic_is_impaired_once_and_its_targets_st
     assert_eq!(alert["subject"], broken, "{alert}");
     assert_eq!(alert["cause"]["code"], "region_impaired", "{alert}");
     assert_eq!(alert["dedup_key"], format!("vantage/region/{broken}/impaired"), "{alert}");
-    assert!(alert["detail"].as_str().unwrap_or_default().contains("6 of 6 targets"), "{alert}");
+    // Impaired as soon as five of six fail there alone (the sixth's result may come a moment later).
+    let detail = alert["detail"].as_str().unwrap_or_default();
+    assert!(["5 of 6 targets", "6 of 6 targets"].iter().any(|d| detail.starts_with(d)), "{alert}");
 
     // Every target is UP, the broken region's opinion shown (down) but not counted, and why.
     for t in &c.targets {
