@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 pub use kind::{AlertKind, Severity};
-pub use record::{Alert, AlertCause, AlertRecord, Delivery, DeliveryState, new_id};
+pub use record::{Alert, AlertCause, AlertRecord, Delivery, DeliveryState, new_id, region_impaired_key};
 pub use silence::{Silence, check_silence};
 
 /// Which channels hear which alerts.

@@ -55,6 +55,9 @@ struct ShardEntry {
 struct QuorumEntry {
     #[serde(default, deserialize_with = "duration")]
     region_forget_after: Option<std::time::Duration>,
+    /// README: "Impaired regions".
+    impaired_share: Option<f64>,
+    impaired_min_targets: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,6 +117,8 @@ pub struct Config {
     /// `[quorum] region_forget_after`: a region without a connected agent this long leaves the
     /// default region set (zero: never by itself).
     pub region_forget_after: std::time::Duration,
+    /// `[quorum] impaired_share`, `impaired_min_targets`: when a region is impaired.
+    pub impaired: crate::impairment::Policy,
     /// `[[target_files]]`: where more targets come from.
     pub target_files: Vec<discovery::TargetFiles>,
     /// `[shard]`: which of the config's targets this coordinator keeps (all, without it).
@@ -289,7 +294,17 @@ pub fn parse_config(text: &str, path: &str, dir: &Path) -> Result<Config, Config
             Shard::new(s.count, s.index).map_err(|e| entry_error(line, format!("shard: {e}")))?
         }
     };
+    let defaults = crate::impairment::Policy::default();
+    let impaired = crate::impairment::Policy {
+        share: match file.quorum.impaired_share {
+            Some(share) => crate::impairment::Policy::check_share(share)
+                .map_err(|m| ConfigError::Parse { path: path.to_owned(), message: format!("[quorum] {m}") })?,
+            None => defaults.share,
+        },
+        min_targets: file.quorum.impaired_min_targets.unwrap_or(defaults.min_targets),
+    };
     Ok(Config {
+        impaired,
         shard,
         targets: targets::targets(file.target, text, path)?,
         alerting,
@@ -366,6 +381,8 @@ unknown_after = "90s"
 
 [quorum]
 region_forget_after = "2d"
+impaired_share = 0.6
+impaired_min_targets = 3
 
 [[channel]]
 name = "ops"
@@ -409,6 +426,8 @@ secret_file = "hook.secret"
         let defaults = parse_config("", "v.toml", &dir).unwrap();
         assert_eq!(defaults.alerting.unknown_after, UNKNOWN_AFTER);
         assert_eq!(defaults.region_forget_after, REGION_FORGET_AFTER);
+        assert_eq!(config.impaired, crate::impairment::Policy { share: 0.6, min_targets: 3 });
+        assert_eq!(defaults.impaired, crate::impairment::Policy { share: 0.5, min_targets: 5 });
         assert_eq!(defaults.shard, Shard::WHOLE);
         let split = parse_config("[shard]\ncount = 3\nindex = 2\n", "v.toml", &dir).unwrap();
         assert_eq!((split.shard.count(), split.shard.index()), (3, 2));
@@ -440,6 +459,8 @@ secret_file = "hook.secret"
             ),
             ("[[silence]]\nend = \"2999-01-01T00:00:00Z\"\n", "v.toml:1: silence: target: give a target or labels"),
             ("[quorum]\nregion_forget_after = \"soon\"\n", "v.toml:2: invalid duration"),
+            ("[quorum]\nimpaired_share = 50\n", "v.toml: [quorum] impaired_share: 50 is not a fraction"),
+            ("[quorum]\nimpaired_share = 1.5\n", "v.toml: [quorum] impaired_share: 1.5 is not a fraction from 0"),
             ("[[target_files]]\nfiles = []\n", "v.toml:1: target_files: files: name at least one"),
             (
                 "\n[[target_files]]\nfiles = [\"t/*.yaml\"]\n",

@@ -101,6 +101,8 @@ pub struct HubOptions {
     /// A region without a connected agent this long leaves the default region set (zero: never
     /// by itself).
     pub region_forget_after: Duration,
+    /// `[quorum]`'s rule for impaired regions at start (a reload changes it with the alerting).
+    pub impaired: crate::impairment::Policy,
     /// `[shard]` at start (a reload changes it with the targets, see `Hub::apply_config_targets`).
     pub shard: crate::shard::Shard,
 }
@@ -113,6 +115,7 @@ impl Default for HubOptions {
             alerting: Arc::new(Alerting::default()),
             silences: Vec::new(),
             region_forget_after: crate::config::REGION_FORGET_AFTER,
+            impaired: crate::impairment::Policy::default(),
             shard: crate::shard::Shard::WHOLE,
         }
     }
@@ -135,6 +138,10 @@ struct State {
     default_regions: Vec<Name>,
     /// Regions with a connected agent.
     connected: HashSet<Name>,
+    /// Impaired regions (README: "Impaired regions"), as `memory.impaired` holds them.
+    impaired: HashSet<Name>,
+    /// Each region's counts for the rule of impaired regions, kept as targets are judged.
+    tallies: HashMap<Name, crate::impairment::Tally>,
     silences: Vec<Silence>,
     memory: AlertMemory,
     run_now: HashMap<String, check_now::Waiter>,
@@ -321,6 +328,7 @@ impl Hub {
             state.agents.agents.insert(agent.record.name.clone(), agent);
         }
         state.refresh_regions();
+        state.refresh_impaired();
         state.full_pass = true;
         let loaded: usize = by_source.values().sum();
         let by_source: Vec<String> = by_source.iter().map(|(source, n)| format!("{source}={n}")).collect();
@@ -387,12 +395,14 @@ impl Hub {
         let in_grace = self.in_grace();
         let unknown_after = self.alerting().unknown_after;
         let watched = self.watchers.receiver_count() > 0;
-        let State { targets, memory, deadlines, silences, default_regions, connected, .. } = state;
-        let ctx = Context { default_regions, connected, in_grace, now };
+        let hold_degraded = self.impaired_policy().enabled();
+        let State { targets, memory, deadlines, silences, default_regions, connected, impaired, tallies, .. } = state;
+        let ctx = Context { default_regions, connected, in_grace, impaired, hold_degraded, now };
         let urls = urls.unwrap_or_else(|| targets.keys().cloned().collect());
         for url in urls {
             let Some(target) = targets.get_mut(&url) else { continue };
             let judgement = judge::judge(target, &ctx);
+            judge::recount(tallies, target, &judgement.opinions);
             match judgement.incident {
                 // Opened when its regions began failing, by the probes' times (the same on a pair).
                 IncidentStep::Opened => target.open_incident = Some(judgement.began),
@@ -430,7 +440,8 @@ impl Hub {
                 }
             }
             let unknown_alerted = memory.unknown.contains_key(url.as_ref());
-            let due = judge::next_deadline(target, &judgement, now, unknown_after, unknown_alerted);
+            let degraded_spell = memory.degraded.contains_key(url.as_ref());
+            let due = judge::next_deadline(target, &judgement, now, unknown_after, unknown_alerted, degraded_spell);
             deadlines.schedule(target, &url, due, now);
         }
         deadlines.compact(targets);
@@ -554,6 +565,8 @@ impl Hub {
                     alerting.region_silent_after,
                 ));
             }
+            // Also in the start-up grace: the counts are made of real results.
+            changes.alerts.extend(state.apply_impairment(&self.impaired_policy(), now));
             let State { memory, silences, targets, .. } = &mut *state;
             changes.alerts.extend(heartbeats::overdue_alerts(memory, &alerting.heartbeats, now));
             let still = |memory: &AlertMemory, alert: &Alert| still_raised(targets, memory, alert);
@@ -577,6 +590,7 @@ fn still_raised(targets: &Targets, memory: &AlertMemory, alert: &Alert) -> bool 
             memory.certs.get(&alert.subject).is_some_and(|c| Some(&c.current) == alert.fingerprint.as_ref())
         }
         AlertKind::RegionSilent => memory.silent_regions.get(&alert.subject).is_some_and(|r| r.alerted),
+        AlertKind::RegionImpaired => memory.impaired.contains_key(&alert.subject),
         AlertKind::HeartbeatOverdue => memory.heartbeats.get(&alert.subject).is_some_and(|h| h.alerted),
         _ => false,
     }

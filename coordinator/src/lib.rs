@@ -14,6 +14,7 @@ pub mod dispatch;
 pub mod grpc;
 pub mod http;
 pub mod hub;
+pub mod impairment;
 pub mod metrics;
 pub mod names;
 pub mod page;

@@ -72,6 +72,29 @@ fn write_counters(f: &mut Text, hub: &Hub, targets: usize, pending: usize) {
     for (region, n) in regions {
         f.sample("vantage_agents_connected", &[("region", &region)], f64::from(n));
     }
+    // README: "Impaired regions".
+    let known: Vec<_> = hub.regions().into_iter().filter(|r| !r.forgotten).collect();
+    f.family(
+        "vantage_region_impaired",
+        "gauge",
+        "1 while the region is impaired (it fails most of its targets while every other region sees them UP; its \
+         opinions are not counted), else 0.",
+    );
+    for r in &known {
+        f.sample("vantage_region_impaired", &[("region", &r.region)], f64::from(u8::from(r.impaired)));
+    }
+    f.family(
+        "vantage_region_targets_failing_alone",
+        "gauge",
+        "Targets the region alone sees failing (down or partial while every other region sees them UP).",
+    );
+    for r in &known {
+        f.sample("vantage_region_targets_failing_alone", &[("region", &r.region)], f64::from(r.targets_failing_alone));
+    }
+    f.family("vantage_region_targets_judged", "gauge", "Targets the region holds a current opinion of.");
+    for r in &known {
+        f.sample("vantage_region_targets_judged", &[("region", &r.region)], f64::from(r.targets_judged));
+    }
     let load = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
     for (name, help, value) in [
         ("vantage_ingested_results_total", "Results committed from agents' batches.", load(&counters.results)),

@@ -10,7 +10,7 @@ mod target;
 
 use hyper::StatusCode;
 
-pub use html::{CSP, channel_banner, escape};
+pub use html::{CSP, channel_banner, escape, region_banner};
 pub use overview::{PAGE_SIZE, table_fragment};
 pub use target::target_fragment;
 
@@ -43,6 +43,7 @@ pub async fn route(hub: &Hub, path: &str, query: &str) -> Option<(StatusCode, St
             let offset = (page - 1).saturating_mul(PAGE_SIZE);
             let (statuses, total, counts) = hub.status_page(offset, PAGE_SIZE);
             let body = channel_banner(&hub.channel_health.failing(), now)
+                + &region_banner(&hub.regions(), now)
                 + &table_fragment(&statuses, total, &counts, page, now);
             let src = if page == 1 { "/?part=live".to_owned() } else { format!("/?page={page}&part=live") };
             Some((StatusCode::OK, if fragment { body } else { document("Vantage status", &src, &body) }))

@@ -354,7 +354,9 @@ impl Reloader {
             let skipped = found.failing_count();
             summary += &format!(", {} target files ({skipped} skipped)", found.files.len() + found.failing.len());
         }
-        self.hub.apply_config_settings(config.alerting, config.silences, config.region_forget_after).await?;
+        self.hub
+            .apply_config_settings(config.alerting, config.silences, config.region_forget_after, config.impaired)
+            .await?;
         self.set_status(|s| s.files_failing = found.failing_count());
         inner.config_targets = config_targets;
         inner.target_files = config.target_files;

@@ -214,6 +214,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Running> {
             hub_options.alerting = Arc::new(config.alerting.clone());
             hub_options.silences = config.silences.clone();
             hub_options.region_forget_after = config.region_forget_after;
+            hub_options.impaired = config.impaired;
             hub_options.shard = config.shard;
             let mut targets = initial.targets();
             if config.shard.is_split() {

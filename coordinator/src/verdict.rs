@@ -55,6 +55,9 @@ pub struct Decision {
     pub failing: Vec<String>,
     /// The quorum that was applied.
     pub quorum: usize,
+    /// Impaired regions whose opinions were not counted (README: "Impaired regions"), in input
+    /// order.
+    pub discounted: Vec<String>,
 }
 
 /// The default quorum: a strict majority of `regions`.
@@ -96,7 +99,24 @@ pub fn decide(opinions: &[RegionOpinion], quorum: usize) -> Decision {
         cause: agreed_cause(&failing),
         failing: failing.iter().map(|r| r.region.clone()).collect(),
         quorum,
+        discounted: Vec::new(),
     }
+}
+
+/// Decides a target's verdict with the opinions of impaired regions left out: the rules of
+/// [`decide`] over the other regions, with the quorum taken over them (`configured` as the
+/// target's own quorum, 0 for a strict majority, capped at their number). A target DOWN in every
+/// region that counts is still DOWN. When every region of the target is impaired, nobody else can
+/// say otherwise: all are counted, as without impairment.
+pub fn decide_discounting(opinions: &[RegionOpinion], configured: u32, impaired: impl Fn(&str) -> bool) -> Decision {
+    let discounted: Vec<String> = opinions.iter().filter(|o| impaired(&o.region)).map(|o| o.region.clone()).collect();
+    if discounted.is_empty() || discounted.len() == opinions.len() {
+        return decide(opinions, effective_quorum(configured, opinions.len()));
+    }
+    let counted: Vec<RegionOpinion> = opinions.iter().filter(|o| !impaired(&o.region)).cloned().collect();
+    let mut decision = decide(&counted, effective_quorum(configured, counted.len()));
+    decision.discounted = discounted;
+    decision
 }
 
 /// The code most failing regions report; down regions outweigh partial ones, and a tie goes to
@@ -137,13 +157,18 @@ pub struct Observation {
 /// this is 2 × interval + timeout; without the longer period, a region whose probes time out
 /// would turn silent between its own results, and the verdict would flap.
 pub fn max_age_ms(interval_ms: i64, timeout_ms: i64) -> i64 {
+    run_period_ms(interval_ms, timeout_ms).saturating_mul(2).saturating_add(timeout_ms)
+}
+
+/// How far apart one region's results for a failing target come: the interval, or a whole number
+/// of intervals when a failing run (probe, the agent's pause, retry) outlasts it.
+pub fn run_period_ms(interval_ms: i64, timeout_ms: i64) -> i64 {
     let retry_pause = vantage_shared::limits::RETRY_DELAY.as_millis() as i64;
     let interval = interval_ms.max(1);
     let longest_run = timeout_ms.saturating_mul(2).saturating_add(retry_pause);
     // The tick at which a run ends exactly is skipped too (the run is still finishing): a run of
     // exactly one interval makes the period two.
-    let period = interval.saturating_mul((longest_run / interval).max(0).saturating_add(1));
-    period.saturating_mul(2).saturating_add(timeout_ms)
+    interval.saturating_mul((longest_run / interval).max(0).saturating_add(1))
 }
 
 /// A region's opinion from its newest result: `unknown` when no agent of the region is connected
@@ -229,6 +254,48 @@ mod tests {
             assert_eq!(decision.verdict, *verdict, "{name}");
             assert_eq!(decision.cause, *cause, "{name}: cause");
         }
+    }
+
+    #[test]
+    fn impaired_regions_are_shown_but_not_counted_and_a_real_outage_stays_down() {
+        let e = Some(TcpTimeout);
+        let r = Some(TcpRefused);
+        // r0 is impaired in every case.
+        #[rustfmt::skip]
+        type Case<'a> = (&'a str, &'a [(Opinion, Option<FailureCode>)], u32, Verdict, usize, Option<FailureCode>);
+        let cases: &[Case] = &[
+            // Its failures turn nothing DEGRADED: the others see the target UP.
+            ("only the impaired region fails", &[(Down, e), (Up, None), (Up, None)], 0, Verdict::Up, 2, None),
+            ("partial there only", &[(Partial, e), (Up, None), (Up, None)], 0, Verdict::Up, 2, None),
+            // Down in every region that counts: DOWN, with their cause (not the impaired region's).
+            ("down everywhere", &[(Down, e), (Down, r), (Down, r)], 0, Verdict::Down, 2, r),
+            ("down in the others, up in it", &[(Up, None), (Down, r), (Down, r)], 0, Verdict::Down, 2, r),
+            // It cannot make a quorum with one other region: the quorum is over the others.
+            ("it and one other down", &[(Down, e), (Down, r), (Up, None)], 0, Verdict::Degraded, 2, r),
+            // Its UP does not make up for a silent region either.
+            ("one other silent", &[(Up, None), (Up, None), (Unknown, None)], 0, Verdict::Unknown, 2, None),
+            // A quorum set on the target is capped at the regions that count.
+            ("quorum 3 of the 2 that count", &[(Down, e), (Down, r), (Down, r)], 3, Verdict::Down, 2, r),
+            ("quorum 1", &[(Down, e), (Down, r), (Up, None)], 1, Verdict::Down, 1, r),
+            // Five regions: majority of the four that count.
+            ("five regions", &[(Down, e), (Down, r), (Down, r), (Down, r), (Up, None)], 0, Verdict::Down, 3, r),
+            ("five, two down", &[(Down, e), (Down, r), (Down, r), (Up, None), (Up, None)], 0, Verdict::Degraded, 3, r),
+        ];
+        for (name, spec, configured, verdict, quorum, cause) in cases {
+            let decision = decide_discounting(&regions(spec), *configured, |region| region == "r0");
+            assert_eq!(decision.verdict, *verdict, "{name}");
+            assert_eq!(decision.quorum, *quorum, "{name}: quorum");
+            assert_eq!(decision.cause, *cause, "{name}: cause");
+            assert_eq!(decision.discounted, ["r0"], "{name}");
+            assert!(!decision.failing.contains(&"r0".to_owned()), "{name}: not named failing");
+        }
+        // Nothing impaired: exactly `decide`.
+        let spec = regions(&[(Down, e), (Down, e), (Up, None)]);
+        assert_eq!(decide_discounting(&spec, 0, |_| false), decide(&spec, 2));
+        // Every region of the target impaired (its only region, say): counted, as nobody else can say.
+        let alone = regions(&[(Down, e)]);
+        let d = decide_discounting(&alone, 0, |_| true);
+        assert_eq!((d.verdict, d.discounted.len()), (Verdict::Down, 0));
     }
 
     #[test]

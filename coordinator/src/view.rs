@@ -21,6 +21,8 @@ pub fn to_json(s: &TargetStatus) -> serde_json::Value {
         })),
         "quorum": s.quorum,
         "failing_regions": s.failing_regions,
+        "discounted_regions": s.discounted_regions,
+        "discounted_reason": Some(&s.discounted_reason).filter(|r| !r.is_empty()),
         "regions": s.regions.iter().map(|r| serde_json::json!({
             "region": r.region,
             "opinion": names::opinion(r.opinion),

@@ -24,6 +24,9 @@ pub enum AlertKind {
     Unknown,
     UnknownCleared,
     RegionForgotten,
+    /// A region fails most of its targets while every other region sees them UP (its network is
+    /// at fault); resolved by `region_recovered` under its own dedup key.
+    RegionImpaired,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +37,7 @@ pub enum Severity {
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 16] = [
+    pub const ALL: [AlertKind; 17] = [
         AlertKind::Down,
         AlertKind::Recovered,
         AlertKind::Degraded,
@@ -51,6 +54,7 @@ impl AlertKind {
         AlertKind::Unknown,
         AlertKind::UnknownCleared,
         AlertKind::RegionForgotten,
+        AlertKind::RegionImpaired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +75,7 @@ impl AlertKind {
             AlertKind::Unknown => "unknown",
             AlertKind::UnknownCleared => "unknown_cleared",
             AlertKind::RegionForgotten => "region_forgotten",
+            AlertKind::RegionImpaired => "region_impaired",
         }
     }
 
@@ -89,7 +94,9 @@ impl AlertKind {
                 Severity::Critical
             }
             AlertKind::ChannelFailing => Severity::Critical,
-            AlertKind::Degraded | AlertKind::CertWarning | AlertKind::Unknown => Severity::Warning,
+            AlertKind::Degraded | AlertKind::CertWarning | AlertKind::Unknown | AlertKind::RegionImpaired => {
+                Severity::Warning
+            }
             _ => Severity::Info,
         }
     }
@@ -117,7 +124,9 @@ impl AlertKind {
             AlertKind::Recovered => &[AlertKind::Down],
             AlertKind::DegradedCleared => &[AlertKind::Degraded],
             AlertKind::CertChanged => &[AlertKind::CertWarning, AlertKind::CertCritical],
-            AlertKind::RegionRecovered | AlertKind::RegionForgotten => &[AlertKind::RegionSilent],
+            // Which one a `region_recovered` ends, its dedup key says (`Alert::ended`).
+            AlertKind::RegionRecovered => &[AlertKind::RegionSilent, AlertKind::RegionImpaired],
+            AlertKind::RegionForgotten => &[AlertKind::RegionSilent],
             AlertKind::HeartbeatRecovered => &[AlertKind::HeartbeatOverdue],
             AlertKind::ChannelRecovered => &[AlertKind::ChannelFailing],
             AlertKind::UnknownCleared => &[AlertKind::Unknown],
@@ -143,6 +152,7 @@ impl AlertKind {
             AlertKind::Unknown => "UNKNOWN",
             AlertKind::UnknownCleared => "JUDGED AGAIN",
             AlertKind::RegionForgotten => "REGION FORGOTTEN",
+            AlertKind::RegionImpaired => "REGION IMPAIRED",
         }
     }
 }

@@ -57,7 +57,26 @@ pub struct Alert {
     pub link: String,
 }
 
+/// The dedup key of a region's impairment (its `region_impaired` and the `region_recovered` that
+/// ends it), apart from the region's `region_silent` key (`vantage/region/REGION`).
+pub fn region_impaired_key(region: &str) -> String {
+    format!("vantage/region/{region}/impaired")
+}
+
 impl Alert {
+    /// The trigger kinds a resolve ends: its kind's, narrowed by the dedup key where one kind
+    /// ends several problems (a `region_recovered` ends the region's `region_silent`, or its
+    /// `region_impaired`).
+    pub fn ended(&self) -> &'static [AlertKind] {
+        match self.kind {
+            AlertKind::RegionRecovered if self.dedup_key == region_impaired_key(&self.subject) => {
+                &[AlertKind::RegionImpaired]
+            }
+            AlertKind::RegionRecovered => &[AlertKind::RegionSilent],
+            kind => kind.ends(),
+        }
+    }
+
     /// A new alert of `kind` about `subject`, now; the rest is filled in by the caller.
     pub fn new(kind: AlertKind, subject: &str, at_ms: i64, dedup_key: String) -> Alert {
         Alert {

@@ -32,7 +32,7 @@ pub fn render_regions(regions: &[RegionInfo]) -> String {
     let rows: Vec<[String; 4]> = regions
         .iter()
         .map(|r| {
-            let state = if r.forgotten {
+            let mut state = if r.forgotten {
                 format!("forgotten since {} (back when an agent connects)", when(r.forgotten_at.as_ref()))
             } else if r.connected_agents > 0 {
                 "in the region set".to_owned()
@@ -41,6 +41,15 @@ pub fn render_regions(regions: &[RegionInfo]) -> String {
             } else {
                 "in the region set, without agents".to_owned()
             };
+            if r.impaired {
+                // README: "Impaired regions".
+                state = format!(
+                    "{state}; IMPAIRED since {}: fails {} of its {} targets alone, not counted",
+                    when(r.impaired_since.as_ref()),
+                    r.targets_failing_alone,
+                    r.targets_judged
+                );
+            }
             let seen = if r.connected_agents > 0 { "now".to_owned() } else { when(r.last_seen.as_ref()) };
             [r.region.clone(), format!("{}/{}", r.connected_agents, r.agents), seen, state]
         })
@@ -76,4 +85,32 @@ pub async fn run_regions(args: RegionsArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_impaired_region_says_since_when_and_how_many_targets_it_fails_alone() {
+        let region = |name: &str, impaired: bool| RegionInfo {
+            region: name.into(),
+            connected_agents: 1,
+            agents: 1,
+            impaired,
+            impaired_since: impaired.then(|| crate::clock::timestamp(1_764_000_000_000)),
+            targets_judged: 6,
+            targets_failing_alone: if impaired { 6 } else { 0 },
+            ..Default::default()
+        };
+        let table = render_regions(&[region("eu-west", true), region("us-east", false)]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[1].ends_with(
+                "in the region set; IMPAIRED since 2025-11-24T16:00:00Z: fails 6 of its 6 targets alone, not counted"
+            ),
+            "{table}"
+        );
+        assert!(lines[2].ends_with("  in the region set"), "{table}");
+    }
 }

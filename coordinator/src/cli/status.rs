@@ -110,13 +110,18 @@ const LATENCY: usize = 5;
 /// A target's cells in the table, and the widest its failing-regions cell can get (every one of
 /// its regions failing), so that column does not move as regions fail and recover.
 fn row(s: &TargetStatus) -> ([String; 6], usize) {
-    let failing = if s.failing_regions.is_empty() {
+    let mut failing = if s.failing_regions.is_empty() {
         format!("0/{}", s.regions.len())
     } else {
         format!("{}/{} {}", s.failing_regions.len(), s.regions.len(), s.failing_regions.join(","))
     };
+    if !s.discounted_regions.is_empty() {
+        // Shown, not counted (README: "Impaired regions").
+        failing.push_str(&format!(" ({} impaired)", s.discounted_regions.join(",")));
+    }
     let regions: Vec<&str> = s.regions.iter().map(|r| r.region.as_str()).collect();
-    let widest_failing = format!("{0}/{0} {1}", regions.len(), regions.join(",")).chars().count();
+    let widest_failing =
+        format!("{0}/{0} {1}", regions.len(), regions.join(",")).chars().count().max(failing.chars().count());
     let cause = s.cause.as_ref().map_or("-".to_owned(), |c| c.code.clone());
     let cert = s.cert.as_ref().map_or("-".to_owned(), |c| format!("{}d {}", c.days_remaining, cert_health(c.health)));
     let latency = s
@@ -295,6 +300,16 @@ mod tests {
         let wide = header(&columns.render(&odd, false));
         assert_ne!(wide, header(&after));
         assert_eq!(header(&columns.render(&calm, false)), wide);
+    }
+
+    #[test]
+    fn an_impaired_region_is_named_beside_the_failing_ones() {
+        let mut up = status("https://a.test/", Verdict::Up, &[], None, 5.0);
+        up.discounted_regions = vec!["eu-west".into()];
+        let table = render_table(std::slice::from_ref(&up), false);
+        assert!(table.lines().nth(1).unwrap().contains("  UP        0/3 (eu-west impaired)  "), "{table}");
+        let plain = status("https://a.test/", Verdict::Up, &[], None, 5.0);
+        assert_ne!(frame_key(&[up]), frame_key(&[plain]), "a region discounted or counted again redraws");
     }
 
     #[test]

@@ -23,11 +23,17 @@ pub struct Live {
     pub alerting: Arc<Alerting>,
     /// `[quorum] region_forget_after`.
     pub region_forget_after: Duration,
+    /// `[quorum] impaired_share`, `impaired_min_targets`.
+    pub impaired: crate::impairment::Policy,
 }
 
 impl Live {
     pub(super) fn of(options: &HubOptions) -> Live {
-        Live { alerting: options.alerting.clone(), region_forget_after: options.region_forget_after }
+        Live {
+            alerting: options.alerting.clone(),
+            region_forget_after: options.region_forget_after,
+            impaired: options.impaired,
+        }
     }
 }
 
@@ -58,6 +64,11 @@ impl Hub {
 
     pub(super) fn region_forget_after(&self) -> Duration {
         self.live.read().unwrap_or_else(|p| p.into_inner()).region_forget_after
+    }
+
+    /// `[quorum]`'s rule for impaired regions now.
+    pub fn impaired_policy(&self) -> crate::impairment::Policy {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).impaired
     }
 
     /// Makes the config's targets the hub's: `targets` (normalized, each URL once) are upserted
@@ -166,6 +177,7 @@ impl Hub {
         alerting: Alerting,
         silences: Vec<Silence>,
         region_forget_after: Duration,
+        impaired: crate::impairment::Policy,
     ) -> Result<(), HubError> {
         let names: BTreeSet<String> = alerting.channels.iter().map(|c| c.name.clone()).collect();
         let stored = silences.clone();
@@ -173,7 +185,7 @@ impl Hub {
         let kept: BTreeSet<String> = alerting.heartbeats.iter().map(|h| h.name.clone()).collect();
         let before = std::mem::replace(
             &mut *self.live.write().unwrap_or_else(|p| p.into_inner()),
-            Arc::new(Live { alerting: Arc::new(alerting), region_forget_after }),
+            Arc::new(Live { alerting: Arc::new(alerting), region_forget_after, impaired }),
         );
         let removed: Vec<_> = before.alerting.heartbeats.iter().filter(|h| !kept.contains(&h.name)).cloned().collect();
         if !removed.is_empty() {
@@ -345,7 +357,7 @@ mod tests {
         let hub = Hub::open(store, Vec::new(), options).await.unwrap();
         let overdue = crate::hub::HeartbeatMemory { last_ms: 1_000, alerted: true, ..Default::default() };
         hub.lock().memory.set_heartbeat("certbot", overdue);
-        hub.apply_config_settings(Alerting::default(), Vec::new(), Duration::ZERO).await.unwrap();
+        hub.apply_config_settings(Alerting::default(), Vec::new(), Duration::ZERO, Default::default()).await.unwrap();
         assert!(hub.alerting().heartbeats.is_empty());
         let alerts = hub.alerts("certbot", 10).await.unwrap();
         let resolved = alerts.iter().find(|r| r.alert.kind == AlertKind::HeartbeatRecovered).expect("resolved");
@@ -372,11 +384,11 @@ mod tests {
         let hub = Hub::open(Arc::new(Store::open(&dir).unwrap()), Vec::new(), options).await.unwrap();
         hub.create_silence(silence("s_api", "api")).await.unwrap();
         let new = vec![silence("config-1", "config"), silence("config-2", "config")];
-        hub.apply_config_settings(Alerting::default(), new, Duration::ZERO).await.unwrap();
+        hub.apply_config_settings(Alerting::default(), new, Duration::ZERO, Default::default()).await.unwrap();
         let mut ids: Vec<String> = hub.silences().into_iter().map(|s| s.id).collect();
         ids.sort();
         assert_eq!(ids, ["config-1", "config-2", "s_api"]);
-        hub.apply_config_settings(Alerting::default(), Vec::new(), Duration::ZERO).await.unwrap();
+        hub.apply_config_settings(Alerting::default(), Vec::new(), Duration::ZERO, Default::default()).await.unwrap();
         let ids: Vec<String> = hub.silences().into_iter().map(|s| s.id).collect();
         assert_eq!(ids, ["s_api"], "the API's silence stays");
         drop(hub);

@@ -37,6 +37,16 @@ pub struct RegionMemory {
     pub alerted: bool,
 }
 
+/// An impaired region: since when, and its counts when it turned impaired. Its `region_impaired`
+/// went out then; the entry goes with its `region_recovered`. It is also what makes the region
+/// impaired for judging, so an impairment survives a restart.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImpairedMemory {
+    pub since_ms: i64,
+    pub judged: u32,
+    pub alone: u32,
+}
+
 /// A heartbeat: the last one accepted, and whether it is overdue and alerted.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HeartbeatMemory {
@@ -65,6 +75,7 @@ enum Kind {
     Sent,
     Held,
     Firing,
+    Impaired,
 }
 
 impl Kind {
@@ -78,6 +89,7 @@ impl Kind {
             Kind::Sent => "sent:",
             Kind::Held => "held:",
             Kind::Firing => "firing:",
+            Kind::Impaired => "impaired:",
         }
     }
 }
@@ -93,6 +105,8 @@ pub struct AlertMemory {
     pub certs: HashMap<String, CertMemory>,
     /// Per region.
     pub silent_regions: HashMap<String, RegionMemory>,
+    /// Impaired regions, per region.
+    pub impaired: HashMap<String, ImpairedMemory>,
     /// Per heartbeat name.
     pub heartbeats: HashMap<String, HeartbeatMemory>,
     /// Targets with a `degraded` alert not yet cleared: url → since (ms).
@@ -134,6 +148,7 @@ impl AlertMemory {
         let mut memory = AlertMemory {
             certs: recall(rows, Kind::Cert),
             silent_regions: recall(rows, Kind::Region),
+            impaired: recall(rows, Kind::Impaired),
             heartbeats: recall(rows, Kind::Heartbeat),
             degraded: recall(rows, Kind::Degraded),
             unknown: recall(rows, Kind::Unknown),
@@ -186,6 +201,14 @@ impl AlertMemory {
     /// is not worth a write; its start is recorded with the alert).
     pub fn note_region_silent(&mut self, region: &str, since_ms: i64) {
         self.silent_regions.insert(region.to_owned(), RegionMemory { since_ms, alerted: false });
+    }
+
+    pub fn set_impaired(&mut self, region: &str, memory: Option<ImpairedMemory>) {
+        self.record(Kind::Impaired, region, memory.as_ref());
+        match memory {
+            Some(m) => self.impaired.insert(region.to_owned(), m),
+            None => self.impaired.remove(region),
+        };
     }
 
     pub fn set_heartbeat(&mut self, name: &str, memory: HeartbeatMemory) {
@@ -273,6 +296,7 @@ mod tests {
         memory.set_unknown("https://b/", Some(7));
         memory.heard("vantage/target/https://a/#1", ["pager".to_owned()]);
         memory.set_region("r1", Some(RegionMemory { since_ms: 3, alerted: true }));
+        memory.set_impaired("r2", Some(ImpairedMemory { since_ms: 4, judged: 6, alone: 6 }));
         let rows: Vec<(String, Vec<u8>)> =
             memory.take_changes().into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
         assert!(rows.iter().any(|(k, _)| k == "version"), "a new memory records its format version");
@@ -282,6 +306,7 @@ mod tests {
         assert_eq!(again.unknown, memory.unknown);
         assert_eq!(again.sent, memory.sent);
         assert_eq!(again.silent_regions, memory.silent_regions);
+        assert_eq!(again.impaired, memory.impaired);
         assert!(again.firing.is_empty());
         // Forgetting records a deletion.
         let mut again = again;

@@ -94,16 +94,17 @@ pub fn judgement_alerts(
         }
         IncidentStep::None => {}
     }
-    if judgement.changed {
-        // A degraded alert is cleared once, when the target is up or down again (unknown says
-        // nothing either way).
+    {
+        // A degraded alert is raised once the verdict has held until `degraded_alert_at` (a region
+        // failing alone may be found impaired meanwhile: README, "Impaired regions"), and cleared
+        // once, when the target is up or down again (unknown says nothing either way).
         match (verdict, memory.degraded.get(url).copied()) {
-            (Verdict::Degraded, None) if target.open_incident.is_none() => {
+            (Verdict::Degraded, None) if target.open_incident.is_none() && now >= judgement.degraded_alert_at => {
                 let key = spell_key(memory, "degraded", url, judgement.began);
                 alerts.push(target_alert(target, AlertKind::Degraded, judgement, now, key));
                 memory.set_degraded(url, Some(judgement.began));
             }
-            (Verdict::Up | Verdict::Down, Some(since)) => {
+            (Verdict::Up | Verdict::Down, Some(since)) if judgement.changed => {
                 // Cleared where it was heard (or held back); a degraded spell nobody was told
                 // about (the usual first seconds of an outage) ends quietly.
                 let key = spell_key(memory, "degraded", url, since);

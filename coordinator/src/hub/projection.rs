@@ -35,6 +35,7 @@ pub fn digest(decision: &Decision, opinions: &[RegionOpinion], target: &Target, 
         target.latest_in(&o.region).map(|l| l.failure_code()).hash(&mut h);
     }
     silence.map(|s| &s.id).hash(&mut h);
+    decision.discounted.hash(&mut h);
     // Zero means "never announced".
     h.finish() | 1
 }
@@ -101,7 +102,27 @@ pub fn build_status(
         failing_regions: decision.failing.clone(),
         silence: silence.map(silence_to_proto),
         removed: false,
+        discounted_regions: decision.discounted.clone(),
+        discounted_reason: discounted_reason(decision, opinions.len()),
     }
+}
+
+/// Why the discounted regions do not count, in words ("" when none is discounted).
+fn discounted_reason(decision: &Decision, regions: usize) -> String {
+    let discounted = &decision.discounted;
+    if discounted.is_empty() {
+        return String::new();
+    }
+    let (names, verb) = match discounted.len() {
+        1 => (discounted[0].clone(), "is"),
+        _ => (discounted.join(", "), "are"),
+    };
+    let counted = regions - discounted.len();
+    format!(
+        "{names} {verb} impaired (failing most of its targets while every other region sees them UP): shown, not \
+         counted; the verdict is the other {counted} regions', quorum {} of {counted}",
+        decision.quorum
+    )
 }
 
 pub fn silence_to_proto(s: &Silence) -> vantage_proto::v1::Silence {

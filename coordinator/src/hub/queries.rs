@@ -28,6 +28,8 @@ impl Hub {
             default_regions: &state.default_regions,
             connected: &state.connected,
             in_grace: self.in_grace(),
+            impaired: &state.impaired,
+            hold_degraded: false,
             now,
         };
         let status = |target: &Target| status_now(target, &ctx, &state.silences);
@@ -51,6 +53,8 @@ impl Hub {
             default_regions: &state.default_regions,
             connected: &state.connected,
             in_grace: self.in_grace(),
+            impaired: &state.impaired,
+            hold_degraded: false,
             now: now_ms(),
         };
         let from = after.map_or(Bound::Unbounded, Bound::Excluded);
@@ -77,6 +81,8 @@ impl Hub {
             default_regions: &state.default_regions,
             connected: &state.connected,
             in_grace: self.in_grace(),
+            impaired: &state.impaired,
+            hold_degraded: false,
             now,
         };
         state

@@ -1,15 +1,112 @@
 //! Alerts about regions: `region_silent` when no agent of a region has been reporting for
 //! `region_silent_after` (its targets go UNKNOWN from there), `region_recovered` when one is back,
-//! and `region_forgotten` when a region leaves the default region set.
+//! `region_forgotten` when a region leaves the default region set, and `region_impaired` when a
+//! region fails most of its targets alone (README: "Impaired regions"), `region_recovered` again
+//! under that problem's own key when it no longer does.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::agents::Registry;
-use super::memory::{AlertMemory, RegionMemory};
-use crate::alert::{Alert, AlertCause, AlertKind};
+use super::memory::{AlertMemory, ImpairedMemory, RegionMemory};
+use crate::alert::{Alert, AlertCause, AlertKind, region_impaired_key};
 use crate::clock::human_duration;
+use crate::impairment::{self, Policy, Tally};
 use crate::regions::RegionSet;
 use crate::store::RegionRecord;
+
+impl super::State {
+    /// After the impaired regions changed in alerting's memory: the names judging uses.
+    pub(super) fn refresh_impaired(&mut self) {
+        let impaired: Vec<String> = self.memory.impaired.keys().cloned().collect();
+        self.impaired = impaired.iter().map(|r| self.intern(r)).collect();
+    }
+
+    /// The rule for impaired regions applied at the tick, once every target due has been judged
+    /// (the counts are then whole): the alerts it raises. When the impaired set changes, every
+    /// target is judged again at the next tick.
+    pub(super) fn apply_impairment(&mut self, policy: &Policy, now: i64) -> Vec<Alert> {
+        let tallies = &self.tallies;
+        let tally = |region: &str| tallies.get(region).copied().unwrap_or_default();
+        let (alerts, changed) = impairment_alerts(&mut self.memory, &self.regions, policy, tally, now);
+        if changed {
+            self.refresh_impaired();
+            self.full_pass = true;
+        }
+        alerts
+    }
+}
+
+/// Applies the rule for impaired regions to the regions' counts now: `region_impaired` for each
+/// region it impairs, `region_recovered` (the same dedup key) for each that recovers; the memory
+/// holds the impaired set. Returns the alerts, and whether the set changed (every target must
+/// then be judged again).
+fn impairment_alerts(
+    memory: &mut AlertMemory,
+    regions: &RegionSet,
+    policy: &Policy,
+    tally: impl Fn(&str) -> Tally,
+    now: i64,
+) -> (Vec<Alert>, bool) {
+    let impaired: BTreeSet<String> = memory.impaired.keys().cloned().collect();
+    let evaluation = impairment::evaluate(policy, &regions.current(), &impaired, &tally);
+    let changed = !evaluation.impaired.is_empty() || !evaluation.recovered.is_empty();
+    let mut alerts = Vec::new();
+    for (region, t) in evaluation.impaired {
+        tracing::warn!(
+            region,
+            failing_alone = t.alone,
+            judged = t.judged,
+            "region impaired: it fails most of its targets while every other region sees them UP; its opinions \
+             are not counted until it recovers"
+        );
+        let mut alert = Alert::new(AlertKind::RegionImpaired, &region, now, region_impaired_key(&region));
+        alert.regions = vec![region.clone()];
+        alert.detail = format!("{} of {} targets fail there alone", t.alone, t.judged);
+        alert.cause = Some(AlertCause {
+            code: "region_impaired".into(),
+            message: format!(
+                "Region {region} {}. Its opinions are shown but not counted until it recovers: those targets \
+                 are judged by the other regions, and stay UP.",
+                impairment::reason(policy, t, false).trim_start_matches("it ")
+            ),
+            hint: "Check the network of this region's agent hosts (firewall rules, routes, DNS, the upstream \
+                   provider): vantage-coordinator regions ls shows its counts, and vantage-agent check URL run on \
+                   an agent host shows what it sees. A site down everywhere is still DOWN meanwhile."
+                .into(),
+        });
+        alerts.push(alert);
+        memory.set_impaired(&region, Some(ImpairedMemory { since_ms: now, judged: t.judged, alone: t.alone }));
+    }
+    for (region, t) in evaluation.recovered {
+        let since = memory.impaired.get(&region).map_or(now, |m| m.since_ms);
+        let gone = !regions.contains(&region);
+        tracing::info!(region, failing_alone = t.alone, judged = t.judged, "region no longer impaired");
+        let mut alert = Alert::new(AlertKind::RegionRecovered, &region, now, region_impaired_key(&region));
+        (alert.since_ms, alert.duration_ms) = (since, Some(now - since));
+        alert.regions = vec![region.clone()];
+        alert.detail = format!("impaired for {}", human_duration(now - since));
+        alert.cause = Some(AlertCause {
+            code: "region_impaired_ended".into(),
+            message: if gone {
+                format!("Region {region} left the default region set: its impairment ends with it.")
+            } else if !policy.enabled() {
+                format!("Impaired regions are off now (impaired_share = 0): region {region} counts again.")
+            } else {
+                format!(
+                    "Region {region} now fails {} of the {} targets it judges alone ({}%): its opinions count again.",
+                    t.alone,
+                    t.judged,
+                    t.percent()
+                )
+            },
+            hint: "Nothing to do.".into(),
+        });
+        alerts.push(alert);
+        memory.set_impaired(&region, None);
+    }
+    (alerts, changed)
+}
 
 /// `region_silent` for a region without a reporting agent for longer than `after`, and
 /// `region_recovered` when one is back. `after` zero: never.

@@ -389,11 +389,14 @@ impl Hub {
     pub fn regions(&self) -> Vec<vantage_proto::v1::RegionInfo> {
         let state = self.lock();
         let now = now_ms();
+        let policy = self.impaired_policy();
         state
             .regions
             .records()
             .map(|r| {
                 let connected = state.agents.connected_in(&r.name).len();
+                let impaired = state.memory.impaired.get(&r.name);
+                let tally = state.tallies.get(r.name.as_str()).copied().unwrap_or_default();
                 vantage_proto::v1::RegionInfo {
                     region: r.name.clone(),
                     connected_agents: connected as u32,
@@ -405,6 +408,11 @@ impl Hub {
                     forgotten: r.forgotten_ms.is_some(),
                     forgotten_at: r.forgotten_ms.map(clock::timestamp),
                     agents: state.agents.agents.values().filter(|a| a.record.region == r.name).count() as u32,
+                    impaired: impaired.is_some(),
+                    impaired_since: impaired.map(|m| clock::timestamp(m.since_ms)),
+                    impaired_reason: crate::impairment::reason(&policy, tally, impaired.is_some()),
+                    targets_judged: tally.judged,
+                    targets_failing_alone: tally.alone,
                 }
             })
             .collect()

@@ -83,7 +83,9 @@ impl Hub {
         {
             let mut state = self.lock();
             let name = Name::from(url);
-            state.targets.remove(url);
+            if let Some(target) = state.targets.remove(url) {
+                super::judge::uncount(&mut state.tallies, &target);
+            }
             let State { agents, targets, default_regions, .. } = &mut *state;
             agents.reassign_some(targets, default_regions, std::slice::from_ref(&name), now);
         }

@@ -71,6 +71,8 @@ impl Target {
                         failure.failing_since = Some(before.min(latest.at_ms));
                     }
                 }
+                // The tally counts the opinion as last judged, whatever result it came from.
+                latest.counted = held.counted;
                 *held = latest;
                 true
             }
@@ -210,6 +212,9 @@ pub struct Latest {
     pub agent: Name,
     pub failure: Option<Box<FailureFacts>>,
     pub cert: Option<Box<CertFacts>>,
+    /// How this region's opinion counted toward its region's tally at the target's last
+    /// judgement (`impairment::JUDGED`, `ALONE`): the tallies change by the difference.
+    pub counted: u8,
 }
 
 /// What status and alerts read of a failure.
@@ -283,6 +288,7 @@ impl Latest {
             latency_ms: result.and_then(|r| r.timings.as_ref()).map_or(0.0, |t| t.total_ms as f32),
             agent,
             failure,
+            counted: 0,
             cert: result.and_then(|r| r.cert.as_ref()).map(|c| {
                 Box::new(CertFacts {
                     sha256: c.sha256.clone(),
@@ -483,6 +489,7 @@ mod tests {
             agent: "a1".into(),
             failure: None,
             cert: None,
+            counted: 0,
         };
         assert!(target.observe("r1".into(), at(10)));
         assert!(!target.observe("r1".into(), at(5)), "an older result (an outbox resent) is not the newest");

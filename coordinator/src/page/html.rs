@@ -271,11 +271,32 @@ pub fn span(ms: i64) -> String {
 }
 
 pub fn failing_cell(s: &TargetStatus) -> String {
-    if s.failing_regions.is_empty() {
+    let mut cell = if s.failing_regions.is_empty() {
         format!("0/{}", s.regions.len())
     } else {
         format!("{}/{} {}", s.failing_regions.len(), s.regions.len(), s.failing_regions.join(", "))
+    };
+    if !s.discounted_regions.is_empty() {
+        cell.push_str(&format!(" ({} impaired, not counted)", s.discounted_regions.join(", ")));
     }
+    cell
+}
+
+/// A banner per impaired region: its failures are the region's network, not the sites, and the
+/// table below is judged without it (README: "Impaired regions").
+pub fn region_banner(regions: &[vantage_proto::v1::RegionInfo], now: i64) -> String {
+    let mut out = String::new();
+    for r in regions.iter().filter(|r| r.impaired) {
+        let _ = write!(
+            out,
+            "<div class=\"alarm\" role=\"status\" data-impaired-region=\"{name}\"><strong>Region {name} is \
+             impaired</strong> since {since}: {reason}.</div>",
+            name = escape(&r.region),
+            since = when(ms_of(r.impaired_since.as_ref()), now),
+            reason = escape(&r.impaired_reason),
+        );
+    }
+    out
 }
 
 #[cfg(test)]
@@ -301,6 +322,17 @@ mod tests {
         assert!(html.contains("is failing</strong> since <time>1970-01-01T00:00:01Z</time>"), "{html}");
         assert!(html.contains("The other channels were told."), "{html}");
         assert!(channel_banner(&BTreeMap::new(), 0).is_empty(), "no banner while every channel works");
+        let region = |impaired: bool| vantage_proto::v1::RegionInfo {
+            region: HOSTILE.into(),
+            impaired,
+            impaired_since: Some(crate::clock::timestamp(1_000)),
+            impaired_reason: HOSTILE.into(),
+            ..Default::default()
+        };
+        let html = region_banner(&[region(true)], 61_000);
+        assert!(html.contains("data-impaired-region=") && html.contains("is impaired</strong>"), "{html}");
+        assert!(!html.contains("<script>") && !html.contains("<img"), "escaped: {html}");
+        assert!(region_banner(&[region(false)], 61_000).is_empty(), "no banner for a region that is not impaired");
         let page = document("t", "/?part=live", &html);
         assert_eq!(page.matches("<script>").count(), 1, "only the page's own script");
         assert!(!page.contains(" style="), "no inline style attribute: the policy allows only the page's style");

@@ -49,16 +49,19 @@ pub fn target_fragment(
 ) -> String {
     let mut out = String::new();
     let verdict = names::verdict(s.verdict);
+    // Impaired regions are shown, not counted: the quorum is over the others.
+    let counted = s.regions.len().saturating_sub(s.discounted_regions.len());
+    let of = if s.discounted_regions.is_empty() { "regions" } else { "counted regions" };
     let _ = write!(
         out,
         "<p class=\"meta\"><a href=\"/\">← all targets</a> · as of {}</p><h1 class=\"url\">{}</h1>\
-         <p class=\"summary\" data-verdict=\"{verdict}\">{} since {} · quorum {} of {} regions · failing: {}</p>",
+         <p class=\"summary\" data-verdict=\"{verdict}\">{} since {} · quorum {} of {} {of} · failing: {}</p>",
         as_of(now),
         escape(&s.url),
         badge(verdict),
         when(ms_of(s.since.as_ref()), now),
         s.quorum,
-        s.regions.len(),
+        counted,
         escape(&failing_cell(s)),
     );
     if let Some(c) = &s.cause {
@@ -69,6 +72,9 @@ pub fn target_fragment(
             escape(&c.message),
             escape(&c.hint)
         );
+    }
+    if !s.discounted_reason.is_empty() {
+        let _ = write!(out, "<p class=\"note\" data-discounted>{}</p>", escape(&s.discounted_reason));
     }
     if let Some(silence) = &s.silence {
         let _ = write!(
@@ -248,5 +254,30 @@ mod tests {
         assert_inert(&html);
         assert!(html.contains("<h2>Regions × backends</h2>"));
         assert!(html.contains("<strong>open</strong>"));
+    }
+
+    #[test]
+    fn an_impaired_region_is_shown_not_counted_and_the_page_says_why() {
+        let region = |name: &str, opinion: vantage_proto::v1::Opinion| RegionStatus {
+            region: name.into(),
+            opinion: opinion as i32,
+            ..Default::default()
+        };
+        use vantage_proto::v1::Opinion::{Down, Up};
+        let status = TargetStatus {
+            url: "https://a.test/".into(),
+            verdict: vantage_proto::v1::Verdict::Up as i32,
+            regions: vec![region("ap-south", Down), region("eu-west", Up), region("us-east", Up)],
+            quorum: 2,
+            discounted_regions: vec!["ap-south".into()],
+            discounted_reason: "ap-south is impaired <b>".into(),
+            ..Default::default()
+        };
+        let html = target_fragment(&status, &[], &[], &[], &[], 2_000);
+        assert!(
+            html.contains("quorum 2 of 2 counted regions · failing: 0/3 (ap-south impaired, not counted)"),
+            "{html}"
+        );
+        assert!(html.contains("<p class=\"note\" data-discounted>ap-south is impaired &lt;b&gt;</p>"), "{html}");
     }
 }

@@ -178,7 +178,10 @@ impl Channel for Alertmanager {
 /// The label naming what an alert is about, by its kind.
 fn subject_label(kind: AlertKind) -> &'static str {
     match kind {
-        AlertKind::RegionSilent | AlertKind::RegionRecovered | AlertKind::RegionForgotten => "region",
+        AlertKind::RegionSilent
+        | AlertKind::RegionRecovered
+        | AlertKind::RegionForgotten
+        | AlertKind::RegionImpaired => "region",
         AlertKind::HeartbeatOverdue | AlertKind::HeartbeatRecovered => "heartbeat",
         AlertKind::ChannelFailing | AlertKind::ChannelRecovered => "channel",
         _ => "target",
@@ -245,7 +248,7 @@ fn annotations(alert: &Alert) -> Map<String, Value> {
 /// labels and `endsAt` the time it ended.
 pub fn body(alert: &Alert, now: i64, resend_delay: Duration) -> Vec<Value> {
     let (kinds, ends_at) = if alert.kind.resolves() {
-        (alert.kind.ends(), alert.at_ms.max(alert.since_ms))
+        (alert.ended(), alert.at_ms.max(alert.since_ms))
     } else {
         (std::slice::from_ref(&alert.kind), now + (resend_delay * VALID_FOR).as_millis() as i64)
     };
@@ -369,6 +372,21 @@ mod tests {
             json!({"alertname": "region_silent", "region": "ap-south", "severity": "critical"})
         );
         assert_eq!(body(&forgotten, 9_000, RESEND_DELAY)[0]["labels"], fired[0]["labels"]);
+        // A region_recovered ends only the problem its dedup key names: silence, or impairment.
+        let key = crate::alert::region_impaired_key("ap-south");
+        let impaired = Alert::new(AlertKind::RegionImpaired, "ap-south", 1_000, key.clone());
+        let fired_impaired = body(&impaired, 1_000, RESEND_DELAY);
+        assert_eq!(
+            fired_impaired[0]["labels"],
+            json!({"alertname": "region_impaired", "region": "ap-south", "severity": "warning"})
+        );
+        let ended = body(&Alert::new(AlertKind::RegionRecovered, "ap-south", 5_000, key), 5_000, RESEND_DELAY);
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0]["labels"], fired_impaired[0]["labels"]);
+        let back = Alert::new(AlertKind::RegionRecovered, "ap-south", 5_000, "vantage/region/ap-south".into());
+        let ended = body(&back, 5_000, RESEND_DELAY);
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0]["labels"], fired[0]["labels"]);
         let beat = Alert::new(AlertKind::HeartbeatOverdue, "backup", 1_000, "vantage/heartbeat/backup".into());
         assert_eq!(body(&beat, 1_000, RESEND_DELAY)[0]["labels"]["heartbeat"], "backup");
         let channel = Alert::new(AlertKind::ChannelRecovered, "slack", 1_000, "vantage/channel/slack".into());
