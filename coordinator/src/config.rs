@@ -81,6 +81,10 @@ struct AlertsEntry {
     channel_failing_after: Option<std::time::Duration>,
     #[serde(default, deserialize_with = "duration")]
     unknown_after: Option<std::time::Duration>,
+    /// Targets turning DOWN for one shared cause within this are one incident group (default:
+    /// two intervals of the first; "0s": no grouping).
+    #[serde(default, deserialize_with = "duration")]
+    correlation_window: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -272,6 +276,7 @@ pub fn parse_config(text: &str, path: &str, dir: &Path) -> Result<Config, Config
         region_silent_after: file.alerts.region_silent_after.unwrap_or(REGION_SILENT_AFTER),
         channel_failing_after: file.alerts.channel_failing_after,
         unknown_after: file.alerts.unknown_after.unwrap_or(UNKNOWN_AFTER),
+        correlation_window: file.alerts.correlation_window,
     };
     // Target files are found from the config's directory wherever the coordinator was started.
     let absolute = if dir.as_os_str().is_empty() { std::env::current_dir() } else { std::path::absolute(dir) };
