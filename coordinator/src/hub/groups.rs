@@ -143,9 +143,12 @@ pub fn route(
     notes: &mut Vec<IncidentGroup>,
 ) -> Vec<Alert> {
     let mut out = Vec::with_capacity(alerts.len());
+    // Targets turning DOWN in this judgement are already DOWN in `targets`, yet still to join.
+    let joining: Vec<String> =
+        alerts.iter().filter(|a| a.kind == AlertKind::Down && a.group.is_none()).map(|a| a.subject.clone()).collect();
     for alert in alerts {
         match alert.kind {
-            AlertKind::Down if alert.group.is_none() => out.extend(on_down(memory, g, alert, notes)),
+            AlertKind::Down if alert.group.is_none() => out.extend(on_down(memory, g, &joining, alert, notes)),
             AlertKind::Recovered if alert.group.is_none() => out.extend(on_recovered(memory, alert, g.now)),
             _ => out.push(alert),
         }
@@ -153,7 +156,13 @@ pub fn route(
     out
 }
 
-fn on_down(memory: &mut AlertMemory, g: &Grouping<'_>, alert: Alert, notes: &mut Vec<IncidentGroup>) -> Vec<Alert> {
+fn on_down(
+    memory: &mut AlertMemory,
+    g: &Grouping<'_>,
+    joining: &[String],
+    alert: Alert,
+    notes: &mut Vec<IncidentGroup>,
+) -> Vec<Alert> {
     let Some(target) = g.targets.get(alert.subject.as_str()) else { return vec![alert] };
     if silenced(g.silences, target, g.now) {
         return vec![alert];
@@ -189,7 +198,10 @@ fn on_down(memory: &mut AlertMemory, g: &Grouping<'_>, alert: Alert, notes: &mut
         .targets
         .values()
         .filter(|t| *t.spec.url != *url)
-        .filter(|t| t.open_incident.is_none() && t.verdict.is_none_or(|v| v.verdict != Verdict::Down))
+        .filter(|t| {
+            let down = t.open_incident.is_some() || t.verdict.is_some_and(|v| v.verdict == Verdict::Down);
+            !down || joining.iter().any(|j| *j == *t.spec.url)
+        })
         .filter(|t| !silenced(g.silences, t, g.now) && shares(t, &cause.identity))
         .map(|t| t.spec.url.to_string())
         .collect();
@@ -478,6 +490,18 @@ mod tests {
             }
         }
         assert!(memory.groups.is_empty(), "the group is over");
+    }
+
+    #[test]
+    fn ten_targets_turning_down_in_one_judgement_are_one_page() {
+        let mut all = targets(10, BACKEND);
+        let urls: Vec<String> = all.keys().map(|u| u.to_string()).collect();
+        let downs: Vec<Alert> = urls.iter().map(|u| fail(&mut all, u, "tcp_refused", 1_000)).collect();
+        let mut memory = AlertMemory::default();
+        let (out, notes) = run(&mut memory, &all, None, 1_500, downs);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].group.as_ref().unwrap().members, urls);
+        assert_eq!(notes.len(), 10);
     }
 
     #[test]
