@@ -102,10 +102,10 @@ mod tests {
         assert_eq!(lines.len(), 4, "{text}");
         assert_eq!(lines[0], "GROUP vantage/group/g#1000: 2 targets behind 203.0.113.7:443");
         assert!(
-            lines[1].starts_with("  1970-01-01T00:00:03Z  DOWN  https://b/  -  in eu-west, us-east  open"),
+            lines[1].starts_with("  1970-01-01T00:00:01Z  DOWN  https://a/  -  in eu-west, us-east  open"),
             "{text}"
         );
-        assert!(lines[2].starts_with("  1970-01-01T00:00:01Z  DOWN  https://a/"), "{text}");
+        assert!(lines[2].starts_with("  1970-01-01T00:00:03Z  DOWN  https://b/"), "{text}");
         assert!(lines[3].starts_with("1970-01-01T00:00:02Z  DOWN  https://c/"), "{text}");
     }
 }
