@@ -358,6 +358,17 @@ critical_days = 7
     }
 
     #[test]
+    fn the_correlation_window_defaults_to_two_intervals_and_zero_turns_grouping_off() {
+        let dir = std::env::temp_dir();
+        let window = |text: &str| parse_config(text, "v.toml", &dir).unwrap().alerting.correlation_window;
+        assert_eq!(window(""), None, "unset: two intervals of the group's first target");
+        assert_eq!(window("[alerts]\ncorrelation_window = \"30s\"\n"), Some(std::time::Duration::from_secs(30)));
+        assert_eq!(window("[alerts]\ncorrelation_window = \"0s\"\n"), Some(std::time::Duration::ZERO));
+        let bad = parse_config("[alerts]\ncorrelation_window = \"soon\"\n", "v.toml", &dir).unwrap_err();
+        assert!(bad.to_string().starts_with("v.toml:2: invalid duration"), "{bad}");
+    }
+
+    #[test]
     fn alerting_sections_load_and_their_errors_name_the_line() {
         let dir = std::env::temp_dir().join(format!("vantage-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
