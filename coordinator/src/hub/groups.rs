@@ -505,6 +505,27 @@ mod tests {
     }
 
     #[test]
+    fn a_pair_judging_members_in_another_order_pages_the_group_under_the_same_key() {
+        let page = |order: &[usize]| {
+            let mut all = targets(3, BACKEND);
+            let urls: Vec<String> = all.keys().map(|u| u.to_string()).collect();
+            let mut memory = AlertMemory::default();
+            let mut out = Vec::new();
+            // Each member's start is its probes' (the same on both); the clock differs.
+            for (n, &i) in order.iter().enumerate() {
+                let down = fail(&mut all, &urls[i], "tcp_refused", 1_000 + i as i64);
+                out.extend(run(&mut memory, &all, None, 5_000 + n as i64 * 777, vec![down]).0);
+            }
+            assert_eq!(out.len(), 1);
+            out.remove(0)
+        };
+        let (a, b) = (page(&[0, 1, 2]), page(&[2, 0, 1]));
+        assert_eq!(a.dedup_key, b.dedup_key);
+        assert_eq!(a.dedup_key, format!("vantage/group/backend:{BACKEND}:tcp_refused#1000"), "the earliest start");
+        assert_eq!(a.group, b.group);
+    }
+
+    #[test]
     fn the_window_ends_the_hold_and_a_later_member_updates_the_same_page() {
         let mut all = targets(3, BACKEND);
         let urls: Vec<String> = all.keys().map(|u| u.to_string()).collect();
