@@ -178,6 +178,9 @@ struct Changes {
     verdicts: Vec<(String, VerdictRecord, IncidentChange)>,
     /// Alerts raised, to plan into deliveries.
     alerts: Vec<Alert>,
+    /// Alerts grouping has released (a window ended), to plan as they are: they have been
+    /// through grouping once already.
+    released: Vec<Alert>,
     records: Vec<AlertRecord>,
     memory: Vec<Remembered>,
     regions: Vec<RegionRecord>,
@@ -452,7 +455,8 @@ impl Hub {
         let alerts = std::mem::take(&mut changes.alerts);
         let State { memory, targets, silences, .. } = state;
         let grouping = groups::Grouping { targets, silences, window: alerting.correlation_window, now: now_ms() };
-        let alerts = groups::route(memory, &grouping, alerts, &mut changes.groups);
+        let mut alerts = groups::route(memory, &grouping, alerts, &mut changes.groups);
+        alerts.append(&mut changes.released);
         let records = planner::plan(&mut state.memory, &alerting, &state.silences, alerts);
         changes.records.extend(records);
         changes.memory.extend(state.memory.take_changes());
@@ -569,7 +573,7 @@ impl Hub {
                 ));
             }
             let State { memory, silences, targets, .. } = &mut *state;
-            changes.alerts.extend(groups::due(memory, now, &mut changes.groups));
+            changes.released.extend(groups::due(memory, now, &mut changes.groups));
             changes.alerts.extend(heartbeats::overdue_alerts(memory, &alerting.heartbeats, now));
             let still = |memory: &AlertMemory, alert: &Alert| still_raised(targets, memory, alert);
             changes.alerts.extend(planner::released_alerts(memory, silences, still, now));

@@ -251,7 +251,9 @@ fn on_recovered(memory: &mut AlertMemory, alert: Alert, now: i64) -> Vec<Alert> 
     vec![resolve]
 }
 
-/// Groups whose window has ended are paged now (with whoever joined).
+/// Groups whose window has ended are paged now (with whoever joined). What this returns has been
+/// through grouping: it is planned as it is, never routed again (a lone member's `down` would
+/// start a new hold).
 pub fn due(memory: &mut AlertMemory, now: i64, notes: &mut Vec<IncidentGroup>) -> Vec<Alert> {
     let keys: Vec<String> = memory
         .groups
