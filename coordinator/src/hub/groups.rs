@@ -10,6 +10,7 @@
 //! until the window ends, whichever comes first; then one alert goes out for all that joined (a
 //! plain `down` if only one did). A member whose incident closes while held is never paged.
 
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use vantage_shared::FailureCode;
@@ -120,6 +121,35 @@ pub fn shares(target: &Target, identity: &Identity) -> bool {
     }
 }
 
+/// The groups in alerting's memory while one batch of alerts is routed: changed in place, and
+/// recorded once per group at the end (a mass outage joins many members to one group at once;
+/// recording the group after each would write it over and over).
+struct Book<'m> {
+    groups: &'m mut HashMap<String, GroupMemory>,
+    touched: BTreeSet<String>,
+}
+
+impl Book<'_> {
+    fn set_group(&mut self, key: &str, group: Option<GroupMemory>) {
+        match group {
+            Some(g) => self.groups.insert(key.to_owned(), g),
+            None => self.groups.remove(key),
+        };
+        self.touched.insert(key.to_owned());
+    }
+}
+
+/// Routes `work` over the memory's groups, then records each group it changed.
+fn booked<T>(memory: &mut AlertMemory, work: impl FnOnce(&mut Book<'_>) -> T) -> T {
+    let mut book = Book { groups: &mut memory.groups, touched: BTreeSet::new() };
+    let out = work(&mut book);
+    for key in book.touched {
+        let group = memory.groups.get(&key).cloned();
+        memory.set_group(&key, group);
+    }
+    out
+}
+
 /// What grouping reads besides its memory.
 pub struct Grouping<'a> {
     pub targets: &'a Targets,
@@ -146,18 +176,20 @@ pub fn route(
     // Targets turning DOWN in this judgement are already DOWN in `targets`, yet still to join.
     let joining: Vec<String> =
         alerts.iter().filter(|a| a.kind == AlertKind::Down && a.group.is_none()).map(|a| a.subject.clone()).collect();
-    for alert in alerts {
-        match alert.kind {
-            AlertKind::Down if alert.group.is_none() => out.extend(on_down(memory, g, &joining, alert, notes)),
-            AlertKind::Recovered if alert.group.is_none() => out.extend(on_recovered(memory, alert, g.now)),
-            _ => out.push(alert),
+    booked(memory, |book| {
+        for alert in alerts {
+            match alert.kind {
+                AlertKind::Down if alert.group.is_none() => out.extend(on_down(book, g, &joining, alert, notes)),
+                AlertKind::Recovered if alert.group.is_none() => out.extend(on_recovered(book, alert, g.now)),
+                _ => out.push(alert),
+            }
         }
-    }
+    });
     out
 }
 
 fn on_down(
-    memory: &mut AlertMemory,
+    memory: &mut Book<'_>,
     g: &Grouping<'_>,
     joining: &[String],
     alert: Alert,
@@ -222,7 +254,7 @@ fn on_down(
     Vec::new()
 }
 
-fn on_recovered(memory: &mut AlertMemory, alert: Alert, now: i64) -> Vec<Alert> {
+fn on_recovered(memory: &mut Book<'_>, alert: Alert, now: i64) -> Vec<Alert> {
     let found = memory
         .groups
         .iter()
@@ -261,13 +293,13 @@ pub fn due(memory: &mut AlertMemory, now: i64, notes: &mut Vec<IncidentGroup>) -
         .filter(|(_, g)| g.dedup.is_none() && g.window_ends <= now)
         .map(|(key, _)| key.clone())
         .collect();
-    keys.iter().flat_map(|key| release(memory, key, now, notes)).collect()
+    booked(memory, |book| keys.iter().flat_map(|key| release(book, key, now, notes)).collect())
 }
 
 /// The collecting group `key` is paged: one member's `down` goes out as it was; two or more
 /// make the group's `down`, under a key from the shared cause and the earliest member's start
 /// (by the probes' times, so a pair of coordinators agrees).
-fn release(memory: &mut AlertMemory, key: &str, now: i64, notes: &mut Vec<IncidentGroup>) -> Vec<Alert> {
+fn release(memory: &mut Book<'_>, key: &str, now: i64, notes: &mut Vec<IncidentGroup>) -> Vec<Alert> {
     let Some(mut group) = memory.groups.get(key).cloned() else { return Vec::new() };
     let mut held = std::mem::take(&mut group.held);
     if held.len() < 2 {
@@ -504,6 +536,9 @@ mod tests {
         assert_eq!(out.len(), 1, "{out:?}");
         assert_eq!(out[0].group.as_ref().unwrap().members, urls);
         assert_eq!(notes.len(), 10);
+        let recorded: Vec<String> =
+            memory.take_changes().into_iter().map(|(k, _)| k).filter(|k| k.starts_with("group:")).collect();
+        assert_eq!(recorded, [format!("group:backend:{BACKEND}:tcp_refused")], "the group recorded once");
     }
 
     #[test]
