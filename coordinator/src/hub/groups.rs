@@ -203,24 +203,20 @@ fn on_down(
     let key = cause.key();
     let url = alert.subject.clone();
     let opened = target.open_incident.unwrap_or(alert.since_ms);
-    if let Some(mut group) = memory.groups.get(&key).cloned() {
-        match group.members.iter_mut().find(|m| m.url == url) {
-            Some(member) => (member.opened, member.open) = (opened, true),
-            None => group.members.push(GroupMember { url: url.clone(), opened, open: true }),
+    if let Some(group) = memory.groups.get_mut(&key) {
+        memory.touched.insert(key.clone());
+        match group.members.binary_search_by(|m| m.url.cmp(&url)) {
+            Ok(i) => (group.members[i].opened, group.members[i].open) = (opened, true),
+            Err(i) => group.members.insert(i, GroupMember { url: url.clone(), opened, open: true }),
         }
-        group.members.sort_by(|a, b| a.url.cmp(&b.url));
         group.waiting.retain(|w| *w != url);
         if let Some(dedup) = group.dedup.clone() {
             // Paged already: the same page again, with the grown list (an update, not a new page).
-            let update = group_alert(&key, &group, &alert, AlertKind::Down, &dedup, g.now);
-            notes.extend(annotations(&group, &dedup));
-            memory.set_group(&key, Some(group));
-            return vec![update];
+            notes.extend(annotations(group, &dedup));
+            return vec![group_alert(&key, group, &alert, AlertKind::Down, &dedup, g.now)];
         }
         group.held.push(alert);
-        let complete = group.waiting.is_empty();
-        memory.set_group(&key, Some(group));
-        return if complete { release(memory, &key, g.now, notes) } else { Vec::new() };
+        return if group.waiting.is_empty() { release(memory, &key, g.now, notes) } else { Vec::new() };
     }
     let window = g.window.unwrap_or_else(|| 2 * target.spec.timing().0);
     if window.is_zero() {
@@ -255,31 +251,33 @@ fn on_down(
 }
 
 fn on_recovered(memory: &mut Book<'_>, alert: Alert, now: i64) -> Vec<Alert> {
-    let found = memory
-        .groups
-        .iter()
-        .find(|(_, g)| g.members.iter().any(|m| m.url == alert.subject && m.open))
-        .map(|(key, g)| (key.clone(), g.clone()));
-    let Some((key, mut group)) = found else { return vec![alert] };
+    let url = alert.subject.as_str();
+    let found = memory.groups.iter().find(|(_, g)| g.members.iter().any(|m| m.url == url && m.open));
+    let Some(key) = found.map(|(key, _)| key.clone()) else { return vec![alert] };
+    let Some(group) = memory.groups.get_mut(&key) else { return vec![alert] };
     let Some(dedup) = group.dedup.clone() else {
         // Over before its page went out: never told, so nothing to resolve.
-        group.held.retain(|a| a.subject != alert.subject);
-        group.members.retain(|m| m.url != alert.subject);
-        memory.set_group(&key, (!group.held.is_empty()).then_some(group));
+        group.held.retain(|a| a.subject != url);
+        group.members.retain(|m| m.url != url);
+        let empty = group.held.is_empty();
+        memory.touched.insert(key.clone());
+        if empty {
+            memory.groups.remove(&key);
+        }
         return Vec::new();
     };
-    if let Some(member) = group.members.iter_mut().find(|m| m.url == alert.subject) {
+    if let Some(member) = group.members.iter_mut().find(|m| m.url == url) {
         member.open = false;
     }
+    memory.touched.insert(key.clone());
     if group.members.iter().any(|m| m.open) {
-        memory.set_group(&key, Some(group));
         return Vec::new();
     }
     // The last member is back: the group's one resolve.
     let since = group.members.iter().map(|m| m.opened).min().unwrap_or(now);
-    let mut resolve = group_alert(&key, &group, &alert, AlertKind::Recovered, &dedup, now);
+    let mut resolve = group_alert(&key, group, &alert, AlertKind::Recovered, &dedup, now);
     (resolve.since_ms, resolve.duration_ms) = (since, Some(now - since));
-    memory.set_group(&key, None);
+    memory.groups.remove(&key);
     vec![resolve]
 }
 
