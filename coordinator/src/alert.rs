@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 pub use kind::{AlertKind, Severity};
-pub use record::{Alert, AlertCause, AlertRecord, Delivery, DeliveryState, new_id, region_impaired_key};
+pub use record::{Alert, AlertCause, AlertGroup, AlertRecord, Delivery, DeliveryState, new_id, region_impaired_key};
 pub use silence::{Silence, check_silence};
 
 /// Which channels hear which alerts.
@@ -70,6 +70,9 @@ pub struct Alerting {
     pub channel_failing_after: Option<Duration>,
     /// How long a target may be `UNKNOWN` before `unknown` (zero: never).
     pub unknown_after: Duration,
+    /// `[alerts] correlation_window`: targets turning DOWN for one shared cause within it are one
+    /// incident group (`None`: two intervals of the first; zero: no grouping).
+    pub correlation_window: Option<Duration>,
     /// `[watchdog]`: the dead man's switch, if any.
     pub watchdog: Option<std::sync::Arc<watchdog::Watchdog>>,
 }

@@ -5,6 +5,7 @@
 //! `names` and `view`. This file: how a command reaches the coordinator.
 
 pub mod alerts;
+pub mod incidents;
 pub mod pki;
 pub mod regions;
 pub mod shard;

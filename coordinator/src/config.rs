@@ -84,6 +84,10 @@ struct AlertsEntry {
     channel_failing_after: Option<std::time::Duration>,
     #[serde(default, deserialize_with = "duration")]
     unknown_after: Option<std::time::Duration>,
+    /// Targets turning DOWN for one shared cause within this are one incident group (default:
+    /// two intervals of the first; "0s": no grouping).
+    #[serde(default, deserialize_with = "duration")]
+    correlation_window: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -277,6 +281,7 @@ pub fn parse_config(text: &str, path: &str, dir: &Path) -> Result<Config, Config
         region_silent_after: file.alerts.region_silent_after.unwrap_or(REGION_SILENT_AFTER),
         channel_failing_after: file.alerts.channel_failing_after,
         unknown_after: file.alerts.unknown_after.unwrap_or(UNKNOWN_AFTER),
+        correlation_window: file.alerts.correlation_window,
     };
     // Target files are found from the config's directory wherever the coordinator was started.
     let absolute = if dir.as_os_str().is_empty() { std::env::current_dir() } else { std::path::absolute(dir) };
@@ -365,6 +370,17 @@ critical_days = 7
         let e = parse(&format!("\n[[target]]\nurl = \"{long}\"\n"), "v.toml").unwrap_err().to_string();
         assert!(e.starts_with("v.toml:2: target https://a.example/"), "{e}");
         assert!(e.ends_with(&format!(": url: at most 2048 bytes, got {}", long.len())), "{e}");
+    }
+
+    #[test]
+    fn the_correlation_window_defaults_to_two_intervals_and_zero_turns_grouping_off() {
+        let dir = std::env::temp_dir();
+        let window = |text: &str| parse_config(text, "v.toml", &dir).unwrap().alerting.correlation_window;
+        assert_eq!(window(""), None, "unset: two intervals of the group's first target");
+        assert_eq!(window("[alerts]\ncorrelation_window = \"30s\"\n"), Some(std::time::Duration::from_secs(30)));
+        assert_eq!(window("[alerts]\ncorrelation_window = \"0s\"\n"), Some(std::time::Duration::ZERO));
+        let bad = parse_config("[alerts]\ncorrelation_window = \"soon\"\n", "v.toml", &dir).unwrap_err();
+        assert!(bad.to_string().starts_with("v.toml:2: invalid duration"), "{bad}");
     }
 
     #[test]

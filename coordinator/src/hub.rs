@@ -20,6 +20,7 @@ mod check_now;
 mod config_events;
 mod counters;
 mod firing;
+mod groups;
 mod heartbeats;
 mod housekeeping;
 mod judge;
@@ -184,15 +185,24 @@ struct Changes {
     verdicts: Vec<(String, VerdictRecord, IncidentChange)>,
     /// Alerts raised, to plan into deliveries.
     alerts: Vec<Alert>,
+    /// Alerts grouping has released (a window ended), to plan as they are: they have been
+    /// through grouping once already.
+    released: Vec<Alert>,
     records: Vec<AlertRecord>,
     memory: Vec<Remembered>,
     regions: Vec<RegionRecord>,
+    /// Incidents that joined an incident group.
+    groups: Vec<crate::store::IncidentGroup>,
     announcements: Vec<TargetStatus>,
 }
 
 impl Changes {
     fn is_empty(&self) -> bool {
-        self.verdicts.is_empty() && self.records.is_empty() && self.memory.is_empty() && self.regions.is_empty()
+        self.verdicts.is_empty()
+            && self.records.is_empty()
+            && self.memory.is_empty()
+            && self.regions.is_empty()
+            && self.groups.is_empty()
     }
 }
 
@@ -309,7 +319,9 @@ impl Hub {
             let agent = state.intern(&row.entry.agent);
             let region = state.intern(&row.entry.region);
             if let Some(target) = state.targets.get_mut(row.url.as_str()) {
-                target.observe(region, targets::Latest::of(&row.entry, agent));
+                if target.observe(region, targets::Latest::of(&row.entry, agent)) {
+                    target.note_address(&row.entry);
+                }
             }
         }
         for (url, record) in verdicts {
@@ -447,10 +459,16 @@ impl Hub {
         deadlines.compact(targets);
     }
 
-    /// Plans the alerts raised into deliveries, and takes alerting's memory changes.
+    /// Plans the alerts raised into deliveries (targets DOWN for one shared cause grouped first),
+    /// and takes alerting's memory changes.
     fn plan(&self, state: &mut State, changes: &mut Changes) {
+        let alerting = self.alerting();
         let alerts = std::mem::take(&mut changes.alerts);
-        let records = planner::plan(&mut state.memory, &self.alerting(), &state.silences, alerts);
+        let State { memory, targets, silences, .. } = state;
+        let grouping = groups::Grouping { targets, silences, window: alerting.correlation_window, now: now_ms() };
+        let mut alerts = groups::route(memory, &grouping, alerts, &mut changes.groups);
+        alerts.append(&mut changes.released);
+        let records = planner::plan(&mut state.memory, &alerting, &state.silences, alerts);
         changes.records.extend(records);
         changes.memory.extend(state.memory.take_changes());
     }
@@ -458,7 +476,7 @@ impl Hub {
     /// Writes `changes` in one transaction, then wakes the dispatcher and tells watchers.
     async fn commit(&self, changes: Changes) -> Result<(), HubError> {
         let written = !changes.is_empty();
-        let Changes { verdicts, records, memory, regions, announcements, .. } = changes;
+        let Changes { verdicts, records, memory, regions, groups, announcements, .. } = changes;
         if written {
             for record in &records {
                 let held = record.silenced_by.as_deref().map(|s| format!(" (held back by silence {s})"));
@@ -471,7 +489,7 @@ impl Hub {
                 );
             }
             let queued = records.iter().any(AlertRecord::pending);
-            blocking(&self.store, move |s| s.record_event(&regions, &verdicts, &records, &memory)).await?;
+            blocking(&self.store, move |s| s.record_event(&regions, &verdicts, &groups, &records, &memory)).await?;
             if queued {
                 self.alerts_queued.notify_one();
             }
@@ -568,6 +586,7 @@ impl Hub {
             // Also in the start-up grace: the counts are made of real results.
             changes.alerts.extend(state.apply_impairment(&self.impaired_policy(), now));
             let State { memory, silences, targets, .. } = &mut *state;
+            changes.released.extend(groups::due(memory, now, &mut changes.groups));
             changes.alerts.extend(heartbeats::overdue_alerts(memory, &alerting.heartbeats, now));
             let still = |memory: &AlertMemory, alert: &Alert| still_raised(targets, memory, alert);
             changes.alerts.extend(planner::released_alerts(memory, silences, still, now));
@@ -583,6 +602,9 @@ impl Hub {
 fn still_raised(targets: &Targets, memory: &AlertMemory, alert: &Alert) -> bool {
     use crate::alert::AlertKind;
     match alert.kind {
+        AlertKind::Down if alert.group.is_some() => {
+            memory.groups.get(&alert.subject).is_some_and(|g| g.dedup.as_deref() == Some(alert.dedup_key.as_str()))
+        }
         AlertKind::Down => targets.get(alert.subject.as_str()).is_some_and(|t| t.open_incident.is_some()),
         AlertKind::Degraded => memory.degraded.contains_key(&alert.subject),
         AlertKind::Unknown => memory.unknown.contains_key(&alert.subject),

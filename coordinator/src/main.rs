@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use vantage_coordinator::cli::{alerts, pki, regions, shard, silences, status, targets};
+use vantage_coordinator::cli::{alerts, incidents, pki, regions, shard, silences, status, targets};
 use vantage_coordinator::hub::{HubOptions, Retention};
 use vantage_coordinator::serve::{self, ServeOptions, TlsFiles};
 use vantage_coordinator::{grpc, http};
@@ -53,6 +53,8 @@ enum Command {
     Targets(targets::TargetsArgs),
     /// The newest alerts and how their deliveries went.
     Alerts(alerts::AlertsArgs),
+    /// The newest incidents, an incident group's members under the group.
+    Incidents(incidents::IncidentsArgs),
     /// Hold back notifications for a while (maintenance windows).
     Silences(silences::SilencesArgs),
     /// List the regions, or forget one that is gone for good.
@@ -208,6 +210,7 @@ fn main() -> std::process::ExitCode {
         Command::Status(args) => runtime.block_on(status::run_status(args)),
         Command::Targets(args) => runtime.block_on(targets::run_targets(args)),
         Command::Alerts(args) => runtime.block_on(alerts::run_alerts(args)),
+        Command::Incidents(args) => runtime.block_on(incidents::run_incidents(args)),
         Command::Silences(args) => runtime.block_on(silences::run_silences(args)),
         Command::Regions(args) => runtime.block_on(regions::run_regions(args)),
         Command::Pki(pki::PkiCommand::RevokeAgent(args)) => runtime.block_on(pki::revoke(args)),

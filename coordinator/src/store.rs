@@ -29,7 +29,7 @@ pub use agents::{AgentRecord, RegionRecord, Revocation};
 pub use db::{Store, StoreError};
 pub use housekeeping::{PRUNE_STEP_ROWS, PRUNE_STEP_TIME, Pruned, Pruning};
 pub use results::{BatchOutcome, StoredResult};
-pub use verdicts::{CLOSED_RECOVERED, CLOSED_REMOVED, IncidentChange, VerdictRecord};
+pub use verdicts::{CLOSED_RECOVERED, CLOSED_REMOVED, IncidentChange, IncidentGroup, VerdictRecord};
 
 /// The page cache's default size (`serve --cache-size`): redb keeps the pages it reads and writes
 /// up to this much, and the coordinator's memory grows by as much once the store is busy.

@@ -14,6 +14,19 @@ pub struct AlertCause {
     pub hint: String,
 }
 
+/// What an incident group's alert is about: several targets DOWN for one shared cause (see
+/// `hub::groups`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertGroup {
+    /// The shared cause, the same on every coordinator and without a time:
+    /// `backend:ADDRESS:CODE`, `cert:SHA256:CODE` or `dns:ZONE:CODE`.
+    pub key: String,
+    /// The shared cause in words ("behind 203.0.113.7:443").
+    pub shared_cause: String,
+    /// The member targets' URLs, sorted.
+    pub members: Vec<String>,
+}
+
 /// One event worth telling people about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alert {
@@ -55,6 +68,10 @@ pub struct Alert {
     /// The status page.
     #[serde(default)]
     pub link: String,
+    /// For an incident group's `down` and `recovered`: its members and shared cause (the
+    /// subject is then the group's key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<AlertGroup>,
 }
 
 /// The dedup key of a region's impairment (its `region_impaired` and the `region_recovered` that
@@ -97,12 +114,21 @@ impl Alert {
             not_after: None,
             dedup_key,
             link: String::new(),
+            group: None,
+        }
+    }
+
+    /// What the alert is about, in words: the subject, or for a group "10 targets behind …".
+    pub fn about(&self) -> String {
+        match &self.group {
+            Some(g) => format!("{} targets {}", g.members.len(), g.shared_cause),
+            None => self.subject.clone(),
         }
     }
 
     /// One line: what and where.
     pub fn summary(&self) -> String {
-        let mut line = format!("{} {}", self.kind.title(), self.subject);
+        let mut line = format!("{} {}", self.kind.title(), self.about());
         if let Some(cause) = &self.cause {
             line.push_str(&format!(": {}", cause.code));
         }
@@ -155,6 +181,7 @@ impl Alert {
                 if where_.is_empty() { format!("backend {backend}") } else { format!("{where_}; backend {backend}") };
         }
         field("Where:", &where_);
+        field("Group:", &self.group.as_ref().map(|g| g.members.join(", ")).unwrap_or_default());
         field("Since:", &crate::clock::rfc3339(self.since_ms));
         if let Some(d) = self.duration_ms {
             field("Lasted:", &crate::clock::human_duration(d));

@@ -221,6 +221,7 @@ pub fn opened_incident(url: &str, judgement: &Judgement, now: i64) -> vantage_pr
         cause: judgement.decision.cause.map(super::projection::cause),
         regions: judgement.decision.failing.clone(),
         closed_reason: String::new(),
+        ..Default::default()
     }
 }
 

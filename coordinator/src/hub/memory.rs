@@ -1,7 +1,7 @@
 //! Alerting's memory: what the alert planner must remember across restarts to alert once and
 //! resolve where it alerted (the certificates seen per target, silent regions, heartbeats, open
 //! `degraded` and `unknown` spells, which channels heard each problem, triggers held back by a
-//! silence, the triggers still firing for channels that want them re-sent). Typed in memory; every change is recorded as it is made and committed with the
+//! silence, the triggers still firing for channels that want them re-sent, incident groups). Typed in memory; every change is recorded as it is made and committed with the
 //! alerts it goes with. In the store it is one row per entry under a kind prefix (`cert:URL`,
 //! `sent:DEDUP_KEY`, …) with a JSON value, and a `version` row: a store written by a newer
 //! memory format is refused rather than misread.
@@ -64,6 +64,35 @@ pub struct HeartbeatMemory {
     pub note: String,
 }
 
+/// A target in an incident group: its incident's start, and whether that incident is open.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GroupMember {
+    pub url: String,
+    pub opened: i64,
+    pub open: bool,
+}
+
+/// Targets DOWN for one shared cause (see `hub::groups`): while collecting, the `down` alerts
+/// held back until the window ends or every target sharing the cause is in; once paged as a
+/// group, the group's dedup key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GroupMemory {
+    /// The shared cause in words ("behind 203.0.113.7:443").
+    pub words: String,
+    /// Members joining before this are paged together (collecting only).
+    pub window_ends: i64,
+    /// Targets sharing the cause that are not DOWN yet: when none is left, the page goes at once.
+    pub waiting: Vec<String>,
+    /// The members' `down` alerts, held while collecting (empty once paged).
+    pub held: Vec<Alert>,
+    /// The labels every member has (those of the first while collecting), fixed once paged so
+    /// Alertmanager sees one alert throughout.
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub members: Vec<GroupMember>,
+    /// The group page's dedup key, once it went out.
+    pub dedup: Option<String>,
+}
+
 /// The memory's kinds of entry, each a key prefix in the store.
 #[derive(Debug, Clone, Copy)]
 enum Kind {
@@ -76,6 +105,7 @@ enum Kind {
     Held,
     Firing,
     Impaired,
+    Group,
 }
 
 impl Kind {
@@ -90,6 +120,7 @@ impl Kind {
             Kind::Held => "held:",
             Kind::Firing => "firing:",
             Kind::Impaired => "impaired:",
+            Kind::Group => "group:",
         }
     }
 }
@@ -121,6 +152,8 @@ pub struct AlertMemory {
     /// Per problem heard by a channel that re-sends what is still firing (Alertmanager): its
     /// trigger as planned, to send again until its resolve is planned (see `dispatch::resend`).
     pub firing: HashMap<String, Alert>,
+    /// Incident groups collecting or open, by shared cause key (`hub::groups`).
+    pub groups: HashMap<String, GroupMemory>,
     /// Changes not yet taken for committing.
     changes: Vec<Remembered>,
 }
@@ -155,6 +188,7 @@ impl AlertMemory {
             sent: recall(rows, Kind::Sent),
             held: recall(rows, Kind::Held),
             firing: recall(rows, Kind::Firing),
+            groups: recall(rows, Kind::Group),
             changes: Vec::new(),
         };
         // A trigger whose problem ended under a coordinator that did not keep this is forgotten.
@@ -276,6 +310,14 @@ impl AlertMemory {
             self.record::<()>(Kind::Held, dedup, None);
         }
         held
+    }
+
+    pub fn set_group(&mut self, key: &str, group: Option<GroupMemory>) {
+        self.record(Kind::Group, key, group.as_ref());
+        match group {
+            Some(g) => self.groups.insert(key.to_owned(), g),
+            None => self.groups.remove(key),
+        };
     }
 
     /// Whether the problem `dedup` was alerted (heard by a channel, or held back).

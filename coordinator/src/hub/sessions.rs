@@ -299,7 +299,9 @@ impl Hub {
                     continue;
                 };
                 let latest = Latest::of(&row.entry, agent.clone());
-                if state.targets.get_mut(&url).is_some_and(|t| t.observe(region.clone(), latest)) {
+                let Some(target) = state.targets.get_mut(&url) else { continue };
+                if target.observe(region.clone(), latest) {
+                    target.note_address(&row.entry);
                     touched.insert(url);
                 }
             }

@@ -33,6 +33,9 @@ pub struct Target {
     pub verdict: Option<Decided>,
     /// When its open incident began.
     pub open_incident: Option<i64>,
+    /// The backend address of its newest result (incident groups find the targets served from
+    /// one address by it, passing or not).
+    pub address: Option<Box<str>>,
     /// What watchers last heard (a digest of the status fields they are told about).
     pub announced: u64,
     /// The earliest deadline queued for it (see [`Deadlines`]); `i64::MAX` for none.
@@ -46,6 +49,7 @@ impl Target {
             latest: Vec::new(),
             verdict: None,
             open_incident: None,
+            address: None,
             announced: 0,
             due: i64::MAX,
         }
@@ -54,6 +58,16 @@ impl Target {
     /// The target's URL (shared with the map that holds it).
     pub fn url(&self) -> &Name {
         &self.spec.url
+    }
+
+    /// Notes the backend address `entry` was probed at (kept without reallocating when the same).
+    pub fn note_address(&mut self, entry: &HistoryEntry) {
+        let address = entry.result.as_ref().and_then(|r| r.backends.first()).map(|b| b.address.as_str());
+        if let Some(address) = address.filter(|a| !a.is_empty()) {
+            if self.address.as_deref() != Some(address) {
+                self.address = Some(address.into());
+            }
+        }
     }
 
     pub fn latest_in(&self, region: &str) -> Option<&Latest> {

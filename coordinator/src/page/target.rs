@@ -189,7 +189,19 @@ pub fn target_fragment(
             let cause = i.cause.as_ref().map_or(String::new(), |c| format!(" · <code>{}</code>", escape(&c.code)));
             let regions =
                 if i.regions.is_empty() { String::new() } else { format!(" · {}", escape(&i.regions.join(", "))) };
-            let _ = write!(out, "<li>{} DOWN {state}{cause}{regions}</li>", badge("DOWN"));
+            // One of an incident group: paged once with the others that share its cause.
+            let group = if i.group.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " · <span class=\"group\" title=\"{}\">one of {} targets {}: {}</span>",
+                    escape(&i.group),
+                    i.members.len(),
+                    escape(&i.shared_cause),
+                    escape(&i.members.join(", "))
+                )
+            };
+            let _ = write!(out, "<li>{} DOWN {state}{cause}{regions}{group}</li>", badge("DOWN"));
         }
         out.push_str("</ul>");
         if incidents.len() > MAX_INCIDENTS {
@@ -241,6 +253,9 @@ mod tests {
             opened: Some(crate::clock::timestamp(500)),
             cause: Some(Cause { code: HOSTILE.into(), ..Default::default() }),
             regions: vec![HOSTILE.into()],
+            group: HOSTILE.into(),
+            members: vec![HOSTILE.into(), "https://b.example/".into()],
+            shared_cause: HOSTILE.into(),
             ..Default::default()
         };
         let html = target_fragment(
@@ -254,6 +269,7 @@ mod tests {
         assert_inert(&html);
         assert!(html.contains("<h2>Regions × backends</h2>"));
         assert!(html.contains("<strong>open</strong>"));
+        assert!(html.contains("one of 2 targets "), "its incident group and members are shown");
     }
 
     #[test]

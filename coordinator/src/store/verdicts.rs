@@ -34,6 +34,19 @@ pub enum IncidentChange {
     },
 }
 
+/// A member's incident in an incident group: its group, members and shared cause, recorded on
+/// it (`Incident.group`, `members`, `shared_cause`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentGroup {
+    pub url: String,
+    /// The incident's start (its key with the URL).
+    pub opened: i64,
+    /// The group's dedup key.
+    pub group: String,
+    pub members: Vec<String>,
+    pub shared_cause: String,
+}
+
 /// `Incident.closed_reason` of an incident closed by the target's `UP`.
 pub const CLOSED_RECOVERED: &str = "recovered";
 /// … and of one closed because its target was removed.
@@ -49,15 +62,16 @@ impl Store {
         alerts: &[AlertRecord],
         state: &[(String, Option<Vec<u8>>)],
     ) -> Result<(), StoreError> {
-        self.record_event(&[], verdicts, alerts, state)
+        self.record_event(&[], verdicts, &[], alerts, state)
     }
 
-    /// What one hub event changed, in one transaction: region records as well as
-    /// [`Store::record_changes`]' verdicts, alerts and alerting's state.
+    /// What one hub event changed, in one transaction: region records and incident groups as well
+    /// as [`Store::record_changes`]' verdicts, alerts and alerting's state.
     pub fn record_event(
         &self,
         regions: &[super::RegionRecord],
         verdicts: &[(String, VerdictRecord, IncidentChange)],
+        groups: &[IncidentGroup],
         alerts: &[AlertRecord],
         state: &[(String, Option<Vec<u8>>)],
     ) -> Result<(), StoreError> {
@@ -67,6 +81,20 @@ impl Store {
         }
         for (url, record, incident) in verdicts {
             write_verdict(&txn, url, record, incident)?;
+        }
+        if !groups.is_empty() {
+            let mut incidents = txn.open_table(INCIDENTS)?;
+            for g in groups {
+                // Opened in this transaction or an earlier one; one gone (pruned) is left alone.
+                let Some(bytes) = incidents.get((g.url.as_str(), g.opened))?.map(|v| v.value().to_vec()) else {
+                    continue;
+                };
+                let mut incident = Incident::decode(bytes.as_slice()).map_err(corrupt)?;
+                incident.group = g.group.clone();
+                incident.members = g.members.clone();
+                incident.shared_cause = g.shared_cause.clone();
+                incidents.insert((g.url.as_str(), g.opened), incident.encode_to_vec().as_slice())?;
+            }
         }
         write_alerts(&txn, alerts, state)?;
         txn.commit()?;

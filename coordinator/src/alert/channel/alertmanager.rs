@@ -213,7 +213,9 @@ fn labels(alert: &Alert, trigger: AlertKind) -> BTreeMap<String, String> {
     let mut labels: BTreeMap<String, String> =
         alert.labels.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (label_name(k), v.clone())).collect();
     labels.insert("alertname".into(), trigger.as_str().into());
-    labels.insert(subject_label(trigger).into(), alert.subject.clone());
+    // An incident group is one alert under its key (its members, which grow, are annotations).
+    let subject = if alert.group.is_some() { "group" } else { subject_label(trigger) };
+    labels.insert(subject.into(), alert.subject.clone());
     labels.insert("severity".into(), severity(trigger).into());
     // Each certificate is its own problem: a renewed certificate that is expiring too is a new
     // alert, not the old one resolved and fired again.
@@ -239,6 +241,8 @@ fn annotations(alert: &Alert) -> Map<String, Value> {
         ("backend", alert.backend.clone().unwrap_or_default()),
         ("detail", alert.detail.clone()),
         ("link", alert.link.clone()),
+        ("shared_cause", alert.group.as_ref().map(|g| g.shared_cause.clone()).unwrap_or_default()),
+        ("members", alert.group.as_ref().map(|g| g.members.join("\n")).unwrap_or_default()),
     ];
     fields.into_iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.to_owned(), Value::String(v))).collect()
 }
@@ -292,6 +296,41 @@ mod tests {
         });
         a.link = "https://vantage.example/".into();
         a
+    }
+
+    #[test]
+    fn an_incident_group_is_one_alert_under_its_key_with_its_members_annotated() {
+        let key = "backend:203.0.113.7:443:tcp_refused";
+        let group = |members: &[&str]| {
+            let mut a = down();
+            a.subject = key.into();
+            a.dedup_key = format!("vantage/group/{key}#1");
+            a.group = Some(crate::alert::AlertGroup {
+                key: key.into(),
+                shared_cause: "behind 203.0.113.7:443".into(),
+                members: members.iter().map(|m| m.to_string()).collect(),
+            });
+            a
+        };
+        let now = 1_700_000_030_000;
+        let first = body(&group(&["https://a.example/", "https://b.example/"]), now, Duration::from_secs(60));
+        let labels = first[0]["labels"].as_object().unwrap();
+        assert_eq!(labels["group"], key);
+        assert!(!labels.contains_key("target"), "the group, not one of its targets");
+        let annotations = &first[0]["annotations"];
+        assert_eq!(annotations["members"], "https://a.example/\nhttps://b.example/");
+        assert_eq!(annotations["shared_cause"], "behind 203.0.113.7:443");
+        assert!(
+            annotations["summary"].as_str().unwrap().starts_with("DOWN 2 targets behind 203.0.113.7:443: tcp_refused")
+        );
+        // A member joining later: the same alert for Alertmanager, its annotations grown.
+        let grown = body(
+            &group(&["https://a.example/", "https://b.example/", "https://c.example/"]),
+            now,
+            Duration::from_secs(60),
+        );
+        assert_eq!(grown[0]["labels"], first[0]["labels"]);
+        assert!(grown[0]["annotations"]["members"].as_str().unwrap().ends_with("https://c.example/"));
     }
 
     #[test]

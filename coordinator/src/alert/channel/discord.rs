@@ -59,7 +59,7 @@ pub fn body(alert: &Alert) -> serde_json::Value {
         .map(|(name, value)| json!({ "name": name, "value": cut(&no_links(value.trim()), VALUE_MAX), "inline": false }))
         .collect();
     let mut embed = json!({
-        "title": cut(&format!("{} {}", alert.kind.title(), alert.subject), TITLE_MAX),
+        "title": cut(&format!("{} {}", alert.kind.title(), alert.about()), TITLE_MAX),
         "description": cut(&no_links(&alert.summary()), DESCRIPTION_MAX),
         "color": color,
         "fields": fields,

@@ -155,7 +155,8 @@ impl Twilio {
 /// GSM-7 septets. When too long, the description is cut (ending in `...`) and the link kept
 /// whole; a link too long to leave room for the description is dropped.
 pub fn sms(alert: &Alert) -> String {
-    let subject = alert.subject.strip_prefix("https://").unwrap_or(&alert.subject);
+    let about = alert.about();
+    let subject = about.strip_prefix("https://").unwrap_or(&about);
     let subject = subject.strip_suffix('/').filter(|s| !s.contains('/')).unwrap_or(subject);
     let mut text = format!("{} {subject}", alert.kind.title());
     if let Some(cause) = &alert.cause {

@@ -71,6 +71,8 @@ pub fn body(alert: &Alert) -> serde_json::Value {
         "not_after": alert.not_after,
         "dedup_key": alert.dedup_key,
         "link": alert.link,
+        // An incident group's alert: its key, shared cause and members (absent otherwise).
+        "group": alert.group,
     })
 }
 
