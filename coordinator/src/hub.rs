@@ -31,6 +31,7 @@ mod region_alerts;
 mod sessions;
 mod target_events;
 mod targets;
+mod uptime;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -181,11 +182,17 @@ struct Changes {
     memory: Vec<Remembered>,
     regions: Vec<RegionRecord>,
     announcements: Vec<TargetStatus>,
+    /// Regions' opinions that changed state, for availability.
+    opinions: Vec<crate::store::OpinionChange>,
 }
 
 impl Changes {
     fn is_empty(&self) -> bool {
-        self.verdicts.is_empty() && self.records.is_empty() && self.memory.is_empty() && self.regions.is_empty()
+        self.verdicts.is_empty()
+            && self.records.is_empty()
+            && self.memory.is_empty()
+            && self.regions.is_empty()
+            && self.opinions.is_empty()
     }
 }
 
@@ -247,7 +254,7 @@ impl Hub {
             )));
         }
         let config_silences = options.silences.clone();
-        let (stale, targets, latest, verdicts, agents, open, revoked, silences, memory, regions) =
+        let (stale, targets, latest, verdicts, agents, open, revoked, silences, memory, regions, tracked) =
             blocking(&store, move |s| {
                 // Targets an earlier config brought and this one dropped: removed below, once the
                 // hub can resolve what they raised.
@@ -271,6 +278,7 @@ impl Hub {
                     s.silences()?,
                     s.alert_state()?,
                     s.regions()?,
+                    s.open_opinions()?,
                 ))
             })
             .await?;
@@ -303,6 +311,14 @@ impl Hub {
             let region = state.intern(&row.entry.region);
             if let Some(target) = state.targets.get_mut(row.url.as_str()) {
                 target.observe(region, targets::Latest::of(&row.entry, agent));
+            }
+        }
+        // What availability last recorded of each region's opinion: a restart changes nothing.
+        for (url, region, recorded) in tracked {
+            let latest =
+                state.targets.get_mut(url.as_str()).and_then(|t| t.latest.iter_mut().find(|(r, _)| **r == *region));
+            if let Some((_, latest)) = latest {
+                latest.tracked = Some(recorded);
             }
         }
         for (url, record) in verdicts {
@@ -417,6 +433,7 @@ impl Hub {
                 changes.verdicts.push((url.to_string(), record.clone(), incident));
             }
             target.verdict = Some(judgement.decided());
+            uptime::opinion_changes(target, &judgement.opinions, now, &mut changes.opinions);
             changes.alerts.extend(planner::judgement_alerts(memory, target, &judgement, now, unknown_after));
             let silence = projection::silence_of(target, silences, now);
             let digest = projection::digest(&judgement.decision, &judgement.opinions, target, silence);
@@ -447,7 +464,7 @@ impl Hub {
     /// Writes `changes` in one transaction, then wakes the dispatcher and tells watchers.
     async fn commit(&self, changes: Changes) -> Result<(), HubError> {
         let written = !changes.is_empty();
-        let Changes { verdicts, records, memory, regions, announcements, .. } = changes;
+        let Changes { verdicts, records, memory, regions, announcements, opinions, .. } = changes;
         if written {
             for record in &records {
                 let held = record.silenced_by.as_deref().map(|s| format!(" (held back by silence {s})"));
@@ -460,7 +477,10 @@ impl Hub {
                 );
             }
             let queued = records.iter().any(AlertRecord::pending);
-            blocking(&self.store, move |s| s.record_event(&regions, &verdicts, &records, &memory)).await?;
+            blocking(&self.store, move |s| {
+                s.record_event_with_opinions(&regions, &verdicts, &records, &memory, &opinions)
+            })
+            .await?;
             if queued {
                 self.alerts_queued.notify_one();
             }

@@ -173,6 +173,7 @@ mod tests {
                 })
             }),
             cert: None,
+            tracked: None,
         }
     }
 

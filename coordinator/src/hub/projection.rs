@@ -101,6 +101,8 @@ pub fn build_status(
         failing_regions: decision.failing.clone(),
         silence: silence.map(silence_to_proto),
         removed: false,
+        // Read from the store by the calls that show it (`Hub::fill_uptime`).
+        uptime: Vec::new(),
     }
 }
 

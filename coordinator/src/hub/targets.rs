@@ -66,6 +66,7 @@ impl Target {
         match self.latest.iter_mut().find(|(r, _)| *r == region) {
             Some((_, held)) if held.at_ms > latest.at_ms => false,
             Some((_, held)) => {
+                latest.tracked = held.tracked;
                 if let (Some(failure), Some(before)) = (latest.failure.as_mut(), held.failing_since()) {
                     if failure.failing_since.is_some() {
                         failure.failing_since = Some(before.min(latest.at_ms));
@@ -210,6 +211,10 @@ pub struct Latest {
     pub agent: Name,
     pub failure: Option<Box<FailureFacts>>,
     pub cert: Option<Box<CertFacts>>,
+    /// The state availability last recorded for this region's opinion (`None`: not yet, or the
+    /// region no longer judges the target); carried from one result to the next. In a byte that
+    /// was padding.
+    pub tracked: Option<crate::uptime::State>,
 }
 
 /// What status and alerts read of a failure.
@@ -293,6 +298,7 @@ impl Latest {
                     not_after: c.not_after,
                 })
             }),
+            tracked: None,
         }
     }
 
@@ -483,6 +489,7 @@ mod tests {
             agent: "a1".into(),
             failure: None,
             cert: None,
+            tracked: None,
         };
         assert!(target.observe("r1".into(), at(10)));
         assert!(!target.observe("r1".into(), at(5)), "an older result (an outbox resent) is not the newest");
