@@ -44,14 +44,11 @@ impl State {
         [State::Up, State::Degraded, State::Down, State::Unknown].get(usize::from(i)).copied()
     }
 
-    /// How bad it is, for a day's worst: UP < UNKNOWN < DEGRADED < DOWN.
-    pub fn severity(self) -> u8 {
-        match self {
-            State::Up => 0,
-            State::Unknown => 1,
-            State::Degraded => 2,
-            State::Down => 3,
-        }
+    /// The worst judged state with time in `ms` (by `State::index`): DOWN, else DEGRADED, else
+    /// UP; UNKNOWN only when nothing was judged (a few unknown seconds at start-up do not make a
+    /// day of UP look worse); `None` when there is no time at all.
+    pub fn worst_of(ms: &[i64; 4]) -> Option<State> {
+        [State::Down, State::Degraded, State::Up, State::Unknown].into_iter().find(|s| ms[s.index()] > 0)
     }
 
     pub fn as_str(self) -> &'static str {

@@ -32,9 +32,7 @@ fn availability(rolled: &Rolled, window: &Window, now: i64) -> Availability {
     let from = now - window.ms;
     let f = figures(rolled.days.iter().map(|(d, r)| (*d, r)), rolled.open, from, now);
     let seconds = |s: State| f.of(s) as f64 / 1000.0;
-    // The worst state with time in the window.
-    let worst = [State::Down, State::Degraded, State::Unknown, State::Up].into_iter().find(|s| f.of(*s) > 0);
-    let worst = worst.map_or(vantage_proto::v1::Verdict::Unspecified, |s| match s {
+    let worst = State::worst_of(&f.ms).map_or(vantage_proto::v1::Verdict::Unspecified, |s| match s {
         State::Up => vantage_proto::v1::Verdict::Up,
         State::Degraded => vantage_proto::v1::Verdict::Degraded,
         State::Down => vantage_proto::v1::Verdict::Down,
@@ -136,5 +134,58 @@ impl Hub {
                 tracing::warn!(error = %e, "reading availability for the status failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::targets::{Latest, Name};
+    use crate::verdict::Opinion;
+
+    fn latest() -> Latest {
+        Latest {
+            at_ms: 1,
+            timed: true,
+            status: None,
+            code: None,
+            latency_ms: 0.0,
+            agent: "a".into(),
+            failure: None,
+            cert: None,
+            tracked: None,
+        }
+    }
+
+    fn opinions(of: &[(&str, Opinion)]) -> Vec<RegionOpinion> {
+        of.iter().map(|(r, o)| RegionOpinion { region: (*r).into(), opinion: *o, code: None }).collect()
+    }
+
+    #[test]
+    fn only_a_region_whose_opinion_changed_state_is_recorded() {
+        let mut t = Target::new(vantage_proto::v1::TargetSpec { url: "https://x/".into(), ..Default::default() });
+        t.observe(Name::from("r1"), latest());
+        t.observe(Name::from("r2"), latest());
+        let mut out = Vec::new();
+        opinion_changes(&mut t, &opinions(&[("r1", Opinion::Up), ("r2", Opinion::Up)]), 10, &mut out);
+        assert_eq!(out.len(), 2, "the first opinion of each region opens its span");
+        out.clear();
+        opinion_changes(&mut t, &opinions(&[("r1", Opinion::Up), ("r2", Opinion::Up)]), 20, &mut out);
+        assert!(out.is_empty(), "nothing changed, nothing written (not one write per result)");
+        opinion_changes(&mut t, &opinions(&[("r1", Opinion::Partial), ("r2", Opinion::Up)]), 30, &mut out);
+        assert_eq!(
+            out,
+            vec![OpinionChange {
+                url: "https://x/".into(),
+                region: "r1".into(),
+                state: Some(State::Degraded),
+                at_ms: 30
+            }]
+        );
+        out.clear();
+        // The next result keeps what was recorded; r2 stops judging the target: its span ends.
+        t.observe(Name::from("r1"), Latest { at_ms: 2, ..latest() });
+        opinion_changes(&mut t, &opinions(&[("r1", Opinion::Partial)]), 40, &mut out);
+        assert_eq!(out, vec![OpinionChange { url: "https://x/".into(), region: "r2".into(), state: None, at_ms: 40 }]);
     }
 }

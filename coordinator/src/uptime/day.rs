@@ -52,9 +52,9 @@ impl Day {
         }
     }
 
-    /// The worst state the day saw (`None` for a day with no time recorded).
+    /// The worst state the day saw: see [`State::worst_of`].
     pub fn worst(&self) -> Option<State> {
-        [State::Up, State::Unknown, State::Degraded, State::Down].into_iter().rev().find(|s| self.ms[s.index()] > 0)
+        State::worst_of(&self.ms)
     }
 
     /// Milliseconds per state within `[from, to)` (ms into the day), and incidents opened in it.
@@ -195,6 +195,12 @@ mod tests {
         assert_eq!(Day::decode(&day.encode()).unwrap(), day);
         assert!(Day::decode(&day.encode()[..20]).is_err());
         assert!(Day::default().worst().is_none());
+        // Unknown seconds do not make a day of UP look worse; a day of nothing judged is UNKNOWN.
+        let mut quiet = Day::default();
+        quiet.add(0, 4_000, State::Unknown);
+        assert_eq!(quiet.worst(), Some(State::Unknown));
+        quiet.add(4_000, DAY_MS as u32, State::Up);
+        assert_eq!(quiet.worst(), Some(State::Up));
     }
 
     #[test]
