@@ -254,7 +254,7 @@ impl Hub {
             )));
         }
         let config_silences = options.silences.clone();
-        let (stale, targets, latest, verdicts, agents, open, revoked, silences, memory, regions, tracked) =
+        let (stale, targets, latest, verdicts, agents, open, revoked, silences, memory, regions) =
             blocking(&store, move |s| {
                 // Targets an earlier config brought and this one dropped: removed below, once the
                 // hub can resolve what they raised.
@@ -278,7 +278,6 @@ impl Hub {
                     s.silences()?,
                     s.alert_state()?,
                     s.regions()?,
-                    s.open_opinions()?,
                 ))
             })
             .await?;
@@ -311,14 +310,6 @@ impl Hub {
             let region = state.intern(&row.entry.region);
             if let Some(target) = state.targets.get_mut(row.url.as_str()) {
                 target.observe(region, targets::Latest::of(&row.entry, agent));
-            }
-        }
-        // What availability last recorded of each region's opinion: a restart changes nothing.
-        for (url, region, recorded) in tracked {
-            let latest =
-                state.targets.get_mut(url.as_str()).and_then(|t| t.latest.iter_mut().find(|(r, _)| **r == *region));
-            if let Some((_, latest)) = latest {
-                latest.tracked = Some(recorded);
             }
         }
         for (url, record) in verdicts {

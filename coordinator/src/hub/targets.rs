@@ -211,9 +211,10 @@ pub struct Latest {
     pub agent: Name,
     pub failure: Option<Box<FailureFacts>>,
     pub cert: Option<Box<CertFacts>>,
-    /// The state availability last recorded for this region's opinion (`None`: not yet, or the
-    /// region no longer judges the target); carried from one result to the next. In a byte that
-    /// was padding.
+    /// The state availability last recorded for this region's opinion (`None`: not yet since
+    /// start-up, or the region no longer judges the target); carried from one result to the next.
+    /// Not loaded at start-up: the first judgement reports every region's opinion, and the store
+    /// writes only those that differ from the span it holds open. In a byte that was padding.
     pub tracked: Option<crate::uptime::State>,
 }
 

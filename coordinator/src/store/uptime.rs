@@ -138,7 +138,8 @@ fn decode_open(bytes: &[u8]) -> Result<(State, i64), StoreError> {
 }
 
 /// Regions' opinions changed: each ends its open span (rolled up) and opens the next. A region
-/// turning down counts as one of its incidents.
+/// turning down counts as one of its incidents. A change to the state already held open (the hub's
+/// first judgement after a restart reports every region) writes nothing.
 pub(super) fn write_opinions(txn: &redb::WriteTransaction, changes: &[OpinionChange]) -> Result<(), StoreError> {
     for change in changes {
         let (url, region) = (change.url.as_str(), change.region.as_str());
@@ -151,7 +152,9 @@ pub(super) fn write_opinions(txn: &redb::WriteTransaction, changes: &[OpinionCha
         }
         let span = held.map(|(state, since)| (since, change.at_ms, state));
         let incident = (change.state == Some(State::Down)).then_some(change.at_ms);
-        roll_up(txn, url, region, span, incident.as_slice())?;
+        if span.is_some() || incident.is_some() {
+            roll_up(txn, url, region, span, incident.as_slice())?;
+        }
         let mut open = txn.open_table(UPTIME_OPEN)?;
         match change.state {
             Some(state) => open.insert((url, region), encode_open(state, change.at_ms).as_slice())?,
@@ -256,20 +259,6 @@ impl Store {
         }
         Ok(out)
     }
-
-    /// Each region's open span of each target (`(url, region) → state`), for the hub to know
-    /// what changed after a restart.
-    pub fn open_opinions(&self) -> Result<Vec<(String, String, State)>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let open = txn.open_table(UPTIME_OPEN)?;
-        let mut out = Vec::new();
-        for row in open.iter()? {
-            let (k, v) = row?;
-            let (url, region) = k.value();
-            out.push((url.to_owned(), region.to_owned(), decode_open(v.value())?.0));
-        }
-        Ok(out)
-    }
 }
 
 #[cfg(test)]
@@ -326,7 +315,11 @@ mod tests {
         assert_eq!(eu.open, Some((State::Down, d0 + 22 * H)));
         let f = figures(eu.days.iter().map(|(d, r)| (*d, r)), eu.open, d0, now);
         assert_eq!((f.of(State::Up), f.of(State::Down), f.incidents), (2 * H, 6 * H, 1));
-        assert_eq!(store.open_opinions().unwrap(), vec![(u.to_owned(), "eu".to_owned(), State::Down)]);
+        // Reported again in the state held open (as after a restart): nothing changes.
+        let again = [OpinionChange { url: u.into(), region: "eu".into(), state: Some(State::Down), at_ms: now }];
+        store.record_event_with_opinions(&[], &[], &[], &[], &again).unwrap();
+        let same = store.rollups(&[u.to_owned()], day_of(d0), day_of(now), true).unwrap();
+        assert_eq!(same[0].regions["eu"].open, Some((State::Down, d0 + 22 * H)));
         // Removing the target ends its spans; its days stay.
         store.delete_target(u).unwrap();
         let rolled = store.rollups(&[u.to_owned()], day_of(d0), day_of(now), true).unwrap();
