@@ -214,8 +214,8 @@ async fn route(http: &Http, request: Request<hyper::body::Incoming>) -> Response
 }
 
 /// `GET /v1/uptime?window=30d[&target=URL][&format=csv]`: each target's availability over one
-/// window (default 30 days), as JSON (with each region's) or CSV (the targets' own, for SLA
-/// reports).
+/// window (default 30 days), as JSON (for one target, with each region's) or CSV (the targets'
+/// own, for SLA reports).
 async fn uptime(hub: &Hub, query: &str) -> (StatusCode, &'static str, String) {
     let param = |name: &str| {
         url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())

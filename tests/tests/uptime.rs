@@ -148,6 +148,7 @@ fn a_known_outage_shows_as_down_time_everywhere_and_survives_sigkill_and_retenti
     let names: Vec<&str> =
         steady_row["windows"].as_array().unwrap().iter().map(|w| w["window"].as_str().unwrap()).collect();
     assert_eq!(names, ["24h", "7d", "30d", "90d"]);
+    assert!(steady_row.get("regions").is_none(), "regions only for one target: {steady_row}");
     assert_eq!(steady_row["windows"][0]["percent"].as_f64(), Some(100.0), "{steady_row}");
     assert!(steady_row["windows"][0].get("downSeconds").is_none(), "{steady_row}");
     // A window longer than the roll-ups are kept is refused with the reason.

@@ -81,7 +81,8 @@ fn read(
 
 impl Hub {
     /// `GetUptime`: the figures of `url` (every target when empty) over `windows` (the default
-    /// four when empty), with each region's.
+    /// four when empty); each region's too when one target is asked for (every target's regions
+    /// at 100,000 targets would not fit in one answer).
     pub async fn uptime(&self, url: &str, windows: &[String]) -> Result<Vec<TargetUptime>, HubError> {
         let windows = uptime::parse_windows(windows).map_err(|e| HubError::Refused(e.to_string()))?;
         let urls: Vec<String> = if url.is_empty() {
@@ -93,11 +94,11 @@ impl Hub {
             }
             vec![url]
         };
-        let now = now_ms();
+        let (now, regions) = (now_ms(), !url.is_empty());
         let mut out = Vec::with_capacity(urls.len());
         for slice in urls.chunks(SLICE) {
             let (slice, windows) = (slice.to_vec(), windows.clone());
-            out.extend(blocking(&self.store, move |s| read(s, &slice, &windows, now, true)).await?);
+            out.extend(blocking(&self.store, move |s| read(s, &slice, &windows, now, regions)).await?);
         }
         Ok(out)
     }
