@@ -13,7 +13,8 @@
 //! The parts, each pure and tested on its own: `targets` (per-target state, deadline queue),
 //! `judge` (verdict rules applied, incident state machine), `planner` (target alerts and
 //! deliveries), `memory` (alerting's typed memory), `region_alerts`, `heartbeats`, `agents`
-//! (registry and assigner), `projection` (the status as shown).
+//! (registry and assigner), `projection` (the status as shown), `uptime` (regions' opinion
+//! changes for availability, and the figures asked for).
 
 mod agents;
 mod check_now;

@@ -103,9 +103,10 @@ pub(super) fn end_verdict_span(
     new: &VerdictRecord,
     change: &IncidentChange,
 ) -> Result<(), StoreError> {
-    let old = read_verdict(txn, url)?;
-    let span = old
-        .filter(|(state, _)| Some(*state) != State::of_verdict(&new.verdict))
+    // Whatever replaces it (a new verdict, or the same one with a later `since`), the time since
+    // the old record's `since` was spent in its state.
+    let span = read_verdict(txn, url)?
+        .filter(|(_, since)| *since < new.since_ms)
         .map(|(state, since)| (since, new.since_ms, state));
     let opened = match change {
         IncidentChange::Open(incident) => vec![incident.opened.as_ref().map_or(new.since_ms, crate::clock::ms)],
