@@ -55,6 +55,7 @@ pub const METHODS: &[(&str, Rule)] = &[
     ("/vantage.v1.Coordinator/DeleteSilence", Rule::Admin(Access::Write)),
     ("/vantage.v1.Coordinator/ListRegions", Rule::Admin(Access::Read)),
     ("/vantage.v1.Coordinator/ForgetRegion", Rule::Admin(Access::Write)),
+    ("/vantage.v1.Coordinator/GetUptime", Rule::Admin(Access::Read)),
 ];
 
 /// The rule for a request path (`/package.Service/Method`); `None` means refused.

@@ -1,5 +1,5 @@
-//! The operator's commands, a client of the coordinator's gRPC API: `status`, `targets`,
-//! `alerts`, `silences`, `regions` and `pki`, one file each (and `shard`, which reads a config
+//! The operator's commands, a client of the coordinator's gRPC API: `status`, `uptime`,
+//! `targets`, `alerts`, `silences`, `regions` and `pki`, one file each (and `shard`, which reads a config
 //! file instead). Nothing the server runs imports
 //! from here; what both sides write the same way (enum names, a status as JSON) lives in
 //! `names` and `view`. This file: how a command reaches the coordinator.
@@ -12,6 +12,7 @@ pub mod shard;
 pub mod silences;
 pub mod status;
 pub mod targets;
+pub mod uptime;
 
 use std::path::{Path, PathBuf};
 

@@ -1,12 +1,12 @@
 //! The coordinator's HTTP side: the status page (`/`, `/target?url=…`, rendered by `page`),
 //! `/healthz`, Prometheus metrics at `/metrics`, one target's probe detail at `/probe?target=…`
 //! and the target list for Prometheus's discovery at `/probe/targets`, the consolidated status
-//! as JSON at `/v1/status`, and heartbeats: `POST /v1/heartbeats/{name}` (signed with
-//! HMAC-SHA256 over the timestamp, the name and the body) and `GET /v1/heartbeats`, and
-//! `POST /-/reload` (Prometheus's convention: the config file read again). Connections
-//! are capped, and a slow client cannot hold one: its headers must arrive within
-//! `--http-header-timeout`, a heartbeat body within 10 s, and no connection lasts beyond five
-//! minutes.
+//! as JSON at `/v1/status`, availability at `/v1/uptime` (JSON or CSV), and heartbeats:
+//! `POST /v1/heartbeats/{name}` (signed with HMAC-SHA256 over the timestamp, the name and the
+//! body) and `GET /v1/heartbeats`, and `POST /-/reload` (Prometheus's convention: the config
+//! file read again). Connections are capped, and a slow client cannot hold one: its headers must
+//! arrive within `--http-header-timeout`, a heartbeat body within 10 s, and no connection lasts
+//! beyond five minutes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -202,13 +202,51 @@ async fn route(http: &Http, request: Request<hyper::body::Incoming>) -> Response
         }
         ("GET", "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
         ("GET", "/v1/status") => {
-            let statuses: Vec<serde_json::Value> = hub.statuses(&[]).iter().map(crate::view::to_json).collect();
+            let statuses = hub.with_uptime(hub.statuses(&[])).await;
+            let statuses: Vec<serde_json::Value> = statuses.iter().map(crate::view::to_json).collect();
             let json = serde_json::to_string_pretty(&serde_json::json!({ "targets": statuses })).unwrap_or_default();
             (StatusCode::OK, "application/json", json + "\n")
         }
+        ("GET", "/v1/uptime") => uptime(hub, request.uri().query().unwrap_or_default()).await,
         _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
     };
     respond(status, content_type, body)
+}
+
+/// `GET /v1/uptime?window=30d[&target=URL][&format=csv]`: each target's availability over one
+/// window (default 30 days), as JSON (for one target, with each region's) or CSV (the targets'
+/// own, for SLA reports).
+async fn uptime(hub: &Hub, query: &str) -> (StatusCode, &'static str, String) {
+    let param = |name: &str| {
+        url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+    };
+    let window = param("window").unwrap_or_else(|| "30d".to_owned());
+    let target = param("target").unwrap_or_default();
+    let csv = match param("format").as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return (StatusCode::BAD_REQUEST, "text/plain", format!("format {other:?}: use json or csv\n"));
+        }
+    };
+    match hub.uptime(&target, std::slice::from_ref(&window)).await {
+        Ok(targets) if csv => (StatusCode::OK, "text/csv; charset=utf-8", crate::view::uptime_csv(&targets)),
+        Ok(targets) => {
+            let targets: Vec<serde_json::Value> = targets.iter().map(crate::view::uptime_json).collect();
+            let json = serde_json::json!({ "window": window, "targets": targets });
+            (StatusCode::OK, "application/json", serde_json::to_string_pretty(&json).unwrap_or_default() + "\n")
+        }
+        Err(e @ crate::hub::HubError::NoTarget(_)) => (StatusCode::NOT_FOUND, "text/plain", format!("{e}\n")),
+        Err(e @ crate::hub::HubError::Refused(_)) => (StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
+        Err(e) => {
+            tracing::error!(error = %e, "GET /v1/uptime failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                "reading availability failed; see the coordinator's log\n".into(),
+            )
+        }
+    }
 }
 
 fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {

@@ -13,7 +13,8 @@
 //! The parts, each pure and tested on its own: `targets` (per-target state, deadline queue),
 //! `judge` (verdict rules applied, incident state machine), `planner` (target alerts and
 //! deliveries), `memory` (alerting's typed memory), `region_alerts`, `heartbeats`, `agents`
-//! (registry and assigner), `projection` (the status as shown).
+//! (registry and assigner), `projection` (the status as shown), `uptime` (regions' opinion
+//! changes for availability, and the figures asked for).
 
 mod agents;
 mod check_now;
@@ -32,6 +33,7 @@ mod region_alerts;
 mod sessions;
 mod target_events;
 mod targets;
+mod uptime;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -194,6 +196,8 @@ struct Changes {
     /// Incidents that joined an incident group.
     groups: Vec<crate::store::IncidentGroup>,
     announcements: Vec<TargetStatus>,
+    /// Regions' opinions that changed state, for availability.
+    opinions: Vec<crate::store::OpinionChange>,
 }
 
 impl Changes {
@@ -203,6 +207,7 @@ impl Changes {
             && self.memory.is_empty()
             && self.regions.is_empty()
             && self.groups.is_empty()
+            && self.opinions.is_empty()
     }
 }
 
@@ -439,6 +444,7 @@ impl Hub {
                 changes.verdicts.push((url.to_string(), record.clone(), incident));
             }
             target.verdict = Some(judgement.decided());
+            uptime::opinion_changes(target, &judgement.opinions, now, &mut changes.opinions);
             changes.alerts.extend(planner::judgement_alerts(memory, target, &judgement, now, unknown_after));
             let silence = projection::silence_of(target, silences, now);
             let digest = projection::digest(&judgement.decision, &judgement.opinions, target, silence);
@@ -476,7 +482,7 @@ impl Hub {
     /// Writes `changes` in one transaction, then wakes the dispatcher and tells watchers.
     async fn commit(&self, changes: Changes) -> Result<(), HubError> {
         let written = !changes.is_empty();
-        let Changes { verdicts, records, memory, regions, groups, announcements, .. } = changes;
+        let Changes { verdicts, records, memory, regions, groups, announcements, opinions, .. } = changes;
         if written {
             for record in &records {
                 let held = record.silenced_by.as_deref().map(|s| format!(" (held back by silence {s})"));
@@ -489,7 +495,10 @@ impl Hub {
                 );
             }
             let queued = records.iter().any(AlertRecord::pending);
-            blocking(&self.store, move |s| s.record_event(&regions, &verdicts, &groups, &records, &memory)).await?;
+            blocking(&self.store, move |s| {
+                s.record_event_with_opinions(&regions, &verdicts, &groups, &records, &memory, &opinions)
+            })
+            .await?;
             if queued {
                 self.alerts_queued.notify_one();
             }

@@ -26,6 +26,7 @@ pub mod serve;
 pub mod shard;
 pub mod spec;
 pub mod store;
+pub mod uptime;
 pub mod verdict;
 pub mod view;
 pub mod watchdog;

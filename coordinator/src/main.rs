@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use vantage_coordinator::cli::{alerts, incidents, pki, regions, shard, silences, status, targets};
+use vantage_coordinator::cli::{alerts, incidents, pki, regions, shard, silences, status, targets, uptime};
 use vantage_coordinator::hub::{HubOptions, Retention};
 use vantage_coordinator::serve::{self, ServeOptions, TlsFiles};
 use vantage_coordinator::{grpc, http};
@@ -49,6 +49,8 @@ enum Command {
     Serve(ServeArgs),
     /// Show the consolidated status of every target.
     Status(status::StatusArgs),
+    /// Availability per target (and region) over 24 h, 7, 30 and 90 days, or the windows asked for.
+    Uptime(uptime::UptimeArgs),
     /// Add, remove or list targets.
     Targets(targets::TargetsArgs),
     /// The newest alerts and how their deliveries went.
@@ -208,6 +210,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(run_serve(args)),
         Command::Status(args) => runtime.block_on(status::run_status(args)),
+        Command::Uptime(args) => runtime.block_on(uptime::run_uptime(args)),
         Command::Targets(args) => runtime.block_on(targets::run_targets(args)),
         Command::Alerts(args) => runtime.block_on(alerts::run_alerts(args)),
         Command::Incidents(args) => runtime.block_on(incidents::run_incidents(args)),

@@ -42,6 +42,7 @@ pub async fn route(hub: &Hub, path: &str, query: &str) -> Option<(StatusCode, St
             let page = query_value(query, "page").and_then(|p| p.parse::<usize>().ok()).unwrap_or(1).max(1);
             let offset = (page - 1).saturating_mul(PAGE_SIZE);
             let (statuses, total, counts) = hub.status_page(offset, PAGE_SIZE);
+            let statuses = hub.with_uptime(statuses).await;
             let body = channel_banner(&hub.channel_health.failing(), now)
                 + &region_banner(&hub.regions(), now)
                 + &table_fragment(&statuses, total, &counts, page, now);
@@ -51,7 +52,7 @@ pub async fn route(hub: &Hub, path: &str, query: &str) -> Option<(StatusCode, St
         "/target" => {
             let asked = query_value(query, "url").unwrap_or_default();
             let url = vantage_shared::TargetUrl::parse(&asked).map(|u| u.to_string()).unwrap_or(asked);
-            let Some(status) = hub.statuses(std::slice::from_ref(&url)).pop() else {
+            let Some(status) = hub.with_uptime(hub.statuses(std::slice::from_ref(&url))).await.pop() else {
                 let body = format!(
                     "<h1>No such target</h1><p>The coordinator does not watch <code>{}</code>.</p>\
                      <p><a href=\"/\">All targets</a></p>",

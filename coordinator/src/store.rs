@@ -6,8 +6,9 @@
 //! One file per concern, each an `impl Store` block beside its records: `targets`, `results`
 //! (batches, history, newest), `agents` (agents, sequences, revocations, regions), `verdicts`
 //! (verdicts, transitions, incidents), `alerts` (outbox, deliveries, alert memory, silences),
-//! `housekeeping` (pruning in bounded steps) and `time_index` (the indexes it walks). The tables
-//! are declared once in `tables`; the handle and its errors are in `db`.
+//! `uptime` (availability roll-ups per day), `housekeeping` (pruning in bounded steps) and
+//! `time_index` (the indexes it walks). The tables are declared once in `tables`; the handle and
+//! its errors are in `db`.
 
 mod agents;
 mod alerts;
@@ -19,6 +20,7 @@ mod targets;
 #[cfg(test)]
 mod testing;
 mod time_index;
+mod uptime;
 mod verdicts;
 
 use std::path::Path;
@@ -29,6 +31,7 @@ pub use agents::{AgentRecord, RegionRecord, Revocation};
 pub use db::{Store, StoreError};
 pub use housekeeping::{PRUNE_STEP_ROWS, PRUNE_STEP_TIME, Pruned, Pruning};
 pub use results::{BatchOutcome, StoredResult};
+pub use uptime::{OpinionChange, Rolled, TargetRollups};
 pub use verdicts::{CLOSED_RECOVERED, CLOSED_REMOVED, IncidentChange, IncidentGroup, VerdictRecord};
 
 /// The page cache's default size (`serve --cache-size`): redb keeps the pages it reads and writes
@@ -54,6 +57,7 @@ impl Store {
         agents::open_tables(&txn)?;
         time_index::open_time_indexes(&txn)?;
         alerts::open_tables(&txn)?;
+        uptime::open_tables(&txn)?;
         txn.commit()?;
         Ok(Store::new(db))
     }

@@ -1,7 +1,8 @@
 //! The API's values written out the same way by the server and the CLI: a target's status as
-//! JSON (`GET /v1/status` and `status --json`) and a silence in words (the page, the table).
+//! JSON (`GET /v1/status` and `status --json`), a silence in words (the page, the table), and
+//! availability as JSON and CSV (`GET /v1/uptime`, `uptime --json`) and as a percentage.
 
-use vantage_proto::v1::{Silence, TargetStatus};
+use vantage_proto::v1::{Availability, Silence, TargetStatus, TargetUptime};
 
 use crate::clock::timestamp_json as ts;
 use crate::names;
@@ -32,7 +33,78 @@ pub fn to_json(s: &TargetStatus) -> serde_json::Value {
             "agent": r.agent,
             "detail": Some(&r.detail).filter(|d| !d.is_empty()),
         })).collect::<Vec<_>>(),
+        "uptime": s.uptime.iter().map(availability_json).collect::<Vec<_>>(),
     })
+}
+
+/// One window's availability as JSON (`percent` is null when nothing was judged).
+pub fn availability_json(a: &Availability) -> serde_json::Value {
+    serde_json::json!({
+        "window": a.window,
+        "from": ts(a.from.as_ref()),
+        "to": ts(a.to.as_ref()),
+        "percent": a.percent,
+        "up_seconds": a.up_seconds,
+        "degraded_seconds": a.degraded_seconds,
+        "down_seconds": a.down_seconds,
+        "unknown_seconds": a.unknown_seconds,
+        "incidents": a.incidents,
+        "worst": (a.worst != 0).then(|| names::verdict(a.worst)),
+    })
+}
+
+/// A target's availability as JSON, each region's beside it.
+pub fn uptime_json(t: &TargetUptime) -> serde_json::Value {
+    serde_json::json!({
+        "url": t.url,
+        "windows": t.windows.iter().map(availability_json).collect::<Vec<_>>(),
+        "regions": t.regions.iter().map(|r| serde_json::json!({
+            "region": r.region,
+            "windows": r.windows.iter().map(availability_json).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// "99.931%", or "-" when nothing was judged. Never rounded up to 100% while there was down time.
+pub fn percent(a: &Availability) -> String {
+    match a.percent {
+        None => "-".to_owned(),
+        Some(p) if p < 100.0 => format!("{:.3}%", (p * 1000.0).floor() / 1000.0),
+        Some(_) => "100%".to_owned(),
+    }
+}
+
+/// The CSV of `GET /v1/uptime?format=csv`: one line per target and window (the targets' own
+/// figures), for SLA reports. RFC 4180: a URL holding a comma or a quote is quoted.
+pub fn uptime_csv(targets: &[TargetUptime]) -> String {
+    let mut out = String::from(
+        "url,window,from,to,availability_percent,judged_seconds,up_seconds,degraded_seconds,down_seconds,unknown_seconds,incidents,worst\r\n",
+    );
+    for t in targets {
+        let url = if t.url.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", t.url.replace('"', "\"\""))
+        } else {
+            t.url.clone()
+        };
+        for a in &t.windows {
+            let judged = a.up_seconds + a.degraded_seconds + a.down_seconds;
+            let stamp = |t: Option<&prost_types::Timestamp>| ts(t).as_str().unwrap_or_default().to_owned();
+            out.push_str(&format!(
+                "{url},{},{},{},{},{judged:.3},{:.3},{:.3},{:.3},{:.3},{},{}\r\n",
+                a.window,
+                stamp(a.from.as_ref()),
+                stamp(a.to.as_ref()),
+                a.percent.map(|p| format!("{p:.4}")).unwrap_or_default(),
+                a.up_seconds,
+                a.degraded_seconds,
+                a.down_seconds,
+                a.unknown_seconds,
+                a.incidents,
+                if a.worst == 0 { "" } else { names::verdict(a.worst) },
+            ));
+        }
+    }
+    out
 }
 
 /// "s_1a2b (db migration) until 2026-…".

@@ -6,7 +6,7 @@
 
 use vantage_coordinator::serve::{self, ServeOptions};
 use vantage_proto::v1::coordinator_client::CoordinatorClient;
-use vantage_proto::v1::{ListStatusRequest, WatchStatusRequest};
+use vantage_proto::v1::{ListStatusRequest, TargetStatus, WatchStatusRequest};
 
 /// More than two slices (the coordinator encodes 1,000 statuses at a time).
 const TARGETS: usize = 2_500;
@@ -32,7 +32,11 @@ async fn list_status_answers_every_target_once_in_order_across_slices_and_the_ta
     expected.sort();
     let listed: Vec<&str> = all.targets.iter().map(|s| s.url.as_str()).collect();
     assert_eq!(listed, expected, "every target once, in URL order");
-    assert_eq!(all.targets, running.hub.statuses(&[]), "each status as the hub's own");
+    // Each status as the hub's own, with its availability over the four windows beside it.
+    assert!(all.targets.iter().all(|s| s.uptime.iter().map(|a| a.window.as_str()).eq(["24h", "7d", "30d", "90d"])));
+    let without_uptime: Vec<_> =
+        all.targets.iter().cloned().map(|s| TargetStatus { uptime: Vec::new(), ..s }).collect();
+    assert_eq!(without_uptime, running.hub.statuses(&[]), "each status as the hub's own");
     assert!(all.targets.iter().all(|s| s.since.is_some()), "every target judged");
 
     // Named targets (one of them spelled differently): those, in URL order.

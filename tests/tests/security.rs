@@ -383,7 +383,7 @@ fn under_http_auth_the_http_port_needs_the_token_but_for_health() {
     let (_, http) = vantage_e2e::listening(&coordinator);
     let base = format!("http://{http}");
 
-    for path in ["/", "/metrics", "/v1/status", "/v1/heartbeats", "/target?url=https://a.example/"] {
+    for path in ["/", "/metrics", "/v1/status", "/v1/uptime", "/v1/heartbeats", "/target?url=https://a.example/"] {
         let (code, said) = curl(&format!("{base}{path}"), &[]);
         assert_eq!(code, "401", "{path} without a token: {said}");
         assert!(said.to_ascii_lowercase().contains("www-authenticate: basic realm=\"vantage\""), "{said}");

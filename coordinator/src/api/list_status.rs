@@ -48,8 +48,13 @@ impl Answer {
     /// Hands over the statuses in URL order, at most `SLICE` at a time (every target's, or those
     /// asked for: at most `MAX_URLS_PER_REQUEST`, in one slice).
     fn for_each_slice(&self, mut f: impl FnMut(Vec<TargetStatus>)) {
+        // Each slice's availability is read from the store in one read transaction.
+        let with_uptime = |mut slice: Vec<TargetStatus>| {
+            self.hub.fill_uptime(&mut slice);
+            slice
+        };
         if !self.urls.is_empty() {
-            f(self.hub.statuses(&self.urls));
+            f(with_uptime(self.hub.statuses(&self.urls)));
             return;
         }
         let mut after: Option<String> = None;
@@ -58,7 +63,7 @@ impl Answer {
             let Some(last) = slice.last() else { break };
             after = Some(last.url.clone());
             let full = slice.len() == SLICE;
-            f(slice);
+            f(with_uptime(slice));
             if !full {
                 break;
             }

@@ -316,4 +316,10 @@ impl Coordinator for AdminEndpoint {
         let forgotten = self.hub.forget_region(&region, &by).await?;
         Ok(Response::new(ForgetRegionResponse { forgotten }))
     }
+
+    async fn get_uptime(&self, request: Request<GetUptimeRequest>) -> Result<Response<GetUptimeResponse>, Status> {
+        self.authorize(&request, "GetUptime")?;
+        let r = request.into_inner();
+        Ok(Response::new(GetUptimeResponse { targets: self.hub.uptime(&r.url, &r.windows).await? }))
+    }
 }

@@ -286,6 +286,7 @@ mod tests {
         for region in ["r1", "r2", "r3"] {
             let up = Latest {
                 counted: 0,
+                tracked: None,
                 at_ms: 1_000,
                 timed: true,
                 status: Some(ProbeStatus::Up),
@@ -316,6 +317,7 @@ mod tests {
         for region in ["r1", "r2", "r3"] {
             let down = Latest {
                 counted: 0,
+                tracked: None,
                 at_ms: began,
                 timed: true,
                 status: Some(ProbeStatus::Down),

@@ -54,6 +54,7 @@ impl Hub {
                 incidents = done.incidents,
                 alerts = done.alerts,
                 silences = done.silences,
+                rollups = done.rollups,
                 agents = forgotten,
                 indexed = done.indexed,
                 steps = done.steps,

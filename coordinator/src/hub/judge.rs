@@ -250,6 +250,7 @@ mod tests {
             }),
             cert: None,
             counted: 0,
+            tracked: None,
         }
     }
 

@@ -104,6 +104,8 @@ pub fn build_status(
         removed: false,
         discounted_regions: decision.discounted.clone(),
         discounted_reason: discounted_reason(decision, opinions.len()),
+        // Read from the store by the calls that show it (`Hub::fill_uptime`).
+        uptime: Vec::new(),
     }
 }
 

@@ -80,6 +80,7 @@ impl Target {
         match self.latest.iter_mut().find(|(r, _)| *r == region) {
             Some((_, held)) if held.at_ms > latest.at_ms => false,
             Some((_, held)) => {
+                latest.tracked = held.tracked;
                 if let (Some(failure), Some(before)) = (latest.failure.as_mut(), held.failing_since()) {
                     if failure.failing_since.is_some() {
                         failure.failing_since = Some(before.min(latest.at_ms));
@@ -229,6 +230,11 @@ pub struct Latest {
     /// How this region's opinion counted toward its region's tally at the target's last
     /// judgement (`impairment::JUDGED`, `ALONE`): the tallies change by the difference.
     pub counted: u8,
+    /// The state availability last recorded for this region's opinion (`None`: not yet since
+    /// start-up, or the region no longer judges the target); carried from one result to the next.
+    /// Not loaded at start-up: the first judgement reports every region's opinion, and the store
+    /// writes only those that differ from the span it holds open. In a byte that was padding.
+    pub tracked: Option<crate::uptime::State>,
 }
 
 /// What status and alerts read of a failure.
@@ -313,6 +319,7 @@ impl Latest {
                     not_after: c.not_after,
                 })
             }),
+            tracked: None,
         }
     }
 
@@ -504,6 +511,7 @@ mod tests {
             failure: None,
             cert: None,
             counted: 0,
+            tracked: None,
         };
         assert!(target.observe("r1".into(), at(10)));
         assert!(!target.observe("r1".into(), at(5)), "an older result (an outbox resent) is not the newest");

@@ -9,7 +9,7 @@ use vantage_proto::v1::TargetStatus;
 use super::html::{as_of, badge, cert_cell, escape, failing_cell};
 use super::target_href;
 use crate::names;
-use crate::view::describe_silence;
+use crate::view::{describe_silence, percent};
 
 /// Rows of the table per page: a coordinator may hold 100,000 targets.
 pub const PAGE_SIZE: usize = 200;
@@ -21,6 +21,42 @@ fn latency(s: &TargetStatus) -> String {
         .map(|r| r.latency_ms)
         .fold(None, |max: Option<f64>, l| Some(max.map_or(l, |m| m.max(l))))
         .map_or("-".to_owned(), |l| format!("{l:.0} ms"))
+}
+
+/// The 30-day availability cell; its title holds every window's figure.
+fn uptime_cell(s: &TargetStatus) -> String {
+    let Some(month) = s.uptime.iter().find(|a| a.window == "30d") else { return "-".to_owned() };
+    let title: Vec<String> = s.uptime.iter().map(|a| format!("{} {}", a.window, percent(a))).collect();
+    format!("<span title=\"{}\">{}</span>", escape(&title.join(" · ")), escape(&percent(month)))
+}
+
+/// "Availability: 24h 100% · 7d 99.931% · …" with each window's down time and incidents, for the
+/// target's page.
+pub fn uptime_line(s: &TargetStatus) -> String {
+    let parts: Vec<String> = s
+        .uptime
+        .iter()
+        .map(|a| {
+            let down = if a.down_seconds > 0.0 {
+                format!(
+                    " ({} down, {} incident{})",
+                    crate::clock::human_duration((a.down_seconds * 1000.0) as i64),
+                    a.incidents,
+                    if a.incidents == 1 { "" } else { "s" }
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                "<span data-window=\"{}\">{} <b>{}</b>{}</span>",
+                escape(&a.window),
+                escape(&a.window),
+                escape(&percent(a)),
+                escape(&down)
+            )
+        })
+        .collect();
+    format!("<p class=\"uptime\">Availability: {}</p>", parts.join(" · "))
 }
 
 /// The table of `statuses` (page `page` of `total` targets), the verdict counts and the silences.
@@ -48,7 +84,7 @@ pub fn table_fragment(
     }
     out.push_str(
         "<table class=\"cards targets\"><thead><tr><th>Target</th><th>Verdict</th><th>Failing regions</th>\
-         <th>Cause</th><th>Certificate</th><th>Latency</th></tr></thead><tbody>",
+         <th>Cause</th><th>Certificate</th><th>Latency</th><th>Uptime 30 d</th></tr></thead><tbody>",
     );
     for s in statuses {
         let verdict = names::verdict(s.verdict);
@@ -63,12 +99,14 @@ pub fn table_fragment(
             "<tr data-url=\"{url}\" data-verdict=\"{verdict}\"><td class=\"url\" data-label=\"Target\">\
              <a href=\"{href}\">{url}</a>{silenced}</td><td class=\"verdict\" data-label=\"Verdict\">{badge}</td>\
              <td class=\"failing\" data-label=\"Failing regions\">{failing}</td><td data-label=\"Cause\">{cause}</td>\
-             {cert}<td class=\"num\" data-label=\"Latency\">{latency}</td></tr>",
+             {cert}<td class=\"num\" data-label=\"Latency\">{latency}</td>\
+             <td class=\"num uptime\" data-label=\"Uptime 30 d\">{uptime}</td></tr>",
             url = escape(&s.url),
             href = escape(&target_href(&s.url)),
             badge = badge(verdict),
             failing = escape(&failing_cell(s)),
             latency = latency(s),
+            uptime = uptime_cell(s),
         );
     }
     out.push_str("</tbody></table>");

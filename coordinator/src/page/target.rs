@@ -64,6 +64,9 @@ pub fn target_fragment(
         counted,
         escape(&failing_cell(s)),
     );
+    if !s.uptime.is_empty() {
+        out.push_str(&super::overview::uptime_line(s));
+    }
     if let Some(c) = &s.cause {
         let _ = write!(
             out,

@@ -38,6 +38,9 @@ pub struct Pruning {
     /// Alerts raised before this whose deliveries are all settled, and silences that ended
     /// before it.
     pub alerts_before: i64,
+    /// Availability roll-ups of UTC days before this day (`uptime::day_of`); by default
+    /// `uptime::ROLLUP_DAYS` before the results' cutoff, whatever the retention.
+    pub rollups_before_day: i64,
     stage: PruneStage,
     pub done: Pruned,
     /// How long the last step held the write lock (from the transaction's start to its commit).
@@ -50,6 +53,7 @@ impl Pruning {
             results_before,
             events_before,
             alerts_before,
+            rollups_before_day: crate::uptime::day_of(crate::clock::now_ms()) - crate::uptime::ROLLUP_DAYS,
             stage: PruneStage::IndexHistory,
             done: Pruned::default(),
             last_step: Duration::ZERO,
@@ -67,6 +71,8 @@ pub struct Pruned {
     pub incidents: u64,
     pub alerts: u64,
     pub silences: u64,
+    /// Availability roll-up rows (target or region, day).
+    pub rollups: u64,
     /// Write transactions it took.
     pub steps: u64,
 }
@@ -82,6 +88,7 @@ enum PruneStage {
     /// Settled alerts, walking the (at, id) order after this key: pending ones are stepped over.
     Alerts(Option<(i64, String)>),
     Silences,
+    Rollups,
     Done,
 }
 
@@ -93,7 +100,8 @@ impl PruneStage {
             PruneStage::Transitions => PruneStage::Incidents,
             PruneStage::Incidents => PruneStage::Alerts(None),
             PruneStage::Alerts(_) => PruneStage::Silences,
-            PruneStage::Silences | PruneStage::Done => PruneStage::Done,
+            PruneStage::Silences => PruneStage::Rollups,
+            PruneStage::Rollups | PruneStage::Done => PruneStage::Done,
         }
     }
 }
@@ -158,6 +166,11 @@ impl Store {
                 })?;
                 done.silences += rows;
                 (rows, true)
+            }
+            PruneStage::Rollups => {
+                let (rows, finished) = super::uptime::prune_days(&txn, pruning.rollups_before_day, max)?;
+                done.rollups += rows;
+                (rows, finished)
             }
             PruneStage::Done => (0, true),
         };

@@ -47,3 +47,12 @@ pub(super) const ALERT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::ne
 pub(super) const SILENCES: TableDefinition<&str, &[u8]> = TableDefinition::new("silences_v1");
 /// The regions agents have connected from: name → `RegionRecord` (JSON).
 pub(super) const REGIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("regions_v1");
+/// Availability roll-ups: (url, region, UTC day) → `uptime::Day` (its own encoding). Region ""
+/// is the target's verdict; the others are that region's opinion. Kept `uptime::ROLLUP_DAYS`,
+/// whatever the results' retention.
+pub(super) const UPTIME_DAYS: TableDefinition<(&str, &str, i64), &[u8]> = TableDefinition::new("uptime_days_v1");
+/// (day, url, region) of every roll-up row, for pruning the oldest days without a scan.
+pub(super) const UPTIME_BY_DAY: TableDefinition<(i64, &str, &str), ()> = TableDefinition::new("uptime_by_day_v1");
+/// (url, region) → the state a region's opinion is in and since when (1 byte state, 8 bytes ms):
+/// its open span, not yet rolled up. A target's own open span is its verdict record.
+pub(super) const UPTIME_OPEN: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("uptime_open_v1");

@@ -51,6 +51,8 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let txn = self.db.begin_write()?;
         let existed = txn.open_table(TARGETS)?.remove(url)?.is_some();
+        // Its availability so far stays (rolled up); its open spans end now.
+        super::uptime::end_target(&txn, url, now_ms())?;
         txn.open_table(VERDICTS)?.remove(url)?;
         txn.open_table(LATEST)?.retain_in((url, "")..(url, "\u{10ffff}"), |_, _| false)?;
         // An open incident of a target that is gone is over.

@@ -75,7 +75,21 @@ impl Store {
         alerts: &[AlertRecord],
         state: &[(String, Option<Vec<u8>>)],
     ) -> Result<(), StoreError> {
+        self.record_event_with_opinions(regions, verdicts, groups, alerts, state, &[])
+    }
+
+    /// [`Store::record_event`], with the regions' opinion changes availability rolls up.
+    pub fn record_event_with_opinions(
+        &self,
+        regions: &[super::RegionRecord],
+        verdicts: &[(String, VerdictRecord, IncidentChange)],
+        groups: &[IncidentGroup],
+        alerts: &[AlertRecord],
+        state: &[(String, Option<Vec<u8>>)],
+        opinions: &[super::OpinionChange],
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
+        super::uptime::write_opinions(&txn, opinions)?;
         if !regions.is_empty() {
             super::agents::write_regions(&txn, regions)?;
         }
@@ -158,6 +172,8 @@ fn write_verdict(
     incident: &IncidentChange,
 ) -> Result<(), StoreError> {
     {
+        // Read before it is replaced: the verdict ending holds its span's start.
+        super::uptime::end_verdict_span(txn, url, record, incident)?;
         let bytes = serde_json::to_vec(record).map_err(corrupt)?;
         txn.open_table(VERDICTS)?.insert(url, bytes.as_slice())?;
         txn.open_table(TRANSITIONS)?.insert((url, record.since_ms), bytes.as_slice())?;

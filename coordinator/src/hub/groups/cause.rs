@@ -122,6 +122,7 @@ mod tests {
         let mut t = Target::new(TargetSpec { url: url.into(), ..Default::default() });
         let down = Latest {
             counted: 0,
+            tracked: None,
             at_ms: 1_000,
             timed: true,
             status: Some(ProbeStatus::Down),
