@@ -75,6 +75,11 @@ fn at_least_one(s: &str) -> Result<usize, String> {
     }
 }
 
+/// Coordinators' commands waiting at each hop (session, router, probe thread). Few: a large
+/// assignment arrives in slices of thousands of targets, and a slice waiting here is decoded
+/// (about 1.5 MB); the next ones wait encoded in the connection's flow-control window instead.
+const COMMANDS_QUEUED: usize = 2;
+
 /// Everything an agent needs to run (the demo builds one directly).
 pub struct AgentConfig {
     /// Each coordinator's gRPC URL (at least one).
@@ -186,7 +191,7 @@ impl RunArgs {
 pub async fn run(config: AgentConfig) -> Result<(), crate::probe::SetupError> {
     let prober = Prober::new(config.prober)?;
     // Every session's commands come here, marked with the coordinator they came from.
-    let (commands_tx, mut commands_rx) = mpsc::channel::<(Coordinator, Command)>(64);
+    let (commands_tx, mut commands_rx) = mpsc::channel::<(Coordinator, Command)>(COMMANDS_QUEUED);
     let mut outlets = Vec::new();
     // The sessions end with this function (the demo runs agents as tasks and stops them).
     let mut _stop_sessions = Vec::new();
@@ -194,7 +199,7 @@ pub async fn run(config: AgentConfig) -> Result<(), crate::probe::SetupError> {
         // Results wait here while the session is busy (connecting, sending), as many as its
         // outbox holds: only beyond that does a slow coordinator lose any.
         let (results_tx, results_rx) = mpsc::channel(config.outbox_limit.max(session::BATCH_SIZE));
-        let (session_commands, mut session_commands_rx) = mpsc::channel(64);
+        let (session_commands, mut session_commands_rx) = mpsc::channel(COMMANDS_QUEUED);
         let session = SessionConfig {
             coordinator: coordinator.clone(),
             name: config.name.clone(),
@@ -240,7 +245,7 @@ struct ProbeThread {
 
 impl ProbeThread {
     fn start(index: usize, mut scheduler: Scheduler) -> Result<ProbeThread, crate::probe::SetupError> {
-        let (orders, mut incoming) = mpsc::channel::<Order>(64);
+        let (orders, mut incoming) = mpsc::channel::<Order>(COMMANDS_QUEUED);
         let runtime =
             tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(SetupError::Runtime)?;
         let work = move || {

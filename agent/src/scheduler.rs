@@ -212,6 +212,9 @@ impl Scheduler {
             self.assigned[from] -= usize::from(had);
         }
         schedules.retain(|s| !s.to.is_empty());
+        // A schedule is a few hundred bytes and a URL nearly always has one: no room for four
+        // (a `Vec`'s first growth) per URL, which at 100,000 targets was most of the agent's memory.
+        schedules.shrink_to_fit();
         if !schedules.is_empty() {
             self.targets.insert(key, schedules);
         }

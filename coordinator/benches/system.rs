@@ -169,6 +169,7 @@ async fn detection_latency(trials: usize) -> Vec<Duration> {
             prober,
             concurrency: 8,
             outbox_limit: 1000,
+            probe_threads: 1,
         };
         agents.push(tokio::spawn(vantage_agent::run::run(config)));
     }

@@ -59,7 +59,9 @@ pub struct Agent {
     pub reader: tokio::task::JoinHandle<()>,
 }
 
-pub async fn connect_agent(grpc: SocketAddr, region: &str) -> Result<(Vec<String>, AgentStream)> {
+/// Connects as an agent of `region` and reads its assignment of `targets` URLs (a large one comes
+/// as an `Assignment` and `AssignmentChange`s adding the rest, as to a real agent).
+pub async fn connect_agent(grpc: SocketAddr, region: &str, targets: usize) -> Result<(Vec<String>, AgentStream)> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))?.connect().await?;
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let hello = Hello {
@@ -74,14 +76,22 @@ pub async fn connect_agent(grpc: SocketAddr, region: &str) -> Result<(Vec<String
         .connect(ReceiverStream::new(rx))
         .await?
         .into_inner();
+    let mut urls: Vec<String> = Vec::with_capacity(targets);
+    let mut sequence = None;
     loop {
         match inbound.message().await?.and_then(|m| m.kind) {
             Some(coordinator_message::Kind::Assignment(a)) => {
-                let urls = a.targets.into_iter().map(|t| t.url).collect();
-                return Ok((urls, AgentStream { tx, inbound, sequence: a.last_sequence }));
+                urls = a.targets.into_iter().map(|t| t.url).collect();
+                sequence = Some(a.last_sequence);
+            }
+            Some(coordinator_message::Kind::Change(c)) if sequence.is_some() => {
+                urls.extend(c.upserted.into_iter().map(|t| t.url));
             }
             Some(_) => continue,
             None => return Err(BenchError::Feed(format!("{region}: the stream ended before an assignment"))),
+        }
+        if let Some(sequence) = sequence.filter(|_| urls.len() >= targets) {
+            return Ok((urls, AgentStream { tx, inbound, sequence }));
         }
     }
 }

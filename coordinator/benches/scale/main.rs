@@ -152,7 +152,7 @@ async fn measure(targets: usize, settings: &Settings) -> Result<Figures> {
     eprintln!("  up in {:.2} s; connecting three agents", f.startup.as_secs_f64());
     let mut streams = Vec::new();
     for region in REGIONS {
-        let (urls, stream) = tokio::time::timeout(settings.startup_timeout, connect_agent(c.grpc, region))
+        let (urls, stream) = tokio::time::timeout(settings.startup_timeout, connect_agent(c.grpc, region, targets))
             .await
             .map_err(|_| BenchError::Feed(format!("{region}: no assignment within the start-up timeout")))??;
         if urls.len() != targets {

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use vantage_proto::v1::{Assignment, AssignmentChange, CoordinatorMessage, coordinator_message};
+use vantage_proto::v1::{Assignment, AssignmentChange, CoordinatorMessage, TargetSpec, coordinator_message};
 
 use super::targets::{Name, Spec, Targets};
 use crate::{assign, store::AgentRecord};
@@ -257,16 +257,18 @@ impl Registry {
                 // Nothing to report until now: its time starts with its first targets.
                 session.last_accepted_ms = session.last_accepted_ms.max(now);
             }
-            let spec_of = |url: &Name| targets.get(url).map(|t| t.spec.to_proto());
-            let message = if !session.sent_full {
+            let spec_of = |url: &Name| targets.get(url).map(|t| t.spec.for_agent());
+            let messages: Vec<coordinator_message::Kind> = if !session.sent_full {
                 session.sent_full = true;
                 let mut specs: Vec<_> = want.iter().filter_map(spec_of).collect();
                 specs.sort_by(|a, b| a.url.cmp(&b.url));
-                coordinator_message::Kind::Assignment(Assignment {
-                    epoch,
-                    targets: specs,
-                    last_sequence: session.last_sequence,
-                })
+                let mut slices = slices(specs).into_iter();
+                let targets = slices.next().unwrap_or_default();
+                let first = Assignment { epoch, targets, last_sequence: session.last_sequence };
+                let rest = slices.map(|upserted| AssignmentChange { epoch, upserted, removed_urls: Vec::new() });
+                std::iter::once(coordinator_message::Kind::Assignment(first))
+                    .chain(rest.map(coordinator_message::Kind::Change))
+                    .collect()
             } else {
                 let mut upserted: Vec<_> =
                     want.iter().filter(|url| !session.assigned.contains(*url)).filter_map(spec_of).collect();
@@ -278,15 +280,42 @@ impl Registry {
                 }
                 upserted.sort_by(|a, b| a.url.cmp(&b.url));
                 removed_urls.sort();
-                coordinator_message::Kind::Change(AssignmentChange { epoch, upserted, removed_urls })
+                let mut removed_urls = Some(removed_urls);
+                slices(upserted)
+                    .into_iter()
+                    .map(|upserted| {
+                        let removed_urls = removed_urls.take().unwrap_or_default();
+                        coordinator_message::Kind::Change(AssignmentChange { epoch, upserted, removed_urls })
+                    })
+                    .collect()
             };
             session.assigned = want;
-            if session.tx.try_send(Ok(CoordinatorMessage { kind: Some(message) })).is_err() {
-                // The agent is not reading its stream; dropping the session closes it.
-                dead.push(name);
+            for message in messages {
+                if session.tx.try_send(Ok(CoordinatorMessage { kind: Some(message) })).is_err() {
+                    // The agent is not reading its stream; dropping the session closes it.
+                    dead.push(name);
+                    break;
+                }
             }
         }
         self.disconnect(dead, targets, default_regions, now);
+    }
+}
+
+/// Targets per message to an agent: a larger assignment goes as an `Assignment` of the first
+/// slice and `AssignmentChange`s adding the others, so neither side holds one message of every
+/// target at once (100,000 targets are 20 messages of about 250 KB).
+pub const ASSIGNMENT_SLICE: usize = 5_000;
+
+/// `specs` in slices of at most [`ASSIGNMENT_SLICE`]; one (empty) slice when there are none.
+fn slices(specs: Vec<TargetSpec>) -> Vec<Vec<TargetSpec>> {
+    let mut slices = Vec::with_capacity(specs.len().div_ceil(ASSIGNMENT_SLICE).max(1));
+    let mut specs = specs.into_iter().peekable();
+    loop {
+        slices.push(specs.by_ref().take(ASSIGNMENT_SLICE).collect());
+        if specs.peek().is_none() {
+            return slices;
+        }
     }
 }
 
@@ -296,5 +325,22 @@ pub fn for_each_region(spec: &Spec, default_regions: &[Name], mut f: impl FnMut(
         default_regions.iter().for_each(|r| f(r));
     } else {
         spec.regions.iter().for_each(|r| f(r));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_assignment_goes_in_slices_and_an_empty_one_as_one_message() {
+        let specs =
+            |n: usize| (0..n).map(|i| TargetSpec { url: format!("https://t{i}.example/"), ..Default::default() });
+        let sizes = |n: usize| slices(specs(n).collect()).iter().map(Vec::len).collect::<Vec<_>>();
+        assert_eq!(sizes(0), [0], "an empty assignment is still sent");
+        assert_eq!(sizes(ASSIGNMENT_SLICE), [ASSIGNMENT_SLICE]);
+        assert_eq!(sizes(2 * ASSIGNMENT_SLICE + 1), [ASSIGNMENT_SLICE, ASSIGNMENT_SLICE, 1]);
+        let urls: Vec<String> = slices(specs(12_000).collect()).concat().into_iter().map(|s| s.url).collect();
+        assert_eq!(urls, specs(12_000).map(|s| s.url).collect::<Vec<_>>(), "every target once, in order");
     }
 }

@@ -163,6 +163,15 @@ impl Spec {
         TargetSpec::decode(&*self.rest).map(|s| s.source).unwrap_or_default()
     }
 
+    /// What an agent needs to probe it: the spec without what only the coordinator uses (its
+    /// regions, quorum, labels and source), which would cost every agent memory per target.
+    pub fn for_agent(&self) -> TargetSpec {
+        let mut spec = TargetSpec::decode(&*self.rest).unwrap_or_default();
+        spec.url = self.url.to_string();
+        spec.source = String::new();
+        spec
+    }
+
     /// The whole spec, as it was given.
     pub fn to_proto(&self) -> TargetSpec {
         // Encoded by `new` from a valid message: decoding it cannot fail.
