@@ -15,6 +15,9 @@ const MAX_NAME: usize = 64;
 const MAX_LABELS: usize = 32;
 const MAX_LABEL_VALUE: usize = 256;
 const MAX_PINS: usize = 8;
+/// Longest hold-down (`alert_after`, `recover_after`, per target and in `[alerts]`): a page held
+/// back longer than a day is a page lost.
+pub const MAX_HOLD: Duration = Duration::from_secs(86_400);
 
 /// A field that cannot be accepted, named so the operator can find it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,6 +120,14 @@ pub fn normalize(mut spec: TargetSpec) -> Result<TargetSpec, SpecError> {
         .iter()
         .map(|pin| vantage_shared::pin::parse_pin(pin).map_err(|e| bad("pin_sha256", e.to_string())))
         .collect::<Result<_, _>>()?;
+    for (field, hold) in [("alert_after", &spec.alert_after), ("recover_after", &spec.recover_after)] {
+        if let Some(d) = hold {
+            let d = to_duration(Some(d)).ok_or_else(|| bad(field, "must not be negative"))?;
+            if d > MAX_HOLD {
+                return Err(bad(field, "must be at most 1 day"));
+            }
+        }
+    }
     Ok(spec)
 }
 

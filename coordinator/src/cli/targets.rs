@@ -55,6 +55,12 @@ pub struct AddTarget {
     /// digits (repeatable; one must match).
     #[arg(long = "pin-sha256", value_name = "HEX")]
     pub pin_sha256: Vec<String>,
+    /// Hold-down: an incident must last this long before `down` is sent (default `[alerts]`).
+    #[arg(long, value_parser = duration)]
+    pub alert_after: Option<std::time::Duration>,
+    /// Hold-down: it must be up this long before `recovered` is sent (default `[alerts]`).
+    #[arg(long, value_parser = duration)]
+    pub recover_after: Option<std::time::Duration>,
 }
 
 pub async fn run_targets(args: TargetsArgs) -> anyhow::Result<()> {
@@ -75,6 +81,8 @@ pub async fn run_targets(args: TargetsArgs) -> anyhow::Result<()> {
                 source: String::new(),
                 labels: a.labels.into_iter().collect(),
                 pin_sha256: a.pin_sha256,
+                alert_after: a.alert_after.map(crate::spec::from_duration),
+                recover_after: a.recover_after.map(crate::spec::from_duration),
             };
             let r = client
                 .upsert_target(UpsertTargetRequest { target: Some(spec) })

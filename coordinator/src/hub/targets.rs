@@ -102,10 +102,10 @@ impl Target {
 }
 
 /// A target's spec as the hub holds it. What is read on every judgement or assignment (URL,
-/// timing, regions, quorum, labels) is decoded; the rest (expected statuses, IPs, pins,
+/// timing, regions, quorum, labels, hold-down) is decoded; the rest (expected statuses, IPs, pins,
 /// certificate thresholds, source), which only agents and `ListTargets` read, stays
 /// protobuf-encoded and is decoded when the whole spec is asked for ([`Spec::to_proto`]). A
-/// `TargetSpec` held whole is 256 bytes before its strings; this is 96.
+/// `TargetSpec` held whole is 256 bytes before its strings; this is 104.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spec {
     pub url: Name,
@@ -115,6 +115,9 @@ pub struct Spec {
     pub quorum: u32,
     /// What alert routes and silences select on.
     pub labels: BTreeMap<String, String>,
+    /// Its own hold-down (`alert_after`, `recover_after`), if it sets either: most targets take
+    /// the `[alerts]` defaults, and pay a pointer for it.
+    hold: Option<Box<[Option<Duration>; 2]>>,
     /// `spec::timing`, in nanoseconds.
     interval_ns: u64,
     timeout_ns: u64,
@@ -131,11 +134,13 @@ impl Spec {
         let regions = std::mem::take(&mut spec.regions).into_iter().map(String::into_boxed_str).collect();
         let labels = std::mem::take(&mut spec.labels).into_iter().collect();
         let quorum = std::mem::take(&mut spec.quorum);
+        let hold = [spec.alert_after.take(), spec.recover_after.take()].map(|d| spec::to_duration(d.as_ref()));
         Spec {
             url,
             regions,
             quorum,
             labels,
+            hold: hold.iter().any(Option::is_some).then(|| Box::new(hold)),
             interval_ns: nanos(interval),
             timeout_ns: nanos(timeout),
             rest: spec.encode_to_vec().into_boxed_slice(),
@@ -147,6 +152,16 @@ impl Spec {
         (Duration::from_nanos(self.interval_ns), Duration::from_nanos(self.timeout_ns))
     }
 
+    /// Its hold-down, in milliseconds: its own, else `defaults`'.
+    pub fn hold(&self, defaults: &crate::alert::Damping) -> super::damping::Hold {
+        let own = self.hold.as_deref().copied().unwrap_or_default();
+        let ms = |d: Option<Duration>, default: Duration| d.unwrap_or(default).as_millis().min(i64::MAX as u128) as i64;
+        super::damping::Hold {
+            alert_after: ms(own[0], defaults.alert_after),
+            recover_after: ms(own[1], defaults.recover_after),
+        }
+    }
+
     /// Whether `spec` is the spec this was made from (a reload leaves such a target alone).
     pub fn describes(&self, spec: &TargetSpec) -> bool {
         *self.url == *spec.url
@@ -155,6 +170,8 @@ impl Spec {
             && self.regions.iter().zip(&spec.regions).all(|(a, b)| **a == **b)
             && self.labels.len() == spec.labels.len()
             && self.labels.iter().all(|(k, v)| spec.labels.get(k) == Some(v))
+            && self.hold.as_deref().copied().unwrap_or_default()
+                == [&spec.alert_after, &spec.recover_after].map(|d| spec::to_duration(d.as_ref()))
             && *self.rest == *rest_of(spec).encode_to_vec()
     }
 
@@ -171,6 +188,9 @@ impl Spec {
         spec.regions = self.regions.iter().map(|r| r.to_string()).collect();
         spec.quorum = self.quorum;
         spec.labels = self.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        if let Some(hold) = self.hold.as_deref() {
+            [spec.alert_after, spec.recover_after] = hold.map(|d| d.map(spec::from_duration));
+        }
         spec
     }
 }
@@ -450,6 +470,8 @@ mod tests {
             source: "api".into(),
             labels: [("team".to_owned(), "web".to_owned()), ("env".to_owned(), "prod".to_owned())].into(),
             pin_sha256: vec!["ab".repeat(32)],
+            alert_after: Some(prost_types::Duration { seconds: 90, nanos: 0 }),
+            recover_after: None,
         };
         let spec = Spec::new(full.clone());
         assert_eq!(spec.to_proto(), full);
@@ -461,11 +483,16 @@ mod tests {
             TargetSpec { expect_status: vec![200], ..full.clone() },
             TargetSpec { source: "config".into(), ..full.clone() },
             TargetSpec { regions: vec!["eu-west".into()], ..full.clone() },
+            TargetSpec { alert_after: None, ..full.clone() },
+            TargetSpec { recover_after: Some(prost_types::Duration { seconds: 0, nanos: 0 }), ..full.clone() },
         ] {
             assert!(!spec.describes(&changed), "{changed:?}");
         }
         assert_eq!(spec.timing(), (Duration::from_millis(30_500), Duration::from_secs(5)));
         assert_eq!(&*spec.url, "https://example.com/health");
+        // Its own alert_after; recover_after from the defaults.
+        let defaults = crate::alert::Damping { recover_after: Duration::from_secs(7), ..Default::default() };
+        assert_eq!(spec.hold(&defaults), super::super::damping::Hold { alert_after: 90_000, recover_after: 7_000 });
         // A spec without timing (stored by an older version) keeps none, and is judged by the defaults.
         let bare = TargetSpec { url: "https://example.com/".into(), ..Default::default() };
         let spec = Spec::new(bare.clone());
