@@ -183,7 +183,10 @@ fn paging_alerts(
     match page {
         Page::Down { opened } => {
             let key = spell_key(memory, "target", url, opened);
-            alerts.push(target_alert(target, AlertKind::Down, judgement, now, key));
+            let mut alert = target_alert(target, AlertKind::Down, judgement, now, key);
+            // Since the incident began (a `down` held back by hold-down says how long it has lasted).
+            alert.since_ms = opened;
+            alerts.push(alert);
         }
         Page::Recovered { start, up_since } => {
             let key = spell_key(memory, "target", url, start);
