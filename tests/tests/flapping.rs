@@ -85,6 +85,10 @@ fn a_target_failing_60_percent_of_requests_pages_flapping_once_and_clears_once_s
     assert!(f["summary"].as_str().unwrap().starts_with(&format!("FLAPPING {held_url}: flapping (changed in ")), "{f}");
     receiver.wait_for("flapping (defaults)", |r| of_kind(r, &plain_url, "flapping"));
     println!("flapping after {:.1}s: {}", started.elapsed().as_secs_f64(), f["summary"]);
+    println!(
+        "the webhook's body: {}",
+        String::from_utf8_lossy(&receiver.matching(|r| of_kind(r, &held_url, "flapping"))[0].body)
+    );
 
     // Every status says so: the API, the CLI, the JSON and the metrics.
     let listed = w.call("ListStatus", &format!("{{\"urls\": [\"{held_url}\"]}}"));
@@ -94,6 +98,7 @@ fn a_target_failing_60_percent_of_requests_pages_flapping_once_and_clears_once_s
     let addr = format!("http://{}", w.addr.unwrap());
     let cli = vantage_e2e::run("vantage-coordinator", &["status", "--addr", &addr]);
     let cli = String::from_utf8_lossy(&cli.stdout).into_owned();
+    println!("$ vantage-coordinator status\n{cli}");
     assert!(cli.contains(&format!("flapping: {held_url} since ")), "{cli}");
     assert!(cli.contains("down/recovered notifications held back"), "{cli}");
     let http = w.http.clone().unwrap();
@@ -126,9 +131,15 @@ fn a_target_failing_60_percent_of_requests_pages_flapping_once_and_clears_once_s
     // Stable again: `flapping_cleared` with the verdict now, then each `down` page resolved.
     w.serve_reply(held, Reply::Page { status: 200, body: "ok" });
     w.serve_reply(plain, Reply::Page { status: 200, body: "ok" });
+    let stable = Instant::now();
     for url in [&held_url, &plain_url] {
         let cleared = receiver.wait_for("flapping_cleared", |r| of_kind(r, url, "flapping_cleared")).json();
         assert_eq!(cleared["detail"], "now UP", "{cleared}");
+        println!(
+            "{:.1}s after the site was stable: {}",
+            stable.elapsed().as_secs_f64(),
+            cleared["text"].as_str().unwrap()
+        );
         let trigger = receiver.matching(|r| of_kind(r, url, "flapping"))[0].json();
         assert_eq!(cleared["dedup_key"], trigger["dedup_key"], "it resolves the flapping alert: {cleared}");
         assert!(cleared["summary"].as_str().unwrap().starts_with("NO LONGER FLAPPING"), "{cleared}");

@@ -419,6 +419,32 @@ mod tests {
     }
 
     #[test]
+    fn flap_windows_and_the_pagers_state_survive_a_restart_and_plain_ones_are_not_written() {
+        use crate::hub::damping::{FlapMemory, Paging};
+        let mut memory = AlertMemory::load(&[]).unwrap();
+        memory.take_changes();
+        let flap =
+            FlapMemory { changes: vec![1_000, 2_000], causes: vec!["http_5xx".into()], flapping: Some((2_000, 55)) };
+        memory.set_flap("https://a/", Some(flap.clone()), true);
+        memory.set_flap("https://b/", Some(FlapMemory { changes: vec![5], ..FlapMemory::default() }), false);
+        let waiting = Paging { paged: Some(1_000), up_since: Some(9_000) };
+        memory.set_paging("https://a/", waiting, Paging::plain(None));
+        // As without hold-down: nothing to write.
+        memory.set_paging("https://c/", Paging::plain(Some(4)), Paging::plain(Some(4)));
+        let rows: Vec<(String, Vec<u8>)> =
+            memory.take_changes().into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        let mut again = AlertMemory::load(&rows).unwrap();
+        assert_eq!(again.flaps.get("https://a/"), Some(&flap));
+        assert!(!again.flaps.contains_key("https://b/"), "a window that only slid is not written");
+        assert_eq!(again.paging.get("https://a/"), Some(&waiting));
+        // Back to plain: the row goes.
+        again.take_changes();
+        again.set_paging("https://a/", Paging::plain(None), Paging::plain(None));
+        assert_eq!(again.take_changes(), vec![("paging:https://a/".to_owned(), None)]);
+    }
+
+    #[test]
     fn a_newer_format_is_refused() {
         let rows = vec![("version".to_owned(), b"2".to_vec())];
         assert_eq!(AlertMemory::load(&rows).unwrap_err().0, 2);

@@ -180,6 +180,9 @@ fn paging_alerts(
     let hold = target.spec.hold(damping);
     let (after, page) = damping::page(before, target.open_incident, judgement.incident, quiet, now, hold);
     memory.set_paging(url, after, Paging::plain(target.open_incident));
+    // The outbox delivers a subject's alerts by time: what settling releases goes a millisecond
+    // after the `flapping_cleared` that explains it.
+    let now = if matches!(step, FlapStep::Cleared { .. }) { now + 1 } else { now };
     match page {
         Page::Down { opened } => {
             let key = spell_key(memory, "target", url, opened);
