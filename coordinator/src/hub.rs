@@ -633,6 +633,7 @@ fn still_raised(targets: &Targets, memory: &AlertMemory, alert: &Alert) -> bool 
         AlertKind::Down => targets.get(alert.subject.as_str()).is_some_and(|t| t.open_incident.is_some()),
         AlertKind::Degraded => memory.degraded.contains_key(&alert.subject),
         AlertKind::Unknown => memory.unknown.contains_key(&alert.subject),
+        AlertKind::Flapping => memory.flaps.get(&alert.subject).is_some_and(|f| f.flapping.is_some()),
         AlertKind::CertWarning | AlertKind::CertCritical => {
             memory.certs.get(&alert.subject).is_some_and(|c| Some(&c.current) == alert.fingerprint.as_ref())
         }
