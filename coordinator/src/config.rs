@@ -147,8 +147,6 @@ pub const UNKNOWN_AFTER: std::time::Duration = std::time::Duration::from_secs(30
 pub const FLAP_WINDOW: u32 = 20;
 pub const FLAP_HIGH: u32 = 50;
 pub const FLAP_LOW: u32 = 25;
-/// Longest `flap_window`: the changes kept per target are at most this many.
-const MAX_FLAP_WINDOW: u32 = 100;
 /// Default of `[quorum] region_forget_after`: a week, long enough for any planned maintenance of
 /// a region's agents, short enough that a decommissioned region stops holding quorums hostage.
 pub const REGION_FORGET_AFTER: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
@@ -208,8 +206,11 @@ fn line_of(text: &str, span: std::ops::Range<usize>) -> usize {
 fn damping(alerts: &AlertsEntry) -> Result<crate::alert::Damping, String> {
     let window = alerts.flap_window.unwrap_or(FLAP_WINDOW);
     let (high, low) = (alerts.flap_high.unwrap_or(FLAP_HIGH), alerts.flap_low.unwrap_or(FLAP_LOW));
-    if window > MAX_FLAP_WINDOW {
-        return Err(format!("[alerts] flap_window: at most {MAX_FLAP_WINDOW} intervals (0 turns flap damping off)"));
+    if window > spec::MAX_FLAP_WINDOW {
+        return Err(format!(
+            "[alerts] flap_window: at most {} intervals (0 turns flap damping off)",
+            spec::MAX_FLAP_WINDOW
+        ));
     }
     if window > 0 && !(1..=100).contains(&high) {
         return Err(format!("[alerts] flap_high: {high} is not a percentage from 1 to 100"));
@@ -553,7 +554,8 @@ secret_file = "hook.secret"
         assert_eq!((defaults.alert_after, defaults.recover_after), (Duration::ZERO, Duration::ZERO), "today's");
         assert_eq!((defaults.flap_window, defaults.flap_high, defaults.flap_low), (FLAP_WINDOW, FLAP_HIGH, FLAP_LOW));
         let text = "[alerts]\nalert_after = \"2m\"\nrecover_after = \"5m\"\nflap_window = 10\nflap_high = 40\nflap_low = 20\n\n\
-                    [[target]]\nurl = \"https://a.example/\"\nalert_after = \"0s\"\nrecover_after = \"90s\"\n";
+                    [[target]]\nurl = \"https://a.example/\"\nalert_after = \"0s\"\nrecover_after = \"90s\"\n\
+                    flap_window = 0\n\n[[target]]\nurl = \"https://b.example/\"\nflap_high = 70\nflap_low = 30\n";
         let config = parse_config(text, "v.toml", dir).unwrap();
         let d = config.alerting.damping;
         assert_eq!((d.alert_after, d.recover_after), (Duration::from_secs(120), Duration::from_secs(300)));
@@ -561,6 +563,9 @@ secret_file = "hook.secret"
         let t = &config.targets[0];
         assert_eq!(t.alert_after, Some(prost_types::Duration { seconds: 0, nanos: 0 }), "0s is its own, not unset");
         assert_eq!(t.recover_after, Some(prost_types::Duration { seconds: 90, nanos: 0 }));
+        assert_eq!(t.flap_window, Some(0), "damping off for this one");
+        let b = &config.targets[1];
+        assert_eq!((b.flap_window, b.flap_high, b.flap_low), (None, Some(70), Some(30)));
         let off = parse_config("[alerts]\nflap_window = 0\n", "v.toml", dir).unwrap();
         assert_eq!(off.alerting.damping.flap_window, 0);
         for (text, expected) in [
@@ -569,6 +574,9 @@ secret_file = "hook.secret"
             ("[alerts]\nflap_window = 500\n", "flap_window: at most 100"),
             ("[alerts]\nrecover_after = \"2d\"\n", "recover_after: at most 1 day"),
             ("[[target]]\nurl = \"https://a.example/\"\nalert_after = \"25h\"\n", "alert_after: must be at most 1 day"),
+            ("[[target]]\nurl = \"https://a.example/\"\nflap_high = 70\n", "flap_high and flap_low are set together"),
+            ("[[target]]\nurl = \"https://a.example/\"\nflap_high = 30\nflap_low = 30\n", "flap_low: 30 must be"),
+            ("[[target]]\nurl = \"https://a.example/\"\nflap_window = 101\n", "flap_window: at most 100"),
         ] {
             let e = parse_config(text, "v.toml", dir).unwrap_err().to_string();
             assert!(e.starts_with("v.toml") && e.contains(expected), "{text}: {e}");

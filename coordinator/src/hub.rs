@@ -468,7 +468,7 @@ impl Hub {
                 if watched {
                     let mut status =
                         projection::build_status(target, &judgement.decision, &judgement.opinions, silence);
-                    projection::set_flap(&mut status, target, flap, now, damping.flap_window);
+                    projection::set_flap(&mut status, target, flap, now, target.spec.damping(&damping).flap_window);
                     changes.announcements.push(status);
                 }
             }

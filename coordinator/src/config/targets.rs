@@ -39,6 +39,10 @@ pub(super) struct TargetEntry {
     pub alert_after: Option<std::time::Duration>,
     #[serde(default, deserialize_with = "duration")]
     pub recover_after: Option<std::time::Duration>,
+    /// Flap damping: its own, over `[alerts]`' defaults.
+    pub flap_window: Option<u32>,
+    pub flap_high: Option<u32>,
+    pub flap_low: Option<u32>,
 }
 
 impl TargetEntry {
@@ -60,6 +64,9 @@ impl TargetEntry {
             pin_sha256: self.pin_sha256,
             alert_after: self.alert_after.map(spec::from_duration),
             recover_after: self.recover_after.map(spec::from_duration),
+            flap_window: self.flap_window,
+            flap_high: self.flap_high,
+            flap_low: self.flap_low,
         })
     }
 }

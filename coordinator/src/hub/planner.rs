@@ -142,6 +142,8 @@ fn paging_alerts(
 ) -> Vec<Alert> {
     let url: &str = &target.spec.url;
     let verdict = judgement.decision.verdict;
+    // The target's own settings over the defaults.
+    let settings = target.spec.damping(damping);
     let mut alerts = Vec::new();
     // Flap damping counts changes between known verdicts: an UNKNOWN spell is the agents', not
     // the target's.
@@ -150,11 +152,11 @@ fn paging_alerts(
     let change = changed.then(|| Change { cause: judgement.decision.cause.map(|c| c.as_str()) });
     let interval = target.spec.timing().0.as_millis() as i64;
     let before = memory.flaps.get(url);
-    let (flap, step) = damping::observe(before, change, now, interval, damping);
+    let (flap, step) = damping::observe(before, change, now, interval, &settings);
     match step {
         FlapStep::Started => {
             let f = flap.as_ref().expect("a flapping target keeps its flap memory");
-            alerts.push(flapping_alert(memory, target, judgement, f, now, damping));
+            alerts.push(flapping_alert(memory, target, judgement, f, now, &settings));
         }
         FlapStep::Cleared { since } => {
             let key = spell_key(memory, "flapping", url, since);

@@ -10,21 +10,23 @@ use super::judge::{self, Context};
 use super::memory::AlertMemory;
 use super::targets::{Name, Target};
 use super::{Changes, Hub, HubError, blocking, heartbeats, projection};
+use crate::alert::Damping;
 use crate::alert::{AlertRecord, Silence};
 use crate::clock::{self, now_ms};
 
-/// A target's status, decided now (`flap_window`: the `[alerts]` one, for its flap rate).
+/// A target's status, decided now (`damping`: the `[alerts]` defaults, for its flap rate).
 fn status_now(
     target: &Target,
     ctx: &Context<'_>,
     silences: &[Silence],
     memory: &AlertMemory,
-    flap_window: u32,
+    damping: &Damping,
 ) -> TargetStatus {
     let (decision, opinions) = judge::decide(target, ctx);
     let silence = projection::silence_of(target, silences, ctx.now);
     let mut status = projection::build_status(target, &decision, &opinions, silence);
-    projection::set_flap(&mut status, target, memory.flaps.get(target.url().as_ref()), ctx.now, flap_window);
+    let window = target.spec.damping(damping).flap_window;
+    projection::set_flap(&mut status, target, memory.flaps.get(target.url().as_ref()), ctx.now, window);
     status
 }
 
@@ -41,8 +43,8 @@ impl Hub {
             hold_degraded: false,
             now,
         };
-        let window = self.alerting().damping.flap_window;
-        let status = |target: &Target| status_now(target, &ctx, &state.silences, &state.memory, window);
+        let damping = self.alerting().damping;
+        let status = |target: &Target| status_now(target, &ctx, &state.silences, &state.memory, &damping);
         if urls.is_empty() {
             state.targets.values().map(status).collect()
         } else {
@@ -68,12 +70,12 @@ impl Hub {
             now: now_ms(),
         };
         let from = after.map_or(Bound::Unbounded, Bound::Excluded);
-        let window = self.alerting().damping.flap_window;
+        let damping = self.alerting().damping;
         state
             .targets
             .range::<str, _>((from, Bound::Unbounded))
             .take(limit)
-            .map(|(_, target)| status_now(target, &ctx, &state.silences, &state.memory, window))
+            .map(|(_, target)| status_now(target, &ctx, &state.silences, &state.memory, &damping))
             .collect()
     }
 
