@@ -154,9 +154,11 @@ fn paging_alerts(
     let before = memory.flaps.get(url);
     let (flap, step) = damping::observe(before, change, now, interval, &settings);
     match step {
+        // A flapping target keeps its flap memory.
         FlapStep::Started => {
-            let f = flap.as_ref().expect("a flapping target keeps its flap memory");
-            alerts.push(flapping_alert(memory, target, judgement, f, now, &settings));
+            if let Some(f) = flap.as_ref() {
+                alerts.push(flapping_alert(memory, target, judgement, f, now, &settings));
+            }
         }
         FlapStep::Cleared { since } => {
             let key = spell_key(memory, "flapping", url, since);
