@@ -5,8 +5,8 @@
 //! sends `flapping_cleared` once it is stable; `alert_after` swallows a short outage and
 //! `recover_after` a short recovery.
 //!
-//! Time is scaled: targets are probed every second, so the "two minutes" (of a target
-//! probed every few seconds) is watched here as one minute, three flap windows of 20 intervals.
+//! Time is scaled: targets are probed every second, so two minutes of a target probed every few
+//! seconds are watched here as one minute, three flap windows of 20 intervals.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
