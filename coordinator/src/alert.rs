@@ -75,6 +75,25 @@ pub struct Alerting {
     pub correlation_window: Option<Duration>,
     /// `[watchdog]`: the dead man's switch, if any.
     pub watchdog: Option<std::sync::Arc<watchdog::Watchdog>>,
+    /// Flap damping and the hold-down defaults (`[alerts]`).
+    pub damping: Damping,
+}
+
+/// Flap damping and hold-down (README: "Flap damping and hold-down"): the `[alerts]` defaults;
+/// a target's own `alert_after`/`recover_after` win over them. `Damping::default()` (all zero)
+/// is today's behaviour: no hold-down and no flap damping.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Damping {
+    /// An incident must last this long before its `down` is sent.
+    pub alert_after: Duration,
+    /// A recovered target must stay up this long before its `recovered` is sent.
+    pub recover_after: Duration,
+    /// How many of a target's probe intervals the flap rate looks back over (zero: no damping).
+    pub flap_window: u32,
+    /// Flapping from this share of changed intervals (percent) ...
+    pub flap_high: u32,
+    /// ... until it falls below this one.
+    pub flap_low: u32,
 }
 
 impl Alerting {

@@ -88,6 +88,15 @@ struct AlertsEntry {
     /// two intervals of the first; "0s": no grouping).
     #[serde(default, deserialize_with = "duration")]
     correlation_window: Option<std::time::Duration>,
+    /// Hold-down defaults (README: "Flap damping and hold-down").
+    #[serde(default, deserialize_with = "duration")]
+    alert_after: Option<std::time::Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    recover_after: Option<std::time::Duration>,
+    /// Flap damping: probe intervals looked back over (0: off), and the thresholds in percent.
+    flap_window: Option<u32>,
+    flap_high: Option<u32>,
+    flap_low: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,6 +142,11 @@ pub struct Config {
 pub const REGION_SILENT_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
 /// Default of `[alerts] unknown_after`.
 pub const UNKNOWN_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
+/// Defaults of `[alerts] flap_window`, `flap_high`, `flap_low`: Nagios's window (21 checks, 20
+/// changes between them) and thresholds.
+pub const FLAP_WINDOW: u32 = 20;
+pub const FLAP_HIGH: u32 = 50;
+pub const FLAP_LOW: u32 = 25;
 /// Default of `[quorum] region_forget_after`: a week, long enough for any planned maintenance of
 /// a region's agents, short enough that a decommissioned region stops holding quorums hostage.
 pub const REGION_FORGET_AFTER: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
@@ -186,6 +200,35 @@ fn one_line(text: &str, e: &toml::de::Error) -> (Option<usize>, String) {
 
 fn line_of(text: &str, span: std::ops::Range<usize>) -> usize {
     text.get(..span.start).unwrap_or(text).matches('\n').count() + 1
+}
+
+/// `[alerts]`' flap damping and hold-down, checked.
+fn damping(alerts: &AlertsEntry) -> Result<crate::alert::Damping, String> {
+    let window = alerts.flap_window.unwrap_or(FLAP_WINDOW);
+    let (high, low) = (alerts.flap_high.unwrap_or(FLAP_HIGH), alerts.flap_low.unwrap_or(FLAP_LOW));
+    if window > spec::MAX_FLAP_WINDOW {
+        return Err(format!(
+            "[alerts] flap_window: at most {} intervals (0 turns flap damping off)",
+            spec::MAX_FLAP_WINDOW
+        ));
+    }
+    if window > 0 && !(1..=100).contains(&high) {
+        return Err(format!("[alerts] flap_high: {high} is not a percentage from 1 to 100"));
+    }
+    if window > 0 && !(1..high).contains(&low) {
+        return Err(format!("[alerts] flap_low: {low} must be at least 1 and below flap_high ({high})"));
+    }
+    let hold = |field: &str, d: Option<std::time::Duration>| match d {
+        Some(d) if d > spec::MAX_HOLD => Err(format!("[alerts] {field}: at most 1 day")),
+        d => Ok(d.unwrap_or_default()),
+    };
+    Ok(crate::alert::Damping {
+        alert_after: hold("alert_after", alerts.alert_after)?,
+        recover_after: hold("recover_after", alerts.recover_after)?,
+        flap_window: window,
+        flap_high: high,
+        flap_low: low,
+    })
 }
 
 /// Parses the whole config text; secret files are read relative to `dir`.
@@ -272,7 +315,9 @@ pub fn parse_config(text: &str, path: &str, dir: &Path) -> Result<Config, Config
         }
         None => None,
     };
+    let damping = damping(&file.alerts).map_err(|m| ConfigError::Parse { path: path.to_owned(), message: m })?;
     let alerting = Alerting {
+        damping,
         watchdog,
         heartbeats,
         channels,
@@ -499,5 +544,42 @@ secret_file = "hook.secret"
             assert!(e.starts_with(expected), "{e}");
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn flap_damping_and_hold_down_have_defaults_and_checked_values() {
+        use std::time::Duration;
+        let dir = Path::new(".");
+        let defaults = parse_config("", "v.toml", dir).unwrap().alerting.damping;
+        assert_eq!((defaults.alert_after, defaults.recover_after), (Duration::ZERO, Duration::ZERO), "today's");
+        assert_eq!((defaults.flap_window, defaults.flap_high, defaults.flap_low), (FLAP_WINDOW, FLAP_HIGH, FLAP_LOW));
+        let text = "[alerts]\nalert_after = \"2m\"\nrecover_after = \"5m\"\nflap_window = 10\nflap_high = 40\nflap_low = 20\n\n\
+                    [[target]]\nurl = \"https://a.example/\"\nalert_after = \"0s\"\nrecover_after = \"90s\"\n\
+                    flap_window = 0\n\n[[target]]\nurl = \"https://b.example/\"\nflap_high = 70\nflap_low = 30\n";
+        let config = parse_config(text, "v.toml", dir).unwrap();
+        let d = config.alerting.damping;
+        assert_eq!((d.alert_after, d.recover_after), (Duration::from_secs(120), Duration::from_secs(300)));
+        assert_eq!((d.flap_window, d.flap_high, d.flap_low), (10, 40, 20));
+        let t = &config.targets[0];
+        assert_eq!(t.alert_after, Some(prost_types::Duration { seconds: 0, nanos: 0 }), "0s is its own, not unset");
+        assert_eq!(t.recover_after, Some(prost_types::Duration { seconds: 90, nanos: 0 }));
+        assert_eq!(t.flap_window, Some(0), "damping off for this one");
+        let b = &config.targets[1];
+        assert_eq!((b.flap_window, b.flap_high, b.flap_low), (None, Some(70), Some(30)));
+        let off = parse_config("[alerts]\nflap_window = 0\n", "v.toml", dir).unwrap();
+        assert_eq!(off.alerting.damping.flap_window, 0);
+        for (text, expected) in [
+            ("[alerts]\nflap_high = 0\n", "flap_high: 0 is not a percentage"),
+            ("[alerts]\nflap_low = 60\n", "flap_low: 60 must be at least 1 and below flap_high (50)"),
+            ("[alerts]\nflap_window = 500\n", "flap_window: at most 100"),
+            ("[alerts]\nrecover_after = \"2d\"\n", "recover_after: at most 1 day"),
+            ("[[target]]\nurl = \"https://a.example/\"\nalert_after = \"25h\"\n", "alert_after: must be at most 1 day"),
+            ("[[target]]\nurl = \"https://a.example/\"\nflap_high = 70\n", "flap_high and flap_low are set together"),
+            ("[[target]]\nurl = \"https://a.example/\"\nflap_high = 30\nflap_low = 30\n", "flap_low: 30 must be"),
+            ("[[target]]\nurl = \"https://a.example/\"\nflap_window = 101\n", "flap_window: at most 100"),
+        ] {
+            let e = parse_config(text, "v.toml", dir).unwrap_err().to_string();
+            assert!(e.starts_with("v.toml") && e.contains(expected), "{text}: {e}");
+        }
     }
 }

@@ -12,14 +12,15 @@
 //!
 //! The parts, each pure and tested on its own: `targets` (per-target state, deadline queue),
 //! `judge` (verdict rules applied, incident state machine), `planner` (target alerts and
-//! deliveries), `memory` (alerting's typed memory), `region_alerts`, `heartbeats`, `agents`
-//! (registry and assigner), `projection` (the status as shown), `uptime` (regions' opinion
-//! changes for availability, and the figures asked for).
+//! deliveries), `damping` (flap rate and hold-down), `memory` (alerting's typed memory),
+//! `region_alerts`, `heartbeats`, `agents` (registry and assigner), `projection` (the status as
+//! shown), `uptime` (regions' opinion changes for availability, and the figures asked for).
 
 mod agents;
 mod check_now;
 mod config_events;
 mod counters;
+mod damping;
 mod firing;
 mod groups;
 mod heartbeats;
@@ -410,7 +411,8 @@ impl Hub {
     /// alerts they cause, queues their next deadlines, and notes what watchers must hear.
     fn judge(&self, state: &mut State, urls: Option<Vec<Name>>, now: i64, changes: &mut Changes) {
         let in_grace = self.in_grace();
-        let unknown_after = self.alerting().unknown_after;
+        let alerting = self.alerting();
+        let (unknown_after, damping) = (alerting.unknown_after, alerting.damping);
         let watched = self.watchers.receiver_count() > 0;
         let hold_degraded = self.impaired_policy().enabled();
         let State { targets, memory, deadlines, silences, default_regions, connected, impaired, tallies, .. } = state;
@@ -443,23 +445,37 @@ impl Hub {
                 }
                 changes.verdicts.push((url.to_string(), record.clone(), incident));
             }
+            let previous = target.verdict.map(|d| d.verdict);
             target.verdict = Some(judgement.decided());
             uptime::opinion_changes(target, &judgement.opinions, now, &mut changes.opinions);
-            changes.alerts.extend(planner::judgement_alerts(memory, target, &judgement, now, unknown_after));
+            changes.alerts.extend(planner::judgement_alerts(
+                memory,
+                target,
+                &judgement,
+                previous,
+                now,
+                unknown_after,
+                &damping,
+            ));
             let silence = projection::silence_of(target, silences, now);
-            let digest = projection::digest(&judgement.decision, &judgement.opinions, target, silence);
+            let flap = memory.flaps.get(url.as_ref());
+            let flapping = flap.is_some_and(|f| f.flapping.is_some());
+            let digest = projection::digest(&judgement.decision, &judgement.opinions, target, silence, flapping);
             if target.announced != digest {
                 target.announced = digest;
                 // Built only for someone to hear it (a watcher that comes later starts from
                 // `statuses`).
                 if watched {
-                    let status = projection::build_status(target, &judgement.decision, &judgement.opinions, silence);
+                    let mut status =
+                        projection::build_status(target, &judgement.decision, &judgement.opinions, silence);
+                    projection::set_flap(&mut status, target, flap, now, target.spec.damping(&damping).flap_window);
                     changes.announcements.push(status);
                 }
             }
             let unknown_alerted = memory.unknown.contains_key(url.as_ref());
             let degraded_spell = memory.degraded.contains_key(url.as_ref());
-            let due = judge::next_deadline(target, &judgement, now, unknown_after, unknown_alerted, degraded_spell);
+            let due = judge::next_deadline(target, &judgement, now, unknown_after, unknown_alerted, degraded_spell)
+                .min(planner::page_due(memory, target, &damping));
             deadlines.schedule(target, &url, due, now);
         }
         deadlines.compact(targets);
@@ -617,6 +633,7 @@ fn still_raised(targets: &Targets, memory: &AlertMemory, alert: &Alert) -> bool 
         AlertKind::Down => targets.get(alert.subject.as_str()).is_some_and(|t| t.open_incident.is_some()),
         AlertKind::Degraded => memory.degraded.contains_key(&alert.subject),
         AlertKind::Unknown => memory.unknown.contains_key(&alert.subject),
+        AlertKind::Flapping => memory.flaps.get(&alert.subject).is_some_and(|f| f.flapping.is_some()),
         AlertKind::CertWarning | AlertKind::CertCritical => {
             memory.certs.get(&alert.subject).is_some_and(|c| Some(&c.current) == alert.fingerprint.as_ref())
         }

@@ -26,6 +26,7 @@ pub async fn render(hub: &Hub) -> String {
     let pending = hub.pending_alerts().await.map(|p| p.len()).unwrap_or(0);
     let mut text = Text::new();
     write_targets(&mut text, &targets);
+    write_flapping(&mut text, &hub.flapping());
     write_counters(&mut text, hub, targets.len(), pending);
     text.finish()
 }
@@ -51,6 +52,19 @@ pub fn write_targets<U: AsRef<str>>(text: &mut Text, targets: &[TargetLine<U>]) 
     );
     for (url, _, _) in targets.iter().filter(|(_, _, silenced)| *silenced) {
         text.sample("vantage_target_silenced", &[("target", url.as_ref())], 1.0);
+    }
+}
+
+/// `vantage_target_flapping`: 1 while flap damping holds the target's `down` and `recovered`
+/// back; absent otherwise (as `vantage_target_silenced`).
+fn write_flapping<U: AsRef<str>>(text: &mut Text, flapping: &[U]) {
+    text.family(
+        "vantage_target_flapping",
+        "gauge",
+        "1 while the target flaps (its down and recovered notifications are held back); absent otherwise.",
+    );
+    for url in flapping {
+        text.sample("vantage_target_flapping", &[("target", url.as_ref())], 1.0);
     }
 }
 

@@ -15,6 +15,12 @@ const MAX_NAME: usize = 64;
 const MAX_LABELS: usize = 32;
 const MAX_LABEL_VALUE: usize = 256;
 const MAX_PINS: usize = 8;
+/// Longest hold-down (`alert_after`, `recover_after`, per target and in `[alerts]`): a page held
+/// back longer than a day is a page lost.
+pub const MAX_HOLD: Duration = Duration::from_secs(86_400);
+/// Longest flap window (per target and in `[alerts]`): the changes kept per target are at most
+/// this many.
+pub const MAX_FLAP_WINDOW: u32 = 100;
 
 /// A field that cannot be accepted, named so the operator can find it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,6 +123,25 @@ pub fn normalize(mut spec: TargetSpec) -> Result<TargetSpec, SpecError> {
         .iter()
         .map(|pin| vantage_shared::pin::parse_pin(pin).map_err(|e| bad("pin_sha256", e.to_string())))
         .collect::<Result<_, _>>()?;
+    if spec.flap_window.is_some_and(|w| w > MAX_FLAP_WINDOW) {
+        return Err(bad("flap_window", format!("at most {MAX_FLAP_WINDOW} intervals (0 turns flap damping off)")));
+    }
+    match (spec.flap_high, spec.flap_low) {
+        (None, None) => {}
+        (Some(high), Some(low)) if (1..=100).contains(&high) && (1..high).contains(&low) => {}
+        (Some(high), Some(low)) => {
+            return Err(bad("flap_low", format!("{low} must be at least 1 and below flap_high ({high}, at most 100)")));
+        }
+        _ => return Err(bad("flap_high", "flap_high and flap_low are set together")),
+    }
+    for (field, hold) in [("alert_after", &spec.alert_after), ("recover_after", &spec.recover_after)] {
+        if let Some(d) = hold {
+            let d = to_duration(Some(d)).ok_or_else(|| bad(field, "must not be negative"))?;
+            if d > MAX_HOLD {
+                return Err(bad(field, "must be at most 1 day"));
+            }
+        }
+    }
     Ok(spec)
 }
 

@@ -1,6 +1,7 @@
 //! The API's values written out the same way by the server and the CLI: a target's status as
-//! JSON (`GET /v1/status` and `status --json`), a silence in words (the page, the table), and
-//! availability as JSON and CSV (`GET /v1/uptime`, `uptime --json`) and as a percentage.
+//! JSON (`GET /v1/status` and `status --json`), a silence and a flapping target in words (the
+//! page, the table), and availability as JSON and CSV (`GET /v1/uptime`, `uptime --json`) and as
+//! a percentage.
 
 use vantage_proto::v1::{Availability, Silence, TargetStatus, TargetUptime};
 
@@ -20,6 +21,10 @@ pub fn to_json(s: &TargetStatus) -> serde_json::Value {
         "silence": s.silence.as_ref().map(|x| serde_json::json!({
             "id": x.id, "comment": x.comment, "start": ts(x.start.as_ref()), "end": ts(x.end.as_ref()),
         })),
+        "flapping": s.flapping.as_ref().map(|f| serde_json::json!({
+            "since": ts(f.since.as_ref()), "rate_percent": f.rate_percent, "causes": f.causes,
+        })),
+        "flap_rate_percent": s.flap_rate_percent,
         "quorum": s.quorum,
         "failing_regions": s.failing_regions,
         "discounted_regions": s.discounted_regions,
@@ -105,6 +110,16 @@ pub fn uptime_csv(targets: &[TargetUptime]) -> String {
         }
     }
     out
+}
+
+/// A flapping target in words: since when, its rate, the causes seen, what is held back.
+pub fn describe_flapping(f: &vantage_proto::v1::Flapping) -> String {
+    let causes = if f.causes.is_empty() { String::new() } else { format!(", causes seen: {}", f.causes.join(", ")) };
+    format!(
+        "since {} ({}% of its probe intervals changed verdict{causes}): down/recovered notifications held back",
+        ts(f.since.as_ref()).as_str().unwrap_or("?"),
+        f.rate_percent
+    )
 }
 
 /// "s_1a2b (db migration) until 2026-…".

@@ -68,9 +68,19 @@ impl World {
     }
 
     pub fn serve(&mut self, i: usize, listener: tokio::net::TcpListener) {
+        self.serve_with(i, listener, Reply::Page { status: 200, body: "ok" });
+    }
+
+    fn serve_with(&mut self, i: usize, listener: tokio::net::TcpListener, reply: Reply) {
         let config = server::server_config(&self.sites[i].identity);
-        let reply = Reply::Page { status: 200, body: "ok" };
         self.sites[i].task = Some(self.runtime.spawn(server::serve_tls(listener, config, reply)));
+    }
+
+    /// Site `i` answers as `reply` says from now on (its server restarted on the same port).
+    pub fn serve_reply(&mut self, i: usize, reply: Reply) {
+        self.stop_site(i);
+        let listener = self.runtime.block_on(server::bind("127.0.0.1", self.sites[i].port)).unwrap();
+        self.serve_with(i, listener, reply);
     }
 
     pub fn stop_site(&mut self, i: usize) {

@@ -27,6 +27,9 @@ pub enum AlertKind {
     /// A region fails most of its targets while every other region sees them UP (its network is
     /// at fault); resolved by `region_recovered` under its own dedup key.
     RegionImpaired,
+    // Flap damping: the target's verdict changes too often to page on each change.
+    Flapping,
+    FlappingCleared,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +40,7 @@ pub enum Severity {
 }
 
 impl AlertKind {
-    pub const ALL: [AlertKind; 17] = [
+    pub const ALL: [AlertKind; 19] = [
         AlertKind::Down,
         AlertKind::Recovered,
         AlertKind::Degraded,
@@ -55,6 +58,8 @@ impl AlertKind {
         AlertKind::UnknownCleared,
         AlertKind::RegionForgotten,
         AlertKind::RegionImpaired,
+        AlertKind::Flapping,
+        AlertKind::FlappingCleared,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -76,6 +81,8 @@ impl AlertKind {
             AlertKind::UnknownCleared => "unknown_cleared",
             AlertKind::RegionForgotten => "region_forgotten",
             AlertKind::RegionImpaired => "region_impaired",
+            AlertKind::Flapping => "flapping",
+            AlertKind::FlappingCleared => "flapping_cleared",
         }
     }
 
@@ -94,9 +101,11 @@ impl AlertKind {
                 Severity::Critical
             }
             AlertKind::ChannelFailing => Severity::Critical,
-            AlertKind::Degraded | AlertKind::CertWarning | AlertKind::Unknown | AlertKind::RegionImpaired => {
-                Severity::Warning
-            }
+            AlertKind::Degraded
+            | AlertKind::CertWarning
+            | AlertKind::Unknown
+            | AlertKind::RegionImpaired
+            | AlertKind::Flapping => Severity::Warning,
             _ => Severity::Info,
         }
     }
@@ -112,6 +121,7 @@ impl AlertKind {
                 | AlertKind::HeartbeatRecovered
                 | AlertKind::ChannelRecovered
                 | AlertKind::UnknownCleared
+                | AlertKind::FlappingCleared
                 // It ends the region's `region_silent` (same dedup key): the region is gone for good.
                 | AlertKind::RegionForgotten
         )
@@ -130,6 +140,7 @@ impl AlertKind {
             AlertKind::HeartbeatRecovered => &[AlertKind::HeartbeatOverdue],
             AlertKind::ChannelRecovered => &[AlertKind::ChannelFailing],
             AlertKind::UnknownCleared => &[AlertKind::Unknown],
+            AlertKind::FlappingCleared => &[AlertKind::Flapping],
             _ => &[],
         }
     }
@@ -153,6 +164,8 @@ impl AlertKind {
             AlertKind::UnknownCleared => "JUDGED AGAIN",
             AlertKind::RegionForgotten => "REGION FORGOTTEN",
             AlertKind::RegionImpaired => "REGION IMPAIRED",
+            AlertKind::Flapping => "FLAPPING",
+            AlertKind::FlappingCleared => "NO LONGER FLAPPING",
         }
     }
 }

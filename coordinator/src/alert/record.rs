@@ -150,6 +150,15 @@ impl Alert {
                     line.push_str(&format!(" after {}", crate::clock::human_duration(d)));
                 }
             }
+            AlertKind::Flapping if !self.detail.is_empty() => line.push_str(&format!(" ({})", self.detail)),
+            AlertKind::FlappingCleared => {
+                if let Some(d) = self.duration_ms {
+                    line.push_str(&format!(" after {}", crate::clock::human_duration(d)));
+                }
+                if !self.detail.is_empty() {
+                    line.push_str(&format!(", {}", self.detail));
+                }
+            }
             AlertKind::CertWarning | AlertKind::CertCritical => {
                 if let Some(not_after) = &self.not_after {
                     line.push_str(&format!(" (expires {not_after})"));

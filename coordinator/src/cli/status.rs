@@ -13,7 +13,7 @@ use vantage_shared::FailureCode;
 use super::{ClientArgs, client, status_error};
 use crate::clock::timestamp_json as ts;
 use crate::names::{VERDICTS, cert_health, verdict};
-use crate::view::{describe_silence, to_json};
+use crate::view::{describe_flapping, describe_silence, to_json};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -144,7 +144,8 @@ pub fn frame_key(statuses: &[TargetStatus]) -> Vec<Vec<String>> {
             let (mut cells, _) = row(s);
             cells[LATENCY].clear();
             let silence = s.silence.as_ref().map(describe_silence).unwrap_or_default();
-            cells.into_iter().chain([silence]).collect()
+            let flapping = s.flapping.as_ref().map(describe_flapping).unwrap_or_default();
+            cells.into_iter().chain([silence, flapping]).collect()
         })
         .collect()
 }
@@ -213,6 +214,11 @@ impl Columns {
         for status in statuses {
             if let Some(silence) = &status.silence {
                 let _ = writeln!(out, "silenced: {} by {}", status.url, describe_silence(silence));
+            }
+        }
+        for status in statuses {
+            if let Some(flapping) = &status.flapping {
+                let _ = writeln!(out, "flapping: {} {}", status.url, describe_flapping(flapping));
             }
         }
         out

@@ -55,6 +55,21 @@ pub struct AddTarget {
     /// digits (repeatable; one must match).
     #[arg(long = "pin-sha256", value_name = "HEX")]
     pub pin_sha256: Vec<String>,
+    /// Hold-down: an incident must last this long before `down` is sent (default `[alerts]`).
+    #[arg(long, value_parser = duration)]
+    pub alert_after: Option<std::time::Duration>,
+    /// Hold-down: it must be up this long before `recovered` is sent (default `[alerts]`).
+    #[arg(long, value_parser = duration)]
+    pub recover_after: Option<std::time::Duration>,
+    /// Flap damping over this many probe intervals (0: off for it; default `[alerts]`).
+    #[arg(long)]
+    pub flap_window: Option<u32>,
+    /// Flapping from this share of changed intervals, in percent (with --flap-low).
+    #[arg(long, requires = "flap_low")]
+    pub flap_high: Option<u32>,
+    /// ... until fewer than this share change (with --flap-high).
+    #[arg(long, requires = "flap_high")]
+    pub flap_low: Option<u32>,
 }
 
 pub async fn run_targets(args: TargetsArgs) -> anyhow::Result<()> {
@@ -75,6 +90,11 @@ pub async fn run_targets(args: TargetsArgs) -> anyhow::Result<()> {
                 source: String::new(),
                 labels: a.labels.into_iter().collect(),
                 pin_sha256: a.pin_sha256,
+                alert_after: a.alert_after.map(crate::spec::from_duration),
+                recover_after: a.recover_after.map(crate::spec::from_duration),
+                flap_window: a.flap_window,
+                flap_high: a.flap_high,
+                flap_low: a.flap_low,
             };
             let r = client
                 .upsert_target(UpsertTargetRequest { target: Some(spec) })

@@ -34,6 +34,15 @@ pub(super) struct TargetEntry {
     pub labels: std::collections::HashMap<String, String>,
     #[serde(default)]
     pub pin_sha256: Vec<String>,
+    /// Hold-down: its own, over `[alerts]`' defaults.
+    #[serde(default, deserialize_with = "duration")]
+    pub alert_after: Option<std::time::Duration>,
+    #[serde(default, deserialize_with = "duration")]
+    pub recover_after: Option<std::time::Duration>,
+    /// Flap damping: its own, over `[alerts]`' defaults.
+    pub flap_window: Option<u32>,
+    pub flap_high: Option<u32>,
+    pub flap_low: Option<u32>,
 }
 
 impl TargetEntry {
@@ -53,6 +62,11 @@ impl TargetEntry {
             source: source.into(),
             labels: self.labels,
             pin_sha256: self.pin_sha256,
+            alert_after: self.alert_after.map(spec::from_duration),
+            recover_after: self.recover_after.map(spec::from_duration),
+            flap_window: self.flap_window,
+            flap_high: self.flap_high,
+            flap_low: self.flap_low,
         })
     }
 }

@@ -1,7 +1,9 @@
 //! Alerting's memory: what the alert planner must remember across restarts to alert once and
 //! resolve where it alerted (the certificates seen per target, silent regions, heartbeats, open
 //! `degraded` and `unknown` spells, which channels heard each problem, triggers held back by a
-//! silence, the triggers still firing for channels that want them re-sent, incident groups). Typed in memory; every change is recorded as it is made and committed with the
+//! silence, the triggers still firing for channels that want them re-sent, incident groups, each
+//! flapping or recently changing target's flap window, and what the pager holds where hold-down
+//! or flap damping made it differ from the incidents). Typed in memory; every change is recorded as it is made and committed with the
 //! alerts it goes with. In the store it is one row per entry under a kind prefix (`cert:URL`,
 //! `sent:DEDUP_KEY`, …) with a JSON value, and a `version` row: a store written by a newer
 //! memory format is refused rather than misread.
@@ -11,6 +13,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::damping::{FlapMemory, Paging};
 use crate::alert::Alert;
 
 /// The memory format this coordinator writes and reads.
@@ -106,6 +109,8 @@ enum Kind {
     Firing,
     Impaired,
     Group,
+    Flap,
+    Paging,
 }
 
 impl Kind {
@@ -121,6 +126,8 @@ impl Kind {
             Kind::Firing => "firing:",
             Kind::Impaired => "impaired:",
             Kind::Group => "group:",
+            Kind::Flap => "flap:",
+            Kind::Paging => "paging:",
         }
     }
 }
@@ -154,6 +161,11 @@ pub struct AlertMemory {
     pub firing: HashMap<String, Alert>,
     /// Incident groups collecting or open, by shared cause key (`hub::groups`).
     pub groups: HashMap<String, GroupMemory>,
+    /// Per target URL with a verdict change in its flap window, or flapping.
+    pub flaps: HashMap<String, FlapMemory>,
+    /// Per target URL whose pager state differs from its incidents (a `down` held by
+    /// `alert_after` or flapping, a `recovered` waiting for `recover_after` or flapping).
+    pub paging: HashMap<String, Paging>,
     /// Changes not yet taken for committing.
     changes: Vec<Remembered>,
 }
@@ -189,6 +201,8 @@ impl AlertMemory {
             held: recall(rows, Kind::Held),
             firing: recall(rows, Kind::Firing),
             groups: recall(rows, Kind::Group),
+            flaps: recall(rows, Kind::Flap),
+            paging: recall(rows, Kind::Paging),
             changes: Vec::new(),
         };
         // A trigger whose problem ended under a coordinator that did not keep this is forgotten.
@@ -264,6 +278,32 @@ impl AlertMemory {
             Some(s) => self.unknown.insert(url.to_owned(), s),
             None => self.unknown.remove(url),
         };
+    }
+
+    /// Sets (or, with `None`, forgets) a target's flap memory; `record`: write it to the store
+    /// (a window that only slid, with no change and no step, is not worth a write: it is slid
+    /// again after a restart).
+    pub fn set_flap(&mut self, url: &str, flap: Option<FlapMemory>, record: bool) {
+        if record {
+            self.record(Kind::Flap, url, flap.as_ref());
+        }
+        match flap {
+            Some(f) => self.flaps.insert(url.to_owned(), f),
+            None => self.flaps.remove(url),
+        };
+    }
+
+    /// Sets a target's pager state; one that does not differ from its incidents (`plain`) is
+    /// forgotten.
+    pub fn set_paging(&mut self, url: &str, paging: Paging, plain: Paging) {
+        if paging == plain {
+            if self.paging.remove(url).is_some() {
+                self.record::<()>(Kind::Paging, url, None);
+            }
+        } else if self.paging.get(url) != Some(&paging) {
+            self.record(Kind::Paging, url, Some(&paging));
+            self.paging.insert(url.to_owned(), paging);
+        }
     }
 
     /// Adds channels that heard the problem `dedup`'s trigger.
@@ -376,6 +416,32 @@ mod tests {
         let mut loaded = AlertMemory::load(&orphan).unwrap();
         assert!(loaded.firing.is_empty());
         assert!(loaded.take_changes().contains(&(format!("firing:{dedup}"), None)));
+    }
+
+    #[test]
+    fn flap_windows_and_the_pagers_state_survive_a_restart_and_plain_ones_are_not_written() {
+        use crate::hub::damping::{FlapMemory, Paging};
+        let mut memory = AlertMemory::load(&[]).unwrap();
+        memory.take_changes();
+        let flap =
+            FlapMemory { changes: vec![1_000, 2_000], causes: vec!["http_5xx".into()], flapping: Some((2_000, 55)) };
+        memory.set_flap("https://a/", Some(flap.clone()), true);
+        memory.set_flap("https://b/", Some(FlapMemory { changes: vec![5], ..FlapMemory::default() }), false);
+        let waiting = Paging { paged: Some(1_000), up_since: Some(9_000) };
+        memory.set_paging("https://a/", waiting, Paging::plain(None));
+        // As without hold-down: nothing to write.
+        memory.set_paging("https://c/", Paging::plain(Some(4)), Paging::plain(Some(4)));
+        let rows: Vec<(String, Vec<u8>)> =
+            memory.take_changes().into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        let mut again = AlertMemory::load(&rows).unwrap();
+        assert_eq!(again.flaps.get("https://a/"), Some(&flap));
+        assert!(!again.flaps.contains_key("https://b/"), "a window that only slid is not written");
+        assert_eq!(again.paging.get("https://a/"), Some(&waiting));
+        // Back to plain: the row goes.
+        again.take_changes();
+        again.set_paging("https://a/", Paging::plain(None), Paging::plain(None));
+        assert_eq!(again.take_changes(), vec![("paging:https://a/".to_owned(), None)]);
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! The alert planner for targets: which alerts a judgement raises (`down` and `recovered` with
-//! the incident, `degraded` and its clearing, `unknown` and its clearing, certificate alerts),
+//! the incident, as hold-down and flap damping let them through, `flapping` and its clearing,
+//! `degraded` and its clearing, `unknown` and its clearing, certificate alerts),
 //! the resolves a removed target owes, and how alerts become deliveries (routes, silences, the
 //! channels that heard a trigger). Pure over [`AlertMemory`]: no clock, no store.
 
 use std::time::Duration;
 
+use super::damping::{self, Change, FlapMemory, FlapStep, Page, Paging};
 use super::judge::{IncidentStep, Judgement};
 use super::memory::{AlertMemory, CertMemory};
 use super::targets::{Spec, Target};
-use crate::alert::{Alert, AlertCause, AlertKind, AlertRecord, Alerting, Delivery, DeliveryState, Silence};
+use crate::alert::{Alert, AlertCause, AlertKind, AlertRecord, Alerting, Damping, Delivery, DeliveryState, Silence};
 use crate::verdict::{Opinion, Verdict};
 
 /// The dedup key of one spell of a target's problem (`kind`: `target`, `degraded`, `unknown`)
@@ -70,30 +72,20 @@ pub fn blindness(verdict: Verdict, since: i64, alerted: Option<i64>, now: i64, a
     }
 }
 
-/// The alerts a judgement of `target` raises, with the memory they change.
+/// The alerts a judgement of `target` raises, with the memory they change. `previous`: the
+/// verdict decided before this judgement.
 pub fn judgement_alerts(
     memory: &mut AlertMemory,
     target: &Target,
     judgement: &Judgement,
+    previous: Option<Verdict>,
     now: i64,
     unknown_after: Duration,
+    damping: &Damping,
 ) -> Vec<Alert> {
     let url: &str = &target.spec.url;
     let verdict = judgement.decision.verdict;
-    let mut alerts = Vec::new();
-    match judgement.incident {
-        IncidentStep::Opened => {
-            let key = spell_key(memory, "target", url, judgement.began);
-            alerts.push(target_alert(target, AlertKind::Down, judgement, now, key));
-        }
-        IncidentStep::Closed { opened } => {
-            let key = spell_key(memory, "target", url, opened);
-            let mut alert = target_alert(target, AlertKind::Recovered, judgement, now, key);
-            (alert.since_ms, alert.duration_ms) = (opened, Some(now - opened));
-            alerts.push(alert);
-        }
-        IncidentStep::None => {}
-    }
+    let mut alerts = paging_alerts(memory, target, judgement, previous, now, damping);
     {
         // A degraded alert is raised once the verdict has held until `degraded_alert_at` (a region
         // failing alone may be found impaired meanwhile: README, "Impaired regions"), and cleared
@@ -135,6 +127,128 @@ pub fn judgement_alerts(
     }
     alerts.extend(cert_alerts(memory, target, judgement, now));
     alerts
+}
+
+/// `down` and `recovered` as hold-down and flap damping let them through, and `flapping` and
+/// `flapping_cleared` (README: "Flap damping and hold-down"). With neither configured, `down`
+/// goes with the incident's opening and `recovered` with its closing, and nothing is remembered.
+fn paging_alerts(
+    memory: &mut AlertMemory,
+    target: &Target,
+    judgement: &Judgement,
+    previous: Option<Verdict>,
+    now: i64,
+    damping: &Damping,
+) -> Vec<Alert> {
+    let url: &str = &target.spec.url;
+    let verdict = judgement.decision.verdict;
+    // The target's own settings over the defaults.
+    let settings = target.spec.damping(damping);
+    let mut alerts = Vec::new();
+    // Flap damping counts changes between known verdicts: an UNKNOWN spell is the agents', not
+    // the target's.
+    let known = |v: Verdict| v != Verdict::Unknown;
+    let changed = judgement.changed && previous.is_some_and(known) && known(verdict);
+    let change = changed.then(|| Change { cause: judgement.decision.cause.map(|c| c.as_str()) });
+    let interval = target.spec.timing().0.as_millis() as i64;
+    let before = memory.flaps.get(url);
+    let (flap, step) = damping::observe(before, change, now, interval, &settings);
+    match step {
+        // A flapping target keeps its flap memory.
+        FlapStep::Started => {
+            if let Some(f) = flap.as_ref() {
+                alerts.push(flapping_alert(memory, target, judgement, f, now, &settings));
+            }
+        }
+        FlapStep::Cleared { since } => {
+            let key = spell_key(memory, "flapping", url, since);
+            let mut alert = target_alert(target, AlertKind::FlappingCleared, judgement, now, key);
+            (alert.since_ms, alert.duration_ms) = (since, Some(now - since));
+            alert.detail = format!("now {}", verdict.as_str());
+            alerts.push(alert);
+        }
+        FlapStep::None => {}
+    }
+    let quiet = flap.as_ref().is_some_and(|f| f.flapping.is_some());
+    if flap.as_ref() != before {
+        let record = changed || step != FlapStep::None || flap.is_none();
+        memory.set_flap(url, flap, record);
+    }
+    // The pager's state before this judgement: without a remembered one, the incident as it was.
+    let was_open = match judgement.incident {
+        IncidentStep::Opened => None,
+        IncidentStep::Closed { opened } => Some(opened),
+        IncidentStep::None => target.open_incident,
+    };
+    let before = memory.paging.get(url).copied().unwrap_or(Paging::plain(was_open));
+    let hold = target.spec.hold(damping);
+    let (after, page) = damping::page(before, target.open_incident, judgement.incident, quiet, now, hold);
+    memory.set_paging(url, after, Paging::plain(target.open_incident));
+    // The outbox delivers a subject's alerts by time: what settling releases goes a millisecond
+    // after the `flapping_cleared` that explains it.
+    let now = if matches!(step, FlapStep::Cleared { .. }) { now + 1 } else { now };
+    match page {
+        Page::Down { opened } => {
+            let key = spell_key(memory, "target", url, opened);
+            let mut alert = target_alert(target, AlertKind::Down, judgement, now, key);
+            // Since the incident began (a `down` held back by hold-down says how long it has lasted).
+            alert.since_ms = opened;
+            alerts.push(alert);
+        }
+        Page::Recovered { start, up_since } => {
+            let key = spell_key(memory, "target", url, start);
+            let mut alert = target_alert(target, AlertKind::Recovered, judgement, now, key);
+            (alert.since_ms, alert.duration_ms) = (start, Some(up_since - start));
+            alerts.push(alert);
+        }
+        Page::None => {}
+    }
+    alerts
+}
+
+/// When a `down` or `recovered` held back by hold-down falls due for `target` if nothing else
+/// happens (`i64::MAX`: none is).
+pub fn page_due(memory: &AlertMemory, target: &Target, damping: &Damping) -> i64 {
+    let url: &str = &target.spec.url;
+    let paging = memory.paging.get(url).copied().unwrap_or(Paging::plain(target.open_incident));
+    let quiet = memory.flaps.get(url).is_some_and(|f| f.flapping.is_some());
+    damping::due(&paging, target.open_incident, quiet, target.spec.hold(damping))
+}
+
+/// `flapping`: the rate, the thresholds, the verdict now and the causes seen.
+fn flapping_alert(
+    memory: &AlertMemory,
+    target: &Target,
+    judgement: &Judgement,
+    flap: &FlapMemory,
+    now: i64,
+    damping: &Damping,
+) -> Alert {
+    let url: &str = &target.spec.url;
+    let (since, rate) = flap.flapping.unwrap_or((now, 0));
+    let mut alert =
+        target_alert(target, AlertKind::Flapping, judgement, now, spell_key(memory, "flapping", url, since));
+    alert.since_ms = since;
+    alert.regions = judgement.decision.failing.clone();
+    let causes = if flap.causes.is_empty() { "none".to_owned() } else { flap.causes.join(", ") };
+    alert.cause = Some(AlertCause {
+        code: "flapping".into(),
+        message: format!(
+            "The verdict changed in {rate}% of the last {window} probe intervals (flapping from {high}%); it is {verdict} \
+             now. Its down and recovered notifications are held back until fewer than {low}% of the intervals \
+             change; its verdicts and incidents are still recorded.",
+            window = damping.flap_window,
+            high = damping.flap_high,
+            low = damping.flap_low,
+            verdict = judgement.decision.verdict.as_str(),
+        ),
+        hint: "Look at the causes seen: a backend failing part of the requests behind a load balancer, a timeout \
+               too close to the response time, or a rate limit. The target's page on the status page and GetHistory \
+               show each result."
+            .into(),
+    });
+    alert.detail = format!("changed in {rate}% of the last {} intervals; causes seen: {causes}", damping.flap_window);
+    alert
 }
 
 /// `unknown`: too few regions can judge the target, for long enough to say so.
@@ -241,8 +355,8 @@ pub enum Removal {
     Shard,
 }
 
-/// The resolves a removed target owes: `recovered` for its open incident, `degraded_cleared` and
-/// `unknown_cleared` for alerts it raised, each with the `removed` cause; its alert memory goes.
+/// The resolves a removed target owes: `recovered` for the outage whose `down` is out,
+/// `flapping_cleared`, `degraded_cleared` and `unknown_cleared` for alerts it raised, each with the `removed` cause; its alert memory goes.
 pub fn removal_alerts(memory: &mut AlertMemory, target: &Target, why: Removal, now: i64) -> Vec<Alert> {
     let url: &str = &target.spec.url;
     let said = match why {
@@ -266,8 +380,18 @@ pub fn removal_alerts(memory: &mut AlertMemory, target: &Target, why: Removal, n
         alert
     };
     let mut alerts = Vec::new();
-    if let Some(opened) = target.open_incident {
+    // The outage whose `down` is out (a `down` still held back by hold-down or flapping owes no
+    // resolve).
+    let paged = memory.paging.get(url).map_or(target.open_incident, |p| p.paged);
+    if let Some(opened) = paged {
         alerts.push(make(memory, AlertKind::Recovered, "target", opened));
+    }
+    memory.set_paging(url, Paging::default(), Paging::default());
+    if let Some((since, _)) = memory.flaps.get(url).and_then(|f| f.flapping) {
+        alerts.push(make(memory, AlertKind::FlappingCleared, "flapping", since));
+    }
+    if memory.flaps.contains_key(url) {
+        memory.set_flap(url, None, true);
     }
     if let Some(since) = memory.degraded.get(url).copied() {
         let alert = make(memory, AlertKind::DegradedCleared, "degraded", since);

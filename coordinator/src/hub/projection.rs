@@ -1,12 +1,13 @@
 //! The status projection: a target's consolidated status as the API, the CLI, the page and
-//! `/metrics` show it, built from the hub's compact state, and the digest that tells whether
+//! `/metrics` show it, built from the hub's compact state (and flap damping's memory), and the digest that tells whether
 //! watchers must hear about a change.
 
 use std::hash::{Hash, Hasher};
 
-use vantage_proto::v1::{Cause, CertSummary, RegionStatus, TargetStatus};
+use vantage_proto::v1::{Cause, CertSummary, Flapping, RegionStatus, TargetStatus};
 use vantage_shared::FailureCode;
 
+use super::damping::FlapMemory;
 use super::targets::Target;
 use crate::alert::Silence;
 use crate::clock;
@@ -26,8 +27,15 @@ pub fn silence_of<'a>(target: &Target, silences: &'a [Silence], now: i64) -> Opt
 
 /// What watchers are told about, digested: the verdict, its cause, each region's opinion and
 /// failure, and the silence. A change of latency alone is no news.
-pub fn digest(decision: &Decision, opinions: &[RegionOpinion], target: &Target, silence: Option<&Silence>) -> u64 {
+pub fn digest(
+    decision: &Decision,
+    opinions: &[RegionOpinion],
+    target: &Target,
+    silence: Option<&Silence>,
+    flapping: bool,
+) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
+    flapping.hash(&mut h);
     decision.verdict.hash(&mut h);
     decision.cause.map(|c| c.as_str()).hash(&mut h);
     for o in opinions {
@@ -106,6 +114,8 @@ pub fn build_status(
         discounted_reason: discounted_reason(decision, opinions.len()),
         // Read from the store by the calls that show it (`Hub::fill_uptime`).
         uptime: Vec::new(),
+        flapping: None,
+        flap_rate_percent: 0,
     }
 }
 
@@ -125,6 +135,19 @@ fn discounted_reason(decision: &Decision, regions: usize) -> String {
          counted; the verdict is the other {counted} regions', quorum {} of {counted}",
         decision.quorum
     )
+}
+
+/// Sets the status's flap damping fields from the target's flap memory: its rate now over
+/// `window` intervals, and whether it flaps.
+pub fn set_flap(status: &mut TargetStatus, target: &Target, flap: Option<&FlapMemory>, now: i64, window: u32) {
+    let Some(flap) = flap else { return };
+    let interval = target.spec.timing().0.as_millis() as i64;
+    status.flap_rate_percent = super::damping::rate(&flap.changes, now, interval, window);
+    status.flapping = flap.flapping.map(|(since, rate)| Flapping {
+        since: Some(clock::timestamp(since)),
+        rate_percent: rate,
+        causes: flap.causes.clone(),
+    });
 }
 
 pub fn silence_to_proto(s: &Silence) -> vantage_proto::v1::Silence {

@@ -7,16 +7,27 @@ use std::time::Duration;
 use vantage_proto::v1::{HistoryEntry, Incident, TargetStatus};
 
 use super::judge::{self, Context};
+use super::memory::AlertMemory;
 use super::targets::{Name, Target};
 use super::{Changes, Hub, HubError, blocking, heartbeats, projection};
+use crate::alert::Damping;
 use crate::alert::{AlertRecord, Silence};
 use crate::clock::{self, now_ms};
 
-/// A target's status, decided now.
-fn status_now(target: &Target, ctx: &Context<'_>, silences: &[Silence]) -> TargetStatus {
+/// A target's status, decided now (`damping`: the `[alerts]` defaults, for its flap rate).
+fn status_now(
+    target: &Target,
+    ctx: &Context<'_>,
+    silences: &[Silence],
+    memory: &AlertMemory,
+    damping: &Damping,
+) -> TargetStatus {
     let (decision, opinions) = judge::decide(target, ctx);
     let silence = projection::silence_of(target, silences, ctx.now);
-    projection::build_status(target, &decision, &opinions, silence)
+    let mut status = projection::build_status(target, &decision, &opinions, silence);
+    let window = target.spec.damping(damping).flap_window;
+    projection::set_flap(&mut status, target, memory.flaps.get(target.url().as_ref()), ctx.now, window);
+    status
 }
 
 impl Hub {
@@ -32,7 +43,8 @@ impl Hub {
             hold_degraded: false,
             now,
         };
-        let status = |target: &Target| status_now(target, &ctx, &state.silences);
+        let damping = self.alerting().damping;
+        let status = |target: &Target| status_now(target, &ctx, &state.silences, &state.memory, &damping);
         if urls.is_empty() {
             state.targets.values().map(status).collect()
         } else {
@@ -58,11 +70,12 @@ impl Hub {
             now: now_ms(),
         };
         let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let damping = self.alerting().damping;
         state
             .targets
             .range::<str, _>((from, Bound::Unbounded))
             .take(limit)
-            .map(|(_, target)| status_now(target, &ctx, &state.silences))
+            .map(|(_, target)| status_now(target, &ctx, &state.silences, &state.memory, &damping))
             .collect()
     }
 
@@ -94,6 +107,21 @@ impl Hub {
                 (url.clone(), projection::proto_verdict(decision.verdict), silenced)
             })
             .collect()
+    }
+
+    /// The targets that flap now (flap damping holds their `down` and `recovered` back), in URL
+    /// order: `/metrics`' `vantage_target_flapping`.
+    pub fn flapping(&self) -> Vec<Name> {
+        let state = self.lock();
+        let mut urls: Vec<Name> = state
+            .memory
+            .flaps
+            .iter()
+            .filter(|(_, f)| f.flapping.is_some())
+            .filter_map(|(url, _)| state.targets.get_key_value(url.as_str()).map(|(k, _)| k.clone()))
+            .collect();
+        urls.sort_unstable();
+        urls
     }
 
     /// One page of the consolidated status (the status page's table): the statuses of targets

@@ -16,6 +16,7 @@ use prost::Message as _;
 use vantage_proto::v1::{CertHealth, HistoryEntry, ProbeResult, TargetSpec};
 use vantage_shared::FailureCode;
 
+use crate::alert::Damping;
 use crate::spec;
 use crate::store::VerdictRecord;
 use crate::verdict::Verdict;
@@ -102,10 +103,10 @@ impl Target {
 }
 
 /// A target's spec as the hub holds it. What is read on every judgement or assignment (URL,
-/// timing, regions, quorum, labels) is decoded; the rest (expected statuses, IPs, pins,
+/// timing, regions, quorum, labels, flap damping and hold-down) is decoded; the rest (expected statuses, IPs, pins,
 /// certificate thresholds, source), which only agents and `ListTargets` read, stays
 /// protobuf-encoded and is decoded when the whole spec is asked for ([`Spec::to_proto`]). A
-/// `TargetSpec` held whole is 256 bytes before its strings; this is 96.
+/// `TargetSpec` held whole is 256 bytes before its strings; this is 104.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spec {
     pub url: Name,
@@ -115,6 +116,9 @@ pub struct Spec {
     pub quorum: u32,
     /// What alert routes and silences select on.
     pub labels: BTreeMap<String, String>,
+    /// Its own hold-down and flap damping, if it sets any: most targets take the `[alerts]`
+    /// defaults, and pay a pointer for it.
+    own: Option<Box<OwnDamping>>,
     /// `spec::timing`, in nanoseconds.
     interval_ns: u64,
     timeout_ns: u64,
@@ -131,11 +135,13 @@ impl Spec {
         let regions = std::mem::take(&mut spec.regions).into_iter().map(String::into_boxed_str).collect();
         let labels = std::mem::take(&mut spec.labels).into_iter().collect();
         let quorum = std::mem::take(&mut spec.quorum);
+        let own = OwnDamping::take(&mut spec);
         Spec {
             url,
             regions,
             quorum,
             labels,
+            own: (own != OwnDamping::default()).then(|| Box::new(own)),
             interval_ns: nanos(interval),
             timeout_ns: nanos(timeout),
             rest: spec.encode_to_vec().into_boxed_slice(),
@@ -147,6 +153,30 @@ impl Spec {
         (Duration::from_nanos(self.interval_ns), Duration::from_nanos(self.timeout_ns))
     }
 
+    /// Its flap damping and hold-down: its own settings, else `defaults`'.
+    pub fn damping(&self, defaults: &Damping) -> Damping {
+        let Some(own) = self.own.as_deref() else { return *defaults };
+        Damping {
+            alert_after: own.alert_after.unwrap_or(defaults.alert_after),
+            recover_after: own.recover_after.unwrap_or(defaults.recover_after),
+            flap_window: own.flap_window.unwrap_or(defaults.flap_window),
+            // The thresholds go together (`spec::normalize`).
+            flap_high: own.flap_high.unwrap_or(defaults.flap_high),
+            flap_low: if own.flap_high.is_some() {
+                own.flap_low.unwrap_or(defaults.flap_low)
+            } else {
+                defaults.flap_low
+            },
+        }
+    }
+
+    /// Its hold-down, in milliseconds: its own, else `defaults`'.
+    pub fn hold(&self, defaults: &Damping) -> super::damping::Hold {
+        let d = self.damping(defaults);
+        let ms = |d: Duration| d.as_millis().min(i64::MAX as u128) as i64;
+        super::damping::Hold { alert_after: ms(d.alert_after), recover_after: ms(d.recover_after) }
+    }
+
     /// Whether `spec` is the spec this was made from (a reload leaves such a target alone).
     pub fn describes(&self, spec: &TargetSpec) -> bool {
         *self.url == *spec.url
@@ -155,6 +185,7 @@ impl Spec {
             && self.regions.iter().zip(&spec.regions).all(|(a, b)| **a == **b)
             && self.labels.len() == spec.labels.len()
             && self.labels.iter().all(|(k, v)| spec.labels.get(k) == Some(v))
+            && self.own.as_deref().copied().unwrap_or_default() == OwnDamping::of(spec)
             && *self.rest == *rest_of(spec).encode_to_vec()
     }
 
@@ -180,7 +211,46 @@ impl Spec {
         spec.regions = self.regions.iter().map(|r| r.to_string()).collect();
         spec.quorum = self.quorum;
         spec.labels = self.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        if let Some(own) = self.own.as_deref() {
+            own.put(&mut spec);
+        }
         spec
+    }
+}
+
+/// A target's own flap damping and hold-down settings, as given (unset: the `[alerts]` default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct OwnDamping {
+    alert_after: Option<Duration>,
+    recover_after: Option<Duration>,
+    flap_window: Option<u32>,
+    flap_high: Option<u32>,
+    flap_low: Option<u32>,
+}
+
+impl OwnDamping {
+    fn of(spec: &TargetSpec) -> OwnDamping {
+        OwnDamping {
+            alert_after: spec::to_duration(spec.alert_after.as_ref()),
+            recover_after: spec::to_duration(spec.recover_after.as_ref()),
+            flap_window: spec.flap_window,
+            flap_high: spec.flap_high,
+            flap_low: spec.flap_low,
+        }
+    }
+
+    /// Its settings, taken out of `spec`.
+    fn take(spec: &mut TargetSpec) -> OwnDamping {
+        let own = OwnDamping::of(spec);
+        (spec.alert_after, spec.recover_after, spec.flap_window, spec.flap_high, spec.flap_low) =
+            (None, None, None, None, None);
+        own
+    }
+
+    fn put(&self, spec: &mut TargetSpec) {
+        spec.alert_after = self.alert_after.map(spec::from_duration);
+        spec.recover_after = self.recover_after.map(spec::from_duration);
+        (spec.flap_window, spec.flap_high, spec.flap_low) = (self.flap_window, self.flap_high, self.flap_low);
     }
 }
 
@@ -459,6 +529,11 @@ mod tests {
             source: "api".into(),
             labels: [("team".to_owned(), "web".to_owned()), ("env".to_owned(), "prod".to_owned())].into(),
             pin_sha256: vec!["ab".repeat(32)],
+            alert_after: Some(prost_types::Duration { seconds: 90, nanos: 0 }),
+            recover_after: None,
+            flap_window: Some(0),
+            flap_high: None,
+            flap_low: None,
         };
         let spec = Spec::new(full.clone());
         assert_eq!(spec.to_proto(), full);
@@ -470,11 +545,18 @@ mod tests {
             TargetSpec { expect_status: vec![200], ..full.clone() },
             TargetSpec { source: "config".into(), ..full.clone() },
             TargetSpec { regions: vec!["eu-west".into()], ..full.clone() },
+            TargetSpec { alert_after: None, ..full.clone() },
+            TargetSpec { flap_window: None, ..full.clone() },
+            TargetSpec { recover_after: Some(prost_types::Duration { seconds: 0, nanos: 0 }), ..full.clone() },
         ] {
             assert!(!spec.describes(&changed), "{changed:?}");
         }
         assert_eq!(spec.timing(), (Duration::from_millis(30_500), Duration::from_secs(5)));
         assert_eq!(&*spec.url, "https://example.com/health");
+        // Its own alert_after; recover_after from the defaults.
+        let defaults = crate::alert::Damping { recover_after: Duration::from_secs(7), ..Default::default() };
+        assert_eq!(spec.hold(&defaults), super::super::damping::Hold { alert_after: 90_000, recover_after: 7_000 });
+        assert_eq!(spec.damping(&Damping { flap_window: 20, ..defaults }).flap_window, 0, "damping off for it");
         // A spec without timing (stored by an older version) keeps none, and is judged by the defaults.
         let bare = TargetSpec { url: "https://example.com/".into(), ..Default::default() };
         let spec = Spec::new(bare.clone());

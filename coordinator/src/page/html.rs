@@ -65,7 +65,7 @@ code { font: .9em ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; over
 .counts .badge { margin: 0 .6rem .3rem 0; font-size: .85rem; }
 .c-ok { color: var(--up); } .c-warning { color: var(--degraded); font-weight: 600; }
 .c-critical, .c-expired, .c-invalid { color: var(--down); font-weight: 600; } .c-unknown { color: var(--muted); }
-.silenced { background: #8250df; }
+.silenced { background: #8250df; } .flapping { background: #bc4c00; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: .4rem .5rem; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { font-size: .8rem; color: var(--muted); font-weight: 600; }

@@ -89,6 +89,7 @@ pub fn table_fragment(
     for s in statuses {
         let verdict = names::verdict(s.verdict);
         let silenced = if s.silence.is_some() { " <span class=\"badge silenced\">silenced</span>" } else { "" };
+        let flapping = if s.flapping.is_some() { " <span class=\"badge flapping\">flapping</span>" } else { "" };
         let cause = s
             .cause
             .as_ref()
@@ -97,7 +98,7 @@ pub fn table_fragment(
         let _ = write!(
             out,
             "<tr data-url=\"{url}\" data-verdict=\"{verdict}\"><td class=\"url\" data-label=\"Target\">\
-             <a href=\"{href}\">{url}</a>{silenced}</td><td class=\"verdict\" data-label=\"Verdict\">{badge}</td>\
+             <a href=\"{href}\">{url}</a>{silenced}{flapping}</td><td class=\"verdict\" data-label=\"Verdict\">{badge}</td>\
              <td class=\"failing\" data-label=\"Failing regions\">{failing}</td><td data-label=\"Cause\">{cause}</td>\
              {cert}<td class=\"num\" data-label=\"Latency\">{latency}</td>\
              <td class=\"num uptime\" data-label=\"Uptime 30 d\">{uptime}</td></tr>",

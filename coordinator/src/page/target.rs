@@ -10,7 +10,7 @@ use super::certificate;
 use super::html::{MAX_DETAIL, as_of, badge, clip, escape, failing_cell, ms_of, span, when};
 use crate::alert::AlertRecord;
 use crate::names;
-use crate::view::describe_silence;
+use crate::view::{describe_flapping, describe_silence};
 
 /// Results shown per region on a target's page.
 pub const RESULTS_PER_REGION: usize = 5;
@@ -84,6 +84,13 @@ pub fn target_fragment(
             out,
             "<p><span class=\"badge silenced\">silenced</span> notifications held back by {}</p>",
             escape(&describe_silence(silence))
+        );
+    }
+    if let Some(flapping) = &s.flapping {
+        let _ = write!(
+            out,
+            "<p><span class=\"badge flapping\">flapping</span> {}</p>",
+            escape(&describe_flapping(flapping))
         );
     }
 

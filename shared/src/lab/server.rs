@@ -41,6 +41,29 @@ pub enum Reply {
     Trickle(Duration),
     /// Bytes that are not HTTP at all.
     Garbage,
+    /// A half-broken backend: `500` to a share of the requests, chosen by a seeded generator, and
+    /// `200` to the rest.
+    Flaky(Dice),
+}
+
+/// The seeded die a [`Reply::Flaky`] server throws per request (shared by its connections).
+#[derive(Debug, Clone)]
+pub struct Dice {
+    failing_percent: u64,
+    state: Arc<Mutex<XorShift>>,
+}
+
+impl Dice {
+    /// Fails about `failing_percent` of the requests; the same `seed` throws the same sequence.
+    pub fn new(failing_percent: u8, seed: u64) -> Dice {
+        Dice { failing_percent: u64::from(failing_percent.min(100)), state: Arc::new(Mutex::new(XorShift(seed | 1))) }
+    }
+
+    fn fails(&self) -> bool {
+        let mut bytes = [0u8; 8];
+        self.state.lock().expect("dice").fill(&mut bytes);
+        u64::from_le_bytes(bytes) % 100 < self.failing_percent
+    }
 }
 
 /// Misbehaviour before any TLS is spoken.
@@ -185,6 +208,8 @@ async fn respond<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, reply: &Reply
     while let Some(path) = read_request_path(&mut stream).await {
         let response = match reply {
             Reply::Page { status, body } => page(*status, body, None),
+            Reply::Flaky(dice) if dice.fails() => page(500, "internal error", None),
+            Reply::Flaky(_) => page(200, "ok", None),
             Reply::RedirectOnce if path == "/" => page(302, "", Some("/landing")),
             Reply::RedirectOnce => page(200, "landed", None),
             Reply::RedirectTo(url) => page(302, "", Some(url)),
@@ -359,6 +384,7 @@ async fn read_request_path<S: AsyncRead + Unpin>(stream: &mut S) -> Option<Strin
 
 /// A small deterministic pseudo-random generator (xorshift64): hostile bytes that are the same
 /// on every run.
+#[derive(Debug)]
 struct XorShift(u64);
 
 impl XorShift {
