@@ -326,7 +326,7 @@ async fn route(threads: &[ProbeThread], from: Coordinator, command: Command, coo
             targets += t;
         }
     }
-    tracing::info!(coordinator, assigned, targets, "{what}");
+    tracing::info!(coordinator = %coordinator, assigned, targets, "{what}");
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -48,7 +48,12 @@ pub fn init(service: &'static str, default_filter: &str) -> Telemetry {
         .with_filter(
             EnvFilter::try_from_env("VANTAGE_LOG")
                 .unwrap_or_else(|_| default_filter.into())
-                .and(tracing_subscriber::filter::filter_fn(|meta| !(meta.is_span() && meta.target() == TRACE_ONLY))),
+                .and(
+                    tracing_subscriber::filter::filter_fn(|meta| !(meta.is_span() && meta.target() == TRACE_ONLY))
+                        // No level of its own: the level filter's hint stays in force, and with it
+                        // `log`'s maximum level (rustls logs every handshake step at trace level).
+                        .with_max_level_hint(tracing::level_filters::LevelFilter::TRACE),
+                ),
         );
     let (exporter, problem) = match exporter(service) {
         Ok(exporter) => (exporter, None),
