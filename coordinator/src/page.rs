@@ -3,6 +3,7 @@
 //! inline CSS; a small inline script, allowed by its hash in the Content-Security-Policy, swaps
 //! in a fresh fragment (`part=live`) every 2 s (`html`: the document, the policy, escaping).
 
+mod bar;
 mod certificate;
 mod html;
 mod overview;
@@ -76,8 +77,9 @@ pub async fn route(hub: &Hub, path: &str, query: &str) -> Option<(StatusCode, St
             // One more than is shown: then the page says older ones exist.
             let incidents = hub.incidents(&url, false, MAX_INCIDENTS + 1).await.unwrap_or_default();
             let alerts = hub.alerts(&url, MAX_ALERTS).await.unwrap_or_default();
+            let days = hub.daily(&url, bar::BAR_DAYS).await.unwrap_or_default();
             let body = channel_banner(&hub.channel_health.failing(), now)
-                + &target_fragment(&status, &latest, &history, &incidents, &alerts, now);
+                + &target_fragment(&status, &latest, &history, &incidents, &alerts, &days, now);
             let title = format!("{} · {} · Vantage", names::verdict(status.verdict), url);
             let src = format!("{}&part=live", target_href(&url));
             Some((StatusCode::OK, if fragment { body } else { document(&title, &src, &body) }))

@@ -84,6 +84,12 @@ td.num { text-align: right; white-space: nowrap; }
 .facts td { overflow-wrap: anywhere; }
 ul.timeline { padding-left: 1.1rem; } ul.timeline li { margin: .25rem 0; }
 nav.pages a { margin-right: 1rem; }
+.bar { margin: .25rem 0 .75rem; max-width: 56rem; }
+.bar svg { display: block; width: 100%; height: 2.2rem; }
+.bar .d { fill: var(--line); } .bar .d-UP { fill: var(--up); } .bar .d-DEGRADED { fill: var(--degraded); }
+.bar .d-DOWN { fill: var(--down); } .bar .d-UNKNOWN { fill: var(--unknown); }
+.bar .d:hover { opacity: .7; }
+.bar-ends { display: flex; justify-content: space-between; gap: .5rem; margin: .15rem 0; }
 @media (max-width: 640px) {
   main { padding: .5rem .6rem 2rem; }
   table.cards thead { display: none; }

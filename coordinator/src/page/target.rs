@@ -1,5 +1,6 @@
 //! `GET /target?url=…`: one target: verdict and cause, regions × backends, the certificate
-//! (`certificate`), the last results per region, incidents and alerts.
+//! (`certificate`), availability and the 90-day bar (`bar`), the last results per region,
+//! incidents and alerts.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -45,6 +46,7 @@ pub fn target_fragment(
     history: &[HistoryEntry],
     incidents: &[Incident],
     alerts: &[AlertRecord],
+    days: &[(i64, crate::uptime::Figures)],
     now: i64,
 ) -> String {
     let mut out = String::new();
@@ -66,6 +68,9 @@ pub fn target_fragment(
     );
     if !s.uptime.is_empty() {
         out.push_str(&super::overview::uptime_line(s));
+    }
+    if !days.is_empty() {
+        out.push_str(&super::bar::bar(days));
     }
     if let Some(c) = &s.cause {
         let _ = write!(
@@ -274,6 +279,7 @@ mod tests {
             std::slice::from_ref(&entry),
             &[incident],
             &[],
+            &[],
             2_000,
         );
         assert_inert(&html);
@@ -299,7 +305,7 @@ mod tests {
             discounted_reason: "ap-south is impaired <b>".into(),
             ..Default::default()
         };
-        let html = target_fragment(&status, &[], &[], &[], &[], 2_000);
+        let html = target_fragment(&status, &[], &[], &[], &[], &[], 2_000);
         assert!(
             html.contains("quorum 2 of 2 counted regions · failing: 0/3 (ap-south impaired, not counted)"),
             "{html}"
