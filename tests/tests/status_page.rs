@@ -2,7 +2,7 @@
 //! `tests/browser/drive.py`) against a real coordinator and three agent processes in network
 //! namespaces: the table shows each target's verdict (the counts in their badges, certificates in
 //! their alerts' colours, one time-zone marker), a target's page shows its regions and
-//! backends and its 90-day bar, a verdict change arrives without a reload, the page fits a phone, and screenshots at
+//! backends, its 90-day bar and latency chart, a verdict change arrives without a reload, the page fits a phone, and screenshots at
 //! desktop and phone widths are saved under `target/artifacts/status-page/`.
 
 use std::io::{BufRead, Read, Write};
@@ -298,6 +298,16 @@ fn the_status_page_shows_verdicts_regions_and_live_changes_in_chromium() {
     let hover = browser.eval(&format!("{today}.querySelector('title').textContent"));
     assert!(hover.as_str().is_some_and(|t| t.contains("% available, ") && t.contains(" degraded")), "{hover}");
     assert_eq!(browser.eval("document.querySelectorAll('.bar svg rect.d-none').length"), 89, "no days before it");
+    // The latency chart: a small chart per region; the two regions that reach the target draw
+    // their p50 and p95, ap-south (cut off) has no successful result to draw.
+    let regions = browser.eval(
+        "Array.from(document.querySelectorAll('.latency figure')).map(function (f) { \
+         return f.getAttribute('data-region') + '=' + (f.querySelector('path.p50').getAttribute('d') !== '') + \
+         '/' + (f.querySelector('path.p95').getAttribute('d') !== ''); }).join(' ')",
+    );
+    assert_eq!(regions, "ap-south=false/false eu-west=true/true us-east=true/true", "one chart per region");
+    let top = browser.eval("document.querySelector('.latency figure[data-region=\"eu-west\"] .axis').innerText");
+    assert!(top.as_str().is_some_and(|t| t.contains(" ms at the top")), "{top}");
     // The target's page refreshes itself too: its "as of" time moves on.
     let as_of = "document.querySelector('#live p.meta').innerText";
     let first = browser.eval(as_of);

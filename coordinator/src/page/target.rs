@@ -1,5 +1,6 @@
 //! `GET /target?url=…`: one target: verdict and cause, regions × backends, the certificate
-//! (`certificate`), availability and the 90-day bar (`bar`), the last results per region,
+//! (`certificate`), availability and the 90-day bar (`bar`), the latency chart (`latency`), the
+//! last results per region,
 //! incidents and alerts.
 
 use std::collections::BTreeMap;
@@ -47,6 +48,7 @@ pub fn target_fragment(
     incidents: &[Incident],
     alerts: &[AlertRecord],
     days: &[(i64, crate::uptime::Figures)],
+    latency: &BTreeMap<String, Vec<super::latency::Bucket>>,
     now: i64,
 ) -> String {
     let mut out = String::new();
@@ -147,6 +149,7 @@ pub fn target_fragment(
     }
 
     out.push_str(&certificate::section(latest));
+    out.push_str(&super::latency::chart(latency));
 
     // The last results, newest first, a few per region.
     out.push_str(
@@ -280,6 +283,7 @@ mod tests {
             &[incident],
             &[],
             &[],
+            &BTreeMap::new(),
             2_000,
         );
         assert_inert(&html);
@@ -305,7 +309,7 @@ mod tests {
             discounted_reason: "ap-south is impaired <b>".into(),
             ..Default::default()
         };
-        let html = target_fragment(&status, &[], &[], &[], &[], &[], 2_000);
+        let html = target_fragment(&status, &[], &[], &[], &[], &[], &BTreeMap::new(), 2_000);
         assert!(
             html.contains("quorum 2 of 2 counted regions · failing: 0/3 (ap-south impaired, not counted)"),
             "{html}"
