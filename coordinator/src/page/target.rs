@@ -25,6 +25,14 @@ fn passed(status: i32) -> bool {
     status == ProbeStatus::Up as i32
 }
 
+/// What the page draws of the target's past: the 90-day bar's days (oldest first) and each
+/// region's latency buckets over the last 24 hours.
+#[derive(Debug, Default)]
+pub struct Charts {
+    pub days: Vec<(i64, crate::uptime::Figures)>,
+    pub latency: BTreeMap<String, Vec<super::latency::Bucket>>,
+}
+
 /// One matrix cell: how one region found one address.
 fn backend_cell(result: Option<&ProbeResult>, address: &str) -> String {
     let Some(result) = result else { return "<td class=\"o-unknown\">no result</td>".to_owned() };
@@ -47,8 +55,7 @@ pub fn target_fragment(
     history: &[HistoryEntry],
     incidents: &[Incident],
     alerts: &[AlertRecord],
-    days: &[(i64, crate::uptime::Figures)],
-    latency: &BTreeMap<String, Vec<super::latency::Bucket>>,
+    charts: &Charts,
     now: i64,
 ) -> String {
     let mut out = String::new();
@@ -71,8 +78,8 @@ pub fn target_fragment(
     if !s.uptime.is_empty() {
         out.push_str(&super::overview::uptime_line(s));
     }
-    if !days.is_empty() {
-        out.push_str(&super::bar::bar(days));
+    if !charts.days.is_empty() {
+        out.push_str(&super::bar::bar(&charts.days));
     }
     if let Some(c) = &s.cause {
         let _ = write!(
@@ -149,7 +156,7 @@ pub fn target_fragment(
     }
 
     out.push_str(&certificate::section(latest));
-    out.push_str(&super::latency::chart(latency));
+    out.push_str(&super::latency::chart(&charts.latency));
 
     // The last results, newest first, a few per region.
     out.push_str(
@@ -282,8 +289,7 @@ mod tests {
             std::slice::from_ref(&entry),
             &[incident],
             &[],
-            &[],
-            &BTreeMap::new(),
+            &Charts::default(),
             2_000,
         );
         assert_inert(&html);
@@ -309,7 +315,7 @@ mod tests {
             discounted_reason: "ap-south is impaired <b>".into(),
             ..Default::default()
         };
-        let html = target_fragment(&status, &[], &[], &[], &[], &[], &BTreeMap::new(), 2_000);
+        let html = target_fragment(&status, &[], &[], &[], &[], &Charts::default(), 2_000);
         assert!(
             html.contains("quorum 2 of 2 counted regions · failing: 0/3 (ap-south impaired, not counted)"),
             "{html}"
