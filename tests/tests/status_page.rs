@@ -298,6 +298,8 @@ fn the_status_page_shows_verdicts_regions_and_live_changes_in_chromium() {
     let hover = browser.eval(&format!("{today}.querySelector('title').textContent"));
     assert!(hover.as_str().is_some_and(|t| t.contains("% available, ") && t.contains(" degraded")), "{hover}");
     assert_eq!(browser.eval("document.querySelectorAll('.bar svg rect.d-none').length"), 89, "no days before it");
+    let listed = browser.eval("document.querySelector('.bar ul.days li').innerText");
+    assert!(listed.as_str().is_some_and(|l| l.starts_with("DEGRADED: ")), "today in words, for a phone: {listed}");
     // The latency chart: a small chart per region; the two regions that reach the target draw
     // their p50 and p95, ap-south (cut off) has no successful result to draw.
     let regions = browser.eval(

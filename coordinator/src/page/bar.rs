@@ -1,6 +1,6 @@
 //! The 90-day bar on a target's page, as Atlassian Statuspage draws it: one cell per UTC day,
 //! coloured by the day's worst verdict, with the day's availability, down time and incidents in
-//! the cell's `<title>` (hover). Inline SVG drawn by the server: no script, colours from the
+//! the cell's `<title>` (hover) and, for the days not all up, in a list below it. Inline SVG drawn by the server: no script, colours from the
 //! page's CSS variables (classes, not `style` attributes, so the hash-based policy holds), and
 //! stretched to the page's width (a phone gets narrower cells, not a scrollbar).
 
@@ -70,8 +70,21 @@ pub fn bar(days: &[(i64, Figures)]) -> String {
     let _ = write!(
         out,
         "</svg><p class=\"meta bar-ends\"><span>{first}</span><span>one cell a day (UTC), the worst verdict \
-         of the day; hover for its availability</span><span>today</span></p></div>"
+         of the day; hover for its availability</span><span>today</span></p>"
     );
+    // Hover needs a mouse: the days that were not all up are also listed in words, newest first,
+    // for a phone and a screen reader.
+    let marked: Vec<&(i64, Figures)> =
+        days.iter().rev().filter(|(_, f)| State::worst_of(&f.ms).is_some_and(|w| w != State::Up)).collect();
+    if !marked.is_empty() {
+        out.push_str("<ul class=\"meta days\">");
+        for (day, f) in marked {
+            let worst = State::worst_of(&f.ms).map_or("", State::as_str);
+            let _ = write!(out, "<li data-day=\"{}\">{worst}: {}</li>", date(*day), escape(&describe(*day, f)));
+        }
+        out.push_str("</ul>");
+    }
+    out.push_str("</div>");
     out
 }
 
@@ -101,5 +114,9 @@ mod tests {
         assert!(svg.contains("<title>2025-01-01: 100% available, 0 incidents</title>"), "{svg}");
         assert!(svg.contains("2024-12-30: not judged"), "{svg}");
         assert!(!svg.contains("style="), "styles come from the page's hashed style sheet");
+        // The days not all up, in words for a phone, newest first; the all-up day is not listed.
+        let listed: Vec<&str> = svg.split("<li data-day=\"").skip(1).filter_map(|l| l.get(..10)).collect();
+        assert_eq!(listed, ["2024-12-31", "2024-12-30"], "{svg}");
+        assert!(svg.contains(">DOWN: 2024-12-31: 95.833% available, 1h 0m down, 1 incident</li>"), "{svg}");
     }
 }

@@ -90,6 +90,7 @@ nav.pages a { margin-right: 1rem; }
 .bar .d-DOWN { fill: var(--down); } .bar .d-UNKNOWN { fill: var(--unknown); }
 .bar .d:hover { opacity: .7; }
 .bar-ends { display: flex; justify-content: space-between; gap: .5rem; margin: .15rem 0; }
+ul.days { margin: .2rem 0; padding-left: 1.1rem; }
 .latency { display: grid; grid-template-columns: repeat(auto-fill, minmax(16rem, 1fr)); gap: .5rem 1.25rem; }
 .latency figure { margin: 0; } .latency figcaption { font-weight: 600; font-size: .9rem; }
 .latency svg { display: block; width: 100%; height: 5.5rem; border-bottom: 1px solid var(--line); }
