@@ -4,7 +4,7 @@
 //! as JSON at `/v1/status`, availability at `/v1/uptime` (JSON or CSV), and heartbeats:
 //! `POST /v1/heartbeats/{name}` (signed with HMAC-SHA256 over the timestamp, the name and the
 //! body) and `GET /v1/heartbeats`, and `POST /-/reload` (Prometheus's convention: the config
-//! file read again). Connections are capped, and a slow client cannot hold one: its headers must
+//! file read again), and badges (`/badge/status.svg`, `/badge/uptime.svg`, `badge`). Connections are capped, and a slow client cannot hold one: its headers must
 //! arrive within `--http-header-timeout`, a heartbeat body within 10 s, and no connection lasts
 //! beyond five minutes.
 
@@ -114,6 +114,8 @@ fn refuse(gate: &AdminAuth, request: &Request<hyper::body::Incoming>) -> Option<
             "the read token cannot reload the config: use the admin token\n".into(),
         ));
     }
+    // Badges follow the gate like every other route. The hook for public targets (public status
+    // pages): a badge of a target marked public would be let through here, before the check.
     let reason = gate.check_http(authorization).err()?;
     let mut response = respond(
         StatusCode::UNAUTHORIZED,
@@ -150,6 +152,9 @@ async fn route(http: &Http, request: Request<hyper::body::Incoming>) -> Response
             headers.insert(hyper::header::REFERRER_POLICY, hyper::header::HeaderValue::from_static("no-referrer"));
             return response;
         }
+    }
+    if request.method() == hyper::Method::GET && path.starts_with("/badge/") {
+        return badge(hub, &request).await;
     }
     let (status, content_type, body) = match (request.method().as_str(), path.as_str()) {
         ("POST", p) if p.starts_with("/v1/heartbeats/") => heartbeat(hub, request, gated).await,
@@ -247,6 +252,40 @@ async fn uptime(hub: &Hub, query: &str) -> (StatusCode, &'static str, String) {
             )
         }
     }
+}
+
+/// `GET /badge/{status,uptime}.svg?target=URL[&window=30d]`: the SVG, cacheable for a while,
+/// with an ETag (a matching `If-None-Match` is a 304); or the reason it is not there.
+async fn badge(hub: &Hub, request: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    let query = request.uri().query().unwrap_or_default();
+    let badge = match crate::badge::answer(hub, request.uri().path(), query).await {
+        Ok(badge) => badge,
+        Err(e) => {
+            let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+            return respond(status, "text/plain; charset=utf-8", format!("{e}\n"));
+        }
+    };
+    let etag = badge.etag();
+    let unchanged = request
+        .headers()
+        .get(hyper::header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let mut response = if unchanged {
+        let mut r = respond(StatusCode::NOT_MODIFIED, "image/svg+xml", String::new());
+        *r.body_mut() = Full::new(Bytes::new());
+        r
+    } else {
+        respond(StatusCode::OK, "image/svg+xml", badge.svg)
+    };
+    let headers = response.headers_mut();
+    if let Ok(value) = format!("max-age={}", badge.max_age).parse() {
+        headers.insert(hyper::header::CACHE_CONTROL, value);
+    }
+    if let Ok(value) = etag.parse() {
+        headers.insert(hyper::header::ETAG, value);
+    }
+    response
 }
 
 fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {

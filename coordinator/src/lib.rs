@@ -6,6 +6,7 @@ pub mod alert;
 pub mod api;
 pub mod assign;
 pub mod auth;
+pub mod badge;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -3,8 +3,10 @@
 //! inline CSS; a small inline script, allowed by its hash in the Content-Security-Policy, swaps
 //! in a fresh fragment (`part=live`) every 2 s (`html`: the document, the policy, escaping).
 
+mod bar;
 mod certificate;
 mod html;
+mod latency;
 mod overview;
 mod target;
 
@@ -17,7 +19,7 @@ pub use target::target_fragment;
 use crate::hub::Hub;
 use crate::names;
 use html::{clip, document, static_document};
-use target::{MAX_ALERTS, MAX_INCIDENTS, RESULTS_PER_REGION};
+use target::{Charts, MAX_ALERTS, MAX_INCIDENTS, RESULTS_PER_REGION};
 
 fn query_value(query: &str, name: &str) -> Option<String> {
     url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
@@ -76,8 +78,17 @@ pub async fn route(hub: &Hub, path: &str, query: &str) -> Option<(StatusCode, St
             // One more than is shown: then the page says older ones exist.
             let incidents = hub.incidents(&url, false, MAX_INCIDENTS + 1).await.unwrap_or_default();
             let alerts = hub.alerts(&url, MAX_ALERTS).await.unwrap_or_default();
+            // The last 24 hours of every region in one read, newest first, bucketed per region.
+            let recent =
+                hub.history(&url, None, now - latency::SPAN_MS, now, latency::MAX_SAMPLES).await.unwrap_or_default();
+            let mut latency: std::collections::BTreeMap<String, Vec<latency::Bucket>> =
+                status.regions.iter().map(|r| (r.region.clone(), latency::buckets(&[], now))).collect();
+            for (region, samples) in latency::samples(&recent) {
+                latency.insert(region, latency::buckets(&samples, now));
+            }
+            let charts = Charts { days: hub.daily(&url, bar::BAR_DAYS).await.unwrap_or_default(), latency };
             let body = channel_banner(&hub.channel_health.failing(), now)
-                + &target_fragment(&status, &latest, &history, &incidents, &alerts, now);
+                + &target_fragment(&status, &latest, &history, &incidents, &alerts, &charts, now);
             let title = format!("{} · {} · Vantage", names::verdict(status.verdict), url);
             let src = format!("{}&part=live", target_href(&url));
             Some((StatusCode::OK, if fragment { body } else { document(&title, &src, &body) }))

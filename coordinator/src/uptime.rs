@@ -12,7 +12,7 @@ mod figures;
 mod window;
 
 pub use day::{DAY_MS, Day, MAX_SPANS_PER_DAY, add_span, day_of};
-pub use figures::{Figures, figures};
+pub use figures::{Figures, figures, per_day};
 pub use window::{DEFAULT_WINDOWS, MAX_WINDOWS, Window, WindowError, parse_windows};
 
 /// Days of roll-ups kept, independent of the raw results' retention: a 90-day figure and a year

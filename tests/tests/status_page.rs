@@ -2,7 +2,7 @@
 //! `tests/browser/drive.py`) against a real coordinator and three agent processes in network
 //! namespaces: the table shows each target's verdict (the counts in their badges, certificates in
 //! their alerts' colours, one time-zone marker), a target's page shows its regions and
-//! backends, a verdict change arrives without a reload, the page fits a phone, and screenshots at
+//! backends, its 90-day bar and latency chart, a verdict change arrives without a reload, the page fits a phone, and screenshots at
 //! desktop and phone widths are saved under `target/artifacts/status-page/`.
 
 use std::io::{BufRead, Read, Write};
@@ -288,6 +288,28 @@ fn the_status_page_shows_verdicts_regions_and_live_changes_in_chromium() {
         "new Set(Array.from(document.querySelectorAll('table.results tbody tr td:nth-child(2)')).map(function (t) { return t.innerText; })).size === 3",
         60,
     );
+    // The 90-day bar: one cell a day, today's (the last) in the colour of its worst verdict
+    // (DEGRADED: ap-south fails), its figures on hover, and days before the target existed grey.
+    let cells = browser.eval("document.querySelectorAll('.bar svg rect.d').length");
+    assert_eq!(cells, 90, "one cell per day for 90 days");
+    let today = "document.querySelector('.bar svg rect.d:last-of-type')";
+    assert_eq!(browser.eval(&format!("{today}.getAttribute('class')")), "d d-DEGRADED");
+    assert_eq!(browser.eval(&format!("getComputedStyle({today}).fill")), "rgb(154, 103, 0)", "DEGRADED's amber");
+    let hover = browser.eval(&format!("{today}.querySelector('title').textContent"));
+    assert!(hover.as_str().is_some_and(|t| t.contains("% available, ") && t.contains(" degraded")), "{hover}");
+    assert_eq!(browser.eval("document.querySelectorAll('.bar svg rect.d-none').length"), 89, "no days before it");
+    let listed = browser.eval("document.querySelector('.bar ul.days li').innerText");
+    assert!(listed.as_str().is_some_and(|l| l.starts_with("DEGRADED: ")), "today in words, for a phone: {listed}");
+    // The latency chart: a small chart per region; the two regions that reach the target draw
+    // their p50 and p95, ap-south (cut off) has no successful result to draw.
+    let regions = browser.eval(
+        "Array.from(document.querySelectorAll('.latency figure')).map(function (f) { \
+         return f.getAttribute('data-region') + '=' + (f.querySelector('path.p50').getAttribute('d') !== '') + \
+         '/' + (f.querySelector('path.p95').getAttribute('d') !== ''); }).join(' ')",
+    );
+    assert_eq!(regions, "ap-south=false/false eu-west=true/true us-east=true/true", "one chart per region");
+    let top = browser.eval("document.querySelector('.latency figure[data-region=\"eu-west\"] .axis').innerText");
+    assert!(top.as_str().is_some_and(|t| t.contains(" ms at the top")), "{top}");
     // The target's page refreshes itself too: its "as of" time moves on.
     let as_of = "document.querySelector('#live p.meta').innerText";
     let first = browser.eval(as_of);
@@ -302,6 +324,8 @@ fn the_status_page_shows_verdicts_regions_and_live_changes_in_chromium() {
     assert_eq!(width, 390, "the viewport meta makes the layout viewport the device's width");
     let fits = "document.documentElement.scrollWidth <= window.innerWidth";
     assert_eq!(browser.eval(fits), true, "the target page scrolls sideways at 390 px");
+    let bar_width = browser.eval("document.querySelector('.bar svg').getBoundingClientRect().width");
+    assert!(bar_width.as_f64().is_some_and(|w| w > 300.0 && w <= 390.0), "the bar fits the phone: {bar_width}");
     browser.screenshot(&dir.join("target-phone.png"));
     browser.open(&format!("{base}/"));
     wait_verdict(&mut browser, &flaky_url, "DOWN");

@@ -103,6 +103,16 @@ impl Hub {
         Ok(out)
     }
 
+    /// The last `days` UTC days of `url` (oldest first, today last, up to now), each with its
+    /// figures: the target page's bar. One range read of the target's roll-ups.
+    pub async fn daily(&self, url: &str, days: i64) -> Result<Vec<(i64, uptime::Figures)>, HubError> {
+        let (now, urls) = (now_ms(), vec![url.to_owned()]);
+        let (first, last) = (day_of(now) - days.max(1) + 1, day_of(now));
+        let rolled = blocking(&self.store, move |s| s.rollups(&urls, first, last, false)).await?;
+        let target = rolled.into_iter().next().map(|t| t.target).unwrap_or_default();
+        Ok(uptime::per_day(&target.days, target.open, first, last, now))
+    }
+
     /// `statuses` with their `uptime` filled ([`Hub::fill_uptime`], off the async threads).
     pub async fn with_uptime(&self, mut statuses: Vec<TargetStatus>) -> Vec<TargetStatus> {
         let windows = uptime::parse_windows(&[]).unwrap_or_default();

@@ -84,6 +84,21 @@ td.num { text-align: right; white-space: nowrap; }
 .facts td { overflow-wrap: anywhere; }
 ul.timeline { padding-left: 1.1rem; } ul.timeline li { margin: .25rem 0; }
 nav.pages a { margin-right: 1rem; }
+.bar { margin: .25rem 0 .75rem; max-width: 56rem; }
+.bar svg { display: block; width: 100%; height: 2.2rem; }
+.bar .d { fill: var(--line); } .bar .d-UP { fill: var(--up); } .bar .d-DEGRADED { fill: var(--degraded); }
+.bar .d-DOWN { fill: var(--down); } .bar .d-UNKNOWN { fill: var(--unknown); }
+.bar .d:hover { opacity: .7; }
+.bar-ends { display: flex; justify-content: space-between; gap: .5rem; margin: .15rem 0; }
+ul.days { margin: .2rem 0; padding-left: 1.1rem; }
+.latency { display: grid; grid-template-columns: repeat(auto-fill, minmax(16rem, 1fr)); gap: .5rem 1.25rem; }
+.latency figure { margin: 0; } .latency figcaption { font-weight: 600; font-size: .9rem; }
+.latency svg { display: block; width: 100%; height: 5.5rem; border-bottom: 1px solid var(--line); }
+.latency path { fill: none; stroke-width: 1.5; vector-effect: non-scaling-stroke; }
+.latency .p50 { stroke: #0969da; } .latency .p95 { stroke: var(--degraded); stroke-dasharray: 4 3; }
+.latency .grid { stroke: var(--line); stroke-width: 1; vector-effect: non-scaling-stroke; }
+.k50 { color: #0969da; font-weight: 600; } .k95 { color: var(--degraded); font-weight: 600; }
+.axis { display: flex; justify-content: space-between; margin: .1rem 0; }
 @media (max-width: 640px) {
   main { padding: .5rem .6rem 2rem; }
   table.cards thead { display: none; }

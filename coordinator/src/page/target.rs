@@ -1,5 +1,7 @@
 //! `GET /target?url=…`: one target: verdict and cause, regions × backends, the certificate
-//! (`certificate`), the last results per region, incidents and alerts.
+//! (`certificate`), availability and the 90-day bar (`bar`), the latency chart (`latency`), the
+//! last results per region,
+//! incidents and alerts.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -21,6 +23,14 @@ pub const MAX_ALERTS: usize = 10;
 
 fn passed(status: i32) -> bool {
     status == ProbeStatus::Up as i32
+}
+
+/// What the page draws of the target's past: the 90-day bar's days (oldest first) and each
+/// region's latency buckets over the last 24 hours.
+#[derive(Debug, Default)]
+pub struct Charts {
+    pub days: Vec<(i64, crate::uptime::Figures)>,
+    pub latency: BTreeMap<String, Vec<super::latency::Bucket>>,
 }
 
 /// One matrix cell: how one region found one address.
@@ -45,6 +55,7 @@ pub fn target_fragment(
     history: &[HistoryEntry],
     incidents: &[Incident],
     alerts: &[AlertRecord],
+    charts: &Charts,
     now: i64,
 ) -> String {
     let mut out = String::new();
@@ -66,6 +77,9 @@ pub fn target_fragment(
     );
     if !s.uptime.is_empty() {
         out.push_str(&super::overview::uptime_line(s));
+    }
+    if !charts.days.is_empty() {
+        out.push_str(&super::bar::bar(&charts.days));
     }
     if let Some(c) = &s.cause {
         let _ = write!(
@@ -142,6 +156,7 @@ pub fn target_fragment(
     }
 
     out.push_str(&certificate::section(latest));
+    out.push_str(&super::latency::chart(&charts.latency));
 
     // The last results, newest first, a few per region.
     out.push_str(
@@ -274,6 +289,7 @@ mod tests {
             std::slice::from_ref(&entry),
             &[incident],
             &[],
+            &Charts::default(),
             2_000,
         );
         assert_inert(&html);
@@ -299,7 +315,7 @@ mod tests {
             discounted_reason: "ap-south is impaired <b>".into(),
             ..Default::default()
         };
-        let html = target_fragment(&status, &[], &[], &[], &[], 2_000);
+        let html = target_fragment(&status, &[], &[], &[], &[], &Charts::default(), 2_000);
         assert!(
             html.contains("quorum 2 of 2 counted regions · failing: 0/3 (ap-south impaired, not counted)"),
             "{html}"

@@ -58,6 +58,24 @@ pub fn figures<'a>(
     out
 }
 
+/// Each UTC day `first..=last` (day numbers) with its figures up to `now`: a 90-day bar's cells.
+/// A day with no time in any state (before the first verdict) has empty figures.
+pub fn per_day(
+    days: &[(i64, Day)],
+    open: Option<(State, i64)>,
+    first: i64,
+    last: i64,
+    now: i64,
+) -> Vec<(i64, Figures)> {
+    (first..=last)
+        .map(|day| {
+            let (from, to) = (day * DAY_MS, ((day + 1) * DAY_MS).min(now));
+            let record = days.iter().find(|(d, _)| *d == day).map(|(d, r)| (*d, r));
+            (day, figures(record, open, from, to.max(from)))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +155,29 @@ mod tests {
         // From 00:00: only the second hour of the outage; its incident opened the day before.
         let f = of(&days, open, d0 + DAY_MS, now);
         assert_eq!((f.judged_ms(), f.of(State::Down), f.incidents), (12 * H, H, 0));
+    }
+
+    #[test]
+    fn each_day_gets_its_own_figures_and_today_ends_now() {
+        let d0 = 20_000 * DAY_MS;
+        // Up from noon on day 0, down for an hour on day 1 and still down since 18:00 on day 2.
+        let days = roll(
+            &[
+                (d0 + 12 * H, d0 + DAY_MS + 3 * H, State::Up),
+                (d0 + DAY_MS + 3 * H, d0 + DAY_MS + 4 * H, State::Down),
+                (d0 + DAY_MS + 4 * H, d0 + 2 * DAY_MS + 18 * H, State::Up),
+            ],
+            &[d0 + DAY_MS + 3 * H],
+        );
+        let now = d0 + 2 * DAY_MS + 20 * H;
+        let cells = per_day(&days, Some((State::Down, d0 + 2 * DAY_MS + 18 * H)), 19_999, 20_002, now);
+        assert_eq!(cells.iter().map(|(d, _)| *d).collect::<Vec<_>>(), [19_999, 20_000, 20_001, 20_002]);
+        assert_eq!(cells[0].1, Figures::default(), "before the first verdict: nothing");
+        assert_eq!((cells[1].1.of(State::Up), cells[1].1.incidents), (12 * H, 0));
+        assert_eq!((cells[2].1.of(State::Down), cells[2].1.incidents), (H, 1));
+        assert_eq!(cells[2].1.judged_ms(), DAY_MS);
+        // Today: up to 18:00, then the open span's two hours up to now.
+        assert_eq!(cells[3].1.ms, [18 * H, 0, 2 * H, 0]);
     }
 
     #[test]
