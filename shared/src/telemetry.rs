@@ -46,14 +46,12 @@ pub fn init(service: &'static str, default_filter: &str) -> Telemetry {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_filter(
-            EnvFilter::try_from_env("VANTAGE_LOG")
-                .unwrap_or_else(|_| default_filter.into())
-                .and(
-                    tracing_subscriber::filter::filter_fn(|meta| !(meta.is_span() && meta.target() == TRACE_ONLY))
-                        // No level of its own: the level filter's hint stays in force, and with it
-                        // `log`'s maximum level (rustls logs every handshake step at trace level).
-                        .with_max_level_hint(tracing::level_filters::LevelFilter::TRACE),
-                ),
+            EnvFilter::try_from_env("VANTAGE_LOG").unwrap_or_else(|_| default_filter.into()).and(
+                tracing_subscriber::filter::filter_fn(|meta| !(meta.is_span() && meta.target() == TRACE_ONLY))
+                    // No level of its own: the level filter's hint stays in force, and with it
+                    // `log`'s maximum level (rustls logs every handshake step at trace level).
+                    .with_max_level_hint(tracing::level_filters::LevelFilter::TRACE),
+            ),
         );
     let (exporter, problem) = match exporter(service) {
         Ok(exporter) => (exporter, None),
@@ -68,7 +66,13 @@ pub fn init(service: &'static str, default_filter: &str) -> Telemetry {
             .with_target(TRACE_ONLY, tracing::Level::INFO);
         tracing_opentelemetry::layer().with_tracer(provider.tracer(service)).with_filter(ours)
     });
-    tracing_subscriber::registry().with(logs).with(traces).init();
+    // No traces layer at all without an exporter: an absent layer still counts as interested in
+    // every span, and the trace-only spans would be created (and recorded) for nothing.
+    let registry = tracing_subscriber::registry().with(logs);
+    match traces {
+        Some(traces) => registry.with(traces).init(),
+        None => registry.init(),
+    }
     if let Some(problem) = problem {
         tracing::warn!("OpenTelemetry traces are off: {problem}");
     } else if exporter.is_some() {

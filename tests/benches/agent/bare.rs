@@ -1,10 +1,10 @@
-//! The bare loop at the benchmark's rate: a probe started every 1/rate seconds on one
-//! current-thread runtime, whose thread's CPU time is the figure.
+//! The bare loop at the benchmark's rate, on the calling thread, whose CPU time is the figure.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vantage_shared::lab::bare;
 
+use crate::pace::paced;
 use crate::{Figures, Site};
 
 fn thread_cpu() -> Duration {
@@ -18,42 +18,10 @@ fn thread_cpu() -> Duration {
 pub fn window(site: &Site, rate: u32, warmup: Duration, window: Duration) -> Figures {
     let config = bare::client_config(&site.ca_file).expect("the bare loop's client config");
     let (addr, host) = (site.addr, site.host.clone());
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
-        runtime.block_on(async move {
-            let ok = std::rc::Rc::new(std::cell::Cell::new(0u64));
-            let local = tokio::task::LocalSet::new();
-            local
-                .run_until(async {
-                    let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
-                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    let start = Instant::now();
-                    let mut measuring: Option<(Duration, u64, Instant)> = None;
-                    loop {
-                        tick.tick().await;
-                        if measuring.is_none() && start.elapsed() >= warmup {
-                            measuring = Some((thread_cpu(), ok.get(), Instant::now()));
-                        }
-                        if let Some((cpu, done, since)) = measuring {
-                            if since.elapsed() >= window {
-                                return Figures {
-                                    cpu: thread_cpu() - cpu,
-                                    probes: ok.get() - done,
-                                    peak_rss_kib: None,
-                                };
-                            }
-                        }
-                        let (config, host, ok) = (config.clone(), host.clone(), ok.clone());
-                        tokio::task::spawn_local(async move {
-                            if let Ok(200) = bare::probe(config, addr, &host).await {
-                                ok.set(ok.get() + 1);
-                            }
-                        });
-                    }
-                })
-                .await
-        })
-    })
-    .join()
-    .expect("the bare loop ran")
+    let measured = paced(rate, warmup, window, thread_cpu, || {
+        let (config, host) = (config.clone(), host.clone());
+        async move { matches!(bare::probe(config, addr, &host).await, Ok(200)) }
+    });
+    assert_eq!(measured.failed, 0, "bare probes failed");
+    Figures { cpu: measured.cpu, probes: measured.passed, peak_rss_kib: None }
 }

@@ -1,10 +1,11 @@
 //! The real `prometheus-blackbox-exporter` (Debian's package) probing the same site through
 //! `/probe`, the way Prometheus drives it: one HTTP GET per probe over kept-alive connections.
 
+use std::cell::RefCell;
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::rc::Rc;
+use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
@@ -12,6 +13,7 @@ use hyper::client::conn::http1::SendRequest;
 use vantage_e2e::Process;
 
 use crate::measure::{cpu_time, memory};
+use crate::pace::paced;
 use crate::{Figures, Site};
 
 const BIN: &str = "prometheus-blackbox-exporter";
@@ -50,44 +52,27 @@ pub fn window(site: &Site, work: &Path, rate: u32, warmup: Duration, window: Dur
     exporter.wait_for_line(|l| l.contains("Listening on"));
     let pid = exporter.pid();
     let path = format!("/probe?module=https&target=https://127.0.0.1:{}/", site.port);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
-    let figures = runtime.block_on(async move {
-        let pool: Arc<Mutex<Vec<SendRequest<Empty<Bytes>>>>> = Arc::default();
-        let ok = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let start = Instant::now();
-        let mut measuring: Option<(Duration, u64, Instant)> = None;
-        loop {
-            tick.tick().await;
-            if measuring.is_none() && start.elapsed() >= warmup {
-                measuring = Some((cpu_time(pid), ok.load(std::sync::atomic::Ordering::Relaxed), Instant::now()));
-            }
-            if let Some((cpu, done, since)) = measuring {
-                if since.elapsed() >= window {
-                    let probes = ok.load(std::sync::atomic::Ordering::Relaxed) - done;
-                    let failed = failed.load(std::sync::atomic::Ordering::Relaxed);
-                    assert_eq!(failed, 0, "the exporter's probes failed {failed} times");
-                    return Figures { cpu: cpu_time(pid) - cpu, probes, peak_rss_kib: Some(memory(pid).1) };
-                }
-            }
-            let (pool, ok, failed, path) = (pool.clone(), ok.clone(), failed.clone(), path.clone());
-            tokio::spawn(async move {
-                let passed = probe(&pool, listen, &path).await;
-                let counter = if passed { &ok } else { &failed };
-                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            });
-        }
-    });
+    let pool: Rc<RefCell<Vec<SendRequest<Empty<Bytes>>>>> = Rc::default();
+    let measured = paced(
+        rate,
+        warmup,
+        window,
+        || cpu_time(pid),
+        || {
+            let (pool, path) = (pool.clone(), path.clone());
+            async move { probe(&pool, listen, &path).await }
+        },
+    );
+    assert_eq!(measured.failed, 0, "the exporter's probes failed {} times", measured.failed);
+    let figures = Figures { cpu: measured.cpu, probes: measured.passed, peak_rss_kib: Some(memory(pid).1) };
     drop(exporter);
     figures
 }
 
 /// One `/probe` request on a pooled connection (a new one when none is free): whether the
 /// exporter's probe passed.
-async fn probe(pool: &Mutex<Vec<SendRequest<Empty<Bytes>>>>, exporter: std::net::SocketAddr, path: &str) -> bool {
-    let pooled = pool.lock().expect("the pool").pop();
+async fn probe(pool: &RefCell<Vec<SendRequest<Empty<Bytes>>>>, exporter: std::net::SocketAddr, path: &str) -> bool {
+    let pooled = pool.borrow_mut().pop();
     let mut sender = match pooled {
         Some(sender) => sender,
         None => {
@@ -97,13 +82,13 @@ async fn probe(pool: &Mutex<Vec<SendRequest<Empty<Bytes>>>>, exporter: std::net:
             else {
                 return false;
             };
-            tokio::spawn(connection);
+            tokio::task::spawn_local(connection);
             sender
         }
     };
     let request = hyper::Request::get(path).header("host", exporter.to_string()).body(Empty::new()).expect("a request");
     let Ok(response) = sender.send_request(request).await else { return false };
     let Ok(body) = response.into_body().collect().await else { return false };
-    pool.lock().expect("the pool").push(sender);
+    pool.borrow_mut().push(sender);
     String::from_utf8_lossy(&body.to_bytes()).lines().any(|l| l == "probe_success 1")
 }

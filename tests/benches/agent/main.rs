@@ -27,6 +27,7 @@
 mod bare;
 mod blackbox;
 mod measure;
+mod pace;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
