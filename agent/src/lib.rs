@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod probe;
+pub mod probe_threads;
 pub mod run;
 pub mod scheduler;
 pub mod session;
