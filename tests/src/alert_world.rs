@@ -56,6 +56,12 @@ impl World {
     }
 
     pub fn add_site(&mut self, name: &str, days: i64) -> usize {
+        self.add_site_answering(name, days, Reply::Page { status: 200, body: "ok" })
+    }
+
+    /// A site answering as `reply` says from the start: no restart on its port (which, freed for
+    /// a moment, another socket of the machine may take as its ephemeral port).
+    pub fn add_site_answering(&mut self, name: &str, days: i64, reply: Reply) -> usize {
         let host = format!("{name}.alerts.test");
         let names = [host.as_str()];
         let identity = self.ca.identity(&LeafSpec::new(&names).valid(-10, days), &[]).unwrap();
@@ -63,7 +69,7 @@ impl World {
         let port = listener.local_addr().unwrap().port();
         self.sites.push(Site { url: format!("https://{host}:{port}/"), host, port, identity, task: None });
         let i = self.sites.len() - 1;
-        self.serve(i, listener);
+        self.serve_with(i, listener, reply);
         i
     }
 

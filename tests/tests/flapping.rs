@@ -66,10 +66,8 @@ fn a_target_failing_60_percent_of_requests_pages_flapping_once_and_clears_once_s
     let mut w = World::new("flapping");
     // One with `recover_after` (the page stays open across the bounces before the flap threshold
     // is reached), one with every default.
-    let held = w.add_site("held", 90);
-    let plain = w.add_site("plain", 90);
-    w.serve_reply(held, Reply::Flaky(Dice::new(60, 7)));
-    w.serve_reply(plain, Reply::Flaky(Dice::new(60, 11)));
+    let held = w.add_site_answering("held", 90, Reply::Flaky(Dice::new(60, 7)));
+    let plain = w.add_site_answering("plain", 90, Reply::Flaky(Dice::new(60, 11)));
     let text = config(&w, &receiver, "", &[(held, "recover_after = \"10s\""), (plain, "")]);
     start(&mut w, &text);
     let started = Instant::now();
