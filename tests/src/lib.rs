@@ -10,6 +10,7 @@ pub mod lan;
 pub mod prometheus;
 pub mod receiver;
 pub mod reload;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -5,12 +5,11 @@
 //! once, its targets stay UP, nobody is paged per target; and a site down everywhere is still
 //! DOWN and pages meanwhile.
 
-use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
-use vantage_e2e::Process;
 use vantage_e2e::cluster::Cluster;
 use vantage_e2e::receiver::{Received, Receiver};
+use vantage_e2e::watch::Watch;
 
 const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
 /// The region whose network breaks.
@@ -23,40 +22,6 @@ const TIMEOUT: &str = "1s";
 const RUN_PERIOD: Duration = Duration::from_secs(4);
 /// A `degraded` alert waits one run period and 3 s for the region to be found impaired.
 const DEGRADED_WAIT: Duration = Duration::from_secs(7);
-
-/// A `status --watch --json` stream, remembering every status it has shown.
-struct Watch {
-    process: Process,
-    seen: RefCell<Vec<serde_json::Value>>,
-}
-
-impl Watch {
-    fn new(c: &Cluster) -> Watch {
-        Watch { process: c.watch(), seen: RefCell::new(Vec::new()) }
-    }
-
-    /// Waits for the target's status to satisfy `pred` (its latest status already seen counts).
-    fn wait_for(&self, url: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-        let latest = self.seen.borrow().iter().filter(|s| s["url"] == url).last().cloned();
-        if let Some(status) = latest.filter(|s| pred(s)) {
-            return status;
-        }
-        let line = self.process.wait_for_line(|l| {
-            let Ok(status) = serde_json::from_str::<serde_json::Value>(l) else { return false };
-            self.seen.borrow_mut().push(status.clone());
-            status["url"] == url && pred(&status)
-        });
-        serde_json::from_str(&line).expect("json")
-    }
-
-    /// Every status shown so far (and during `span`, a real wait, for "never" assertions).
-    fn all_during(&self, span: Duration) -> Vec<serde_json::Value> {
-        let shown: Vec<serde_json::Value> =
-            self.process.lines_for(span).iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
-        self.seen.borrow_mut().extend(shown);
-        self.seen.borrow().clone()
-    }
-}
 
 fn opinion_of(status: &serde_json::Value, region: &str) -> String {
     status["regions"]

@@ -2,12 +2,11 @@
 //! coordinator process, real TLS targets, real faults: the quorum rules of the README's
 //! "Verdicts and incidents", observed from outside through the status stream and grpcurl.
 
-use std::cell::RefCell;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use vantage_e2e::Process;
 use vantage_e2e::cluster::Cluster;
+use vantage_e2e::watch::Watch;
 
 const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
 /// Every target's interval and timeout here.
@@ -21,48 +20,6 @@ const BATCH_EVERY: Duration = Duration::from_secs(1);
 const SWEEP: Duration = Duration::from_secs(1);
 /// On top of each documented worst case: the status stream's delivery and a busy machine.
 const SLACK: Duration = Duration::from_secs(1);
-
-/// A `status --watch --json` stream, remembering every status it has shown.
-struct Watch {
-    process: Process,
-    seen: RefCell<Vec<serde_json::Value>>,
-}
-
-impl Watch {
-    fn new(c: &Cluster) -> Watch {
-        Watch { process: c.watch(), seen: RefCell::new(Vec::new()) }
-    }
-
-    /// Waits for the target's status to satisfy `pred` (its latest status already seen counts);
-    /// returns it and every status of that target seen so far.
-    fn wait_for(
-        &self,
-        url: &str,
-        pred: impl Fn(&serde_json::Value) -> bool,
-    ) -> (serde_json::Value, Vec<serde_json::Value>) {
-        let of_target = |seen: &[serde_json::Value]| -> Vec<serde_json::Value> {
-            seen.iter().filter(|s| s["url"] == url).cloned().collect()
-        };
-        let latest = of_target(&self.seen.borrow()).last().cloned();
-        if let Some(status) = latest.filter(|s| pred(s)) {
-            return (status, of_target(&self.seen.borrow()));
-        }
-        let line = self.process.wait_for_line(|l| {
-            let Ok(status) = serde_json::from_str::<serde_json::Value>(l) else { return false };
-            self.seen.borrow_mut().push(status.clone());
-            status["url"] == url && pred(&status)
-        });
-        (serde_json::from_str(&line).expect("json"), of_target(&self.seen.borrow()))
-    }
-
-    /// Every status of the target shown during `span` (a real wait, for "never" assertions).
-    fn during(&self, url: &str, span: Duration) -> Vec<serde_json::Value> {
-        let shown: Vec<serde_json::Value> =
-            self.process.lines_for(span).iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
-        self.seen.borrow_mut().extend(shown.iter().cloned());
-        shown.into_iter().filter(|s| s["url"] == url).collect()
-    }
-}
 
 /// Prints a measured latency beside its documented bound, and holds it to the bound. The bounds
 /// are the README's worst cases, generous for a busy machine; a threefold slowdown of what is
@@ -105,7 +62,7 @@ fn cluster_with(targets: &[(&str, bool)]) -> Cluster {
 fn an_expired_certificate_seen_from_every_region_is_down_with_its_cause() {
     let c = cluster_with(&[("expired", true), ("healthy", false)]);
     let watch = Watch::new(&c);
-    let (expired, _) = watch.wait_for(&c.targets[0].url, |s| s["verdict"] == "DOWN" && all_regions(s, "down"));
+    let expired = watch.wait_for(&c.targets[0].url, |s| s["verdict"] == "DOWN" && all_regions(s, "down"));
     assert_eq!(expired["cause"]["code"], "cert_expired");
     assert_eq!(expired["cert"]["health"], "expired");
     watch.wait_for(&c.targets[1].url, |s| s["verdict"] == "UP" && all_regions(s, "up"));
@@ -125,7 +82,8 @@ fn one_region_that_cannot_reach_a_target_makes_it_degraded_never_down() {
     let url = c.targets[0].url.clone();
     watch.wait_for(&url, |s| s["verdict"] == "UP" && all_regions(s, "up"));
     c.cut_off(2, 0); // ap-south drops every packet to the target
-    let (degraded, seen) = watch.wait_for(&url, |s| s["verdict"] == "DEGRADED");
+    let degraded = watch.wait_for(&url, |s| s["verdict"] == "DEGRADED");
+    let seen = watch.seen(&url);
     assert_eq!(degraded["failing_regions"], serde_json::json!(["ap-south"]));
     assert_eq!(degraded["cause"]["code"], "tcp_timeout");
     assert!(seen.iter().all(|s| s["verdict"] != "DOWN"), "one region never makes it DOWN: {seen:?}");
@@ -133,7 +91,7 @@ fn one_region_that_cannot_reach_a_target_makes_it_degraded_never_down() {
     // status shown over two of the region's failing runs (each an interval, plus the timeout of
     // its retry) is watched, whether or not the newest one is DOWN.
     let span = 2 * (INTERVAL + RETRY_PAUSE + TIMEOUT) + BATCH_EVERY;
-    let later = watch.during(&url, span);
+    let later: Vec<_> = watch.during(span).into_iter().filter(|s| s["url"] == url).collect();
     assert!(later.iter().all(|s| s["verdict"] != "DOWN"), "no DOWN in {span:?} of one region failing: {later:?}");
     let status = c.call("ListStatus", &format!("{{\"urls\": [\"{url}\"]}}"));
     assert_eq!(status["targets"][0]["verdict"], "VERDICT_DEGRADED", "still one region only: {status}");
@@ -150,7 +108,7 @@ fn a_killed_agent_leaves_its_region_unknown_and_the_others_decide() {
     c.kill_agent(1); // us-east
     let killed = Instant::now();
     let region_unknown = |s: &serde_json::Value| opinions(s).iter().any(|(r, o)| r == "us-east" && o == "unknown");
-    let (expired, _) = watch.wait_for(&c.targets[0].url, region_unknown);
+    let expired = watch.wait_for(&c.targets[0].url, region_unknown);
     // A region is unknown once no agent of it is connected (after the coordinator's first 15 s),
     // or at the latest when its newest result is older than 2 × run period + timeout, the run
     // period being the interval stretched to fit a failing run (probe, pause, retry); the
@@ -164,7 +122,7 @@ fn a_killed_agent_leaves_its_region_unknown_and_the_others_decide() {
         "2 × run period + timeout + 1 s sweep",
     );
     assert_eq!(expired["verdict"], "DOWN", "two of three regions down is still a quorum: {expired}");
-    let (healthy, _) = watch.wait_for(&c.targets[1].url, region_unknown);
+    let healthy = watch.wait_for(&c.targets[1].url, region_unknown);
     assert_eq!(healthy["verdict"], "UP", "{healthy}");
     let agents = c.call("ListAgents", "{}");
     let us = agents["agents"].as_array().unwrap().iter().find(|a| a["region"] == "us-east").unwrap().clone();
@@ -179,7 +137,7 @@ fn a_recovered_target_is_up_again_and_its_incident_closes() {
     watch.wait_for(&url, |s| s["verdict"] == "UP" && all_regions(s, "up"));
     c.stop_target(0);
     let broken = Instant::now();
-    let (down, _) = watch.wait_for(&url, |s| s["verdict"] == "DOWN");
+    let down = watch.wait_for(&url, |s| s["verdict"] == "DOWN");
     // At worst each region's next run starts an interval later, fails, and its retry fails a
     // pause and a timeout after; the result then waits at most a batch period.
     within(
@@ -337,7 +295,7 @@ fn ghost_region_cluster(config_extra: String, stagger: std::time::Duration) -> (
     std::thread::sleep(stagger);
     c.kill_agent(2); // r3 stops
     c.stop_target(0);
-    let (unknown, _) = watch.wait_for(&url, |s| {
+    let unknown = watch.wait_for(&url, |s| {
         s["verdict"] == "UNKNOWN"
             && opinions(s).iter().filter(|(_, o)| o == "down").map(|(r, _)| r.as_str()).collect::<Vec<_>>()
                 == ["r1", "r2"]
@@ -390,7 +348,7 @@ fn a_ghost_region_forgotten_with_forget_region_lets_the_closed_port_be_down_and_
 
     let said = cli(&c, &["regions", "forget", "r4"]);
     assert!(said.starts_with("forgot region r4"), "{said}");
-    let (down, _) = watch.wait_for(&url, |s| s["verdict"] == "DOWN");
+    let down = watch.wait_for(&url, |s| s["verdict"] == "DOWN");
     assert_eq!(region_names(&down), ["r1", "r2", "r3"], "{down}");
     assert_eq!(down["quorum"], 2, "{down}");
     assert_eq!(down["failing_regions"], serde_json::json!(["r1", "r2"]));
@@ -438,7 +396,7 @@ fn a_ghost_region_leaves_by_itself_after_region_forget_after_with_an_alert() {
         receiver.url("/hook")
     );
     let (c, watch, url) = ghost_region_cluster(extra, std::time::Duration::from_secs(5));
-    let (down, _) = watch.wait_for(&url, |s| s["verdict"] == "DOWN");
+    let down = watch.wait_for(&url, |s| s["verdict"] == "DOWN");
     assert_eq!(region_names(&down), ["r1", "r2", "r3"], "r4 left first: {down}");
     assert_eq!(down["failing_regions"], serde_json::json!(["r1", "r2"]));
     let forgotten = receiver
