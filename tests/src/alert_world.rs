@@ -110,7 +110,9 @@ impl World {
 
     /// Starts (or restarts, on the same address and data) the coordinator with `config`.
     pub fn start_coordinator(&mut self, config: &Path) {
-        let listen = self.addr.map_or("127.0.0.1:0".to_owned(), |a| a.to_string());
+        // A port below the ephemeral range, free again when the coordinator restarts on it.
+        let port = self.addr.map_or_else(|| server::free_port("127.0.0.1").expect("a free port"), |a| a.port());
+        let listen = format!("127.0.0.1:{port}");
         let data = self.dir.join("data");
         let process = Process::start(
             "vantage-coordinator",

@@ -9,7 +9,7 @@ use crate::Process;
 /// `web_config` (TLS, basic auth) written into `dir`, clustering off; returns it once it listens,
 /// and its port.
 pub fn start(dir: &Path, config: &str, web_config: Option<&str>) -> (Process, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = vantage_shared::lab::server::free_port("127.0.0.1").expect("a free port");
     let config_file = dir.join("alertmanager.yml");
     std::fs::write(&config_file, config).unwrap();
     let mut command = Command::new("prometheus-alertmanager");

@@ -190,7 +190,9 @@ impl Cluster {
         config.push_str(&self.config_extra);
         let config_file = self.dir.join("vantage.toml");
         std::fs::write(&config_file, config).expect("config");
-        self.launch_coordinator(SocketAddr::new(self.bridge_ip, 0));
+        // A port below the ephemeral range, free again when the coordinator restarts on it.
+        let port = server::free_port(&self.bridge_ip.to_string()).expect("a free port on the bridge");
+        self.launch_coordinator(SocketAddr::new(self.bridge_ip, port));
     }
 
     fn launch_coordinator(&mut self, listen: SocketAddr) {

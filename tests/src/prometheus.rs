@@ -24,7 +24,7 @@ impl Prometheus {
         let checked = Command::new("promtool").arg("check").arg("config").arg(&config).output();
         let checked = checked.expect("promtool runs (.ci/setup installs Debian's prometheus)");
         assert!(checked.status.success(), "promtool check config: {checked:?}");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        let port = vantage_shared::lab::server::free_port("127.0.0.1").expect("a free port");
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))

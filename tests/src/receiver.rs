@@ -71,7 +71,7 @@ impl Receiver {
     pub fn start() -> Receiver {
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
-        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
+        let listener = runtime.block_on(vantage_shared::lab::server::bind("127.0.0.1", 0)).expect("bind");
         let addr = listener.local_addr().expect("addr");
         let mut receiver = Receiver {
             addr,

@@ -433,9 +433,49 @@ pub async fn serve_h2(listener: TcpListener, identity: &Identity, stall: bool) {
     }
 }
 
-/// Binds `ip:port` (port 0 for any).
+/// Binds `ip:port`; port 0 is a free port below the kernel's ephemeral range (see
+/// [`free_listener`]), so a test can stop the server and bind the same port again.
 pub async fn bind(ip: &str, port: u16) -> std::io::Result<TcpListener> {
+    if port == 0 {
+        let listener = free_listener(ip)?;
+        listener.set_nonblocking(true)?;
+        return TcpListener::from_std(listener);
+    }
     TcpListener::bind(SocketAddr::new(ip.parse().expect("lab addresses are literals"), port)).await
+}
+
+/// Lowest port [`free_listener`] picks.
+const LOWEST_FREE_PORT: u16 = 10_000;
+
+/// A listener on `ip` at a free port chosen at random below the kernel's ephemeral port range
+/// (`net.ipv4.ip_local_port_range`). Outgoing connections take their local ports from that range,
+/// so a port below it stays free after its server stops (a restart on the same address, a site
+/// stopped and started again), where a port the kernel picked (port 0) may meanwhile be taken
+/// by any connection on the machine. Falls back to port 0 when the range leaves no room.
+pub fn free_listener(ip: &str) -> std::io::Result<std::net::TcpListener> {
+    use std::hash::{BuildHasher, RandomState};
+    let ip: std::net::IpAddr = ip.parse().expect("lab addresses are literals");
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    if ephemeral > LOWEST_FREE_PORT + 1_000 {
+        let random = RandomState::new();
+        for attempt in 0u32..100 {
+            let port = LOWEST_FREE_PORT + (random.hash_one(attempt) % u64::from(ephemeral - LOWEST_FREE_PORT)) as u16;
+            match std::net::TcpListener::bind(SocketAddr::new(ip, port)) {
+                Ok(listener) => return Ok(listener),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    std::net::TcpListener::bind(SocketAddr::new(ip, 0))
+}
+
+/// A free port on `ip` (see [`free_listener`]) for a process to listen on.
+pub fn free_port(ip: &str) -> std::io::Result<u16> {
+    Ok(free_listener(ip)?.local_addr()?.port())
 }
 
 /// A listener on `ip` (any port) whose accepted sockets send through a kernel buffer of about
