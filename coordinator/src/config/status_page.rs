@@ -196,6 +196,22 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_loads() {
+        let readme = include_str!("../../../README.md");
+        let block = readme
+            .split("```toml\n")
+            .filter_map(|b| b.split("```").next())
+            .find(|b| b.starts_with("[[status_page]]"))
+            .expect("the README's [[status_page]] example");
+        let pages = load(block).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(pages[0].slug, "shop");
+        assert_eq!(
+            pages[0].logo.as_ref().map(|l| l.csp_source.as_str()),
+            Some("https://cdn.example.com/shop-logo.png")
+        );
+    }
+
+    #[test]
     fn a_public_name_label_names_a_target_unless_it_is_unfit() {
         let labels = |v: &str| std::collections::HashMap::from([(PUBLIC_NAME_LABEL.to_owned(), v.to_owned())]);
         assert_eq!(label_name(&labels(" Shop ")), Some("Shop"));
