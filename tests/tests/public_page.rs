@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use vantage_e2e::browser::{Browser, artifacts};
 use vantage_e2e::cluster::{ADMIN_TOKEN, Cluster};
-use vantage_e2e::reload::{curl, wait_for_verdict};
+use vantage_e2e::reload::curl;
+use vantage_e2e::watch::Watch;
 use vantage_shared::FailureCode;
 
 const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
@@ -117,24 +118,19 @@ fn a_public_status_page_shows_public_names_and_states_and_leaks_nothing() {
         + &status_page("brand", "Brand", "logo = \"https://cdn.example.net/img/logo.png?v=2\"");
     c.start_coordinator("2s", "1s");
     c.start_agents();
-    let watch = c.watch();
-    // Each target's newest verdict, until every one shows the one wanted.
-    let wanted = [(&shop_url, "UP"), (&api_url, "UP"), (&blog_url, "DOWN"), (&internal_url, "UP"), (&flaky_url, "UP")];
-    let mut latest = std::collections::HashMap::new();
-    watch.wait_for_line(|l| {
-        if let Ok(s) = serde_json::from_str::<Value>(l) {
-            latest.insert(
-                s["url"].as_str().unwrap_or_default().to_owned(),
-                s["verdict"].as_str().unwrap_or_default().to_owned(),
-            );
-        }
-        wanted.iter().all(|(u, v)| latest.get(u.as_str()).is_some_and(|l| l == v))
-    });
+    let watch = Watch::new(&c);
+    let verdict = |url: &str, verdict: &str| {
+        watch.wait_for(url, |s| s["verdict"] == verdict);
+    };
+    for (u, v) in [(&shop_url, "UP"), (&api_url, "UP"), (&blog_url, "DOWN"), (&internal_url, "UP"), (&flaky_url, "UP")]
+    {
+        verdict(u, v);
+    }
     // An outage that ends: a resolved incident, its cause a refused connection.
     c.stop_target(flaky);
-    wait_for_verdict(&watch, &flaky_url, "DOWN");
+    verdict(&flaky_url, "DOWN");
     c.start_target(flaky);
-    wait_for_verdict(&watch, &flaky_url, "UP");
+    verdict(&flaky_url, "UP");
 
     // Without credentials: the operator's page and a target's are refused, the public page is not.
     assert_eq!(get(&c, "/").code, 401, "the operator's page still needs the token");
