@@ -125,13 +125,7 @@ impl Public {
 
     /// Whether the badge asked for by `query` (`target=URL`) is of a target on a public page.
     pub fn badge_is_public(&self, hub: &Hub, query: &str) -> bool {
-        let Some(asked) =
-            url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "target").map(|(_, v)| v.into_owned())
-        else {
-            return false;
-        };
-        let url = vantage_shared::TargetUrl::parse(&asked).map(|u| u.to_string()).unwrap_or(asked);
-        self.selection(hub).urls.contains(&url)
+        crate::badge::target_of(query).is_some_and(|url| self.selection(hub).urls.contains(&url))
     }
 
     /// `/s/{slug}`: the status, the HTML and its Content-Security-Policy.
@@ -209,6 +203,51 @@ mod tests {
             labels: labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
             ..Default::default()
         }
+    }
+
+    fn shop(title: &str) -> StatusPage {
+        StatusPage {
+            slug: "shop".into(),
+            title: title.into(),
+            description: String::new(),
+            logo: None,
+            labels: [("public".to_owned(), "shop".to_owned())].into(),
+            names: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn pages_and_public_badges_follow_the_pages_in_force_at_once() {
+        let dir = std::env::temp_dir().join(format!("vantage-public-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Arc::new(crate::store::Store::open(&dir).unwrap());
+        let targets = vec![
+            target("https://shop.example/", &[("public", "shop")]),
+            target("https://internal.example/", &[("team", "ops")]),
+        ];
+        let hub = Hub::open(store, targets, Default::default()).await.unwrap();
+        let public = Public::new(vec![shop("Shop status")]);
+        assert!(public.badge_is_public(&hub, "target=https%3A%2F%2FSHOP.example"), "normalized as the badge does");
+        assert!(!public.badge_is_public(&hub, "target=https%3A%2F%2Finternal.example%2F"));
+        assert!(!public.badge_is_public(&hub, "target=https%3A%2F%2Fnowhere.example%2F"));
+        assert!(!public.badge_is_public(&hub, "window=30d"));
+        assert!(
+            !public
+                .badge_is_public(&hub, "target=https%3A%2F%2Finternal.example%2F&target=https%3A%2F%2Fshop.example%2F"),
+            "the first target counts, as for the badge itself"
+        );
+        let (status, html, csp) = public.serve(&hub, "shop").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(html.contains("<h1>Shop status</h1>") && html.contains("data-service=\"Service 1\""), "{html}");
+        assert!(!html.contains("example/") && !csp.contains("script-src"), "{html}");
+        assert_eq!(public.serve(&hub, "nope").await.0, StatusCode::NOT_FOUND);
+        // A reload: the changed page is drawn again at once, a removed one is gone at once.
+        public.set(vec![shop("Renamed")]);
+        assert!(public.serve(&hub, "shop").await.1.contains("<h1>Renamed</h1>"));
+        public.set(Vec::new());
+        assert_eq!(public.serve(&hub, "shop").await.0, StatusCode::NOT_FOUND);
+        assert!(!public.badge_is_public(&hub, "target=https%3A%2F%2Fshop.example%2F"), "no page, no public badge");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
