@@ -73,8 +73,7 @@ pub async fn answer(hub: &Hub, path: &str, query: &str) -> Result<Badge, BadgeEr
     if kind != "status.svg" && kind != "uptime.svg" {
         return Err(BadgeError::NoBadge(kind.to_owned()));
     }
-    let asked = param("target").filter(|t| !t.is_empty()).ok_or(BadgeError::NoTargetGiven)?;
-    let url = vantage_shared::TargetUrl::parse(&asked).map(|u| u.to_string()).unwrap_or(asked);
+    let url = target_of(query).ok_or(BadgeError::NoTargetGiven)?;
     if kind == "status.svg" {
         let status = hub.statuses(std::slice::from_ref(&url)).pop().ok_or(BadgeError::UnknownTarget(url))?;
         let (value, color) = status_value(crate::names::verdict(status.verdict));
@@ -92,6 +91,16 @@ pub async fn answer(hub: &Hub, path: &str, query: &str) -> Result<Badge, BadgeEr
     let percent = figures.first().and_then(|t| t.windows.first()).and_then(|w| w.percent);
     let (value, color) = uptime_value(percent);
     Ok(Badge { svg: svg(&format!("uptime {window}"), &value, color), max_age: UPTIME_MAX_AGE })
+}
+
+/// The target a badge request names (`target=URL`, the first if repeated), normalized: the one
+/// both the badge and the gate's public-badge check read, so they cannot disagree.
+pub fn target_of(query: &str) -> Option<String> {
+    let asked = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "target")
+        .map(|(_, v)| v.into_owned())
+        .filter(|t| !t.is_empty())?;
+    Some(vantage_shared::TargetUrl::parse(&asked).map(|u| u.to_string()).unwrap_or(asked))
 }
 
 /// A verdict's word and colour.

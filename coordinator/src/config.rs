@@ -4,6 +4,7 @@
 //! with the file, line and reason on any error (one line, fit for a log).
 
 pub mod discovery;
+pub mod status_page;
 mod targets;
 
 use std::collections::BTreeMap;
@@ -39,6 +40,8 @@ struct File {
     target_files: Vec<toml::Spanned<discovery::TargetFilesEntry>>,
     shard: Option<toml::Spanned<ShardEntry>>,
     watchdog: Option<toml::Spanned<crate::alert::watchdog::Entry>>,
+    #[serde(default)]
+    status_page: Vec<toml::Spanned<status_page::Entry>>,
 }
 
 /// `[shard]`: this coordinator's share of a split (README: "Past one machine: shards").
@@ -136,6 +139,8 @@ pub struct Config {
     pub target_files: Vec<discovery::TargetFiles>,
     /// `[shard]`: which of the config's targets this coordinator keeps (all, without it).
     pub shard: Shard,
+    /// `[[status_page]]`: the public status pages (`/s/{slug}`).
+    pub status_pages: Vec<status_page::StatusPage>,
 }
 
 /// Default of `[alerts] region_silent_after`.
@@ -344,6 +349,18 @@ pub fn parse_config(text: &str, path: &str, dir: &Path) -> Result<Config, Config
             Shard::new(s.count, s.index).map_err(|e| entry_error(line, format!("shard: {e}")))?
         }
     };
+    let mut status_pages: Vec<status_page::StatusPage> = Vec::new();
+    for entry in file.status_page {
+        let line = line_of(text, entry.span());
+        let page = entry.into_inner().check().map_err(|m| entry_error(line, m))?;
+        if status_pages.iter().any(|p| p.slug == page.slug) {
+            return Err(entry_error(line, format!("status_page {}: the slug is used twice", page.slug)));
+        }
+        if status_pages.len() == status_page::MAX_PAGES {
+            return Err(entry_error(line, format!("status_page: at most {} pages", status_page::MAX_PAGES)));
+        }
+        status_pages.push(page);
+    }
     let defaults = crate::impairment::Policy::default();
     let impaired = crate::impairment::Policy {
         share: match file.quorum.impaired_share {
@@ -361,6 +378,7 @@ pub fn parse_config(text: &str, path: &str, dir: &Path) -> Result<Config, Config
         silences,
         region_forget_after: file.quorum.region_forget_after.unwrap_or(REGION_FORGET_AFTER),
         target_files,
+        status_pages,
     })
 }
 

@@ -4,7 +4,9 @@
 //! as JSON at `/v1/status`, availability at `/v1/uptime` (JSON or CSV), and heartbeats:
 //! `POST /v1/heartbeats/{name}` (signed with HMAC-SHA256 over the timestamp, the name and the
 //! body) and `GET /v1/heartbeats`, and `POST /-/reload` (Prometheus's convention: the config
-//! file read again), and badges (`/badge/status.svg`, `/badge/uptime.svg`, `badge`). Connections are capped, and a slow client cannot hold one: its headers must
+//! file read again), and badges (`/badge/status.svg`, `/badge/uptime.svg`, `badge`), and the
+//! public status pages (`/s/{slug}`, `public`), which need no credentials, nor do the badges of
+//! the targets on them. Connections are capped, and a slow client cannot hold one: its headers must
 //! arrive within `--http-header-timeout`, a heartbeat body within 10 s, and no connection lasts
 //! beyond five minutes.
 
@@ -48,8 +50,8 @@ impl Default for Limits {
 /// What the HTTP port serves from.
 pub struct Http {
     pub hub: Arc<Hub>,
-    /// With it, every request but `/healthz` and the signed heartbeats needs a token
-    /// (`--http-auth`).
+    /// With it, every request but `/healthz`, the signed heartbeats, the public status pages and
+    /// the badges of their targets needs a token (`--http-auth`).
     pub gate: Option<Arc<AdminAuth>>,
     pub limits: Limits,
     /// Connection counters, also shown on `/metrics`.
@@ -81,7 +83,7 @@ pub async fn serve(listener: TcpListener, http: Arc<Http>) {
             let service = hyper::service::service_fn(move |request| {
                 let http = serving.clone();
                 async move {
-                    let refused = http.gate.as_deref().and_then(|gate| refuse(gate, &request));
+                    let refused = http.gate.as_deref().and_then(|gate| refuse(&http, gate, &request));
                     Ok::<_, std::convert::Infallible>(match refused {
                         Some(response) => response,
                         None => route(&http, request).await,
@@ -99,10 +101,12 @@ pub async fn serve(listener: TcpListener, http: Arc<Http>) {
 }
 
 /// A 401 asking for credentials, unless the request has them or needs none.
-fn refuse(gate: &AdminAuth, request: &Request<hyper::body::Incoming>) -> Option<Response<Full<Bytes>>> {
+fn refuse(http: &Http, gate: &AdminAuth, request: &Request<hyper::body::Incoming>) -> Option<Response<Full<Bytes>>> {
     let path = request.uri().path();
     let signed = request.method() == hyper::Method::POST && path.starts_with("/v1/heartbeats/");
-    if path == "/healthz" || signed {
+    // Public status pages are for anyone: they show public names and states only.
+    let public = request.method() == hyper::Method::GET && path.starts_with(crate::public::PREFIX);
+    if path == "/healthz" || signed || public {
         return None;
     }
     let authorization = request.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
@@ -114,9 +118,17 @@ fn refuse(gate: &AdminAuth, request: &Request<hyper::body::Incoming>) -> Option<
             "the read token cannot reload the config: use the admin token\n".into(),
         ));
     }
-    // Badges follow the gate like every other route. The hook for public targets (public status
-    // pages): a badge of a target marked public would be let through here, before the check.
     let reason = gate.check_http(authorization).err()?;
+    // Badges follow the gate like every other route, but for the targets on a public status
+    // page (whose badges such a page's readers may embed). Anything else, a target unknown
+    // included, is a 401 like any request without credentials: nothing is learnt from it.
+    let query = request.uri().query().unwrap_or_default();
+    if request.method() == hyper::Method::GET
+        && path.starts_with("/badge/")
+        && http.reloader.public().badge_is_public(&http.hub, query)
+    {
+        return None;
+    }
     let mut response = respond(
         StatusCode::UNAUTHORIZED,
         "text/plain",
@@ -141,6 +153,20 @@ async fn route(http: &Http, request: Request<hyper::body::Incoming>) -> Response
     let (hub, gated) = (&*http.hub, http.gate.is_some());
     let path = request.uri().path().to_owned();
     if request.method() == hyper::Method::GET {
+        if let Some(slug) = path.strip_prefix(crate::public::PREFIX) {
+            let (status, html, csp) = http.reloader.public().serve(hub, slug).await;
+            let mut response = respond(status, "text/html; charset=utf-8", html);
+            let headers = response.headers_mut();
+            if let Ok(csp) = csp.parse() {
+                headers.insert(hyper::header::CONTENT_SECURITY_POLICY, csp);
+            }
+            let max_age = format!("public, max-age={}", crate::public::RENDER_TTL.as_secs());
+            if let Ok(value) = max_age.parse() {
+                headers.insert(hyper::header::CACHE_CONTROL, value);
+            }
+            headers.insert(hyper::header::REFERRER_POLICY, hyper::header::HeaderValue::from_static("no-referrer"));
+            return response;
+        }
         let query = request.uri().query().unwrap_or_default();
         if let Some((status, html)) = crate::page::route(hub, &path, query).await {
             let mut response = respond(status, "text/html; charset=utf-8", html);

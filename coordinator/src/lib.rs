@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod names;
 pub mod page;
 pub mod pki;
+pub mod public;
 pub mod refusal;
 pub mod regions;
 pub mod reload;

@@ -2,17 +2,19 @@
 //! `GET /target?url=…` (one target, `target`, with its `certificate`). Server-rendered HTML with
 //! inline CSS; a small inline script, allowed by its hash in the Content-Security-Policy, swaps
 //! in a fresh fragment (`part=live`) every 2 s (`html`: the document, the policy, escaping).
+//! A public status page (`/s/{slug}`, `public`) is drawn from public facts only, without script.
 
 mod bar;
 mod certificate;
 mod html;
 mod latency;
 mod overview;
+pub mod public;
 mod target;
 
 use hyper::StatusCode;
 
-pub use html::{CSP, channel_banner, escape, region_banner};
+pub use html::{CSP, channel_banner, escape, public_csp, region_banner};
 pub use overview::{PAGE_SIZE, table_fragment};
 pub use target::target_fragment;
 

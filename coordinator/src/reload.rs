@@ -1,6 +1,6 @@
 //! Live reload and target files. `SIGHUP` and `POST /-/reload` read the config file again and
-//! apply it (targets, channels, routes, silences, heartbeats, `[watchdog]`, `[alerts]` and
-//! `[quorum]`); a file
+//! apply it (targets, channels, routes, silences, heartbeats, `[watchdog]`, `[alerts]`,
+//! `[quorum]` and the public status pages); a file
 //! that does not load leaves the running config as it was. The target files of
 //! `[[target_files]]` are looked at every `refresh` and any change is applied like a reload; a
 //! file that cannot be read or parsed is skipped and its earlier targets kept, a file that is
@@ -240,6 +240,8 @@ pub struct Reloader {
     status: Mutex<Status>,
     /// Wakes the loop when a reload changed the schedule.
     rescheduled: tokio::sync::Notify,
+    /// The public status pages in force.
+    public: Arc<crate::public::Public>,
 }
 
 /// The config at start-up with its target files read: what `Hub::open` gets.
@@ -272,9 +274,11 @@ impl Reloader {
         path: Option<PathBuf>,
         initial: Option<Initial>,
     ) -> Result<Arc<Reloader>, HubError> {
+        let mut status_pages = Vec::new();
         let (inner, failing) = match initial {
             Some(Initial { config, files, found }) => {
-                let Config { targets, target_files, shard, .. } = config;
+                let Config { targets, target_files, shard, status_pages: pages, .. } = config;
+                status_pages = pages;
                 let config_targets = if target_files.is_empty() { Vec::new() } else { targets.clone() };
                 hub.apply_config_targets(merge(targets, &found), shard, |s| found.keeps(s)).await?;
                 let mut inner = Inner { config_targets, target_files, files, due: Vec::new() };
@@ -297,7 +301,13 @@ impl Reloader {
             inner: tokio::sync::Mutex::new(inner),
             status: Mutex::new(Status { successful: true, success_at: unix_now(), files_failing: failing }),
             rescheduled: tokio::sync::Notify::new(),
+            public: Arc::new(crate::public::Public::new(status_pages)),
         }))
+    }
+
+    /// The public status pages in force (`/s/{slug}`).
+    pub fn public(&self) -> &Arc<crate::public::Public> {
+        &self.public
     }
 
     fn set_status(&self, f: impl FnOnce(&mut Status)) {
@@ -354,9 +364,13 @@ impl Reloader {
             let skipped = found.failing_count();
             summary += &format!(", {} target files ({skipped} skipped)", found.files.len() + found.failing.len());
         }
+        if !config.status_pages.is_empty() {
+            summary += &format!(", {} status pages", config.status_pages.len());
+        }
         self.hub
             .apply_config_settings(config.alerting, config.silences, config.region_forget_after, config.impaired)
             .await?;
+        self.public.set(std::mem::take(&mut config.status_pages));
         self.set_status(|s| s.files_failing = found.failing_count());
         inner.config_targets = config_targets;
         inner.target_files = config.target_files;

@@ -8,6 +8,8 @@ Reads one JSON command per line on stdin and answers each with one JSON line on 
   wait {js, timeout}                 wait until the JS expression is truthy; returns its value
   eval {js}                          the value of a JS expression
   viewport {width, height, mobile}   emulate a screen (the device metrics, as a phone would report them)
+  media {scheme}                     emulate prefers-color-scheme ("dark", "light"; "" for none);
+                                     returns whether the page now matches the dark scheme
   screenshot {path}                  save the whole page as PNG
   log {}                             the browser console's messages since the last call
   quit {}
@@ -77,6 +79,13 @@ def main():
                             "deviceScaleFactor": command.get("scale", 1), "mobile": command.get("mobile", False),
                         })
                         value = driver.execute_script("return window.innerWidth")
+                    elif name == "media":
+                        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {
+                            "media": "",
+                            "features": [{"name": "prefers-color-scheme", "value": command.get("scheme", "")}],
+                        })
+                        value = driver.execute_script(
+                            "return window.matchMedia('(prefers-color-scheme: dark)').matches")
                     elif name == "screenshot":
                         shot = driver.execute_cdp_cmd("Page.captureScreenshot",
                                                       {"format": "png", "captureBeyondViewport": True})

@@ -33,6 +33,8 @@ pub struct Target {
     pub url: String,
     pub host: String,
     pub port: u16,
+    /// TOML added to this target's `[[target]]` only (`labels = { … }`, say).
+    pub extra: String,
     identity: vantage_shared::lab::pki::Identity,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -156,7 +158,8 @@ impl Cluster {
         let port = listener.local_addr().expect("addr").port();
         let config = server::server_config(&identity);
         let task = self.runtime.spawn(server::serve_tls(listener, config, Reply::Page { status: 200, body: "ok" }));
-        self.targets.push(Target { url: format!("https://{host}:{port}/"), host, port, identity, task: Some(task) });
+        let url = format!("https://{host}:{port}/");
+        self.targets.push(Target { url, host, port, extra: String::new(), identity, task: Some(task) });
         self.targets.len() - 1
     }
 
@@ -183,8 +186,8 @@ impl Cluster {
         let mut config = String::new();
         for t in &self.targets {
             config.push_str(&format!(
-                "[[target]]\nurl = \"{}\"\ninterval = \"{interval}\"\ntimeout = \"{timeout}\"\n{}\n",
-                t.url, self.target_extra
+                "[[target]]\nurl = \"{}\"\ninterval = \"{interval}\"\ntimeout = \"{timeout}\"\n{}\n{}\n",
+                t.url, self.target_extra, t.extra
             ));
         }
         config.push_str(&self.config_extra);
@@ -357,6 +360,11 @@ impl Cluster {
     /// Lets region `i` reach every target again (undoes [`Cluster::cut_off`]).
     pub fn restore(&self, i: usize) {
         sh(&["ip", "netns", "exec", &self.namespace(i), "nft", "delete", "table", "inet", "vantage_e2e"]);
+    }
+
+    /// The coordinator's config file (written by [`Cluster::start_coordinator`]).
+    pub fn config_file(&self) -> PathBuf {
+        self.dir.join("vantage.toml")
     }
 
     /// Where the coordinator keeps its database (created when it first starts).

@@ -4,6 +4,7 @@
 
 pub mod alert_world;
 pub mod alertmanager;
+pub mod browser;
 pub mod cluster;
 pub mod files;
 pub mod lan;

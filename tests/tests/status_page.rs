@@ -2,112 +2,18 @@
 //! `tests/browser/drive.py`) against a real coordinator and three agent processes in network
 //! namespaces: the table shows each target's verdict (the counts in their badges, certificates in
 //! their alerts' colours, one time-zone marker), a target's page shows its regions and
-//! backends, its 90-day bar and latency chart, a verdict change arrives without a reload, the page fits a phone, and screenshots at
-//! desktop and phone widths are saved under `target/artifacts/status-page/`.
+//! backends, its 90-day bar and latency chart, a verdict change arrives without a reload, the page
+//! fits a phone, both read in a dark colour scheme, and screenshots at desktop and phone widths
+//! (and dark) are saved under `target/artifacts/status-page/`.
 
-use std::io::{BufRead, Read, Write};
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::io::{Read, Write};
+use std::time::Duration;
 
 use serde_json::{Value, json};
+use vantage_e2e::browser::{Browser, artifacts};
 use vantage_e2e::cluster::Cluster;
 
 const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
-
-/// Headless Chromium behind `drive.py`: one JSON command per line, one JSON answer per line.
-struct Browser {
-    child: Child,
-    stdin: ChildStdin,
-    answers: mpsc::Receiver<String>,
-}
-
-impl Browser {
-    fn start() -> Browser {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/browser/drive.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .process_group(0)
-            .spawn()
-            .expect("python3 runs drive.py (.ci/setup installs selenium, chromium and chromium-driver)");
-        let stdin = child.stdin.take().expect("piped");
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, answers) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut browser = Browser { child, stdin, answers };
-        let version = browser.answer(Duration::from_secs(90)).unwrap_or_else(|e| panic!("Chromium did not start: {e}"));
-        eprintln!("headless Chromium {version}");
-        browser
-    }
-
-    fn answer(&mut self, within: Duration) -> Result<Value, String> {
-        let line =
-            self.answers.recv_timeout(within).map_err(|_| format!("no answer from drive.py within {within:?}"))?;
-        let answer: Value = serde_json::from_str(&line).map_err(|e| format!("{e}: {line}"))?;
-        if answer["ok"] == true { Ok(answer["value"].clone()) } else { Err(answer["error"].to_string()) }
-    }
-
-    fn call(&mut self, command: Value) -> Result<Value, String> {
-        let within = Duration::from_secs(command["timeout"].as_u64().unwrap_or(30) + 60);
-        writeln!(self.stdin, "{command}").map_err(|e| format!("drive.py is gone: {e}"))?;
-        self.stdin.flush().map_err(|e| format!("drive.py is gone: {e}"))?;
-        self.answer(within)
-    }
-
-    fn must(&mut self, command: Value) -> Value {
-        self.call(command.clone()).unwrap_or_else(|e| panic!("{command}: {e}"))
-    }
-
-    fn open(&mut self, url: &str) {
-        self.must(json!({"cmd": "open", "url": url}));
-    }
-
-    /// Waits (up to `seconds`) until the JS expression is truthy; returns its value.
-    fn wait(&mut self, what: &str, js: &str, seconds: u64) -> Value {
-        self.call(json!({"cmd": "wait", "js": js, "timeout": seconds}))
-            .unwrap_or_else(|e| panic!("the page never showed {what} within {seconds}s: {e}"))
-    }
-
-    fn eval(&mut self, js: &str) -> Value {
-        self.must(json!({"cmd": "eval", "js": js}))
-    }
-
-    fn screenshot(&mut self, path: &std::path::Path) {
-        self.must(json!({"cmd": "screenshot", "path": path.to_str().expect("utf-8 path")}));
-        let png = std::fs::read(path).expect("the screenshot was written");
-        assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{} is not a real screenshot", path.display());
-        println!("screenshot: {}", path.display());
-    }
-}
-
-impl Drop for Browser {
-    /// drive.py quits chromedriver and Chromium before it exits; if it does not exit in time,
-    /// its whole process group goes (Chromium outlives a killed chromedriver otherwise).
-    fn drop(&mut self) {
-        let _ = writeln!(self.stdin, "{}", json!({"cmd": "quit"}));
-        let _ = self.stdin.flush();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = Command::new("kill").args(["-KILL", &format!("-{}", self.child.id())]).status();
-        let _ = self.child.wait();
-    }
-}
 
 /// A JS expression: the text a user sees in the table row of `url`'s cell `cell` (a CSS
 /// selector within the row), or null while there is no such row.
@@ -146,12 +52,6 @@ fn get(addr: std::net::SocketAddr, target: &str) -> (String, Vec<(String, String
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
     headers.iter().find(|(k, _)| k == name).map_or("", |(_, v)| v.as_str())
-}
-
-fn artifacts() -> PathBuf {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/artifacts/status-page"));
-    std::fs::create_dir_all(&dir).expect("artifacts dir");
-    dir.canonicalize().expect("artifacts dir")
 }
 
 #[test]
@@ -320,6 +220,26 @@ fn the_status_page_shows_verdicts_regions_and_live_changes_in_chromium() {
     assert!(title.as_str().is_some_and(|t| t.ends_with(&format!(" · {regional_url} · Vantage"))), "{title}");
     browser.screenshot(&dir.join("target-desktop.png"));
 
+    // (5) In a dark colour scheme (emulated prefers-color-scheme): a dark background, and the
+    // text, the verdict badge, the bar's cells and the latency lines all stand out from it.
+    browser.color_scheme("dark");
+    let page = "getComputedStyle(document.body).backgroundColor";
+    assert_eq!(browser.eval(page), "rgb(13, 17, 23)", "a dark background");
+    let text = browser.contrast("h1", "color", page);
+    assert!(text >= 7.0, "the text reads on the dark background: contrast {text:.2}");
+    let badge = browser.contrast(
+        ".summary .badge",
+        "color",
+        "getComputedStyle(document.querySelector('.summary .badge')).backgroundColor",
+    );
+    assert!(badge >= 4.5, "the verdict badge's text reads on its colour: contrast {badge:.2}");
+    let cell = browser.contrast(".bar svg rect.d:last-of-type", "fill", page);
+    assert!(cell >= 3.0, "today's cell stands out: contrast {cell:.2}");
+    let line = browser.contrast(".latency figure[data-region=\"eu-west\"] path.p50", "stroke", page);
+    assert!(line >= 3.0, "the p50 line stands out: contrast {line:.2}");
+    browser.screenshot(&dir.join("target-desktop-dark.png"));
+    browser.color_scheme("light");
+
     // (4) On a phone (390 px, device metrics as a phone reports them): nothing wider than the
     // screen; the table turns into cards.
     let width = browser.must(json!({"cmd": "viewport", "width": 390, "height": 844, "mobile": true, "scale": 2}));
@@ -334,6 +254,20 @@ fn the_status_page_shows_verdicts_regions_and_live_changes_in_chromium() {
     assert_eq!(browser.eval(fits), true, "the table scrolls sideways at 390 px");
     assert_eq!(browser.eval("getComputedStyle(document.querySelector('table.targets thead')).display"), "none");
     browser.screenshot(&dir.join("table-phone.png"));
+    browser.color_scheme("dark");
+    let card = "getComputedStyle(document.body).backgroundColor";
+    assert_eq!(browser.eval(card), "rgb(13, 17, 23)");
+    let down = format!("tr[data-url=\"{flaky_url}\"] .badge");
+    let badge = browser.contrast(
+        &down,
+        "color",
+        &format!("getComputedStyle(document.querySelector({})).backgroundColor", serde_json::to_string(&down).unwrap()),
+    );
+    assert!(badge >= 4.5, "a DOWN badge reads in the dark: contrast {badge:.2}");
+    let link = browser.contrast("td.url a", "color", card);
+    assert!(link >= 4.5, "a target's link reads in the dark: contrast {link:.2}");
+    browser.screenshot(&dir.join("table-phone-dark.png"));
+    browser.color_scheme("");
 
     // An unknown target in the browser, and nothing refused by the policy along the way.
     browser.open(&format!("{base}/target?url=https%3A%2F%2Fnowhere.e2e.test%2F"));

@@ -2,7 +2,8 @@
 //! coloured by the day's worst verdict, with the day's availability, down time and incidents in
 //! the cell's `<title>` (hover) and, for the days not all up, in a list below it. Inline SVG drawn by the server: no script, colours from the
 //! page's CSS variables (classes, not `style` attributes, so the hash-based policy holds), and
-//! stretched to the page's width (a phone gets narrower cells, not a scrollbar).
+//! stretched to the page's width (a phone gets narrower cells, not a scrollbar). A public status
+//! page draws the same bar in public words (`Wording::Public`).
 
 use std::fmt::Write as _;
 
@@ -16,15 +17,42 @@ const CELL: i64 = 8;
 const GAP: i64 = 2;
 const HEIGHT: i64 = 30;
 
+/// Whose words the bar speaks: the operator's verdicts, or a public page's states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wording {
+    Operator,
+    Public,
+}
+
+impl Wording {
+    /// A state as the list under the bar names it.
+    fn state(self, state: State) -> &'static str {
+        match self {
+            Wording::Operator => state.as_str(),
+            Wording::Public => public_state(state),
+        }
+    }
+}
+
+/// A state in the words of a public status page.
+pub fn public_state(state: State) -> &'static str {
+    match state {
+        State::Up => "Operational",
+        State::Degraded => "Degraded performance",
+        State::Down => "Outage",
+        State::Unknown => "Unknown",
+    }
+}
+
 /// `2026-11-26` for a day number.
 fn date(day: i64) -> String {
     crate::clock::rfc3339(day * DAY_MS).chars().take(10).collect()
 }
 
 /// What a cell's title says of one day.
-fn describe(day: i64, f: &Figures) -> String {
+fn describe(day: i64, f: &Figures, wording: Wording) -> String {
     let Some(share) = f.availability() else {
-        return if f.of(State::Unknown) > 0 {
+        return if f.of(State::Unknown) > 0 && wording == Wording::Operator {
             format!("{}: not judged (fewer than a quorum of regions reported)", date(day))
         } else {
             format!("{}: no data", date(day))
@@ -45,7 +73,7 @@ fn describe(day: i64, f: &Figures) -> String {
 }
 
 /// The bar for `days` (day number and figures, oldest first, as `Hub::daily` gives them).
-pub fn bar(days: &[(i64, Figures)]) -> String {
+pub fn bar(days: &[(i64, Figures)], wording: Wording) -> String {
     let width = days.len() as i64 * (CELL + GAP) - GAP;
     let mut out = String::with_capacity(days.len() * 160 + 400);
     let _ = write!(
@@ -63,13 +91,14 @@ pub fn bar(days: &[(i64, Figures)]) -> String {
              <title>{}</title></rect>",
             date(*day),
             i as i64 * (CELL + GAP),
-            escape(&describe(*day, f)),
+            escape(&describe(*day, f, wording)),
         );
     }
     let first = days.first().map_or(String::new(), |(d, _)| date(*d));
+    let what = if wording == Wording::Public { "state" } else { "verdict" };
     let _ = write!(
         out,
-        "</svg><p class=\"meta bar-ends\"><span>{first}</span><span>one cell a day (UTC), the worst verdict \
+        "</svg><p class=\"meta bar-ends\"><span>{first}</span><span>one cell a day (UTC), the worst {what} \
          of the day; hover for its availability</span><span>today</span></p>"
     );
     // Hover needs a mouse: the days that were not all up are also listed in words, newest first,
@@ -79,8 +108,9 @@ pub fn bar(days: &[(i64, Figures)]) -> String {
     if !marked.is_empty() {
         out.push_str("<ul class=\"meta days\">");
         for (day, f) in marked {
-            let worst = State::worst_of(&f.ms).map_or("", State::as_str);
-            let _ = write!(out, "<li data-day=\"{}\">{worst}: {}</li>", date(*day), escape(&describe(*day, f)));
+            let worst = State::worst_of(&f.ms).map_or("", |s| wording.state(s));
+            let _ =
+                write!(out, "<li data-day=\"{}\">{worst}: {}</li>", date(*day), escape(&describe(*day, f, wording)));
         }
         out.push_str("</ul>");
     }
@@ -100,7 +130,7 @@ mod tests {
         days[88].1 = Figures { ms: [23 * H, 0, H, 0], incidents: 1 };
         days[89].1 = Figures { ms: [5 * H, 0, 0, 0], incidents: 0 };
         days[87].1 = Figures { ms: [0, 0, 0, H], incidents: 0 };
-        let svg = bar(&days);
+        let svg = bar(&days, Wording::Operator);
         crate::badge::tests::well_formed(&svg).unwrap_or_else(|e| panic!("{e}: {svg}"));
         assert_eq!(svg.matches("<rect ").count(), 90);
         assert_eq!(svg.matches("d-none").count(), 87, "days before the first verdict have no colour");
@@ -118,5 +148,11 @@ mod tests {
         let listed: Vec<&str> = svg.split("<li data-day=\"").skip(1).filter_map(|l| l.get(..10)).collect();
         assert_eq!(listed, ["2024-12-31", "2024-12-30"], "{svg}");
         assert!(svg.contains(">DOWN: 2024-12-31: 95.833% available, 1h 0m down, 1 incident</li>"), "{svg}");
+
+        // The same days on a public page: its words, and nothing about quorums.
+        let public = bar(&days, Wording::Public);
+        assert!(public.contains(">Outage: 2024-12-31: 95.833% available, 1h 0m down, 1 incident</li>"), "{public}");
+        assert!(public.contains(">Unknown: 2024-12-30: no data</li>"), "{public}");
+        assert!(!public.contains("quorum") && !public.contains("verdict"), "{public}");
     }
 }

@@ -40,8 +40,14 @@ const SCRIPT: &str = r#"(function () {
 })();"#;
 
 const STYLE: &str = r#"
-:root { --fg: #1b1f24; --muted: #5b6570; --line: #d8dee4; --bg: #ffffff; --soft: #f5f7f9;
-  --up: #1a7f37; --degraded: #9a6700; --down: #cf222e; --unknown: #6e7781; }
+:root { color-scheme: light dark; --fg: #1b1f24; --muted: #5b6570; --line: #d8dee4; --bg: #ffffff;
+  --soft: #f5f7f9; --up: #1a7f37; --degraded: #9a6700; --down: #cf222e; --unknown: #6e7781;
+  --on-state: #ffffff; --link: #0969da; --p50: #0969da; --alarm: #ffebe9; --empty: #d8dee4; }
+@media (prefers-color-scheme: dark) {
+  :root { --fg: #e6edf3; --muted: #9ea7b3; --line: #30363d; --bg: #0d1117; --soft: #161b22;
+    --up: #3fb950; --degraded: #d29922; --down: #f85149; --unknown: #8b949e;
+    --on-state: #0d1117; --link: #58a6ff; --p50: #58a6ff; --alarm: #3c1618; --empty: #3d444d; }
+}
 * { box-sizing: border-box; }
 body { margin: 0; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
   color: var(--fg); background: var(--bg); }
@@ -54,18 +60,18 @@ header a.home { font-weight: 700; color: var(--fg); text-decoration: none; font-
 main { padding: .75rem 1rem 2rem; max-width: 1200px; }
 h1 { font-size: 1.2rem; margin: .25rem 0 .5rem; overflow-wrap: anywhere; }
 h2 { font-size: 1.05rem; margin: 1.5rem 0 .5rem; }
-a { color: #0969da; }
+a { color: var(--link); }
 code { font: .9em ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; overflow-wrap: anywhere; }
 .meta, .note { color: var(--muted); font-size: .85rem; }
 .badge { display: inline-block; padding: .05rem .5rem; border-radius: 1rem; font-weight: 700; font-size: .8rem;
-  color: #fff; letter-spacing: .02em; }
+  color: var(--on-state); letter-spacing: .02em; }
 .v-UP { background: var(--up); } .v-DEGRADED { background: var(--degraded); }
 .v-DOWN { background: var(--down); } .v-UNKNOWN { background: var(--unknown); }
 .v-zero { background: none; color: var(--muted); box-shadow: inset 0 0 0 1px var(--line); }
 .counts .badge { margin: 0 .6rem .3rem 0; font-size: .85rem; }
 .c-ok { color: var(--up); } .c-warning { color: var(--degraded); font-weight: 600; }
 .c-critical, .c-expired, .c-invalid { color: var(--down); font-weight: 600; } .c-unknown { color: var(--muted); }
-.silenced { background: #8250df; } .flapping { background: #bc4c00; }
+.silenced { background: #8250df; color: #fff; } .flapping { background: #bc4c00; color: #fff; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: .4rem .5rem; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { font-size: .8rem; color: var(--muted); font-weight: 600; }
@@ -77,7 +83,7 @@ td.num { text-align: right; white-space: nowrap; }
 .o-up { color: var(--up); font-weight: 600; } .o-down { color: var(--down); font-weight: 600; }
 .o-partial { color: var(--degraded); font-weight: 600; } .o-unknown { color: var(--unknown); font-weight: 600; }
 .cause { border-left: 4px solid var(--down); background: var(--soft); padding: .5rem .75rem; margin: .5rem 0; }
-.alarm { border: 2px solid var(--down); border-radius: .5rem; background: #ffebe9; padding: .5rem .75rem;
+.alarm { border: 2px solid var(--down); border-radius: .5rem; background: var(--alarm); padding: .5rem .75rem;
   margin: .5rem 0; overflow-wrap: anywhere; }
 .alarm strong { color: var(--down); }
 .facts th { width: 11rem; }
@@ -86,7 +92,7 @@ ul.timeline { padding-left: 1.1rem; } ul.timeline li { margin: .25rem 0; }
 nav.pages a { margin-right: 1rem; }
 .bar { margin: .25rem 0 .75rem; max-width: 56rem; }
 .bar svg { display: block; width: 100%; height: 2.2rem; }
-.bar .d { fill: var(--line); } .bar .d-UP { fill: var(--up); } .bar .d-DEGRADED { fill: var(--degraded); }
+.bar .d { fill: var(--empty); } .bar .d-UP { fill: var(--up); } .bar .d-DEGRADED { fill: var(--degraded); }
 .bar .d-DOWN { fill: var(--down); } .bar .d-UNKNOWN { fill: var(--unknown); }
 .bar .d:hover { opacity: .7; }
 .bar-ends { display: flex; justify-content: space-between; gap: .5rem; margin: .15rem 0; }
@@ -95,10 +101,23 @@ ul.days { margin: .2rem 0; padding-left: 1.1rem; }
 .latency figure { margin: 0; } .latency figcaption { font-weight: 600; font-size: .9rem; }
 .latency svg { display: block; width: 100%; height: 5.5rem; border-bottom: 1px solid var(--line); }
 .latency path { fill: none; stroke-width: 1.5; vector-effect: non-scaling-stroke; }
-.latency .p50 { stroke: #0969da; } .latency .p95 { stroke: var(--degraded); stroke-dasharray: 4 3; }
+.latency .p50 { stroke: var(--p50); } .latency .p95 { stroke: var(--degraded); stroke-dasharray: 4 3; }
 .latency .grid { stroke: var(--line); stroke-width: 1; vector-effect: non-scaling-stroke; }
-.k50 { color: #0969da; font-weight: 600; } .k95 { color: var(--degraded); font-weight: 600; }
+.k50 { color: var(--p50); font-weight: 600; } .k95 { color: var(--degraded); font-weight: 600; }
 .axis { display: flex; justify-content: space-between; margin: .1rem 0; }
+header.public { display: flex; align-items: center; gap: .75rem; padding: 1rem; max-width: 56rem; margin: 0 auto;
+  border-bottom: 1px solid var(--line); background: none; }
+header.public h1 { margin: 0; font-size: 1.4rem; }
+header.public .logo { max-height: 2.5rem; max-width: 10rem; }
+body.public main { max-width: 56rem; margin: 0 auto; }
+body.public footer { max-width: 56rem; margin: 0 auto; padding: 0 1rem 2rem; }
+.overall { font-weight: 700; font-size: 1.1rem; padding: .6rem .9rem; border-radius: .5rem; margin: .75rem 0 .25rem;
+  color: var(--on-state); }
+.overall.o-UP { background: var(--up); } .overall.o-DEGRADED { background: var(--degraded); }
+.overall.o-DOWN { background: var(--down); } .overall.o-UNKNOWN { background: var(--unknown); }
+.service { border: 1px solid var(--line); border-radius: .5rem; padding: .5rem .9rem .25rem; margin: .75rem 0; }
+.service h2 { display: flex; flex-wrap: wrap; justify-content: space-between; gap: .25rem .75rem; margin: .25rem 0;
+  overflow-wrap: anywhere; }
 @media (max-width: 640px) {
   main { padding: .5rem .6rem 2rem; }
   table.cards thead { display: none; }
@@ -122,6 +141,17 @@ pub static CSP: LazyLock<String> = LazyLock::new(|| {
         sha256_source(STYLE)
     )
 });
+
+/// The Content-Security-Policy of a public status page: no script at all, the page's style by
+/// hash, and images only from the page's own logo (`img_src`: a CSP source naming that one image,
+/// checked when the config was loaded), if it has one.
+pub fn public_csp(img_src: Option<&str>) -> String {
+    let img = img_src.map_or(String::new(), |src| format!("img-src {src}; "));
+    format!(
+        "default-src 'none'; style-src '{}'; {img}base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        sha256_source(STYLE)
+    )
+}
 
 /// `sha256-<base64>`, a CSP hash source.
 pub fn sha256_source(text: &str) -> String {
@@ -195,6 +225,11 @@ pub fn head(title: &str) -> String {
          <title>{}</title><style>{STYLE}</style></head>\n",
         escape(title)
     )
+}
+
+/// `head`, for a page without script that reloads itself every `seconds` (a public status page).
+pub fn head_refreshing(title: &str, seconds: u32) -> String {
+    head(title).replacen("<title>", &format!("<meta http-equiv=\"refresh\" content=\"{seconds}\"><title>"), 1)
 }
 
 /// A whole page whose `#live` part the script refreshes from `src`.
@@ -373,5 +408,39 @@ mod tests {
         let style = page.split("<style>").nth(1).and_then(|s| s.split("</style>").next()).unwrap();
         assert!(CSP.contains(&sha256_source(style)));
         assert!(!CSP.contains("unsafe"));
+        let public = public_csp(Some("https://cdn.example.com/logo.png"));
+        assert!(public.contains(&sha256_source(style)) && !public.contains("script-src"), "{public}");
+        assert!(public.contains("img-src https://cdn.example.com/logo.png; "), "{public}");
+        assert!(!public_csp(None).contains("img-src"));
+    }
+
+    #[test]
+    fn every_colour_has_a_dark_counterpart() {
+        let css = head("t");
+        let dark = css.split("prefers-color-scheme: dark").nth(1).expect("a dark scheme");
+        let light = css.split("@media").next().unwrap();
+        for var in [
+            "--fg",
+            "--muted",
+            "--line",
+            "--bg",
+            "--soft",
+            "--up",
+            "--degraded",
+            "--down",
+            "--unknown",
+            "--on-state",
+            "--link",
+            "--p50",
+            "--alarm",
+            "--empty",
+        ] {
+            assert!(light.contains(&format!("{var}: #")) && dark.contains(&format!("{var}: #")), "{var}");
+        }
+        // Colours outside the variables would not follow the scheme: only the silenced and
+        // flapping badges keep theirs (white on purple and on orange read in both).
+        let rules = css.split_once("@media (prefers-color-scheme: dark)").and_then(|(_, d)| d.split_once("\n}\n"));
+        let rules = rules.map_or("", |(_, rest)| rest);
+        assert_eq!(rules.matches(": #").count(), 4, "{rules}");
     }
 }

@@ -31,10 +31,9 @@ fn uptime_cell(s: &TargetStatus) -> String {
 }
 
 /// "Availability: 24h 100% · 7d 99.931% · …" with each window's down time and incidents, for the
-/// target's page.
-pub fn uptime_line(s: &TargetStatus) -> String {
-    let parts: Vec<String> = s
-        .uptime
+/// target's page and a public status page.
+pub fn uptime_line(uptime: &[vantage_proto::v1::Availability]) -> String {
+    let parts: Vec<String> = uptime
         .iter()
         .map(|a| {
             let down = if a.down_seconds > 0.0 {

@@ -76,10 +76,10 @@ pub fn target_fragment(
         escape(&failing_cell(s)),
     );
     if !s.uptime.is_empty() {
-        out.push_str(&super::overview::uptime_line(s));
+        out.push_str(&super::overview::uptime_line(&s.uptime));
     }
     if !charts.days.is_empty() {
-        out.push_str(&super::bar::bar(&charts.days));
+        out.push_str(&super::bar::bar(&charts.days, super::bar::Wording::Operator));
     }
     if let Some(c) = &s.cause {
         let _ = write!(
