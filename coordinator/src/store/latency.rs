@@ -20,6 +20,11 @@ use crate::latency::{DayHours, HOUR_MS, Summary, day_of_hour, hour_of, micros};
 /// In `HOUSEKEEPING`: how far the roll-ups have got (JSON, [`Progress`]).
 const LATENCY_PROGRESS: &str = "latency_rollup";
 
+/// Most time one housekeeping pass spends reading raw results for roll-ups: hours left over
+/// (after an upgrade, the days of raw results already kept) are done by the next passes, so the
+/// pruning stages after it are not held up.
+pub const LATENCY_PASS_TIME: Duration = Duration::from_secs(60);
+
 /// Results read at a time while rolling one (target, hour) up.
 const PAGE: usize = 1_000;
 
@@ -47,12 +52,15 @@ struct Range {
 pub struct LatencyPass {
     pub closed_before: i64,
     pub first_hour: i64,
+    /// Reading time this pass may spend ([`LATENCY_PASS_TIME`]), and has spent.
+    pub budget: Duration,
+    spent: Duration,
     progress: Option<Progress>,
 }
 
 impl LatencyPass {
     pub fn new(closed_before: i64, first_hour: i64) -> LatencyPass {
-        LatencyPass { closed_before, first_hour, progress: None }
+        LatencyPass { closed_before, first_hour, budget: LATENCY_PASS_TIME, spent: Duration::ZERO, progress: None }
     }
 }
 
@@ -141,8 +149,10 @@ impl Store {
         };
         let mut step =
             Step { rows: Vec::new(), progress: Progress::default(), moved: false, finished: false, hours: 0 };
+        let (spent, budget) = (pass.spent, pass.budget);
+        let over_budget = |started: Instant| spent + started.elapsed() >= budget;
         loop {
-            if step.rows.len() >= max_rows || started.elapsed() >= max_time {
+            if step.rows.len() >= max_rows || started.elapsed() >= max_time || over_budget(started) {
                 break;
             }
             let Some(range) = progress.range.as_mut() else {
@@ -182,8 +192,10 @@ impl Store {
                 },
             }
         }
-        step.finished = progress.range.is_none()
-            && progress.done_before.unwrap_or(i64::MIN).max(pass.first_hour) >= pass.closed_before;
+        step.finished = over_budget(started)
+            || progress.range.is_none()
+                && progress.done_before.unwrap_or(i64::MIN).max(pass.first_hour) >= pass.closed_before;
+        pass.spent += started.elapsed();
         step.progress = progress;
         Ok(step)
     }
@@ -363,6 +375,12 @@ mod tests {
         // Asking for part of a day gives only those hours.
         assert_eq!(store.latency_hours(a, BASE + 1, BASE + 1).unwrap()["eu"].len(), 1);
 
+        // A pass out of reading time leaves the hours to the next.
+        let mut spent = pass(BASE + 4, BASE - 24);
+        if let Some(l) = spent.latency.as_mut() {
+            l.budget = Duration::ZERO;
+        }
+        assert_eq!(prune(&store, spent, 100).latency_hours, 0);
         // Nothing new closed: the next pass writes nothing at all.
         assert_eq!(prune(&store, pass(BASE + 3, BASE - 24), 100).steps, 0);
         // The hour closes: only it is read.
