@@ -59,7 +59,10 @@ pub struct LatencyPass {
 }
 
 impl LatencyPass {
+    /// Hours older than the roll-ups are kept are not rolled up, whatever the raw results'
+    /// retention (which bounds the hours looked at, too).
     pub fn new(closed_before: i64, first_hour: i64) -> LatencyPass {
+        let first_hour = first_hour.max(closed_before - crate::latency::KEPT_DAYS * 24);
         LatencyPass { closed_before, first_hour, budget: LATENCY_PASS_TIME, spent: Duration::ZERO, progress: None }
     }
 }
