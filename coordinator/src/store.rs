@@ -31,7 +31,7 @@ use redb::Database;
 pub use agents::{AgentRecord, RegionRecord, Revocation};
 pub use db::{Store, StoreError};
 pub use housekeeping::{PRUNE_STEP_ROWS, PRUNE_STEP_TIME, Pruned, Pruning};
-pub use latency::{LatencyHours, LatencyPass};
+pub use latency::{LATENCY_PASS_TIME, LatencyHours, LatencyPass};
 pub use results::{BatchOutcome, StoredResult};
 pub use uptime::{OpinionChange, Rolled, TargetRollups};
 pub use verdicts::{CLOSED_RECOVERED, CLOSED_REMOVED, IncidentChange, IncidentGroup, VerdictRecord};
