@@ -130,10 +130,14 @@ impl Store {
     fn read_progress(&self) -> Result<Progress, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(HOUSEKEEPING)?;
-        match table.get(LATENCY_PROGRESS)? {
-            Some(v) => serde_json::from_slice(v.value()).map_err(corrupt),
-            None => Ok(Progress::default()),
-        }
+        // A record this version cannot read starts the roll-ups afresh from the raw results
+        // still kept (rolling an hour up again replaces it), rather than stopping housekeeping.
+        Ok(table.get(LATENCY_PROGRESS)?.map_or_else(Progress::default, |v| {
+            serde_json::from_slice(v.value()).unwrap_or_else(|error| {
+                tracing::warn!(%error, "latency roll-ups: unreadable progress record; starting afresh");
+                Progress::default()
+            })
+        }))
     }
 
     /// Computes the next step of `pass` from the raw results, without the write lock: closed
@@ -216,8 +220,13 @@ pub(super) fn latency_write(
     for (url, region, hour, summary) in &step.rows {
         let day = day_of_hour(*hour);
         let key = (url.as_str(), region.as_str(), day);
-        let mut record = match days.get(key)? {
-            Some(v) => DayHours::decode(v.value()).map_err(corrupt)?,
+        // A row this version cannot read loses its other hours rather than stopping housekeeping.
+        let mut record = match days.get(key)?.map(|v| DayHours::decode(v.value())) {
+            Some(Ok(record)) => record,
+            Some(Err(error)) => {
+                tracing::warn!(%error, url, region, day, "latency roll-ups: unreadable row replaced");
+                DayHours::default()
+            }
             None => DayHours::default(),
         };
         record.set(*hour, *summary);
@@ -484,6 +493,24 @@ mod tests {
         }
         assert_eq!(store.latency_hours(urls[1], BASE + 6, BASE + 6).unwrap()["eu"][0].1.ok, 5);
         assert_eq!(done_before_stop + done.latency_hours, 18 + 1, "no hour is rolled up twice");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn unreadable_records_start_afresh_instead_of_stopping_housekeeping() {
+        let dir = temp_dir("latency-unreadable");
+        let store = Store::open(&dir).unwrap();
+        let a = "https://a.example/";
+        add_targets(&store, &[a]);
+        store.record_batch("agent", 1, &[timed(a, "eu", BASE * H + 5, 12.0, ProbeStatus::Up)]).unwrap();
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(HOUSEKEEPING).unwrap().insert(LATENCY_PROGRESS, b"{not json".as_slice()).unwrap();
+        let day = day_of_hour(BASE);
+        txn.open_table(LATENCY_DAYS).unwrap().insert((a, "eu", day), [7u8, 1, 2].as_slice()).unwrap();
+        txn.commit().unwrap();
+        let done = prune(&store, pass(BASE + 1, BASE - 24), 100);
+        assert_eq!(done.latency_hours, 1);
+        assert_eq!(store.latency_hours(a, BASE, BASE).unwrap()["eu"][0].1.p50_us, 12_000);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
