@@ -81,34 +81,8 @@ pub async fn route(hub: &Hub, path: &str, query: &str) -> Option<(StatusCode, St
             let incidents = hub.incidents(&url, false, MAX_INCIDENTS + 1).await.unwrap_or_default();
             let alerts = hub.alerts(&url, MAX_ALERTS).await.unwrap_or_default();
             let span = latency::Span::from_query(query_value(query, "latency").as_deref());
-            let mut latency: std::collections::BTreeMap<String, Vec<latency::Bucket>> = match span {
-                latency::Span::Day => {
-                    status.regions.iter().map(|r| (r.region.clone(), latency::buckets(&[], now))).collect()
-                }
-                latency::Span::Month => {
-                    let none = vec![None; latency::MONTH_HOURS as usize];
-                    status.regions.iter().map(|r| (r.region.clone(), none.clone())).collect()
-                }
-            };
-            match span {
-                latency::Span::Day => {
-                    // The last 24 hours of every region in one read, newest first, bucketed per
-                    // region.
-                    let recent = hub
-                        .history(&url, None, now - latency::SPAN_MS, now, latency::MAX_SAMPLES)
-                        .await
-                        .unwrap_or_default();
-                    for (region, samples) in latency::samples(&recent) {
-                        latency.insert(region, latency::buckets(&samples, now));
-                    }
-                }
-                // The last 30 days from the hourly roll-ups: one range read per region.
-                latency::Span::Month => {
-                    if let Ok(report) = hub.latency(&url, "30d").await {
-                        latency.extend(latency::month_buckets(&report.regions, now));
-                    }
-                }
-            }
+            let regions: Vec<String> = status.regions.iter().map(|r| r.region.clone()).collect();
+            let latency = latency::read(hub, &url, &regions, span, now).await;
             let charts = Charts { days: hub.daily(&url, bar::BAR_DAYS).await.unwrap_or_default(), latency, span };
             let body = channel_banner(&hub.channel_health.failing(), now)
                 + &target_fragment(&status, &latest, &history, &incidents, &alerts, &charts, now);

@@ -94,6 +94,37 @@ pub fn month_buckets(regions: &crate::store::LatencyHours, now: i64) -> BTreeMap
         .collect()
 }
 
+/// Each region's buckets for `span` ending `now` (every one of `regions`, empty where it has no
+/// data): the last 24 hours from the newest results of every region in one read, or the last 30
+/// days from the hourly roll-ups (one range read per region).
+pub async fn read(
+    hub: &crate::hub::Hub,
+    url: &str,
+    regions: &[String],
+    span: Span,
+    now: i64,
+) -> BTreeMap<String, Vec<Bucket>> {
+    match span {
+        Span::Day => {
+            let mut out: BTreeMap<String, Vec<Bucket>> =
+                regions.iter().map(|r| (r.clone(), buckets(&[], now))).collect();
+            let recent = hub.history(url, None, now - SPAN_MS, now, MAX_SAMPLES).await.unwrap_or_default();
+            for (region, samples) in samples(&recent) {
+                out.insert(region, buckets(&samples, now));
+            }
+            out
+        }
+        Span::Month => {
+            let mut out: BTreeMap<String, Vec<Bucket>> =
+                regions.iter().map(|r| (r.clone(), vec![None; MONTH_HOURS as usize])).collect();
+            if let Ok(report) = hub.latency(url, "30d").await {
+                out.extend(month_buckets(&report.regions, now));
+            }
+            out
+        }
+    }
+}
+
 /// Each region's successful results' (time, total ms) from `history` (any order).
 pub fn samples(history: &[HistoryEntry]) -> BTreeMap<String, Vec<(i64, f64)>> {
     let mut out: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
