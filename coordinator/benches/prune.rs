@@ -2,7 +2,8 @@
 //! default) written through the real store in big batches, then the real housekeeping pass
 //! (`Hub::prune`) removing most of them while a writer commits result batches the way ingest does.
 //! Reports how long those commits took (they include any wait for the write lock) with and without
-//! the pass running, against the goal of 50 ms, and the pass's throughput.
+//! the pass running, against the goal of 50 ms, and the pass's throughput. Then the hourly latency
+//! roll-ups of a day of `--rollup-targets` targets (1,000 by default) beside the same writer.
 //!
 //! Run: `cargo bench -p vantage-coordinator --bench prune [-- --rows N --targets N]` (or
 //! `VANTAGE_BENCH_ROWS`, `VANTAGE_BENCH_TARGETS`). The store is written to the system's temporary
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use vantage_coordinator::clock::now_ms;
 use vantage_coordinator::hub::{Hub, HubOptions, Retention};
 use vantage_coordinator::store::{Store, StoredResult};
-use vantage_proto::v1::{HistoryEntry, ProbeResult, ProbeStatus, Timings};
+use vantage_proto::v1::{HistoryEntry, ProbeResult, ProbeStatus, TargetSpec, Timings};
 
 const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
 /// The history spans this many days, up to now; the pass keeps the newest `KEPT_DAYS`.
@@ -68,16 +69,16 @@ fn row(target: usize, region: &str, at_ms: i64) -> StoredResult {
 }
 
 /// Writes `rows` history rows: every target probed from every region at an even pace over
-/// `SPAN_DAYS` up to `now`, oldest first, as ingest would have written them.
-fn build(store: &Store, rows: usize, targets: usize, now: i64) {
+/// `span_days` up to `now`, oldest first, as ingest would have written them.
+fn build(store: &Store, rows: usize, targets: usize, now: i64, span_days: i64) {
     let probes = (rows / (targets * REGIONS.len())).max(1) as i64;
-    let step = SPAN_DAYS * DAY_MS / probes;
+    let step = span_days * DAY_MS / probes;
     let mut batch = Vec::with_capacity(BUILD_BATCH);
     let mut sequence = 0;
     let mut written = 0;
     let started = Instant::now();
     'rows: for probe in 0..probes {
-        let at = now - SPAN_DAYS * DAY_MS + probe * step;
+        let at = now - span_days * DAY_MS + probe * step;
         for target in 0..targets {
             for region in REGIONS {
                 batch.push(row(target, region, at + target as i64 % step.max(1)));
@@ -149,7 +150,7 @@ fn main() {
     let now = now_ms();
     eprintln!("building the store: {rows} rows …");
     let started = Instant::now();
-    build(&store, rows, targets, now);
+    build(&store, rows, targets, now, SPAN_DAYS);
     let built = started.elapsed();
     let bytes = std::fs::metadata(dir.join("vantage.redb")).map(|m| m.len()).unwrap_or(0);
 
@@ -193,6 +194,45 @@ fn main() {
         println!("  alone:         {}", summary(&mut alone));
         println!("  while pruning: {}", summary(&mut beside));
         println!("  goal: no commit over {} ms while pruning; over it: {over} of {}", GOAL.as_millis(), beside.len());
+    });
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+    rollups(&runtime, parameter("--rollup-targets", "VANTAGE_BENCH_ROLLUP_TARGETS", 1_000));
+}
+
+/// The hourly latency roll-ups: a store of its own holding the last day of `targets` targets
+/// probed every minute from 3 regions (the targets known to the store), then the real pass, which
+/// rolls the closed hours up (reading for at most `LATENCY_PASS_TIME`) beside the same writer.
+fn rollups(runtime: &tokio::runtime::Runtime, targets: usize) {
+    let dir = std::env::temp_dir().join(format!("vantage-bench-rollups-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = Arc::new(Store::open(&dir).unwrap());
+    let specs: Vec<TargetSpec> = (0..targets).map(|t| TargetSpec { url: url(t), ..Default::default() }).collect();
+    store.upsert_targets(&specs).unwrap();
+    let rows = targets * REGIONS.len() * 24 * 60;
+    eprintln!("building the roll-ups' store: {rows} rows …");
+    build(&store, rows, targets, now_ms(), 1);
+    runtime.block_on(async {
+        let hub = Hub::open(store.clone(), Vec::new(), HubOptions::default()).await.unwrap();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let writer = tokio::spawn(write_while(store.clone(), targets, stopped));
+        let started = Instant::now();
+        let done = hub.prune(&Retention::default()).await.unwrap();
+        let rolling = started.elapsed();
+        stop.send(true).unwrap();
+        let mut during = writer.await.unwrap();
+        let per_hour = (REGIONS.len() * 60) as f64;
+        println!(
+            "latency roll-ups: the last day of {targets} targets probed every minute from {} regions ({rows} rows): \
+             {} target-hours of {per_hour:.0} results rolled up in {:.1} s (wall, with the pauses between steps; \
+             at most {} s of reading a pass): {:.1} µs per result",
+            REGIONS.len(),
+            done.latency_hours,
+            rolling.as_secs_f64(),
+            vantage_coordinator::store::LATENCY_PASS_TIME.as_secs(),
+            rolling.as_secs_f64() * 1e6 / (done.latency_hours as f64 * per_hour).max(1.0)
+        );
+        println!("  ingest commits while rolling up: {}", summary(&mut during));
     });
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);

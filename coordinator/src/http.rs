@@ -1,7 +1,8 @@
 //! The coordinator's HTTP side: the status page (`/`, `/target?url=…`, rendered by `page`),
 //! `/healthz`, Prometheus metrics at `/metrics`, one target's probe detail at `/probe?target=…`
 //! and the target list for Prometheus's discovery at `/probe/targets`, the consolidated status
-//! as JSON at `/v1/status`, availability at `/v1/uptime` (JSON or CSV), and heartbeats:
+//! as JSON at `/v1/status`, availability at `/v1/uptime` and hourly latency at `/v1/latency`
+//! (JSON or CSV), and heartbeats:
 //! `POST /v1/heartbeats/{name}` (signed with HMAC-SHA256 over the timestamp, the name and the
 //! body) and `GET /v1/heartbeats`, and `POST /-/reload` (Prometheus's convention: the config
 //! file read again), and badges (`/badge/status.svg`, `/badge/uptime.svg`, `badge`), and the
@@ -239,6 +240,7 @@ async fn route(http: &Http, request: Request<hyper::body::Incoming>) -> Response
             (StatusCode::OK, "application/json", json + "\n")
         }
         ("GET", "/v1/uptime") => uptime(hub, request.uri().query().unwrap_or_default()).await,
+        ("GET", "/v1/latency") => latency(hub, request.uri().query().unwrap_or_default()).await,
         _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
     };
     respond(status, content_type, body)
@@ -275,6 +277,43 @@ async fn uptime(hub: &Hub, query: &str) -> (StatusCode, &'static str, String) {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "text/plain",
                 "reading availability failed; see the coordinator's log\n".into(),
+            )
+        }
+    }
+}
+
+/// `GET /v1/latency?target=URL[&window=30d][&format=csv]`: one target's hourly latency per
+/// region over a window (default 30 days), from the roll-ups, as JSON or CSV.
+async fn latency(hub: &Hub, query: &str) -> (StatusCode, &'static str, String) {
+    let param = |name: &str| {
+        url::form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+    };
+    let window = param("window").unwrap_or_else(|| "30d".to_owned());
+    let Some(target) = param("target").filter(|t| !t.is_empty()) else {
+        return (StatusCode::BAD_REQUEST, "text/plain", "target: give the target's URL (target=URL)\n".into());
+    };
+    let csv = match param("format").as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return (StatusCode::BAD_REQUEST, "text/plain", format!("format {other:?}: use json or csv\n"));
+        }
+    };
+    match hub.latency(&target, &window).await {
+        Ok(report) if csv => (StatusCode::OK, "text/csv; charset=utf-8", crate::view::latency_csv(&report)),
+        Ok(report) => (
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_string_pretty(&crate::view::latency_json(&report)).unwrap_or_default() + "\n",
+        ),
+        Err(e @ crate::hub::HubError::NoTarget(_)) => (StatusCode::NOT_FOUND, "text/plain", format!("{e}\n")),
+        Err(e @ crate::hub::HubError::Refused(_)) => (StatusCode::BAD_REQUEST, "text/plain", format!("{e}\n")),
+        Err(e) => {
+            tracing::error!(error = %e, "GET /v1/latency failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                "reading latency failed; see the coordinator's log\n".into(),
             )
         }
     }

@@ -26,6 +26,7 @@ mod groups;
 mod heartbeats;
 mod housekeeping;
 mod judge;
+mod latency;
 mod memory;
 mod planner;
 mod projection;
@@ -55,6 +56,7 @@ pub use config_events::{Applied, Live};
 pub use counters::Counters;
 pub use heartbeats::HeartbeatError;
 pub use housekeeping::{PRUNE_STEP_TARGET, Retention};
+pub use latency::LatencyReport;
 pub use memory::HeartbeatMemory;
 pub use projection::silence_to_proto;
 

@@ -16,6 +16,7 @@ pub mod grpc;
 pub mod http;
 pub mod hub;
 pub mod impairment;
+pub mod latency;
 pub mod metrics;
 pub mod names;
 pub mod page;

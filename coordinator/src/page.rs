@@ -80,19 +80,14 @@ pub async fn route(hub: &Hub, path: &str, query: &str) -> Option<(StatusCode, St
             // One more than is shown: then the page says older ones exist.
             let incidents = hub.incidents(&url, false, MAX_INCIDENTS + 1).await.unwrap_or_default();
             let alerts = hub.alerts(&url, MAX_ALERTS).await.unwrap_or_default();
-            // The last 24 hours of every region in one read, newest first, bucketed per region.
-            let recent =
-                hub.history(&url, None, now - latency::SPAN_MS, now, latency::MAX_SAMPLES).await.unwrap_or_default();
-            let mut latency: std::collections::BTreeMap<String, Vec<latency::Bucket>> =
-                status.regions.iter().map(|r| (r.region.clone(), latency::buckets(&[], now))).collect();
-            for (region, samples) in latency::samples(&recent) {
-                latency.insert(region, latency::buckets(&samples, now));
-            }
-            let charts = Charts { days: hub.daily(&url, bar::BAR_DAYS).await.unwrap_or_default(), latency };
+            let span = latency::Span::from_query(query_value(query, "latency").as_deref());
+            let regions: Vec<String> = status.regions.iter().map(|r| r.region.clone()).collect();
+            let latency = latency::read(hub, &url, &regions, span, now).await;
+            let charts = Charts { days: hub.daily(&url, bar::BAR_DAYS).await.unwrap_or_default(), latency, span };
             let body = channel_banner(&hub.channel_health.failing(), now)
                 + &target_fragment(&status, &latest, &history, &incidents, &alerts, &charts, now);
             let title = format!("{} · {} · Vantage", names::verdict(status.verdict), url);
-            let src = format!("{}&part=live", target_href(&url));
+            let src = format!("{}{}&part=live", target_href(&url), span.param());
             Some((StatusCode::OK, if fragment { body } else { document(&title, &src, &body) }))
         }
         _ => None,

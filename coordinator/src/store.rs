@@ -6,7 +6,7 @@
 //! One file per concern, each an `impl Store` block beside its records: `targets`, `results`
 //! (batches, history, newest), `agents` (agents, sequences, revocations, regions), `verdicts`
 //! (verdicts, transitions, incidents), `alerts` (outbox, deliveries, alert memory, silences),
-//! `uptime` (availability roll-ups per day), `housekeeping` (pruning in bounded steps) and
+//! `uptime` (availability roll-ups per day), `latency` (latency roll-ups per hour), `housekeeping` (pruning in bounded steps) and
 //! `time_index` (the indexes it walks). The tables are declared once in `tables`; the handle and
 //! its errors are in `db`.
 
@@ -14,6 +14,7 @@ mod agents;
 mod alerts;
 mod db;
 mod housekeeping;
+mod latency;
 mod results;
 mod tables;
 mod targets;
@@ -30,6 +31,7 @@ use redb::Database;
 pub use agents::{AgentRecord, RegionRecord, Revocation};
 pub use db::{Store, StoreError};
 pub use housekeeping::{PRUNE_STEP_ROWS, PRUNE_STEP_TIME, Pruned, Pruning};
+pub use latency::{LATENCY_PASS_TIME, LatencyHours, LatencyPass};
 pub use results::{BatchOutcome, StoredResult};
 pub use uptime::{OpinionChange, Rolled, TargetRollups};
 pub use verdicts::{CLOSED_RECOVERED, CLOSED_REMOVED, IncidentChange, IncidentGroup, VerdictRecord};
@@ -58,6 +60,7 @@ impl Store {
         time_index::open_time_indexes(&txn)?;
         alerts::open_tables(&txn)?;
         uptime::open_tables(&txn)?;
+        latency::open_tables(&txn)?;
         txn.commit()?;
         Ok(Store::new(db))
     }

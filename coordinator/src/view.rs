@@ -1,7 +1,7 @@
 //! The API's values written out the same way by the server and the CLI: a target's status as
 //! JSON (`GET /v1/status` and `status --json`), a silence and a flapping target in words (the
-//! page, the table), and availability as JSON and CSV (`GET /v1/uptime`, `uptime --json`) and as
-//! a percentage.
+//! page, the table), availability as JSON and CSV (`GET /v1/uptime`, `uptime --json`) and as
+//! a percentage, and hourly latency as JSON and CSV (`GET /v1/latency`).
 
 use vantage_proto::v1::{Availability, Silence, TargetStatus, TargetUptime};
 
@@ -86,11 +86,7 @@ pub fn uptime_csv(targets: &[TargetUptime]) -> String {
         "url,window,from,to,availability_percent,judged_seconds,up_seconds,degraded_seconds,down_seconds,unknown_seconds,incidents,worst\r\n",
     );
     for t in targets {
-        let url = if t.url.contains([',', '"', '\n', '\r']) {
-            format!("\"{}\"", t.url.replace('"', "\"\""))
-        } else {
-            t.url.clone()
-        };
+        let url = csv_field(&t.url);
         for a in &t.windows {
             let judged = a.up_seconds + a.degraded_seconds + a.down_seconds;
             let stamp = |t: Option<&prost_types::Timestamp>| ts(t).as_str().unwrap_or_default().to_owned();
@@ -112,6 +108,90 @@ pub fn uptime_csv(targets: &[TargetUptime]) -> String {
     out
 }
 
+/// A value as one CSV field (RFC 4180: quoted when it holds a comma, a quote or a line break).
+fn csv_field(value: &str) -> String {
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_owned()
+    }
+}
+
+/// µs as ms (three decimals) for JSON.
+fn ms_json(us: u32) -> serde_json::Value {
+    serde_json::json!(f64::from(us) / 1000.0)
+}
+
+/// One target's hourly latency as JSON (`GET /v1/latency`): per region, per hour the probes
+/// that passed (`count`) and the others (`failed`), and the passing ones' total time in ms
+/// (null when none passed).
+pub fn latency_json(r: &crate::hub::LatencyReport) -> serde_json::Value {
+    let regions: Vec<serde_json::Value> = r
+        .regions
+        .iter()
+        .map(|(region, hours)| {
+            let hours: Vec<serde_json::Value> = hours
+                .iter()
+                .map(|(hour, s)| {
+                    let figure = |us: u32| if s.ok > 0 { ms_json(us) } else { serde_json::Value::Null };
+                    serde_json::json!({
+                        "hour": crate::clock::rfc3339(hour * crate::latency::HOUR_MS),
+                        "count": s.ok,
+                        "failed": s.failed,
+                        "min_ms": figure(s.min_us),
+                        "p50_ms": figure(s.p50_us),
+                        "p95_ms": figure(s.p95_us),
+                        "p99_ms": figure(s.p99_us),
+                        "max_ms": figure(s.max_us),
+                        "mean_ms": figure(s.mean_us),
+                    })
+                })
+                .collect();
+            serde_json::json!({ "region": region, "hours": hours })
+        })
+        .collect();
+    serde_json::json!({
+        "url": r.url,
+        "window": r.window.name,
+        "from": crate::clock::rfc3339(r.from_ms),
+        "to": crate::clock::rfc3339(r.to_ms),
+        "regions": regions,
+    })
+}
+
+/// The CSV of `GET /v1/latency?format=csv`: one line per region and hour, oldest first within
+/// each region; the figures empty when no probe passed.
+pub fn latency_csv(r: &crate::hub::LatencyReport) -> String {
+    use crate::latency::Ms;
+    let mut out = String::from("url,region,hour,count,failed,min_ms,p50_ms,p95_ms,p99_ms,max_ms,mean_ms\r\n");
+    let url = csv_field(&r.url);
+    for (region, hours) in &r.regions {
+        let region = csv_field(region);
+        for (hour, s) in hours {
+            let figures = if s.ok > 0 {
+                format!(
+                    "{},{},{},{},{},{}",
+                    Ms(s.min_us),
+                    Ms(s.p50_us),
+                    Ms(s.p95_us),
+                    Ms(s.p99_us),
+                    Ms(s.max_us),
+                    Ms(s.mean_us)
+                )
+            } else {
+                ",,,,,".to_owned()
+            };
+            out.push_str(&format!(
+                "{url},{region},{},{},{},{figures}\r\n",
+                crate::clock::rfc3339(hour * crate::latency::HOUR_MS),
+                s.ok,
+                s.failed
+            ));
+        }
+    }
+    out
+}
+
 /// A flapping target in words: since when, its rate, the causes seen, what is held back.
 pub fn describe_flapping(f: &vantage_proto::v1::Flapping) -> String {
     let causes = if f.causes.is_empty() { String::new() } else { format!(", causes seen: {}", f.causes.join(", ")) };
@@ -127,4 +207,39 @@ pub fn describe_silence(s: &Silence) -> String {
     let comment = if s.comment.is_empty() { String::new() } else { format!(" ({})", s.comment) };
     let end = ts(s.end.as_ref());
     format!("{}{comment} until {}", s.id, end.as_str().unwrap_or("?"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::latency::{HOUR_MS, Summary};
+
+    #[test]
+    fn latency_is_one_csv_line_per_region_and_hour_and_null_figures_without_a_passing_probe() {
+        let mut regions = crate::store::LatencyHours::new();
+        regions.insert("eu-west".into(), vec![(494_000, Summary::of(&mut [1_500, 2_250, 90_000], 1))]);
+        regions.insert("us,east".into(), vec![(494_001, Summary { failed: 4, ..Summary::default() })]);
+        let report = crate::hub::LatencyReport {
+            url: "https://a.test/?q=1,2".into(),
+            window: crate::uptime::parse_windows(&["30d".into()]).unwrap().remove(0),
+            from_ms: 0,
+            to_ms: 494_002 * HOUR_MS,
+            regions,
+        };
+        assert_eq!(
+            latency_csv(&report),
+            "url,region,hour,count,failed,min_ms,p50_ms,p95_ms,p99_ms,max_ms,mean_ms\r\n\
+             \"https://a.test/?q=1,2\",eu-west,2026-05-10T08:00:00Z,3,1,1.500,2.250,90.000,90.000,90.000,31.250\r\n\
+             \"https://a.test/?q=1,2\",\"us,east\",2026-05-10T09:00:00Z,0,4,,,,,,\r\n"
+        );
+        let json = latency_json(&report);
+        let eu = &json["regions"][0]["hours"][0];
+        assert_eq!(
+            (eu["count"].as_u64(), eu["p50_ms"].as_f64(), eu["mean_ms"].as_f64()),
+            (Some(3), Some(2.25), Some(31.25))
+        );
+        let us = &json["regions"][1]["hours"][0];
+        assert_eq!((us["failed"].as_u64(), us["p95_ms"].is_null()), (Some(4), true));
+        assert_eq!(json["window"], "30d");
+    }
 }

@@ -249,3 +249,15 @@ curl -s -w '\n%{http_code}' -H "X-Vantage-Timestamp: $2" -H "X-Vantage-Signature
     let (answer, code) = text.rsplit_once('\n').unwrap_or(("", &text));
     (code.trim().parse().unwrap_or(0), answer.to_owned())
 }
+
+/// libfaketime (Debian's faketime, which `.ci/setup` installs), wherever Debian's multiarch
+/// layout put it: a real binary started with it in `LD_PRELOAD` and `FAKETIME` (`-120s`,
+/// `+7200s`) reads its wall clock that far off.
+pub fn libfaketime() -> String {
+    let found = std::fs::read_dir("/usr/lib")
+        .expect("/usr/lib")
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("faketime/libfaketime.so.1"))
+        .find(|p| p.exists());
+    found.expect("libfaketime (.ci/setup installs Debian's faketime)").to_str().unwrap().to_owned()
+}

@@ -6,16 +6,7 @@
 //! hello, warns about it, and shows it in `ListAgents`.
 
 use vantage_e2e::cluster::Cluster;
-
-/// libfaketime, wherever Debian's multiarch layout put it.
-fn libfaketime() -> String {
-    let found = std::fs::read_dir("/usr/lib")
-        .expect("/usr/lib")
-        .filter_map(Result::ok)
-        .map(|e| e.path().join("faketime/libfaketime.so.1"))
-        .find(|p| p.exists());
-    found.expect("libfaketime (.ci/setup installs Debian's faketime)").to_str().unwrap().to_owned()
-}
+use vantage_e2e::libfaketime;
 
 fn stored(cluster: &Cluster, url: &str) -> usize {
     let body = serde_json::json!({ "url": url, "region": "eu-west", "limit": 1000 }).to_string();

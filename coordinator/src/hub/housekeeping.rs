@@ -1,5 +1,6 @@
-//! Housekeeping: what outlives its retention goes (results, events, settled alerts, ended
-//! silences, agents not seen for long), a bounded step at a time so ingest never waits long.
+//! Housekeeping: closed hours' latency is rolled up, then what outlives its retention goes
+//! (results, events, settled alerts, ended silences, roll-ups, agents not seen for long), a
+//! bounded step at a time so ingest never waits long.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,10 @@ impl Hub {
         let forgotten = self.forget_agents(cutoff(retention.agents), now).await?;
         let (results, events) = (cutoff(retention.results), cutoff(retention.events));
         let mut pruning = Pruning::new(results, events, results);
+        // Closed hours are rolled up before their raw results can go; an hour the cutoff falls
+        // in has lost some of them already.
+        let first_hour = crate::latency::hour_of(results.saturating_add(crate::latency::HOUR_MS - 1));
+        pruning.latency = Some(store::LatencyPass::new(crate::latency::closed_before(now), first_hour));
         let mut rows = PRUNE_STEP_FIRST_ROWS;
         loop {
             let step = blocking(&self.store, move |s| {
@@ -47,7 +52,15 @@ impl Hub {
         // Silences that ended before the cutoff went from the store with them.
         self.lock().silences.retain(|s| s.end_ms >= results);
         let done = pruning.done;
-        if done != Pruned::default() || forgotten > 0 {
+        if done.latency_hours > 0 {
+            tracing::info!(
+                target_hours = done.latency_hours,
+                took_ms = started.elapsed().as_millis() as u64,
+                "housekeeping: closed hours' latency rolled up"
+            );
+        }
+        let removed = Pruned { latency_hours: 0, steps: 0, ..done };
+        if removed != Pruned::default() || forgotten > 0 {
             tracing::info!(
                 results = done.results,
                 transitions = done.transitions,

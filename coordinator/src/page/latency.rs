@@ -1,6 +1,7 @@
 //! The latency chart on a target's page: for each region, the median (p50) and 95th percentile
 //! (p95) of its successful probes' total time per 15-minute bucket over the last 24 hours, from
-//! the stored results. Inline SVG drawn by the server, colours from the page's style sheet
+//! the stored results, or (`latency=30d`, a link beside it) per hour over the last 30 days, from
+//! the hourly roll-ups. Inline SVG drawn by the server, colours from the page's style sheet
 //! (classes, so the hash-based policy holds), stretched to the page's width.
 
 use std::collections::BTreeMap;
@@ -9,6 +10,7 @@ use std::fmt::Write as _;
 use vantage_proto::v1::{HistoryEntry, ProbeStatus};
 
 use super::html::escape;
+use crate::latency::quantile;
 
 /// The span the chart covers, and its buckets.
 pub const SPAN_MS: i64 = 24 * 3_600_000;
@@ -23,10 +25,31 @@ const H: f64 = 90.0;
 /// One bucket's p50 and p95 (ms), if it holds any result.
 pub type Bucket = Option<(f64, f64)>;
 
-/// The value at quantile `q` (0..=1) of `sorted` by nearest rank.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
+/// Hours the 30-day chart covers (the newest is the hour under way, not rolled up yet).
+pub const MONTH_HOURS: i64 = 30 * 24;
+
+/// What the chart shows: the last 24 hours from the raw results, or the last 30 days from the
+/// hourly roll-ups.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Span {
+    #[default]
+    Day,
+    Month,
+}
+
+impl Span {
+    /// From the page's `latency` parameter (`30d`; anything else is the 24-hour chart).
+    pub fn from_query(value: Option<&str>) -> Span {
+        if value == Some("30d") { Span::Month } else { Span::Day }
+    }
+
+    /// The query parameter that selects it (to keep it in the refresh's URL).
+    pub fn param(self) -> &'static str {
+        match self {
+            Span::Day => "",
+            Span::Month => "&latency=30d",
+        }
+    }
 }
 
 /// `samples` ((time ms, latency ms)) in `BUCKETS` equal buckets of `[to - SPAN_MS, to)`, each
@@ -49,6 +72,57 @@ pub fn buckets(samples: &[(i64, f64)], to: i64) -> Vec<Bucket> {
             Some((quantile(&v, 0.5), quantile(&v, 0.95)))
         })
         .collect()
+}
+
+/// Each region's buckets of the 30-day chart, one per hour of `MONTH_HOURS` ending with the hour
+/// of `now`, from its rolled-up hours.
+pub fn month_buckets(regions: &crate::store::LatencyHours, now: i64) -> BTreeMap<String, Vec<Bucket>> {
+    let first = crate::latency::hour_of(now) - MONTH_HOURS + 1;
+    regions
+        .iter()
+        .map(|(region, hours)| {
+            let mut b: Vec<Bucket> = vec![None; MONTH_HOURS as usize];
+            for (hour, s) in hours {
+                if let Some(slot) = usize::try_from(hour - first).ok().and_then(|i| b.get_mut(i))
+                    && s.ok > 0
+                {
+                    *slot = Some((f64::from(s.p50_us) / 1000.0, f64::from(s.p95_us) / 1000.0));
+                }
+            }
+            (region.clone(), b)
+        })
+        .collect()
+}
+
+/// Each region's buckets for `span` ending `now` (every one of `regions`, empty where it has no
+/// data): the last 24 hours from the newest results of every region in one read, or the last 30
+/// days from the hourly roll-ups (one range read per region).
+pub async fn read(
+    hub: &crate::hub::Hub,
+    url: &str,
+    regions: &[String],
+    span: Span,
+    now: i64,
+) -> BTreeMap<String, Vec<Bucket>> {
+    match span {
+        Span::Day => {
+            let mut out: BTreeMap<String, Vec<Bucket>> =
+                regions.iter().map(|r| (r.clone(), buckets(&[], now))).collect();
+            let recent = hub.history(url, None, now - SPAN_MS, now, MAX_SAMPLES).await.unwrap_or_default();
+            for (region, samples) in samples(&recent) {
+                out.insert(region, buckets(&samples, now));
+            }
+            out
+        }
+        Span::Month => {
+            let mut out: BTreeMap<String, Vec<Bucket>> =
+                regions.iter().map(|r| (r.clone(), vec![None; MONTH_HOURS as usize])).collect();
+            if let Ok(report) = hub.latency(url, "30d").await {
+                out.extend(month_buckets(&report.regions, now));
+            }
+            out
+        }
+    }
 }
 
 /// Each region's successful results' (time, total ms) from `history` (any order).
@@ -89,7 +163,12 @@ fn path(buckets: &[Bucket], pick: impl Fn((f64, f64)) -> f64, top: f64) -> Strin
         match b {
             Some(v) => {
                 let (x, y) = (step * i as f64, H - pick(*v).min(top) / top * H);
-                let _ = write!(d, "{}{x:.1},{y:.1} L{:.1},{y:.1} ", if drawing { "L" } else { "M" }, x + step);
+                // Horizontal and vertical moves: 720 hourly steps stay a few kB per line.
+                if drawing {
+                    let _ = write!(d, "V{y:.1} H{:.1} ", x + step);
+                } else {
+                    let _ = write!(d, "M{x:.1},{y:.1} H{:.1} ", x + step);
+                }
                 drawing = true;
             }
             None => drawing = false,
@@ -99,22 +178,39 @@ fn path(buckets: &[Bucket], pick: impl Fn((f64, f64)) -> f64, top: f64) -> Strin
 }
 
 /// The chart: one small chart per region on one y scale, p50 solid and p95 dashed, the scale's
-/// top written at its top; empty when no region has a successful result in the span.
-pub fn chart(regions: &BTreeMap<String, Vec<Bucket>>) -> String {
+/// top written at its top, under links to the other span (`href`: the target's page). Without
+/// a successful result in the span, a note instead of the charts.
+pub fn chart(regions: &BTreeMap<String, Vec<Bucket>>, span: Span, href: &str) -> String {
     let max = regions.values().flatten().flatten().map(|(_, p95)| *p95).fold(0.0, f64::max);
+    let (title, per, last, ago) = match span {
+        Span::Day => ("24 hours", "per 15 minutes", "last 15 minutes", "24 h ago"),
+        Span::Month => ("30 days", "per hour (hourly roll-ups)", "last hour rolled up", "30 d ago"),
+    };
+    let switch = match span {
+        Span::Day => format!("<b>24 hours</b> · <a href=\"{}&amp;latency=30d\">30 days</a>", escape(href)),
+        Span::Month => format!("<a href=\"{}\">24 hours</a> · <b>30 days</b>", escape(href)),
+    };
+    let mut out = format!("<h2>Latency, last {title}</h2><p class=\"meta latency-span\">{switch}</p>");
     if max <= 0.0 {
-        return String::new();
+        let _ = write!(
+            out,
+            "<p class=\"note\">No successful probe in the last {title}{}.</p>",
+            if span == Span::Month { " rolled up yet (an hour is rolled up after it ends)" } else { "" }
+        );
+        return out;
     }
     let top = scale_top(max);
-    let mut out = String::from(
-        "<h2>Latency, last 24 hours</h2><p class=\"meta\">Successful probes' total time per 15 minutes: \
+    let _ = write!(
+        out,
+        "<p class=\"meta\">Successful probes' total time {per}: \
          <span class=\"k50\">p50</span> solid, <span class=\"k95\">p95</span> dashed; hover a region for \
-         its figures.</p><div class=\"latency\">",
+         its figures.</p><div class=\"latency\" data-span=\"{}\">",
+        if span == Span::Month { "30d" } else { "24h" }
     );
     for (region, buckets) in regions {
         let newest = buckets.iter().rev().flatten().next();
         let title = newest.map_or(format!("{region}: no successful result"), |(p50, p95)| {
-            format!("{region}: last 15 minutes p50 {p50:.0} ms, p95 {p95:.0} ms")
+            format!("{region}: {last} p50 {p50:.0} ms, p95 {p95:.0} ms")
         });
         let _ = write!(
             out,
@@ -124,7 +220,7 @@ pub fn chart(regions: &BTreeMap<String, Vec<Bucket>>) -> String {
              <line class=\"grid\" x1=\"0\" y1=\"0.5\" x2=\"{W}\" y2=\"0.5\"/>\
              <line class=\"grid\" x1=\"0\" y1=\"{mid}\" x2=\"{W}\" y2=\"{mid}\"/>\
              <path class=\"p95\" d=\"{p95}\"/><path class=\"p50\" d=\"{p50}\"/></svg>\
-             <p class=\"meta axis\"><span>{top:.0} ms at the top · 24 h ago</span><span>now</span></p></figure>",
+             <p class=\"meta axis\"><span>{top:.0} ms at the top · {ago}</span><span>now</span></p></figure>",
             r = escape(region),
             t = escape(&title),
             mid = H / 2.0,
@@ -165,15 +261,42 @@ mod tests {
         b[3] = Some((11.0, 90.0));
         regions.insert("eu-west".to_owned(), b);
         regions.insert("<b>".to_owned(), vec![None; BUCKETS]);
-        let svg = chart(&regions);
+        let svg = chart(&regions, Span::Day, "/target?url=x");
         crate::badge::tests::well_formed(&format!("<div>{svg}</div>")).unwrap_or_else(|e| panic!("{e}: {svg}"));
         assert_eq!(svg.matches("<figure").count(), 2);
         assert!(svg.contains("100 ms at the top"), "{svg}");
         // p95 of 90 ms on a 100 ms scale sits at a tenth of the height; the gap starts a new line.
-        assert!(svg.contains("d=\"M0.0,72.0 L5.0,72.0 L5.0,63.0 L10.0,63.0 M15.0,9.0 L20.0,9.0\""), "{svg}");
+        assert!(svg.contains("d=\"M0.0,72.0 H5.0 V63.0 H10.0 M15.0,9.0 H20.0\""), "{svg}");
+        assert!(svg.contains("<b>24 hours</b> · <a href=\"/target?url=x&amp;latency=30d\">30 days</a>"), "{svg}");
         assert!(svg.contains("&lt;b&gt;: no successful result"), "{svg}");
         assert!(!svg.contains("style="));
-        assert_eq!(chart(&BTreeMap::new()), "", "nothing to draw, no chart");
+        let empty = chart(&BTreeMap::new(), Span::Month, "/target?url=x");
+        assert!(empty.contains("No successful probe in the last 30 days rolled up yet"), "{empty}");
+        assert!(!empty.contains("<figure"), "nothing to draw, no chart: {empty}");
+    }
+
+    #[test]
+    fn the_month_is_one_bucket_per_hour_from_the_rollups() {
+        use crate::latency::{HOUR_MS, Summary};
+        let now = 500_000 * HOUR_MS + 5;
+        let mut regions = crate::store::LatencyHours::new();
+        let s = Summary::of(&mut [10_000, 20_000, 30_000], 0);
+        let failed = Summary { failed: 3, ..Summary::default() };
+        // The hour before the current one, one 29 days back, one too old, and one all failures.
+        regions
+            .insert("eu".into(), vec![(500_000 - 800, s), (500_000 - 29 * 24, s), (500_000 - 2, failed), (499_999, s)]);
+        let b = &month_buckets(&regions, now)["eu"];
+        assert_eq!(b.len(), MONTH_HOURS as usize);
+        assert_eq!(b[MONTH_HOURS as usize - 1], None, "the hour under way");
+        assert_eq!(b[MONTH_HOURS as usize - 2], Some((20.0, 30.0)));
+        assert_eq!(b[MONTH_HOURS as usize - 3], None, "no successful probe, no latency");
+        assert_eq!(b[MONTH_HOURS as usize - 1 - 29 * 24], Some((20.0, 30.0)));
+        assert_eq!(b.iter().flatten().count(), 2);
+        let svg = chart(&month_buckets(&regions, now), Span::Month, "/target?url=x");
+        crate::badge::tests::well_formed(&format!("<div>{svg}</div>")).unwrap_or_else(|e| panic!("{e}: {svg}"));
+        assert!(svg.contains("<h2>Latency, last 30 days</h2>") && svg.contains("data-span=\"30d\""), "{svg}");
+        assert!(svg.contains("<a href=\"/target?url=x\">24 hours</a> · <b>30 days</b>"), "{svg}");
+        assert!(svg.contains("eu: last hour rolled up p50 20 ms, p95 30 ms"), "{svg}");
     }
 
     #[test]

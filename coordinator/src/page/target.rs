@@ -26,11 +26,12 @@ fn passed(status: i32) -> bool {
 }
 
 /// What the page draws of the target's past: the 90-day bar's days (oldest first) and each
-/// region's latency buckets over the last 24 hours.
+/// region's latency buckets over the span chosen (the last 24 hours, or 30 days).
 #[derive(Debug, Default)]
 pub struct Charts {
     pub days: Vec<(i64, crate::uptime::Figures)>,
     pub latency: BTreeMap<String, Vec<super::latency::Bucket>>,
+    pub span: super::latency::Span,
 }
 
 /// One matrix cell: how one region found one address.
@@ -156,7 +157,7 @@ pub fn target_fragment(
     }
 
     out.push_str(&certificate::section(latest));
-    out.push_str(&super::latency::chart(&charts.latency));
+    out.push_str(&super::latency::chart(&charts.latency, charts.span, &super::target_href(&s.url)));
 
     // The last results, newest first, a few per region.
     out.push_str(

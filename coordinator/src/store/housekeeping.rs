@@ -41,6 +41,8 @@ pub struct Pruning {
     /// Availability roll-ups of UTC days before this day (`uptime::day_of`); by default
     /// `uptime::ROLLUP_DAYS` before the results' cutoff, whatever the retention.
     pub rollups_before_day: i64,
+    /// Hourly latency roll-ups to compute in this pass (none unless set: `Hub::prune` sets it).
+    pub latency: Option<super::latency::LatencyPass>,
     stage: PruneStage,
     pub done: Pruned,
     /// How long the last step held the write lock (from the transaction's start to its commit).
@@ -54,6 +56,7 @@ impl Pruning {
             events_before,
             alerts_before,
             rollups_before_day: crate::uptime::day_of(crate::clock::now_ms()) - crate::uptime::ROLLUP_DAYS,
+            latency: None,
             stage: PruneStage::IndexHistory,
             done: Pruned::default(),
             last_step: Duration::ZERO,
@@ -71,8 +74,10 @@ pub struct Pruned {
     pub incidents: u64,
     pub alerts: u64,
     pub silences: u64,
-    /// Availability roll-up rows (target or region, day).
+    /// Availability and latency roll-up rows (target or region, day) removed.
     pub rollups: u64,
+    /// (target, hour) latency roll-ups computed from the raw results.
+    pub latency_hours: u64,
     /// Write transactions it took.
     pub steps: u64,
 }
@@ -82,6 +87,8 @@ pub struct Pruned {
 enum PruneStage {
     /// Indexing history rows from before the time index (only after an upgrade).
     IndexHistory,
+    /// Rolling closed hours' latency up, before their raw results can be pruned.
+    Latency,
     Results,
     Transitions,
     Incidents,
@@ -89,19 +96,22 @@ enum PruneStage {
     Alerts(Option<(i64, String)>),
     Silences,
     Rollups,
+    LatencyRollups,
     Done,
 }
 
 impl PruneStage {
     fn next(&self) -> PruneStage {
         match self {
-            PruneStage::IndexHistory => PruneStage::Results,
+            PruneStage::IndexHistory => PruneStage::Latency,
+            PruneStage::Latency => PruneStage::Results,
             PruneStage::Results => PruneStage::Transitions,
             PruneStage::Transitions => PruneStage::Incidents,
             PruneStage::Incidents => PruneStage::Alerts(None),
             PruneStage::Alerts(_) => PruneStage::Silences,
             PruneStage::Silences => PruneStage::Rollups,
-            PruneStage::Rollups | PruneStage::Done => PruneStage::Done,
+            PruneStage::Rollups => PruneStage::LatencyRollups,
+            PruneStage::LatencyRollups | PruneStage::Done => PruneStage::Done,
         }
     }
 }
@@ -118,6 +128,11 @@ impl Store {
     /// pass does again.
     pub fn prune_step(&self, pruning: &mut Pruning, max_rows: usize, max_time: Duration) -> Result<bool, StoreError> {
         let max = max_rows.max(1);
+        // The roll-up reads the raw results before taking the write lock.
+        let latency = match (&pruning.stage, pruning.latency.as_mut()) {
+            (PruneStage::Latency, Some(pass)) => Some(self.latency_compute(pass, max, max_time)?),
+            _ => None,
+        };
         let mut txn = self.db.begin_write()?;
         txn.set_durability(redb::Durability::None)?;
         let began = Instant::now();
@@ -131,6 +146,14 @@ impl Store {
                     (rows.max(1), finished)
                 }
                 None => (0, true),
+            },
+            PruneStage::Latency => match (latency, pruning.latency.as_mut()) {
+                (Some(step), Some(pass)) => {
+                    let (finished, hours) = (step.finished, step.hours);
+                    done.latency_hours += hours;
+                    (super::latency::latency_write(&txn, pass, step)?, finished)
+                }
+                _ => (0, true),
             },
             PruneStage::Results => {
                 let (rows, finished) = prune_results(&txn, pruning.results_before, max, max_time)?;
@@ -169,6 +192,11 @@ impl Store {
             }
             PruneStage::Rollups => {
                 let (rows, finished) = super::uptime::prune_days(&txn, pruning.rollups_before_day, max)?;
+                done.rollups += rows;
+                (rows, finished)
+            }
+            PruneStage::LatencyRollups => {
+                let (rows, finished) = super::latency::prune_days(&txn, pruning.rollups_before_day, max)?;
                 done.rollups += rows;
                 (rows, finished)
             }

@@ -56,3 +56,8 @@ pub(super) const UPTIME_BY_DAY: TableDefinition<(i64, &str, &str), ()> = TableDe
 /// (url, region) → the state a region's opinion is in and since when (1 byte state, 8 bytes ms):
 /// its open span, not yet rolled up. A target's own open span is its verdict record.
 pub(super) const UPTIME_OPEN: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("uptime_open_v1");
+/// Hourly latency roll-ups: (url, region, UTC day) → `latency::DayHours` (its own encoding).
+/// Kept as long as the availability roll-ups, pruned with them.
+pub(super) const LATENCY_DAYS: TableDefinition<(&str, &str, i64), &[u8]> = TableDefinition::new("latency_days_v1");
+/// (day, url, region) of every latency roll-up row, for pruning the oldest days without a scan.
+pub(super) const LATENCY_BY_DAY: TableDefinition<(i64, &str, &str), ()> = TableDefinition::new("latency_by_day_v1");
