@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
-use vantage_proto::v1::TargetSpec;
 
+use crate::assigned::Assigned;
 use crate::probe::SetupError;
 use crate::scheduler::{Command, Coordinator, Scheduler};
 
@@ -70,17 +70,17 @@ fn share(url: &str, threads: usize) -> usize {
 pub async fn route(threads: &[ProbeThread], from: Coordinator, command: Command, coordinator: &str) {
     let n = threads.len();
     let (commands, what) = match command {
-        Command::Assign(specs) => {
-            let mut parts: Vec<Vec<TargetSpec>> = (0..n).map(|_| Vec::new()).collect();
-            for spec in specs {
-                parts[share(&spec.url, n)].push(spec);
+        Command::Assign(all) => {
+            let mut parts: Vec<Vec<Assigned>> = (0..n).map(|_| Vec::new()).collect();
+            for assigned in all {
+                parts[share(&assigned.url, n)].push(assigned);
             }
             (parts.into_iter().map(Command::Assign).collect::<Vec<_>>(), "assignment received")
         }
         Command::Change { upserted, removed } => {
-            let mut parts: Vec<(Vec<TargetSpec>, Vec<String>)> = (0..n).map(|_| Default::default()).collect();
-            for spec in upserted {
-                parts[share(&spec.url, n)].0.push(spec);
+            let mut parts: Vec<(Vec<Assigned>, Vec<String>)> = (0..n).map(|_| Default::default()).collect();
+            for assigned in upserted {
+                parts[share(&assigned.url, n)].0.push(assigned);
             }
             for url in removed {
                 parts[share(&url, n)].1.push(url);
