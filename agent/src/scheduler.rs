@@ -510,6 +510,40 @@ mod tests {
         assert_eq!(schedules(&scheduler, a).into_iter().map(|(_, _, to)| to).collect::<Vec<_>>(), vec![vec![0, 1]]);
     }
 
+    /// Makes every queued run of the scheduler due now.
+    fn all_due(s: &mut Scheduler) {
+        let entries: Vec<_> =
+            s.queue.drain().map(|Reverse((_, url, generation))| Reverse((0, url, generation))).collect();
+        s.queue.extend(entries);
+    }
+
+    #[tokio::test]
+    async fn a_run_under_way_skips_the_next_until_it_ends() {
+        let (mut scheduler, mut rx) = scheduler(1);
+        // Refused at once, retried after a second: a run that lasts.
+        let url = "http://127.0.0.1:1/";
+        scheduler.apply(Command::Assign(vec![spec(url, 1)]));
+        let running = |s: &Scheduler| s.targets[url][0].running;
+        all_due(&mut scheduler);
+        scheduler.run_due();
+        assert!(running(&scheduler), "its first run started");
+        all_due(&mut scheduler);
+        scheduler.run_due();
+        let first = tokio::time::timeout(Duration::from_secs(30), rx[0].recv()).await.unwrap().unwrap();
+        assert!(first.retried, "the run that ended is the first, with its retry");
+        all_due(&mut scheduler);
+        scheduler.run_due();
+        assert!(running(&scheduler), "once the first ended, the next one runs");
+        let next = tokio::time::timeout(Duration::from_secs(30), rx[0].recv()).await.unwrap().unwrap();
+        // A second run started beside the first would have retried within milliseconds of it;
+        // the next result is the third run's, started after the first had ended.
+        let retried_at = |r: &TargetResult| {
+            r.result.as_ref().and_then(|r| r.checked_at).map(|t| t.seconds as f64 + t.nanos as f64 / 1e9)
+        };
+        let gap = retried_at(&next).unwrap() - retried_at(&first).unwrap();
+        assert!(gap > 0.9, "the second run was skipped, not run beside the first ({gap:.3} s apart)");
+    }
+
     #[tokio::test]
     async fn a_full_session_queue_loses_results_without_holding_up_the_others() {
         let (slow_tx, mut slow_rx) = mpsc::channel(1);
