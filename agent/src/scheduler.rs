@@ -136,6 +136,9 @@ pub fn phase(agent: &str, url: &str, interval: Duration) -> Duration {
     Duration::from_millis(h.wrapping_mul(0xff51_afd7_ed55_8ccd) % millis)
 }
 
+/// A scheduled run that ended: its URL and its schedule's generation.
+type Ended = (Arc<str>, u32);
+
 pub struct Scheduler {
     agent: String,
     region: String,
@@ -152,7 +155,7 @@ pub struct Scheduler {
     epoch: Instant,
     generation: u32,
     /// Runs that ended, by URL and generation; read before the next runs start.
-    finished: (std::sync::mpsc::Sender<(Arc<str>, u32)>, std::sync::mpsc::Receiver<(Arc<str>, u32)>),
+    finished: (std::sync::mpsc::Sender<Ended>, std::sync::mpsc::Receiver<Ended>),
 }
 
 impl Scheduler {
@@ -335,7 +338,7 @@ impl Scheduler {
             };
             s.running = true;
             let to = s.to;
-            let finished = (self.finished.0.clone(), url, generation);
+            let finished = (self.finished.0.clone(), (url, generation));
             self.spawn(target, None, Some(finished), to);
         }
     }
@@ -347,7 +350,7 @@ impl Scheduler {
         &self,
         target: Target,
         run_now: Option<(String, HashMap<String, String>)>,
-        finished: Option<(std::sync::mpsc::Sender<(Arc<str>, u32)>, Arc<str>, u32)>,
+        finished: Option<(std::sync::mpsc::Sender<Ended>, Ended)>,
         to: Coordinators,
     ) {
         let outlets: Vec<Outlet> = to.iter().filter_map(|i| self.outlets.get(i).cloned()).collect();
@@ -369,9 +372,9 @@ impl Scheduler {
         tokio::spawn(
             async move {
                 let result = probe_with_retry(&prober, &target, &limit).await;
-                if let Some((finished, url, generation)) = finished {
+                if let Some((finished, ended)) = finished {
                     // The scheduler is gone only when the agent stops.
-                    let _ = finished.send((url, generation));
+                    let _ = finished.send(ended);
                 }
                 let result = TargetResult { run_now_id, trace_context, ..result };
                 if let Some((last, others)) = outlets.split_last() {
