@@ -1,7 +1,7 @@
 //! A coordinator's target as the agent keeps it between runs: its URL and how it is probed, in
 //! as few bytes as the settings allow. An agent may hold 100,000 of them (README: "Agent
 //! benchmark"), so the parsed [`Target`] (256 bytes and two heap strings) is not kept: it is
-//! built again for each run, which costs about a microsecond beside a probe's hundreds, and
+//! built again for each run, which costs a third of a microsecond beside a probe's hundreds, and
 //! what targets rarely set (expected addresses, statuses, body, pins) sits behind one pointer.
 //!
 //! The session turns each decoded slice of an assignment into these at once, so the decoded
