@@ -1,6 +1,7 @@
 #![forbid(unsafe_code)]
 //! Vantage's agent: the probe pipeline and the `check` command that runs it once.
 
+pub mod assigned;
 pub mod check;
 pub mod probe;
 pub mod probe_threads;

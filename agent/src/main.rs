@@ -10,9 +10,14 @@ use std::io::IsTerminal;
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's options, read before `main`: a background thread returns freed pages to the
-/// system as they age, instead of only when their arena next allocates.
+/// system as they age, instead of only when their arena next allocates; and allocations of
+/// 256 KiB or more go to jemalloc's arena for large ones, which returns their pages as soon as
+/// they are freed. Those are the scheduler's tables as they double and an assignment's slices,
+/// freed by the megabyte within a second while a large assignment arrives: aging out over
+/// jemalloc's 10 s they made the agent's peak resident size (README: "Agent benchmark"). A
+/// probe's buffers are far smaller, so probing pays nothing for it.
 #[unsafe(export_name = "_rjem_malloc_conf")]
-static MALLOC_CONF: &[u8; 23] = b"background_thread:true\0";
+static MALLOC_CONF: &[u8; 49] = b"background_thread:true,oversize_threshold:262144\0";
 
 use clap::{Parser, Subcommand};
 use vantage_agent::check::{self, CheckArgs};

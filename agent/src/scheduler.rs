@@ -13,15 +13,16 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc};
 use tracing::Instrument;
-use vantage_proto::v1::{TargetResult, TargetSpec};
+use vantage_proto::v1::TargetResult;
 use vantage_shared::limits::RETRY_DELAY;
 use vantage_shared::telemetry::TRACE_ONLY;
 
+use crate::assigned::{Assigned, Way};
 use crate::probe::{Prober, Target};
 use crate::wire;
 
@@ -29,9 +30,9 @@ use crate::wire;
 #[derive(Debug)]
 pub enum Command {
     /// Replace every target.
-    Assign(Vec<TargetSpec>),
+    Assign(Vec<Assigned>),
     Change {
-        upserted: Vec<TargetSpec>,
+        upserted: Vec<Assigned>,
         removed: Vec<String>,
     },
     RunNow {
@@ -47,14 +48,15 @@ pub enum Command {
 pub type Coordinator = usize;
 
 /// One probe schedule: a URL probed one way at one interval, for the coordinators that assigned
-/// it so.
+/// it so. An agent holds one per assigned target: it is kept small (56 bytes; the URL is the
+/// map's key, the target is built for each run).
 struct Scheduled {
-    target: Target,
-    interval: Duration,
-    generation: u64,
+    way: Way,
+    /// Tells this schedule's queue entries and runs from those of one it replaced.
+    generation: u32,
     /// A run (probe, retry) is under way: the next is skipped rather than queued behind it, so a
-    /// slow network cannot pile up probes.
-    running: Arc<AtomicBool>,
+    /// slow network cannot pile up probes. The run says when it ends (`Scheduler::finished`).
+    running: bool,
     /// The coordinators whose assignment this is; its results go to each of them.
     to: Coordinators,
 }
@@ -134,6 +136,9 @@ pub fn phase(agent: &str, url: &str, interval: Duration) -> Duration {
     Duration::from_millis(h.wrapping_mul(0xff51_afd7_ed55_8ccd) % millis)
 }
 
+/// A scheduled run that ended: its URL and its schedule's generation.
+type Ended = (Arc<str>, u32);
+
 pub struct Scheduler {
     agent: String,
     region: String,
@@ -145,8 +150,12 @@ pub struct Scheduler {
     /// The probe schedules of each URL (one unless coordinators assigned it differently). The
     /// URL is shared with its queue entries.
     targets: HashMap<Arc<str>, Vec<Scheduled>>,
-    queue: BinaryHeap<Reverse<(Instant, Arc<str>, u64)>>,
-    generation: u64,
+    /// Each schedule's next run: when (nanoseconds after `epoch`), its URL and generation.
+    queue: BinaryHeap<Reverse<(u64, Arc<str>, u32)>>,
+    epoch: Instant,
+    generation: u32,
+    /// Runs that ended, by URL and generation; read before the next runs start.
+    finished: (std::sync::mpsc::Sender<Ended>, std::sync::mpsc::Receiver<Ended>),
 }
 
 impl Scheduler {
@@ -164,7 +173,9 @@ impl Scheduler {
             limit,
             targets: HashMap::new(),
             queue: BinaryHeap::new(),
+            epoch: Instant::now(),
             generation: 0,
+            finished: std::sync::mpsc::channel(),
         }
     }
 
@@ -175,36 +186,29 @@ impl Scheduler {
     }
 
     /// Puts `url` where coordinator `from` assigns it now: on the schedule probing it the way
-    /// `spec` says (shared with any coordinator that assigned it alike; a probe assigned the same
-    /// way as before keeps its schedule and phase), or nowhere (`None`: no longer assigned). A
-    /// schedule nobody assigns any more goes.
-    fn place(&mut self, from: Coordinator, url: &str, spec: Option<&TargetSpec>, now: Instant) {
-        let wanted = spec.and_then(|spec| match wire::target(spec) {
-            Ok(target) => Some((target, interval_of(spec))),
-            Err(e) => {
-                tracing::warn!(url = spec.url, error = e, "ignoring a target the probe cannot take");
-                None
-            }
-        });
+    /// `wanted` says (shared with any coordinator that assigned it alike; a probe assigned the
+    /// same way as before keeps its schedule and phase), or nowhere (`None`: no longer
+    /// assigned, or assigned in a way the probe cannot take). A schedule nobody assigns any more
+    /// goes. `key` is `url` to keep, when the URL is new here.
+    fn place(&mut self, from: Coordinator, url: &str, key: Option<&Arc<str>>, wanted: Option<Way>, now: Instant) {
         let (key, mut schedules) = match self.targets.remove_entry(url) {
             Some(entry) => entry,
             None if wanted.is_none() => return,
-            None => (Arc::from(url), Vec::new()),
+            None => (key.cloned().unwrap_or_else(|| Arc::from(url)), Vec::new()),
         };
         let had = schedules.iter().any(|s| s.to.contains(from));
         for s in &mut schedules {
             s.to.remove(from);
         }
-        if let Some((target, interval)) = wanted {
-            match schedules.iter_mut().find(|s| s.target == target && s.interval == interval) {
+        if let Some(way) = wanted {
+            match schedules.iter_mut().find(|s| s.way == way) {
                 Some(same) => same.to.insert(from),
                 None => {
-                    self.generation += 1;
-                    let first = now + phase(&self.agent, url, interval);
+                    self.generation = self.generation.wrapping_add(1);
+                    let first = self.nanos(now + phase(&self.agent, url, way.interval()));
                     self.queue.push(Reverse((first, key.clone(), self.generation)));
-                    let running = Arc::new(AtomicBool::new(false));
                     let to = Coordinators::one(from);
-                    schedules.push(Scheduled { target, interval, generation: self.generation, running, to });
+                    schedules.push(Scheduled { way, generation: self.generation, running: false, to });
                 }
             }
             self.assigned[from] += usize::from(!had);
@@ -212,11 +216,22 @@ impl Scheduler {
             self.assigned[from] -= usize::from(had);
         }
         schedules.retain(|s| !s.to.is_empty());
-        // A schedule is a few hundred bytes and a URL nearly always has one: no room for four
-        // (a `Vec`'s first growth) per URL, which at 100,000 targets was most of the agent's memory.
+        // A URL nearly always has one schedule: no room for four (a `Vec`'s first growth) per
+        // URL, which at 100,000 targets was most of the agent's memory.
         schedules.shrink_to_fit();
         if !schedules.is_empty() {
             self.targets.insert(key, schedules);
+        }
+    }
+
+    /// Places an assigned target; one the probe cannot take is logged and counts as not assigned.
+    fn assign(&mut self, from: Coordinator, assigned: Assigned, now: Instant) {
+        match assigned.way {
+            Ok(way) => self.place(from, &assigned.url, Some(&assigned.url), Some(way), now),
+            Err(e) => {
+                tracing::warn!(url = &*assigned.url, error = e, "ignoring a target the probe cannot take");
+                self.place(from, &assigned.url, None, None, now);
+            }
         }
     }
 
@@ -233,7 +248,7 @@ impl Scheduler {
             return (0, self.targets.len());
         }
         match command {
-            Command::Assign(specs) => {
+            Command::Assign(all) => {
                 // What it assigned before and does not now goes.
                 let mut gone: HashSet<Arc<str>> = self
                     .targets
@@ -241,28 +256,30 @@ impl Scheduler {
                     .filter(|(_, all)| all.iter().any(|s| s.to.contains(from)))
                     .map(|(url, _)| url.clone())
                     .collect();
-                for spec in &specs {
-                    gone.remove(spec.url.as_str());
-                    self.place(from, &spec.url, Some(spec), now);
+                for assigned in all {
+                    gone.remove(&assigned.url);
+                    self.assign(from, assigned, now);
                 }
                 for url in gone {
-                    self.place(from, &url, None, now);
+                    self.place(from, &url, None, None, now);
                 }
                 // Schedules nobody assigns any more leave the queue too.
                 self.queue.retain(|Reverse((_, url, _))| self.targets.contains_key(url));
             }
             Command::Change { upserted, removed } => {
                 for url in removed {
-                    self.place(from, &url, None, now);
+                    self.place(from, &url, None, None, now);
                 }
-                for spec in &upserted {
-                    self.place(from, &spec.url, Some(spec), now);
+                for assigned in upserted {
+                    self.assign(from, assigned, now);
                 }
             }
             // Its answer goes to the coordinator that asked, only.
             Command::RunNow { id, url, trace_context } => {
-                match self.targets.get(url.as_str()).and_then(|all| all.iter().find(|s| s.to.contains(from))) {
-                    Some(s) => self.spawn(s.target.clone(), Some((id, trace_context)), None, Coordinators::one(from)),
+                let schedule = self.targets.get(url.as_str()).and_then(|all| all.iter().find(|s| s.to.contains(from)));
+                match schedule.map(|s| s.way.target(&url)) {
+                    Some(Ok(target)) => self.spawn(target, Some((id, trace_context)), None, Coordinators::one(from)),
+                    Some(Err(e)) => tracing::warn!(url, error = e, "run-now for a target the probe cannot take"),
                     None => tracing::warn!(url, "run-now for a target this agent is not assigned"),
                 }
             }
@@ -270,44 +287,70 @@ impl Scheduler {
         (self.assigned[from], self.targets.len())
     }
 
+    /// `at` as the queue keeps it: nanoseconds since the scheduler started.
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
     /// When the next probe is due.
     pub fn next_due(&self) -> Option<Instant> {
-        self.queue.peek().map(|Reverse((at, _, _))| *at)
+        self.queue.peek().map(|Reverse((at, _, _))| self.epoch + Duration::from_nanos(*at))
     }
 
     /// Starts every probe that is due and schedules its next run.
     pub fn run_due(&mut self) {
-        let now = Instant::now();
+        while let Ok((url, generation)) = self.finished.1.try_recv() {
+            if let Some(s) =
+                self.targets.get_mut(&url).and_then(|all| all.iter_mut().find(|s| s.generation == generation))
+            {
+                s.running = false;
+            }
+        }
+        let now = self.nanos(Instant::now());
         while let Some(Reverse((at, url, generation))) = self.queue.peek().cloned() {
             if at > now {
                 break;
             }
             self.queue.pop();
-            let Some(s) = self.targets.get(&url).and_then(|all| all.iter().find(|s| s.generation == generation)) else {
+            let Some(s) =
+                self.targets.get_mut(&url).and_then(|all| all.iter_mut().find(|s| s.generation == generation))
+            else {
                 continue; // rescheduled or removed since
             };
-            let (target, interval, running, to) = (s.target.clone(), s.interval, s.running.clone(), s.to);
             // Keep the phase; if the agent fell behind, skip ahead instead of bursting.
-            let mut next = at + interval;
-            while next <= now {
-                next += interval;
+            let interval = nanos_of(s.way.interval()).max(1);
+            let mut next = at.saturating_add(interval);
+            if next <= now {
+                next = at.saturating_add((now - at) / interval * interval + interval);
             }
             self.queue.push(Reverse((next, url.clone(), generation)));
-            if running.swap(true, Ordering::AcqRel) {
+            if s.running {
                 tracing::debug!(url = &*url, "previous run still going; this one is skipped");
                 continue;
             }
-            self.spawn(target, None, Some(running), to);
+            let target = match s.way.target(&url) {
+                Ok(target) => target,
+                Err(e) => {
+                    // It parsed when it was assigned: not expected, but never a panic.
+                    tracing::warn!(url = &*url, error = e, "a scheduled target the probe cannot take");
+                    continue;
+                }
+            };
+            s.running = true;
+            let to = s.to;
+            let finished = (self.finished.0.clone(), (url, generation));
+            self.spawn(target, None, Some(finished), to);
         }
     }
 
     /// Runs `target` (probe, and retry) in its own task and sends the result to the coordinators
-    /// `to`. A run-now carries its id and the trace it belongs to.
+    /// `to`. A run-now carries its id and the trace it belongs to; a scheduled run says when it
+    /// ends (its URL and generation) through `finished`.
     fn spawn(
         &self,
         target: Target,
         run_now: Option<(String, HashMap<String, String>)>,
-        running: Option<Arc<AtomicBool>>,
+        finished: Option<(std::sync::mpsc::Sender<Ended>, Ended)>,
         to: Coordinators,
     ) {
         let outlets: Vec<Outlet> = to.iter().filter_map(|i| self.outlets.get(i).cloned()).collect();
@@ -329,8 +372,9 @@ impl Scheduler {
         tokio::spawn(
             async move {
                 let result = probe_with_retry(&prober, &target, &limit).await;
-                if let Some(running) = running {
-                    running.store(false, Ordering::Release);
+                if let Some((finished, ended)) = finished {
+                    // The scheduler is gone only when the agent stops.
+                    let _ = finished.send(ended);
                 }
                 let result = TargetResult { run_now_id, trace_context, ..result };
                 if let Some((last, others)) = outlets.split_last() {
@@ -345,8 +389,8 @@ impl Scheduler {
     }
 }
 
-fn interval_of(spec: &TargetSpec) -> Duration {
-    crate::probe::duration_of(spec.interval.as_ref()).unwrap_or(Duration::from_secs(60)).max(Duration::from_secs(1))
+fn nanos_of(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Probes once; a failure is retried after `RETRY_DELAY`, and the retry's result is the one
@@ -388,12 +432,12 @@ pub async fn probe_with_retry(prober: &Prober, target: &Target, limit: &Semaphor
 mod tests {
     use super::*;
 
-    fn spec(url: &str, interval_secs: i64) -> TargetSpec {
-        TargetSpec {
+    fn spec(url: &str, interval_secs: i64) -> Assigned {
+        Assigned::from_spec(vantage_proto::v1::TargetSpec {
             url: url.into(),
             interval: Some(prost_types::Duration { seconds: interval_secs, nanos: 0 }),
             ..Default::default()
-        }
+        })
     }
 
     fn scheduler(coordinators: usize) -> (Scheduler, Vec<mpsc::Receiver<TargetResult>>) {
@@ -409,9 +453,9 @@ mod tests {
 
     /// Each of `url`'s schedules: its generation, interval and who it serves.
     fn schedules(s: &Scheduler, url: &str) -> Vec<(u64, Duration, Vec<Coordinator>)> {
-        s.targets
-            .get(url)
-            .map_or(Vec::new(), |all| all.iter().map(|t| (t.generation, t.interval, t.to.iter().collect())).collect())
+        s.targets.get(url).map_or(Vec::new(), |all| {
+            all.iter().map(|t| (t.generation.into(), t.way.interval(), t.to.iter().collect())).collect()
+        })
     }
 
     #[test]
@@ -467,6 +511,40 @@ mod tests {
         // Alike again: one schedule for both.
         scheduler.apply_from(1, Command::Change { upserted: vec![spec(a, 60)], removed: Vec::new() });
         assert_eq!(schedules(&scheduler, a).into_iter().map(|(_, _, to)| to).collect::<Vec<_>>(), vec![vec![0, 1]]);
+    }
+
+    /// Makes every queued run of the scheduler due now.
+    fn all_due(s: &mut Scheduler) {
+        let entries: Vec<_> =
+            s.queue.drain().map(|Reverse((_, url, generation))| Reverse((0, url, generation))).collect();
+        s.queue.extend(entries);
+    }
+
+    #[tokio::test]
+    async fn a_run_under_way_skips_the_next_until_it_ends() {
+        let (mut scheduler, mut rx) = scheduler(1);
+        // Refused at once, retried after a second: a run that lasts.
+        let url = "http://127.0.0.1:1/";
+        scheduler.apply(Command::Assign(vec![spec(url, 1)]));
+        let running = |s: &Scheduler| s.targets[url][0].running;
+        all_due(&mut scheduler);
+        scheduler.run_due();
+        assert!(running(&scheduler), "its first run started");
+        all_due(&mut scheduler);
+        scheduler.run_due();
+        let first = tokio::time::timeout(Duration::from_secs(30), rx[0].recv()).await.unwrap().unwrap();
+        assert!(first.retried, "the run that ended is the first, with its retry");
+        all_due(&mut scheduler);
+        scheduler.run_due();
+        assert!(running(&scheduler), "once the first ended, the next one runs");
+        let next = tokio::time::timeout(Duration::from_secs(30), rx[0].recv()).await.unwrap().unwrap();
+        // A second run started beside the first would have retried within milliseconds of it;
+        // the next result is the third run's, started after the first had ended.
+        let retried_at = |r: &TargetResult| {
+            r.result.as_ref().and_then(|r| r.checked_at).map(|t| t.seconds as f64 + t.nanos as f64 / 1e9)
+        };
+        let gap = retried_at(&next).unwrap() - retried_at(&first).unwrap();
+        assert!(gap > 0.9, "the second run was skipped, not run beside the first ({gap:.3} s apart)");
     }
 
     #[tokio::test]

@@ -17,6 +17,7 @@ use vantage_proto::v1::agent_service_client::AgentServiceClient;
 use vantage_proto::v1::{Ack, AgentMessage, Hello, ResultBatch, TargetResult, agent_message, coordinator_message};
 use vantage_shared::limits;
 
+use crate::assigned;
 use crate::scheduler::Command;
 
 /// Results per batch (fewer when they would exceed [`limits::MAX_BATCH_BYTES`]).
@@ -430,9 +431,9 @@ async fn connect_and_serve(
                         coordinator_message::Kind::Assignment(a) => {
                             outbox.raise_floor(a.last_sequence);
                             numbered = true;
-                            Some(Command::Assign(a.targets))
+                            Some(Command::Assign(assigned::all(a.targets)))
                         }
-                        coordinator_message::Kind::Change(c) => Some(Command::Change { upserted: c.upserted, removed: c.removed_urls }),
+                        coordinator_message::Kind::Change(c) => Some(Command::Change { upserted: assigned::all(c.upserted), removed: c.removed_urls }),
                         coordinator_message::Kind::RunNow(r) => {
                             Some(Command::RunNow { id: r.id, url: r.target_url, trace_context: r.trace_context })
                         }
