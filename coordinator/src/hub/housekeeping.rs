@@ -69,7 +69,7 @@ impl Hub {
                 silences = done.silences,
                 rollups = done.rollups,
                 agents = forgotten,
-                indexed = done.indexed,
+                sealed = done.sealed,
                 steps = done.steps,
                 took_ms = started.elapsed().as_millis() as u64,
                 "housekeeping: removed what outlived its retention"

@@ -1,0 +1,60 @@
+//! Giving freed space back: after housekeeping removed a lot, redb's `compact` moves the pages in
+//! use to the front of the file and truncates it. It needs the database to itself, so it takes the
+//! gate (`db::Gate`) exclusively: transactions wait to begin until it is over, those under way
+//! end first. Ingest waits meanwhile (agents keep their results and resend; nothing is lost); the
+//! pause is logged and measured by `cargo bench -p vantage-coordinator --bench storage`.
+
+use std::time::{Duration, Instant};
+
+use super::db::{Store, StoreError};
+
+/// A housekeeping pass that removed at least this many results compacts the file after it: a
+/// lowered retention, many targets removed, or the first pass after the migration from results
+/// stored whole. Steady state frees about as much as it writes, and redb reuses freed pages, so
+/// it does not compact.
+pub const COMPACT_AFTER_RESULTS: u64 = 2_000_000;
+/// Longest compaction waits for transactions under way to end before it gives up (and the next
+/// large pass tries again).
+const COMPACT_WAIT: Duration = Duration::from_secs(5);
+
+/// What a compaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compacted {
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    /// How long transactions could not begin.
+    pub paused: Duration,
+}
+
+impl Store {
+    /// The database file's size in bytes.
+    pub fn file_bytes(&self) -> u64 {
+        std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Compacts the file; `None` when transactions under way did not end within `COMPACT_WAIT`.
+    pub fn compact(&self) -> Result<Option<Compacted>, StoreError> {
+        let bytes_before = self.file_bytes();
+        let started = Instant::now();
+        let mut db = self.db.exclusive();
+        loop {
+            match db.compact() {
+                Ok(_) => break,
+                Err(redb::CompactionError::TransactionInProgress) if started.elapsed() < COMPACT_WAIT => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(redb::CompactionError::TransactionInProgress) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        drop(db);
+        let compacted = Compacted { bytes_before, bytes_after: self.file_bytes(), paused: started.elapsed() };
+        tracing::info!(
+            bytes_before = compacted.bytes_before,
+            bytes_after = compacted.bytes_after,
+            paused_ms = compacted.paused.as_millis() as u64,
+            "store compacted: freed space given back to the file system"
+        );
+        Ok(Some(compacted))
+    }
+}
