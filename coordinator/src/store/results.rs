@@ -239,7 +239,7 @@ mod tests {
 
     use super::*;
     use crate::store::housekeeping::Pruning;
-    use crate::store::testing::{prune, result, temp_dir};
+    use crate::store::testing::{prune, result, rich_result, temp_dir};
 
     #[test]
     fn batches_commit_once_and_survive_reopening() {
@@ -269,6 +269,62 @@ mod tests {
         assert_eq!(latest.iter().map(|r| r.at_ms).collect::<Vec<_>>(), vec![1_000, 1_500]);
         assert_eq!(prune(&store, Pruning::new(1_200, i64::MIN, i64::MIN), 100).results, 2);
         assert_eq!(store.history(u, None, 0, i64::MAX, 10).unwrap().len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn history_reads_sealed_blocks_and_recent_rows_as_written_late_rows_join_their_block() {
+        const MIN: i64 = 60_000;
+        const HOUR: i64 = 3_600_000;
+        let dir = temp_dir("sealed-history");
+        let store = Store::open(&dir).unwrap();
+        let (a, b) = ("https://a.example/", "https://b.example/");
+        let mut written = Vec::new();
+        let mut sequence = 0;
+        // Three hours, every minute from two regions, a down spell in the second hour.
+        for minute in 0..180 {
+            let status = if (70..80).contains(&minute) { ProbeStatus::Down } else { ProbeStatus::Up };
+            let batch = vec![
+                rich_result(a, "eu", minute * MIN + 1_000, status),
+                rich_result(a, "us", minute * MIN + 20_000, ProbeStatus::Up),
+                rich_result(b, "eu", minute * MIN + 1_500, ProbeStatus::Up),
+            ];
+            sequence += 1;
+            store.record_batch("agent", sequence, &batch).unwrap();
+            written.extend(batch.into_iter().filter(|r| r.url == a));
+        }
+        written.reverse();
+        let mut pruning = Pruning::new(i64::MIN, i64::MIN, i64::MIN);
+        pruning.seal_before = 2 * HOUR;
+        let done = prune(&store, pruning, 50);
+        assert_eq!(done.sealed, 2 * 60 * 3, "the two closed hours sealed");
+        let all = store.history(a, None, i64::MIN, i64::MAX, 10_000).unwrap();
+        assert_eq!(all, written, "every result read back as written, newest first");
+        // Limits and spans across blocks and rows not yet sealed.
+        assert_eq!(store.history(a, None, i64::MIN, i64::MAX, 5).unwrap(), written[..5]);
+        let span = store.history(a, None, 59 * MIN, 121 * MIN, 10_000).unwrap();
+        let expected: Vec<_> = written.iter().filter(|r| (59 * MIN..=121 * MIN).contains(&r.at_ms)).cloned().collect();
+        assert_eq!(span, expected);
+        let us = store.history(a, Some("us"), 0, 2 * HOUR, 3).unwrap();
+        assert_eq!(
+            us.iter().map(|r| r.at_ms).collect::<Vec<_>>(),
+            [119 * MIN + 20_000, 118 * MIN + 20_000, 117 * MIN + 20_000]
+        );
+        assert!(store.history(a, Some("nowhere"), i64::MIN, i64::MAX, 10).unwrap().is_empty());
+        assert!(store.history("https://unknown.example/", None, i64::MIN, i64::MAX, 10).unwrap().is_empty());
+        // A batch that comes late (an agent's outbox, after the hour was sealed) joins its block.
+        let late = rich_result(a, "ap", 30 * MIN, ProbeStatus::Down);
+        store.record_batch("agent-ap", 1, std::slice::from_ref(&late)).unwrap();
+        let mut pruning = Pruning::new(i64::MIN, i64::MIN, i64::MIN);
+        pruning.seal_before = 2 * HOUR;
+        assert_eq!(prune(&store, pruning, 50).sealed, 1);
+        let hour0 = store.history(a, None, 0, HOUR - 1, 10_000).unwrap();
+        assert_eq!(hour0.len(), 121);
+        assert_eq!(hour0.iter().find(|r| r.entry.region == "ap"), Some(&late));
+        drop(store);
+        // And after reopening.
+        let store = Store::open(&dir).unwrap();
+        assert_eq!(store.history(a, None, i64::MIN, i64::MAX, 10_000).unwrap().len(), written.len() + 1);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -94,6 +94,38 @@ pub(super) fn result(url: &str, region: &str, at_ms: i64, status: ProbeStatus) -
     StoredResult { url: url.into(), at_ms, entry }
 }
 
+/// A result with what a user reads set: certificate, chain, TLS, timings (to the µs) and, when
+/// not up, a failure.
+pub(super) fn rich_result(url: &str, region: &str, at_ms: i64, status: ProbeStatus) -> StoredResult {
+    use vantage_proto::v1::{Certificate, ChainCertificate, Failure, Timings};
+    let mut stored = result(url, region, at_ms, status);
+    let r = stored.entry.result.as_mut().unwrap();
+    r.cert = Some(Certificate {
+        subject: "CN=a.example".into(),
+        sans: vec!["a.example".into()],
+        not_after: Some(timestamp(9_000_000_000_000)),
+        days_remaining: 90 - at_ms / 86_400_000,
+        health: 1,
+        sha256: "ab".repeat(32),
+        chain: vec![ChainCertificate { subject: "CN=CA".into(), sha256: "cd".repeat(32), ..Default::default() }],
+        ..Default::default()
+    });
+    r.tls_version = "TLSv1.3".into();
+    r.http_status = if status == ProbeStatus::Up { 200 } else { 503 };
+    r.timings = Some(Timings {
+        dns_ms: Some(1.001),
+        connect_ms: None,
+        tls_ms: Some(5.5),
+        ttfb_ms: Some((at_ms % 97) as f64 / 8.0),
+        total_ms: 20.0 + (at_ms % 13) as f64,
+    });
+    if status != ProbeStatus::Up {
+        r.failure =
+            Some(Failure { stage: 5, code: "http_status".into(), message: "HTTP 503".into(), ..Default::default() });
+    }
+    stored
+}
+
 /// Batches of `result`s: `urls` × `regions` every `every_ms` from 0 to `until_ms`, one batch (of
 /// agent `agent`) per time.
 pub(super) fn record_every(store: &Store, urls: &[&str], regions: &[&str], until_ms: i64, every_ms: i64) -> usize {
