@@ -10,11 +10,11 @@
 //!   cache (64 MiB) and with 256 MiB;
 //! - the same with 1 % of the targets failing all day (the same failure text each time), and a
 //!   run where every result fails, once with the same text and once with a text of its own;
-//! - for the capacity table: a day of 100 targets, an hour of 10,000 and of 100,000 targets
-//!   (disk per day extrapolated from bytes per result: marked so).
+//! - for the capacity table: a day of 100 targets, an hour of 10,000 and ten minutes of 100,000
+//!   targets, sealed at the end (disk per day extrapolated from bytes per result: marked so).
 //!
 //! Run: `cargo bench -p vantage-coordinator --bench storage` (all), or one run:
-//! `cargo bench -p vantage-coordinator --bench storage -- --run TARGETS HOURS CACHE_MIB FAILING_PERMILLE UNIQUE`.
+//! `cargo bench -p vantage-coordinator --bench storage -- --run TARGETS MINUTES CACHE_MIB FAILING_PERMILLE UNIQUE`.
 //! The store is written to the system's temporary directory and removed afterwards.
 
 use std::process::Command;
@@ -122,17 +122,17 @@ fn housekeeping(store: &Store, now: i64, retention: i64) -> Duration {
     longest.max(pruning.last_step)
 }
 
-/// One run: `targets` for `hours`, `failing_permille` of them failing all along.
-fn run(targets: usize, hours: i64, cache_mib: usize, failing_permille: usize, unique: bool) {
+/// One run: `targets` for `minutes`, `failing_permille` of them failing all along.
+fn run(targets: usize, minutes: i64, cache_mib: usize, failing_permille: usize, unique: bool) {
     let dir = std::env::temp_dir().join(format!("vantage-bench-storage-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let store = Store::open_with_cache(&dir, cache_mib << 20).unwrap();
     let failing_targets = (targets * failing_permille).div_ceil(1000);
-    let start = (vantage_coordinator::clock::now_ms() - hours * HOUR).div_euclid(HOUR) * HOUR;
+    let start = (vantage_coordinator::clock::now_ms() - minutes * MINUTE - HOUR).div_euclid(HOUR) * HOUR;
     let (mut written, mut failing, mut sequences) = (0u64, 0u64, [0u64; 3]);
     let mut longest_step = Duration::ZERO;
     let began = Instant::now();
-    for minute in 0..hours * 60 {
+    for minute in 0..minutes {
         for (region, sequence) in sequences.iter_mut().enumerate() {
             // Regions probe a target at different moments of its minute.
             let at = start + minute * MINUTE + region as i64 * 17_000;
@@ -153,11 +153,16 @@ fn run(targets: usize, hours: i64, cache_mib: usize, failing_permille: usize, un
             longest_step = longest_step.max(housekeeping(&store, now, 7 * 24 * HOUR));
         }
     }
-    if hours < 24 {
-        // A short run (for the capacity table) ends as housekeeping leaves it once its last hour
-        // is sealed: what most of a longer history looks like.
-        let end = start + hours * HOUR + HOUSEKEEPING_EVERY;
-        longest_step = longest_step.max(housekeeping(&store, end, 7 * 24 * HOUR));
+    let sealed_all = minutes < 24 * 60;
+    if sealed_all {
+        // A short run (for the capacity table) ends sealed, as housekeeping leaves its hour once it
+        // closed: what nearly all of a longer history looks like.
+        let mut pruning = Pruning::new(i64::MIN, i64::MIN, i64::MIN);
+        pruning.seal_before = (start + minutes * MINUTE + HOUR).div_euclid(HOUR) * HOUR;
+        while !store.prune_step(&mut pruning, PRUNE_STEP_ROWS, PRUNE_STEP_TIME).unwrap() {
+            longest_step = longest_step.max(pruning.last_step);
+        }
+        store.sync().unwrap();
     }
     let wrote_in = began.elapsed();
     let rss = rss_bytes();
@@ -170,7 +175,7 @@ fn run(targets: usize, hours: i64, cache_mib: usize, failing_permille: usize, un
     let read_in = read.elapsed();
     assert_eq!(history.len(), 180.min(written as usize / targets));
     println!(
-        "RESULT targets={targets} hours={hours} cache_mib={cache_mib} failing_permille={failing_permille} \
+        "RESULT targets={targets} minutes={minutes} sealed_all={sealed_all} cache_mib={cache_mib} failing_permille={failing_permille} \
          unique={unique} results={written} failing={failing} file_before={before} file_after={after} \
          bytes_per_result={:.1} compaction_ms={} rss={rss} longest_step_ms={} wrote_s={:.1} read_ms={:.1}",
         after as f64 / written as f64,
@@ -184,11 +189,17 @@ fn run(targets: usize, hours: i64, cache_mib: usize, failing_permille: usize, un
 }
 
 /// One run in a child process; its `RESULT` line as (key, value) pairs.
-fn child(targets: usize, hours: i64, cache_mib: usize, failing_permille: usize, unique: bool) -> Vec<(String, String)> {
+fn child(
+    targets: usize,
+    minutes: i64,
+    cache_mib: usize,
+    failing_permille: usize,
+    unique: bool,
+) -> Vec<(String, String)> {
     let exe = std::env::current_exe().unwrap();
     let args = [
         targets.to_string(),
-        hours.to_string(),
+        minutes.to_string(),
         cache_mib.to_string(),
         failing_permille.to_string(),
         unique.to_string(),
@@ -214,7 +225,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--run") {
         let p = |n: usize| {
-            args.get(i + n).unwrap_or_else(|| panic!("--run TARGETS HOURS CACHE_MIB FAILING_PERMILLE UNIQUE"))
+            args.get(i + n).unwrap_or_else(|| panic!("--run TARGETS MINUTES CACHE_MIB FAILING_PERMILLE UNIQUE"))
         };
         run(
             p(1).parse().unwrap(),
@@ -227,11 +238,12 @@ fn main() {
     }
     let per_day = |targets: f64| targets * 3.0 * 1440.0;
     println!("Storage: results written through the real store and housekeeping, 3 regions every 60 s");
-    let healthy = child(1_000, 24, 64, 0, false);
-    let healthy_256 = child(1_000, 24, 256, 0, false);
-    let mixed = child(1_000, 24, 64, 10, false);
-    let failing_same = child(100, 24, 64, 1000, false);
-    let failing_unique = child(100, 24, 64, 1000, true);
+    const DAY: i64 = 24 * 60;
+    let healthy = child(1_000, DAY, 64, 0, false);
+    let healthy_256 = child(1_000, DAY, 256, 0, false);
+    let mixed = child(1_000, DAY, 64, 10, false);
+    let failing_same = child(100, DAY, 64, 1000, false);
+    let failing_unique = child(100, DAY, 64, 1000, true);
     println!("\nbytes per result on disk after compaction (a day of 1,000 targets, 4.32 M results):");
     println!("  healthy:                          {:>6.1} B", get(&healthy, "bytes_per_result"));
     println!("  1 % of targets failing:           {:>6.1} B", get(&mixed, "bytes_per_result"));
@@ -256,15 +268,15 @@ fn main() {
     );
     println!("\ncapacity at 60 s × 3 regions (disk per day = bytes per result × results per day):");
     println!("  {:>8}  {:>12}  {:>14}  {:>14}  measured", "targets", "disk/day", "RSS 64 MiB", "RSS 256 MiB");
-    let small = child(100, 24, 64, 0, false);
-    let ten = child(10_000, 1, 64, 0, false);
-    let hundred = child(100_000, 1, 64, 0, false);
-    let hundred_256 = child(100_000, 1, 256, 0, false);
+    let small = child(100, DAY, 64, 0, false);
+    let ten = child(10_000, 60, 64, 0, false);
+    let hundred = child(100_000, 10, 64, 0, false);
+    let hundred_256 = child(100_000, 10, 256, 0, false);
     let rows: [(usize, &[(String, String)], Option<&[(String, String)]>, &str); 4] = [
         (100, &small, None, "a day"),
         (1_000, &healthy, Some(&healthy_256), "a day"),
-        (10_000, &ten, None, "an hour; disk/day extrapolated"),
-        (100_000, &hundred, Some(&hundred_256), "an hour; disk/day extrapolated"),
+        (10_000, &ten, None, "an hour, sealed; disk/day extrapolated"),
+        (100_000, &hundred, Some(&hundred_256), "10 minutes, sealed; disk/day extrapolated"),
     ];
     for (targets, run, run_256, measured) in rows {
         println!(

@@ -106,7 +106,13 @@ fn alert(kind: AlertKind, at_ms: i64) -> AlertRecord {
 
 fn main() {
     let dir = std::env::args().nth(1).expect("usage: store_fixture DIR");
-    let store = Store::open(std::path::Path::new(&dir)).expect("open the store");
+    write(std::path::Path::new(&dir));
+    println!("wrote {dir}/vantage.redb: 3 targets, 480 results, 1 incident, 2 alerts");
+}
+
+/// Writes the fixture's records into a store in `dir`.
+pub fn write(dir: &std::path::Path) {
+    let store = Store::open(dir).expect("open the store");
     let specs: Vec<TargetSpec> = TARGETS
         .iter()
         .map(|u| TargetSpec { url: (*u).into(), quorum: 1, source: "api".into(), ..Default::default() })
@@ -163,5 +169,4 @@ fn main() {
             &opinions(State::Up, up_ms),
         )
         .unwrap();
-    println!("wrote {dir}/vantage.redb: 3 targets, 480 results, 1 incident, 2 alerts");
 }
