@@ -21,7 +21,7 @@ use vantage_proto::v1::{
     Certificate, ChainCertificate, Failure, HistoryEntry, Incident, ProbeResult, ProbeStatus, TargetSpec, Timings,
 };
 
-/// 2026-11-20T00:00:00Z.
+/// 2025-11-20T00:00:00Z.
 const BASE: i64 = 1_763_596_800_000;
 const MINUTE: i64 = 60_000;
 pub const TARGETS: [&str; 3] = ["https://shop.example/", "https://api.example/", "https://idle.example/"];

@@ -18,7 +18,7 @@ fn the_real_coordinator_migrates_a_previous_versions_database_and_serves_everyth
     assert!(out.status.success(), "gzip -dc {}", packed.display());
     std::fs::write(data.join("vantage.redb"), out.stdout).unwrap();
 
-    // The fixture's results are from 2026-11-20: kept whatever day the test runs.
+    // The fixture's results are from 2025-11-20: kept whatever day the test runs.
     let coordinator = vantage_e2e::serve_on_loopback(&data, &["--retention", "36500d", "--event-retention", "36500d"]);
     let moved = coordinator.wait_for_line(|l| l.contains("results moved to the compact encoding"));
     assert!(moved.contains("moved=480"), "{moved}");
@@ -29,7 +29,7 @@ fn the_real_coordinator_migrates_a_previous_versions_database_and_serves_everyth
     };
     let history = |url: &str| -> Vec<serde_json::Value> {
         let body = format!(
-            r#"{{"url": "{url}", "since": "2026-11-19T00:00:00Z", "until": "2026-11-21T00:00:00Z", "limit": 1000}}"#
+            r#"{{"url": "{url}", "since": "2025-11-19T00:00:00Z", "until": "2025-11-21T00:00:00Z", "limit": 1000}}"#
         );
         call("GetHistory", &body)["results"].as_array().cloned().unwrap_or_default()
     };
@@ -41,7 +41,7 @@ fn the_real_coordinator_migrates_a_previous_versions_database_and_serves_everyth
     assert_eq!(failing[0]["result"]["failure"]["message"], "the server answered HTTP 503");
     assert_eq!(failing[0]["result"]["httpStatus"], 503);
     let newest = &api[0];
-    assert_eq!(newest["result"]["checkedAt"], "2026-11-20T01:59:18Z", "newest first: {newest}");
+    assert_eq!(newest["result"]["checkedAt"], "2025-11-20T01:59:18Z", "newest first: {newest}");
     assert_eq!(newest["region"], "us-east");
     assert_eq!(newest["agent"], "agent-us-east");
     assert_eq!(newest["result"]["cert"]["subject"], "CN=api.example");
@@ -54,8 +54,8 @@ fn the_real_coordinator_migrates_a_previous_versions_database_and_serves_everyth
     let incidents = call("ListIncidents", r#"{"url": "https://api.example/"}"#);
     let incidents = incidents["incidents"].as_array().unwrap();
     assert_eq!(incidents.len(), 1);
-    assert_eq!(incidents[0]["opened"], "2026-11-20T00:41:00Z");
-    assert_eq!(incidents[0]["closed"], "2026-11-20T01:01:00Z");
+    assert_eq!(incidents[0]["opened"], "2025-11-20T00:41:00Z");
+    assert_eq!(incidents[0]["closed"], "2025-11-20T01:01:00Z");
     let alerts = call("ListAlerts", r#"{"subject": "https://api.example/"}"#);
     let kinds: Vec<&str> = alerts["alerts"].as_array().unwrap().iter().map(|a| a["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds.len(), 2, "{alerts}");
@@ -67,7 +67,7 @@ fn the_real_coordinator_migrates_a_previous_versions_database_and_serves_everyth
     let out = grpcurl(&[
         "-plaintext",
         "-d",
-        r#"{"url": "https://api.example/", "since": "2026-11-19T00:00:00Z", "limit": 1000}"#,
+        r#"{"url": "https://api.example/", "since": "2025-11-19T00:00:00Z", "limit": 1000}"#,
         &addr2,
         "vantage.v1.Coordinator/GetHistory",
     ]);
