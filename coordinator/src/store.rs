@@ -91,7 +91,10 @@ impl Store {
         uptime::open_tables(&txn)?;
         latency::open_tables(&txn)?;
         txn.commit()?;
-        migrate::migrate_results(&store.db)?;
+        if migrate::migrate_results(&store.db)? > 0 {
+            // The old tables' pages are free: give them back before serving.
+            store.compact()?;
+        }
         Ok(store)
     }
 }

@@ -49,10 +49,10 @@ impl Hub {
             tokio::time::sleep(PRUNE_PAUSE).await;
         }
         blocking(&self.store, |s| s.sync()).await?;
-        if pruning.done.results >= store::COMPACT_AFTER_RESULTS {
-            // Much was freed: give it back to the file system (the store logs the pause).
-            blocking(&self.store, |s| s.compact()).await?;
-        }
+        // A large prune gives the space it freed back to the file system (the store logs the
+        // pause).
+        let removed = pruning.done.results;
+        blocking(&self.store, move |s| s.compact_after(removed)).await?;
         // Silences that ended before the cutoff went from the store with them.
         self.lock().silences.retain(|s| s.end_ms >= results);
         let done = pruning.done;

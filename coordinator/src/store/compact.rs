@@ -6,13 +6,17 @@
 
 use std::time::{Duration, Instant};
 
-use super::db::{Store, StoreError};
+use redb::ReadableTable;
 
-/// A housekeeping pass that removed at least this many results compacts the file after it: a
-/// lowered retention, many targets removed, or the first pass after the migration from results
-/// stored whole. Steady state frees about as much as it writes, and redb reuses freed pages, so
-/// it does not compact.
-pub const COMPACT_AFTER_RESULTS: u64 = 2_000_000;
+use super::db::{Store, StoreError};
+use super::tables::{HOUSEKEEPING, RESULTS_STORED};
+
+/// A housekeeping pass compacts the file after it when it removed at least this many results and
+/// at least half as many as are left (a third of what there was): a lowered retention, many
+/// targets removed. Steady state removes a sliver (an hour of a week) and writes as much again
+/// into the pages it freed, so it does not compact. (The migration from results stored whole
+/// compacts once it is over, before the coordinator serves.)
+pub const COMPACT_AFTER_RESULTS: u64 = 100_000;
 /// Longest compaction waits for transactions under way to end before it gives up (and the next
 /// large pass tries again).
 const COMPACT_WAIT: Duration = Duration::from_secs(5);
@@ -30,6 +34,23 @@ impl Store {
     /// The database file's size in bytes.
     pub fn file_bytes(&self) -> u64 {
         std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// How many results are stored.
+    pub fn results_stored(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(HOUSEKEEPING)?;
+        let stored = table.get(RESULTS_STORED)?.and_then(|v| v.value().try_into().ok()).map(u64::from_le_bytes);
+        Ok(stored.unwrap_or(0))
+    }
+
+    /// Compacts the file if a housekeeping pass that removed `removed` results was a large prune
+    /// (see [`COMPACT_AFTER_RESULTS`]).
+    pub fn compact_after(&self, removed: u64) -> Result<Option<Compacted>, StoreError> {
+        if removed < COMPACT_AFTER_RESULTS || removed < self.results_stored()? / 2 {
+            return Ok(None);
+        }
+        self.compact()
     }
 
     /// Compacts the file; `None` when transactions under way did not end within `COMPACT_WAIT`.
@@ -59,6 +80,18 @@ impl Store {
     }
 }
 
+/// Adds `delta` to the count of stored results, in `txn`.
+pub(super) fn count_stored(txn: &redb::WriteTransaction, delta: i64) -> Result<(), StoreError> {
+    if delta == 0 {
+        return Ok(());
+    }
+    let mut table = txn.open_table(HOUSEKEEPING)?;
+    let stored = table.get(RESULTS_STORED)?.and_then(|v| v.value().try_into().ok()).map_or(0, u64::from_le_bytes);
+    let stored = stored.saturating_add_signed(delta);
+    table.insert(RESULTS_STORED, stored.to_le_bytes().as_slice())?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use vantage_proto::v1::ProbeStatus;
@@ -76,7 +109,10 @@ mod tests {
         record_every(&store, &urls, &["eu", "us", "ap"], 6 * 3_600_000, 60_000);
         let mut pruning = Pruning::new(i64::MAX, i64::MIN, i64::MIN);
         pruning.seal_before = i64::MIN;
+        assert_eq!(store.results_stored().unwrap(), 20 * 3 * 361);
+        assert_eq!(store.compact_after(20 * 3 * 361).unwrap(), None, "nothing removed yet: no compaction");
         assert_eq!(prune(&store, pruning, 10_000).results, 20 * 3 * 361);
+        assert_eq!(store.results_stored().unwrap(), 0);
         let full = store.file_bytes();
         // A writer arriving during compaction waits for it, then commits.
         let writer = {

@@ -152,6 +152,7 @@ impl Store {
             },
             PruneStage::Results(from) => {
                 let walked = super::seal::prune(&txn, pruning.results_before, *from, max as u64, max_time)?;
+                super::compact::count_stored(&txn, -(walked.rows as i64))?;
                 done.results += walked.rows;
                 if let Some(next) = walked.next {
                     pruning.stage = PruneStage::Results(next);

@@ -58,6 +58,7 @@ pub(super) fn migrate_results(db: &Gate) -> Result<u64, StoreError> {
             }
             rows.len()
         };
+        super::compact::count_stored(&txn, step as i64)?;
         txn.commit()?;
         moved += step as u64;
         if step < MIGRATE_STEP_ROWS {

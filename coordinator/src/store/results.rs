@@ -116,6 +116,7 @@ impl Store {
                 writer.insert(result, sequence, index as u32, true)?;
             }
         }
+        super::compact::count_stored(&txn, results.len() as i64)?;
         txn.commit()?;
         Ok(BatchOutcome::Committed)
     }

@@ -47,6 +47,9 @@ pub(super) const HOUSEKEEPING: TableDefinition<&str, &[u8]> = TableDefinition::n
 /// In `HOUSEKEEPING` in a database written before the compact results while they were being
 /// indexed by time (the first version's own upgrade): dropped with the old tables.
 pub(super) const HISTORY_INDEX_FROM: &str = "history_index_from";
+/// In `HOUSEKEEPING`: how many results are stored (u64, little-endian), kept by ingest, the
+/// migration and pruning, so housekeeping can tell a large prune from a routine one.
+pub(super) const RESULTS_STORED: &str = "results_stored";
 /// Revoked agent certificates: SHA-256 fingerprint (hex) → `Revocation`.
 pub(super) const REVOKED: TableDefinition<&str, &[u8]> = TableDefinition::new("revoked_certs_v1");
 /// The alert outbox: id → `AlertRecord` (JSON).
