@@ -219,9 +219,8 @@ impl Store {
                 Some(hash) => {
                     let key = (row.at_ms.div_euclid(DAY_MS), hash);
                     if !residuals.contains_key(&key) {
-                        if let Some(bytes) = facts.get((target, key.0, key.1))? {
-                            residuals.insert(key, bytes.value().to_vec());
-                        }
+                        let found = facts.get((target, key.0, key.1))?.map(|bytes| bytes.value().to_vec());
+                        residuals.extend(found.map(|bytes| (key, bytes)));
                     }
                     residuals.get(&key).map(Vec::as_slice)
                 }
