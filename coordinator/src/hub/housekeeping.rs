@@ -49,6 +49,10 @@ impl Hub {
             tokio::time::sleep(PRUNE_PAUSE).await;
         }
         blocking(&self.store, |s| s.sync()).await?;
+        // A large prune gives the space it freed back to the file system (the store logs the
+        // pause).
+        let removed = pruning.done.results;
+        blocking(&self.store, move |s| s.compact_after(removed)).await?;
         // Silences that ended before the cutoff went from the store with them.
         self.lock().silences.retain(|s| s.end_ms >= results);
         let done = pruning.done;
@@ -69,7 +73,7 @@ impl Hub {
                 silences = done.silences,
                 rollups = done.rollups,
                 agents = forgotten,
-                indexed = done.indexed,
+                sealed = done.sealed,
                 steps = done.steps,
                 took_ms = started.elapsed().as_millis() as u64,
                 "housekeeping: removed what outlived its retention"

@@ -2,7 +2,7 @@
 //! subject and by whether deliveries are pending), alerting's memory between events, and
 //! silences.
 
-use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{ReadableTable, ReadableTableMetadata};
 
 use super::db::{Store, StoreError, corrupt};
 use super::tables::{ALERT_BY_SUBJECT, ALERT_ORDER, ALERT_PENDING, ALERT_STATE, ALERTS, SILENCES};

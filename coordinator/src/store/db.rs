@@ -2,7 +2,9 @@
 //! the coordinator stops on. What is stored lives in the modules beside this one, one concern
 //! each, as `impl Store` blocks.
 
-use redb::Database;
+use std::sync::RwLock;
+
+use redb::{Database, ReadableDatabase};
 
 // redb's errors are carried as text beside their kind (not as sources), so each is told once.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +21,8 @@ pub enum StoreError {
     Commit(redb::CommitError),
     #[error("durability: {0}")]
     Durability(redb::SetDurabilityError),
+    #[error("compaction: {0}")]
+    Compaction(redb::CompactionError),
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
     #[error("cannot create the data directory {path}: {source}")]
@@ -27,7 +31,9 @@ pub enum StoreError {
 
 /// The coordinator's durable state; see the module documentation of `store` for what it holds.
 pub struct Store {
-    pub(super) db: Database,
+    pub(super) db: Gate,
+    /// The database file, for its size.
+    pub(super) path: std::path::PathBuf,
     /// The first storage failure (an I/O error, a failed commit). redb refuses every later
     /// operation until the database is reopened, so the coordinator stops on it (see
     /// `Running::wait`) and its service manager starts it afresh.
@@ -51,8 +57,34 @@ from_redb!(
     redb::TransactionError => Transaction,
     redb::TableError => Table,
     redb::CommitError => Commit,
-    redb::SetDurabilityError => Durability
+    redb::SetDurabilityError => Durability,
+    redb::CompactionError => Compaction
 );
+
+/// The database behind a lock that every transaction passes on its way in: compaction
+/// (`compact`), which needs the database to itself, takes it exclusively, so transactions wait to
+/// begin until it is over. Only the beginning is gated (a transaction is not tied to the lock):
+/// compaction waits for those under way to end.
+pub(crate) struct Gate(RwLock<Database>);
+
+impl Gate {
+    pub(super) fn new(db: Database) -> Gate {
+        Gate(RwLock::new(db))
+    }
+
+    pub(super) fn begin_write(&self) -> Result<redb::WriteTransaction, redb::TransactionError> {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).begin_write()
+    }
+
+    pub(super) fn begin_read(&self) -> Result<redb::ReadTransaction, redb::TransactionError> {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).begin_read()
+    }
+
+    /// The database to itself, once every transaction begun before has ended.
+    pub(super) fn exclusive(&self) -> std::sync::RwLockWriteGuard<'_, Database> {
+        self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
 
 pub(super) fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
@@ -60,8 +92,8 @@ pub(super) fn corrupt(e: impl std::fmt::Display) -> StoreError {
 
 impl Store {
     /// A store on a database whose tables are open.
-    pub(super) fn new(db: Database) -> Store {
-        Store { db, failed: std::sync::OnceLock::new(), failure: tokio::sync::Notify::new() }
+    pub(super) fn new(db: Database, path: std::path::PathBuf) -> Store {
+        Store { db: Gate::new(db), path, failed: std::sync::OnceLock::new(), failure: tokio::sync::Notify::new() }
     }
 
     /// Remembers `error` if it means the storage failed (not a refusal or a corrupt record), and

@@ -1,6 +1,7 @@
 //! Housekeeping removes what aged out a bounded step at a time ([`Store::prune_step`]): each step
-//! is one short write transaction that walks a time-ordered index from its oldest end, so it
-//! never scans a whole table and an ingest commit waits at most one step behind it.
+//! is one short write transaction that walks results by target id (`seal`) or a time-ordered
+//! index from its oldest end, so it never scans a whole table and an ingest commit waits at most
+//! one step behind it. Results of closed hours are sealed into blocks in the same pass.
 
 use std::ops::Bound;
 use std::time::{Duration, Instant};
@@ -9,20 +10,17 @@ use redb::ReadableTable;
 
 use super::db::{Store, StoreError, corrupt};
 use super::tables::{
-    ALERT_BY_SUBJECT, ALERT_ORDER, ALERT_PENDING, ALERTS, INCIDENTS, INCIDENTS_CLOSED, RESULTS, RESULTS_BY_TIME,
-    SILENCES, TRANSITIONS, TRANSITIONS_BY_TIME,
+    ALERT_BY_SUBJECT, ALERT_ORDER, ALERT_PENDING, ALERTS, INCIDENTS, INCIDENTS_CLOSED, SILENCES, TRANSITIONS,
+    TRANSITIONS_BY_TIME,
 };
-use super::time_index::index_history;
 use crate::alert::{AlertRecord, Silence};
 
-/// Most rows one housekeeping step removes (or indexes), so the write transaction it holds stays
-/// short: an ingest commit waits behind at most one step. Each removed history row dirties a page
-/// of its own (history is kept in target order, pruned in time order), which the next synced
-/// commit writes out; the hub sizes steps below this by the time they take
-/// (`hub::PRUNE_STEP_TARGET`).
+/// Most rows one housekeeping step removes (or seals; a target visited counts as one), so the
+/// write transaction it holds stays short: an ingest commit waits behind at most one step. The
+/// hub sizes steps below this by the time they take (`hub::PRUNE_STEP_TARGET`).
 /// Measured with `cargo bench -p vantage-coordinator --bench prune` (README, "Benchmarks").
 pub const PRUNE_STEP_ROWS: usize = 10_000;
-/// Most time one step spends removing history rows before it commits what it has (a loaded
+/// Most time one step spends removing or sealing results before it commits what it has (a loaded
 /// machine slows a step down however few its rows).
 pub const PRUNE_STEP_TIME: Duration = Duration::from_millis(10);
 
@@ -43,6 +41,9 @@ pub struct Pruning {
     pub rollups_before_day: i64,
     /// Hourly latency roll-ups to compute in this pass (none unless set: `Hub::prune` sets it).
     pub latency: Option<super::latency::LatencyPass>,
+    /// Results from before this hour boundary are sealed into blocks; by default the last hour
+    /// that ended `SEAL_AFTER` ago.
+    pub seal_before: i64,
     stage: PruneStage,
     pub done: Pruned,
     /// How long the last step held the write lock (from the transaction's start to its commit).
@@ -57,7 +58,8 @@ impl Pruning {
             alerts_before,
             rollups_before_day: crate::uptime::day_of(crate::clock::now_ms()) - crate::uptime::ROLLUP_DAYS,
             latency: None,
-            stage: PruneStage::IndexHistory,
+            seal_before: super::seal::seal_before(crate::clock::now_ms()),
+            stage: PruneStage::Latency,
             done: Pruned::default(),
             last_step: Duration::ZERO,
         }
@@ -67,9 +69,9 @@ impl Pruning {
 /// What a pass of housekeeping did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pruned {
-    /// History rows from before the time index, indexed.
-    pub indexed: u64,
     pub results: u64,
+    /// Results sealed into blocks.
+    pub sealed: u64,
     pub transitions: u64,
     pub incidents: u64,
     pub alerts: u64,
@@ -85,11 +87,12 @@ pub struct Pruned {
 /// Where a pass of housekeeping is, in the order it goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum PruneStage {
-    /// Indexing history rows from before the time index (only after an upgrade).
-    IndexHistory,
     /// Rolling closed hours' latency up, before their raw results can be pruned.
     Latency,
-    Results,
+    /// Removing results, from this target id on.
+    Results(u32),
+    /// Sealing results of closed hours, from this target id on.
+    Seal(u32),
     Transitions,
     Incidents,
     /// Settled alerts, walking the (at, id) order after this key: pending ones are stepped over.
@@ -103,9 +106,9 @@ enum PruneStage {
 impl PruneStage {
     fn next(&self) -> PruneStage {
         match self {
-            PruneStage::IndexHistory => PruneStage::Latency,
-            PruneStage::Latency => PruneStage::Results,
-            PruneStage::Results => PruneStage::Transitions,
+            PruneStage::Latency => PruneStage::Results(0),
+            PruneStage::Results(_) => PruneStage::Seal(0),
+            PruneStage::Seal(_) => PruneStage::Transitions,
             PruneStage::Transitions => PruneStage::Incidents,
             PruneStage::Incidents => PruneStage::Alerts(None),
             PruneStage::Alerts(_) => PruneStage::Silences,
@@ -139,14 +142,6 @@ impl Store {
         let done = &mut pruning.done;
         // (rows written, whether the stage is over)
         let (rows, finished) = match &pruning.stage {
-            PruneStage::IndexHistory => match index_history(&txn, max)? {
-                Some((rows, finished)) => {
-                    done.indexed += rows;
-                    // The position moved (or the build ended): always written.
-                    (rows.max(1), finished)
-                }
-                None => (0, true),
-            },
             PruneStage::Latency => match (latency, pruning.latency.as_mut()) {
                 (Some(step), Some(pass)) => {
                     let (finished, hours) = (step.finished, step.hours);
@@ -155,10 +150,22 @@ impl Store {
                 }
                 _ => (0, true),
             },
-            PruneStage::Results => {
-                let (rows, finished) = prune_results(&txn, pruning.results_before, max, max_time)?;
-                done.results += rows;
-                (rows, finished)
+            PruneStage::Results(from) => {
+                let walked = super::seal::prune(&txn, pruning.results_before, *from, max as u64, max_time)?;
+                super::compact::count_stored(&txn, -(walked.rows as i64))?;
+                done.results += walked.rows;
+                if let Some(next) = walked.next {
+                    pruning.stage = PruneStage::Results(next);
+                }
+                (walked.rows, walked.next.is_none())
+            }
+            PruneStage::Seal(from) => {
+                let walked = super::seal::seal(&txn, pruning.seal_before, *from, max as u64, max_time)?;
+                done.sealed += walked.rows;
+                if let Some(next) = walked.next {
+                    pruning.stage = PruneStage::Seal(next);
+                }
+                (walked.rows, walked.next.is_none())
             }
             PruneStage::Transitions => {
                 let rows = prune_transitions(&txn, pruning.events_before, max)?;
@@ -214,41 +221,6 @@ impl Store {
         }
         Ok(pruning.stage == PruneStage::Done)
     }
-}
-
-/// Removes up to `max` of the oldest history rows checked before `before_ms`, for at most
-/// `max_time`; returns how many, and whether none older is left.
-fn prune_results(
-    txn: &redb::WriteTransaction,
-    before_ms: i64,
-    max: usize,
-    max_time: Duration,
-) -> Result<(u64, bool), StoreError> {
-    let started = Instant::now();
-    let mut by_time = txn.open_table(RESULTS_BY_TIME)?;
-    let mut results = txn.open_table(RESULTS)?;
-    let old: Vec<(i64, String, String, u64, u32)> = by_time
-        .range(..(before_ms, "", "", 0u64, 0u32))?
-        .take(max)
-        .map(|row| {
-            let (key, _) = row?;
-            let (at, url, region, sequence, index) = key.value();
-            Ok((at, url.to_owned(), region.to_owned(), sequence, index))
-        })
-        .collect::<Result<_, StoreError>>()?;
-    let mut removed = 0;
-    for (at, url, region, sequence, index) in &old {
-        results.remove((url.as_str(), *at, region.as_str(), *sequence, *index))?;
-        removed += 1;
-        if started.elapsed() >= max_time {
-            break;
-        }
-    }
-    // Oldest first, so the index loses a prefix: one sweep.
-    if let Some((at, url, region, sequence, index)) = old.get(removed.max(1) - 1) {
-        by_time.retain_in(..=(*at, url.as_str(), region.as_str(), *sequence, *index), |_, _| false)?;
-    }
-    Ok((removed as u64, old.len() < max && removed == old.len()))
 }
 
 /// Removes up to `max` of the oldest verdict transitions entered before `before_ms`.
@@ -339,44 +311,57 @@ mod tests {
 
     use super::*;
     use crate::clock::{ms, timestamp};
-    use crate::store::testing::{assert_indexes_consistent, history_times, prune, record_history, temp_dir};
+    use crate::store::testing::{assert_indexes_consistent, history_times, prune, record_every, temp_dir};
     use crate::store::verdicts::{IncidentChange, VerdictRecord};
 
+    const MIN: i64 = 60_000;
+    const HOUR: i64 = 3_600_000;
+
     #[test]
-    fn history_older_than_the_cutoff_goes_oldest_first_in_bounded_steps_newer_stays() {
+    fn results_older_than_the_cutoff_go_in_bounded_steps_closed_hours_are_sealed_newer_stay() {
         let dir = temp_dir("prune-history");
         let store = Store::open(&dir).unwrap();
         let urls = ["https://a.example/", "https://b.example/", "https://c.example/"];
-        let total = record_history(&store, &urls, &["eu", "us"], 3_900);
-        assert_eq!(total, 240);
+        // Every 10 minutes from 0 to 5 h: 31 times × 3 targets × 2 regions.
+        let total = record_every(&store, &urls, &["eu", "us"], 5 * HOUR, 10 * MIN);
+        assert_eq!(total, 186);
+        let everything: Vec<_> =
+            urls.iter().map(|u| store.history(u, None, i64::MIN, i64::MAX, 1_000).unwrap()).collect();
         let latest_before = store.latest().unwrap();
-        // Rows at 0, 100, …, 2_000: 21 times × 6.
-        let mut pruning = Pruning::new(2_050, i64::MIN, i64::MIN);
-        let mut removed_per_step = Vec::new();
+        // Unsealed rows up to 2 h go exactly (13 times × 6); hours 2 and 3 are sealed, 4 and 5 stay
+        // rows.
+        let mut pruning = Pruning::new(2 * HOUR + 5 * MIN, i64::MIN, i64::MIN);
+        pruning.seal_before = 4 * HOUR;
+        let mut per_step = Vec::new();
         loop {
-            let before = pruning.done.results;
+            let before = pruning.done.results + pruning.done.sealed;
             let over = store.prune_step(&mut pruning, 10, Duration::MAX).unwrap();
-            removed_per_step.push(pruning.done.results - before);
-            if removed_per_step.iter().sum::<u64>() == 20 {
-                // Two full steps: the 20 oldest rows (0, 100 and 200 everywhere, 2 of 300) went.
-                let times = history_times(&store, &urls);
-                assert_eq!((times[0], times.iter().filter(|t| **t == 300).count()), (300, 4), "oldest first");
-            }
+            per_step.push(pruning.done.results + pruning.done.sealed - before);
             if over {
                 break;
             }
         }
-        assert!(removed_per_step.iter().all(|n| *n <= 10), "no step removes more than its bound: {removed_per_step:?}");
-        assert_eq!(pruning.done.results, 126);
-        assert_eq!(pruning.done.steps, 13, "12 full steps and one of 6");
+        assert!(per_step.iter().all(|n| *n <= 10), "no step goes past its bound: {per_step:?}");
+        assert_eq!((pruning.done.results, pruning.done.sealed), (78, 66));
         let times = history_times(&store, &urls);
-        assert_eq!(times.len(), 240 - 126);
-        assert!(times.iter().all(|t| *t >= 2_050), "every row older than the cutoff is gone");
-        assert_eq!(times[0], 2_100, "and every newer row is kept");
+        assert_eq!(times.len(), 186 - 78);
+        assert_eq!(times[0], 2 * HOUR + 10 * MIN, "every row older than the cutoff is gone, every newer one kept");
+        for (url, before) in urls.iter().zip(&everything) {
+            let kept: Vec<_> = before.iter().filter(|r| r.at_ms > 2 * HOUR + 5 * MIN).cloned().collect();
+            assert_eq!(store.history(url, None, i64::MIN, i64::MAX, 1_000).unwrap(), kept, "read back as written");
+        }
         assert_eq!(store.latest().unwrap(), latest_before, "the newest result per target and region stays");
-        assert_indexes_consistent(&store);
-        // Nothing left to remove: no write at all.
-        assert_eq!(prune(&store, Pruning::new(2_050, i64::MIN, i64::MIN), 10), Pruned::default());
+        // A sealed block goes once its whole hour is older than the cutoff: hour 2's rows
+        // (2:10..2:50) go; hour 3 stays whole, its 3:00 rows too.
+        let mut pruning = Pruning::new(3 * HOUR + 5 * MIN, i64::MIN, i64::MIN);
+        pruning.seal_before = 4 * HOUR;
+        let done = prune(&store, pruning, 10);
+        assert_eq!((done.results, done.sealed), (30, 0));
+        assert_eq!(history_times(&store, &urls)[0], 3 * HOUR);
+        // Nothing left to remove or seal: no write at all.
+        let mut again = Pruning::new(3 * HOUR + 5 * MIN, i64::MIN, i64::MIN);
+        again.seal_before = 4 * HOUR;
+        assert_eq!(prune(&store, again, 10), Pruned::default());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -2,7 +2,7 @@
 //! closes its open incident, in the same transaction as the alerts its removal sends.
 
 use prost::Message;
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 use vantage_proto::v1::TargetSpec;
 
 use super::alerts::write_alerts;

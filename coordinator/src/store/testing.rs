@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use prost::Message;
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 use vantage_proto::v1::{HistoryEntry, Incident, ProbeResult, ProbeStatus};
 
 use super::db::Store;
 use super::housekeeping::{Pruned, Pruning};
 use super::results::StoredResult;
-use super::tables::{INCIDENTS, INCIDENTS_CLOSED, RESULTS, RESULTS_BY_TIME, TRANSITIONS, TRANSITIONS_BY_TIME};
+use super::tables::{INCIDENTS, INCIDENTS_CLOSED, TRANSITIONS, TRANSITIONS_BY_TIME};
 use crate::clock::{ms, timestamp};
 
 pub(super) fn temp_dir(name: &str) -> std::path::PathBuf {
@@ -25,35 +25,9 @@ pub(super) fn prune(store: &Store, mut pruning: Pruning, max_rows: usize) -> Pru
     pruning.done
 }
 
-/// Every history row in the time index and nothing else, and the same for transitions and
-/// closed incidents.
+/// Every transition in its time index and nothing else, and the same for closed incidents.
 pub(super) fn assert_indexes_consistent(store: &Store) {
     let txn = store.db.begin_read().unwrap();
-    let results: Vec<(i64, String, String, u64, u32)> = txn
-        .open_table(RESULTS)
-        .unwrap()
-        .iter()
-        .unwrap()
-        .map(|row| {
-            let (key, _) = row.unwrap();
-            let (url, at, region, sequence, index) = key.value();
-            (at, url.to_owned(), region.to_owned(), sequence, index)
-        })
-        .collect();
-    let mut results = results;
-    results.sort();
-    let by_time: Vec<(i64, String, String, u64, u32)> = txn
-        .open_table(RESULTS_BY_TIME)
-        .unwrap()
-        .iter()
-        .unwrap()
-        .map(|row| {
-            let (key, _) = row.unwrap();
-            let (at, url, region, sequence, index) = key.value();
-            (at, url.to_owned(), region.to_owned(), sequence, index)
-        })
-        .collect();
-    assert_eq!(results, by_time, "the history's time index holds exactly its rows");
     let mut transitions: Vec<(i64, String)> = txn
         .open_table(TRANSITIONS)
         .unwrap()
@@ -120,11 +94,43 @@ pub(super) fn result(url: &str, region: &str, at_ms: i64, status: ProbeStatus) -
     StoredResult { url: url.into(), at_ms, entry }
 }
 
-/// Batches of `result`s: `urls` × `regions` every 100 ms from 0 to `until_ms`, one batch (of
+/// A result with what a user reads set: certificate, chain, TLS, timings (to the µs) and, when
+/// not up, a failure.
+pub(super) fn rich_result(url: &str, region: &str, at_ms: i64, status: ProbeStatus) -> StoredResult {
+    use vantage_proto::v1::{Certificate, ChainCertificate, Failure, Timings};
+    let mut stored = result(url, region, at_ms, status);
+    let r = stored.entry.result.as_mut().unwrap();
+    r.cert = Some(Certificate {
+        subject: "CN=a.example".into(),
+        sans: vec!["a.example".into()],
+        not_after: Some(timestamp(9_000_000_000_000)),
+        days_remaining: 90 - at_ms / 86_400_000,
+        health: 1,
+        sha256: "ab".repeat(32),
+        chain: vec![ChainCertificate { subject: "CN=CA".into(), sha256: "cd".repeat(32), ..Default::default() }],
+        ..Default::default()
+    });
+    r.tls_version = "TLSv1.3".into();
+    r.http_status = if status == ProbeStatus::Up { 200 } else { 503 };
+    r.timings = Some(Timings {
+        dns_ms: Some(1.001),
+        connect_ms: None,
+        tls_ms: Some(5.5),
+        ttfb_ms: Some((at_ms % 97) as f64 / 8.0),
+        total_ms: 20.0 + (at_ms % 13) as f64,
+    });
+    if status != ProbeStatus::Up {
+        r.failure =
+            Some(Failure { stage: 5, code: "http_status".into(), message: "HTTP 503".into(), ..Default::default() });
+    }
+    stored
+}
+
+/// Batches of `result`s: `urls` × `regions` every `every_ms` from 0 to `until_ms`, one batch (of
 /// agent `agent`) per time.
-pub(super) fn record_history(store: &Store, urls: &[&str], regions: &[&str], until_ms: i64) -> usize {
+pub(super) fn record_every(store: &Store, urls: &[&str], regions: &[&str], until_ms: i64, every_ms: i64) -> usize {
     let mut rows = 0;
-    for (sequence, at) in (0..=until_ms).step_by(100).enumerate() {
+    for (sequence, at) in (0..=until_ms).step_by(every_ms as usize).enumerate() {
         let batch: Vec<StoredResult> =
             urls.iter().flat_map(|u| regions.iter().map(move |r| result(u, r, at, ProbeStatus::Up))).collect();
         rows += batch.len();

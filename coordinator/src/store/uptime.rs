@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 
 use super::db::{Store, StoreError, corrupt};
 use super::tables::{UPTIME_BY_DAY, UPTIME_DAYS, UPTIME_OPEN, VERDICTS};

@@ -3,7 +3,7 @@
 //! written in one transaction with the alerts it causes.
 
 use prost::Message;
-use redb::{ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 use vantage_proto::v1::Incident;
 
