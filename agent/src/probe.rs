@@ -109,6 +109,7 @@ struct Inner {
     tls: Arc<ClientConfig>,
     watch_certs: Vec<cert::watch::WatchedCert>,
     watch_grace: Duration,
+    verified: cert::VerifiedChains,
 }
 
 impl Prober {
@@ -137,6 +138,7 @@ impl Prober {
                 provider,
                 watch_certs: config.watch_certs,
                 watch_grace: config.watch_grace,
+                verified: cert::VerifiedChains::default(),
             }),
         })
     }
@@ -403,6 +405,7 @@ impl Prober {
             let trust = cert::TrustContext {
                 roots: &self.inner.roots,
                 algorithms: self.inner.provider.signature_verification_algorithms.all,
+                verified: &self.inner.verified,
             };
             cert::inspect(&handshake.chain, &server_name, &trust, target.thresholds, OffsetDateTime::now_utc())
         };

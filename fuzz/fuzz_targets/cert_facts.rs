@@ -57,7 +57,8 @@ fuzz_target!(|data: &[u8]| {
         rest = tail;
     }
 
-    let trust = TrustContext { roots: &ROOTS, algorithms: PROVIDER.signature_verification_algorithms.all };
+    let verified = cert::VerifiedChains::default();
+    let trust = TrustContext { roots: &ROOTS, algorithms: PROVIDER.signature_verification_algorithms.all, verified: &verified };
     let inspection = cert::inspect(&chain, &server_name, &trust, thresholds, now);
     if let Err(e) = &inspection.verdict {
         let _ = (e.to_string(), e.code());

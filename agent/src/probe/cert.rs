@@ -141,6 +141,58 @@ fn timestamp(secs: i64) -> String {
     OffsetDateTime::from_unix_timestamp(secs).map(rfc3339).unwrap_or_else(|_| secs.to_string())
 }
 
+/// Most chains a prober remembers as verified; past that it forgets them all and starts again.
+const MAX_VERIFIED_CHAINS: usize = 1_024;
+
+/// Chains that held up against the prober's roots (trust and dates), by the SHA-256 of their
+/// certificates, with their facts: a server serving the same chain probe after probe has it
+/// parsed and its signatures checked once, not on every probe. An entry counts only while every
+/// certificate of the chain is within its dates (so expiry is judged afresh); the name is
+/// checked on every probe, and so is the handshake's own signature (rustls, during the
+/// handshake), which proves the server holds the key.
+#[derive(Default)]
+pub struct VerifiedChains {
+    chains: std::sync::Mutex<std::collections::HashMap<[u8; 32], Verified>>,
+}
+
+struct Verified {
+    facts: std::sync::Arc<[Facts]>,
+    /// When every certificate of the chain is within its dates (Unix seconds, from inclusive).
+    from: i64,
+    until: i64,
+}
+
+impl VerifiedChains {
+    fn key(chain: &[CertificateDer<'_>]) -> [u8; 32] {
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        for cert in chain {
+            digest.update(&(cert.len() as u64).to_be_bytes());
+            digest.update(cert.as_ref());
+        }
+        let mut key = [0; 32];
+        key.copy_from_slice(digest.finish().as_ref());
+        key
+    }
+
+    fn get(&self, key: &[u8; 32], now: i64) -> Option<std::sync::Arc<[Facts]>> {
+        let chains = self.chains.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        chains.get(key).filter(|v| (v.from..v.until).contains(&now)).map(|v| v.facts.clone())
+    }
+
+    fn remember(&self, key: [u8; 32], facts: std::sync::Arc<[Facts]>, now: i64) {
+        let from = facts.iter().map(|f| f.not_before).max().unwrap_or(i64::MAX);
+        let until = facts.iter().map(|f| f.not_after).min().unwrap_or(i64::MIN);
+        if !(from..until).contains(&now) {
+            return;
+        }
+        let mut chains = self.chains.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if chains.len() >= MAX_VERIFIED_CHAINS {
+            chains.clear();
+        }
+        chains.insert(key, Verified { facts, from, until });
+    }
+}
+
 /// Thresholds for certificate health, in days.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Thresholds {
@@ -158,6 +210,8 @@ pub struct Inspection {
 pub struct TrustContext<'a> {
     pub roots: &'a RootCertStore,
     pub algorithms: &'a [&'a dyn SignatureVerificationAlgorithm],
+    /// Chains already verified against `roots`.
+    pub verified: &'a VerifiedChains,
 }
 
 pub fn inspect(
@@ -170,16 +224,23 @@ pub fn inspect(
     if chain.is_empty() {
         return Inspection { report: None, verdict: Err(CertError::Missing) };
     }
-    let facts: Result<Vec<Facts>, CertError> = chain.iter().map(read_facts).collect();
-    let facts = match facts {
-        Ok(facts) => facts,
-        Err(e) => return Inspection { report: None, verdict: Err(e) },
+    let now_ts = now.unix_timestamp();
+    let key = VerifiedChains::key(chain);
+    let known = trust.verified.get(&key, now_ts);
+    let facts = match &known {
+        Some(facts) => facts.clone(),
+        None => match chain.iter().map(read_facts).collect::<Result<Vec<Facts>, CertError>>() {
+            Ok(facts) => facts.into(),
+            Err(e) => return Inspection { report: None, verdict: Err(e) },
+        },
     };
-    let verdict = judge(chain, &facts, server_name, trust, now.unix_timestamp());
+    let verdict = judge(chain, &facts, server_name, trust, now_ts, known.is_some());
+    if known.is_none() && matches!(verdict, Ok(()) | Err(CertError::HostnameMismatch { .. })) {
+        trust.verified.remember(key, facts.clone(), now_ts);
+    }
     let leaf = &facts[0];
     // With a path valid now, an expired served certificate is not on it: it does not count.
     let path_valid = matches!(verdict, Ok(()) | Err(CertError::HostnameMismatch { .. }));
-    let now_ts = now.unix_timestamp();
     let earliest = facts
         .iter()
         .filter(|f| !path_valid || f.not_after > now_ts)
@@ -225,19 +286,39 @@ fn is_time_error(e: &rustls::Error) -> bool {
     )
 }
 
-/// Trust, then dates, then name.
+/// Trust, then dates (unless the chain is `known` to hold up now), then name.
 fn judge(
     chain: &[CertificateDer<'_>],
     facts: &[Facts],
     server_name: &ServerName<'_>,
     trust: &TrustContext<'_>,
     now: i64,
+    known: bool,
 ) -> Result<(), CertError> {
     let leaf = ParsedCertificate::try_from(&chain[0])
         .map_err(|e| CertError::Invalid { detail: format!("the leaf certificate cannot be used: {e}") })?;
+    if !known {
+        trust_and_dates(chain, &leaf, facts, trust, now)?;
+    }
+    verify_server_name(&leaf, server_name).map_err(|e| match e {
+        rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        ) => CertError::HostnameMismatch { host: server_name.to_str().into_owned(), sans: facts[0].sans.clone() },
+        other => CertError::Invalid { detail: other.to_string() },
+    })
+}
+
+/// Whether a path from the served chain to a trusted root holds up now.
+fn trust_and_dates(
+    chain: &[CertificateDer<'_>],
+    leaf: &ParsedCertificate<'_>,
+    facts: &[Facts],
+    trust: &TrustContext<'_>,
+    now: i64,
+) -> Result<(), CertError> {
     let verify_at = |secs: i64| {
         let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs.max(0) as u64));
-        verify_server_cert_signed_by_trust_anchor(&leaf, trust.roots, &chain[1..], at, trust.algorithms)
+        verify_server_cert_signed_by_trust_anchor(leaf, trust.roots, &chain[1..], at, trust.algorithms)
     };
 
     // Trust is judged at a moment when the dates do not get in the way: now, or else a moment
@@ -270,13 +351,7 @@ fn judge(
         // certificate that is not (a root from the trust store).
         return Err(CertError::Invalid { detail: format!("the path to a trusted root is not valid now: {e}") });
     }
-
-    verify_server_name(&leaf, server_name).map_err(|e| match e {
-        rustls::Error::InvalidCertificate(
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-        ) => CertError::HostnameMismatch { host: server_name.to_str().into_owned(), sans: facts[0].sans.clone() },
-        other => CertError::Invalid { detail: other.to_string() },
-    })
+    Ok(())
 }
 
 fn trust_fault(error: rustls::Error, facts: &[Facts]) -> CertError {
@@ -308,6 +383,43 @@ fn trust_fault(error: rustls::Error, facts: &[Facts]) -> CertError {
 mod tests {
     use super::*;
     use vantage_shared::lab::pki::{self, LeafSpec};
+
+    #[test]
+    fn a_chain_verified_once_is_judged_alike_after_and_its_dates_and_name_still_count() {
+        let root = pki::Ca::root("Remembered Root").unwrap();
+        let chain = root.identity(&LeafSpec::new(&["kept.example"]).valid(-10, 30), &[]).unwrap().chain;
+        let mut roots = RootCertStore::empty();
+        roots.add(root.cert.clone()).unwrap();
+        let provider = rustls::crypto::ring::default_provider();
+        let verified = VerifiedChains::default();
+        let trust = TrustContext {
+            roots: &roots,
+            algorithms: provider.signature_verification_algorithms.all,
+            verified: &verified,
+        };
+        let thresholds = Thresholds { warn_days: 14, critical_days: 3 };
+        let name = |n: &'static str| ServerName::try_from(n).unwrap();
+        let now = OffsetDateTime::now_utc();
+        let judge = |server: &ServerName<'_>, at: OffsetDateTime| {
+            let i = inspect(&chain, server, &trust, thresholds, at);
+            (i.verdict.map_err(|e| e.code()), i.report)
+        };
+
+        let first = judge(&name("kept.example"), now);
+        assert_eq!(first.0, Ok(()));
+        assert_eq!(verified.chains.lock().unwrap().len(), 1, "the chain is remembered");
+        assert_eq!(judge(&name("kept.example"), now), first, "judged alike from memory");
+        // Whatever is remembered, the name is checked every time, and the dates: 40 days on
+        // the leaf has expired.
+        assert_eq!(judge(&name("other.example"), now).0, Err(FailureCode::CertHostnameMismatch));
+        assert_eq!(judge(&name("kept.example"), now + time::Duration::days(40)).0, Err(FailureCode::CertExpired));
+        // Another set of roots (another prober) knows nothing of it.
+        let empty = RootCertStore::empty();
+        let elsewhere = VerifiedChains::default();
+        let other = TrustContext { roots: &empty, algorithms: trust.algorithms, verified: &elsewhere };
+        let verdict = inspect(&chain, &name("kept.example"), &other, thresholds, now).verdict;
+        assert_eq!(verdict.map_err(|e| e.code()), Err(FailureCode::CertChainIncomplete));
+    }
 
     #[test]
     fn a_pin_matches_the_certificate_or_its_public_key() {
