@@ -261,3 +261,36 @@ pub fn libfaketime() -> String {
         .find(|p| p.exists());
     found.expect("libfaketime (.ci/setup installs Debian's faketime)").to_str().unwrap().to_owned()
 }
+
+/// `value` percent-encoded for a query string (every byte but ASCII letters and digits).
+pub fn query_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+/// A badge's SVG parsed by a real XML parser (python3's xml.etree), which fails the test if it is
+/// not well-formed: its root element and its texts, one of each (a badge draws each text twice,
+/// its shadow first).
+pub fn badge_texts(svg: &str) -> (String, Vec<String>) {
+    use std::io::Write as _;
+    let script = "import sys, xml.etree.ElementTree as E\n\
+                  root = E.fromstring(sys.stdin.read())\n\
+                  print(root.tag)\n\
+                  for t in root.iter('{http://www.w3.org/2000/svg}text'):\n    print(t.text)\n";
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    child.stdin.take().expect("stdin").write_all(svg.as_bytes()).expect("write the SVG");
+    let out = child.wait_with_output().expect("python3 ends");
+    assert!(out.status.success(), "not well-formed XML: {}\n{svg}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = text.lines().map(str::to_owned);
+    let root = lines.next().unwrap_or_default();
+    (root, lines.step_by(2).collect())
+}

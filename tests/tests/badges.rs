@@ -8,6 +8,7 @@ use std::process::Command;
 
 use vantage_e2e::cluster::{Cluster, READ_TOKEN};
 use vantage_e2e::reload::wait_for_verdict;
+use vantage_e2e::{badge_texts, query_encode};
 
 const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
 
@@ -47,39 +48,6 @@ fn get(c: &Cluster, path: &str, token: bool, extra: &[&str]) -> Got {
     Got { code, headers, body: body.to_owned() }
 }
 
-/// `value` percent-encoded for a query string.
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
-}
-
-/// The badge parsed by a real XML parser: its root element and its texts (label, value).
-fn parse(svg: &str) -> (String, Vec<String>) {
-    let script = "import sys, xml.etree.ElementTree as E\n\
-                  root = E.fromstring(sys.stdin.read())\n\
-                  print(root.tag)\n\
-                  for t in root.iter('{http://www.w3.org/2000/svg}text'):\n    print(t.text)\n";
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    use std::io::Write as _;
-    child.stdin.take().expect("stdin").write_all(svg.as_bytes()).expect("write the SVG");
-    let out = child.wait_with_output().expect("python3 ends");
-    assert!(out.status.success(), "not well-formed XML: {}\n{svg}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut lines = text.lines().map(str::to_owned);
-    let root = lines.next().unwrap_or_default();
-    // Each text is drawn twice (its shadow first): keep one of each.
-    let texts: Vec<String> = lines.collect::<Vec<_>>().chunks(2).map(|pair| pair[0].clone()).collect();
-    (root, texts)
-}
-
 /// A badge served as a user embeds it: 200, SVG, cacheable, valid; its (label, value) texts.
 fn badge(c: &Cluster, path: &str) -> (Vec<String>, Got) {
     let got = get(c, path, true, &[]);
@@ -87,7 +55,7 @@ fn badge(c: &Cluster, path: &str) -> (Vec<String>, Got) {
     assert_eq!(got.header("content-type"), "image/svg+xml", "{path}");
     assert!(got.header("cache-control").starts_with("max-age="), "{path}: {:?}", got.headers);
     assert!(got.header("etag").starts_with('"'), "{path}: {:?}", got.headers);
-    let (root, texts) = parse(&got.body);
+    let (root, texts) = badge_texts(&got.body);
     assert_eq!(root, "{http://www.w3.org/2000/svg}svg", "{path}");
     assert_eq!(texts.len(), 2, "a label and a value: {texts:?}");
     (texts, got)
@@ -103,7 +71,7 @@ fn badges_show_the_verdict_and_the_availability_the_rpc_reports() {
     let url = c.targets[shop].url.clone();
     let watch = c.watch();
     wait_for_verdict(&watch, &url, "UP");
-    let status_path = format!("/badge/status.svg?target={}", encode(&url));
+    let status_path = format!("/badge/status.svg?target={}", query_encode(&url));
 
     // Up: "status | up", cacheable; the same badge again is a 304 by its ETag.
     let (texts, got) = badge(&c, &status_path);
@@ -127,7 +95,7 @@ fn badges_show_the_verdict_and_the_availability_the_rpc_reports() {
     // The uptime badge shows GetUptime's figure, rounded down to two decimals. Up time grows
     // by the second in this short run, so the figure rises between reads: the badge's lies
     // between the RPC's just before and just after it.
-    let uptime_path = format!("/badge/uptime.svg?target={}&window=24h", encode(&url));
+    let uptime_path = format!("/badge/uptime.svg?target={}&window=24h", query_encode(&url));
     let rpc = || {
         let answer = c.call("GetUptime", &format!(r#"{{"url": "{url}", "windows": ["24h"]}}"#));
         answer["targets"][0]["windows"][0]["percent"].as_f64().expect("a figure")
@@ -143,17 +111,17 @@ fn badges_show_the_verdict_and_the_availability_the_rpc_reports() {
         "the badge shows {shown}%, GetUptime {before}% before it and {after}% after"
     );
     // The default window is 30 days.
-    let (texts, _) = badge(&c, &format!("/badge/uptime.svg?target={}", encode(&url)));
+    let (texts, _) = badge(&c, &format!("/badge/uptime.svg?target={}", query_encode(&url)));
     assert_eq!(texts[0], "uptime 30d");
 
     // What is not there is said plainly.
     let unknown = get(&c, "/badge/status.svg?target=https%3A%2F%2Fnowhere.e2e.test%2F", true, &[]);
     assert_eq!(unknown.code, 404);
     assert!(unknown.body.contains("does not watch https://nowhere.e2e.test/"), "{}", unknown.body);
-    let bad = get(&c, &format!("/badge/uptime.svg?target={}&window=500d", encode(&url)), true, &[]);
+    let bad = get(&c, &format!("/badge/uptime.svg?target={}&window=500d", query_encode(&url)), true, &[]);
     assert_eq!(bad.code, 400);
     assert!(bad.body.contains("400 days"), "{}", bad.body);
-    let bad = get(&c, &format!("/badge/uptime.svg?target={}&window=soon", encode(&url)), true, &[]);
+    let bad = get(&c, &format!("/badge/uptime.svg?target={}&window=soon", query_encode(&url)), true, &[]);
     assert_eq!(bad.code, 400, "{}", bad.body);
     let none = get(&c, "/badge/status.svg", true, &[]);
     assert_eq!((none.code, none.body.as_str()), (400, "name the target: ?target=<URL>\n"));

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 use vantage_e2e::cluster::{Cluster, READ_TOKEN};
 use vantage_e2e::libfaketime;
+use vantage_e2e::query_encode;
 use vantage_e2e::reload::{curl, wait_for_verdict};
 
 const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
@@ -21,14 +22,6 @@ fn get(c: &Cluster, path_and_query: &str) -> String {
     let (code, body) = curl("GET", &url, Some(READ_TOKEN));
     assert_eq!(code, 200, "GET {path_and_query}: {body}");
     body
-}
-
-/// `value` percent-encoded for a query string.
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
 }
 
 /// The value at quantile `q` by nearest rank (README: the smallest value with at least `q` of
@@ -93,16 +86,17 @@ fn closed_hours_roll_up_to_the_percentiles_of_the_raw_results_and_outlive_them()
     drop(watch);
 
     // The hour is under way: nothing is rolled up, the API says so and the 30-day chart too.
-    let query = format!("/v1/latency?target={}&window=30d", encode(&url));
+    let query = format!("/v1/latency?target={}&window=30d", query_encode(&url));
     let open: Value = serde_json::from_str(&get(&c, &query)).expect("JSON");
     assert_eq!(open["regions"], serde_json::json!([]), "an hour under way is not rolled up: {open}");
-    let page = get(&c, &format!("/target?url={}&latency=30d", encode(&url)));
+    let page = get(&c, &format!("/target?url={}&latency=30d", query_encode(&url)));
     assert!(page.contains("No successful probe in the last 30 days rolled up yet"), "{page}");
     // Bad requests say why.
     let http = format!("http://{}", c.http_addr.unwrap());
     let (code, body) = curl("GET", &format!("{http}/v1/latency?window=30d"), Some(READ_TOKEN));
     assert_eq!((code, body.starts_with("target:")), (400, true), "{body}");
-    let (code, body) = curl("GET", &format!("{http}/v1/latency?target={}&window=2y", encode(&url)), Some(READ_TOKEN));
+    let (code, body) =
+        curl("GET", &format!("{http}/v1/latency?target={}&window=2y", query_encode(&url)), Some(READ_TOKEN));
     assert_eq!(code, 400, "{body}");
     let (code, _) = curl("GET", &format!("{http}/v1/latency?target=https%3A%2F%2Fnowhere.test%2F"), Some(READ_TOKEN));
     assert_eq!(code, 404);
@@ -177,7 +171,7 @@ fn closed_hours_roll_up_to_the_percentiles_of_the_raw_results_and_outlive_them()
     );
 
     // The target page: the 30-day chart, one per region, each with its hours drawn.
-    let page = get(&c, &format!("/target?url={}&latency=30d", encode(&url)));
+    let page = get(&c, &format!("/target?url={}&latency=30d", query_encode(&url)));
     assert!(page.contains("<h2>Latency, last 30 days</h2>") && page.contains("data-span=\"30d\""), "{page}");
     for region in REGIONS {
         let figure = page.split(&format!("<figure data-region=\"{region}\">")).nth(1).expect(region);

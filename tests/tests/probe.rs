@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use vantage_e2e::cluster::{Cluster, READ_TOKEN};
 use vantage_e2e::files::{TempDir, deploy};
 use vantage_e2e::prometheus::Prometheus;
+use vantage_e2e::query_encode;
 
 const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
 
@@ -28,13 +29,6 @@ fn get(url: &str, token: Option<&str>) -> (u16, String) {
     let text = String::from_utf8(out.stdout).expect("utf-8");
     let (body, code) = text.rsplit_once('\n').expect("curl wrote the status");
     (code.parse().expect("a status code"), body.to_owned())
-}
-
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
 }
 
 /// `promtool check metrics` on an exposition: no error and no lint complaint.
@@ -91,7 +85,7 @@ fn probe_shows_every_regions_newest_result_and_metrics_only_the_verdicts() {
     cluster.start_agents();
     let base = format!("http://{}", cluster.http_addr.expect("the HTTP port"));
     let (shop_url, expired_url) = (cluster.targets[shop].url.clone(), cluster.targets[expired].url.clone());
-    let probe = |url: &str| format!("{base}/probe?module=http_2xx&target={}", encode(url));
+    let probe = |url: &str| format!("{base}/probe?module=http_2xx&target={}", query_encode(url));
 
     // Same gate as /metrics: the read token, or a 401.
     let (code, body) = get(&probe(&shop_url), None);

@@ -15,6 +15,7 @@ use vantage_e2e::browser::{Browser, artifacts};
 use vantage_e2e::cluster::{ADMIN_TOKEN, Cluster};
 use vantage_e2e::reload::curl;
 use vantage_e2e::watch::Watch;
+use vantage_e2e::{badge_texts, query_encode};
 use vantage_shared::FailureCode;
 
 const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
@@ -63,33 +64,6 @@ fn wait_page(c: &Cluster, path: &str, what: &str, done: impl Fn(&str) -> bool) -
     }
 }
 
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
-}
-
-/// The texts of an SVG badge, parsed by a real XML parser (python3's xml.etree).
-fn badge_texts(svg: &str) -> Vec<String> {
-    let script = "import sys, xml.etree.ElementTree as E\nroot = E.fromstring(sys.stdin.read())\n\
-                  assert root.tag == '{http://www.w3.org/2000/svg}svg', root.tag\n\
-                  print('\\n'.join(t.text for t in root.iter('{http://www.w3.org/2000/svg}text')))\n";
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    use std::io::Write as _;
-    child.stdin.take().expect("stdin").write_all(svg.as_bytes()).expect("write the SVG");
-    let out = child.wait_with_output().expect("python3 ends");
-    assert!(out.status.success(), "not a well-formed SVG: {}\n{svg}", String::from_utf8_lossy(&out.stderr));
-    // Each text is drawn twice (its shadow first).
-    String::from_utf8_lossy(&out.stdout).lines().step_by(2).map(str::to_owned).collect()
-}
-
 fn status_page(slug: &str, title: &str, extra: &str) -> String {
     format!(
         "\n[[status_page]]\nslug = \"{slug}\"\ntitle = \"{title}\"\nlabels = {{ public = \"{SELECTOR}\" }}\n{extra}\n"
@@ -134,7 +108,7 @@ fn a_public_status_page_shows_public_names_and_states_and_leaks_nothing() {
 
     // Without credentials: the operator's page and a target's are refused, the public page is not.
     assert_eq!(get(&c, "/").code, 401, "the operator's page still needs the token");
-    assert_eq!(get(&c, &format!("/target?url={}", encode(&shop_url))).code, 401);
+    assert_eq!(get(&c, &format!("/target?url={}", query_encode(&shop_url))).code, 401);
     let page = wait_page(&c, "/s/status", "every service up but the blog, and a resolved incident", |b| {
         b.matches("data-state=\"UP\"").count() == 3 && b.contains("data-state=\"DOWN\"") && b.contains("resolved")
     });
@@ -195,13 +169,15 @@ fn a_public_status_page_shows_public_names_and_states_and_leaks_nothing() {
 
     // Badges: a public target's without credentials, valid SVG; any other target's is a 401, an
     // unknown one's too (nothing is learnt by asking).
-    let public_badge = get(&c, &format!("/badge/status.svg?target={}", encode(&shop_url)));
+    let public_badge = get(&c, &format!("/badge/status.svg?target={}", query_encode(&shop_url)));
     assert_eq!(public_badge.code, 200, "{}", public_badge.body);
     assert_eq!(public_badge.header("content-type"), "image/svg+xml");
-    assert_eq!(badge_texts(&public_badge.body), ["status", "up"]);
-    let uptime = get(&c, &format!("/badge/uptime.svg?target={}&window=24h", encode(&blog_url)));
-    assert_eq!((uptime.code, badge_texts(&uptime.body)), (200, vec!["uptime 24h".to_owned(), "0.00%".to_owned()]));
-    assert_eq!(get(&c, &format!("/badge/status.svg?target={}", encode(&internal_url))).code, 401);
+    let svg = "{http://www.w3.org/2000/svg}svg".to_owned();
+    assert_eq!(badge_texts(&public_badge.body), (svg.clone(), vec!["status".to_owned(), "up".to_owned()]));
+    let uptime = get(&c, &format!("/badge/uptime.svg?target={}&window=24h", query_encode(&blog_url)));
+    assert_eq!(uptime.code, 200, "{}", uptime.body);
+    assert_eq!(badge_texts(&uptime.body), (svg, vec!["uptime 24h".to_owned(), "0.00%".to_owned()]));
+    assert_eq!(get(&c, &format!("/badge/status.svg?target={}", query_encode(&internal_url))).code, 401);
     assert_eq!(get(&c, "/badge/status.svg?target=https%3A%2F%2Fnowhere.e2e.test%2F").code, 401);
 
     // In Chromium: desktop, phone, and both in a dark colour scheme.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use vantage_e2e::cluster::{Cluster, READ_TOKEN};
+use vantage_e2e::query_encode;
 use vantage_e2e::reload::{curl, wait_for_verdict};
 
 const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
@@ -32,14 +33,6 @@ fn get(c: &Cluster, path_and_query: &str) -> String {
     let (code, body) = curl("GET", &url, Some(READ_TOKEN));
     assert_eq!(code, 200, "GET {path_and_query}: {body}");
     body
-}
-
-/// `value` percent-encoded for a query string.
-fn encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
 }
 
 /// `vantage-coordinator uptime ARGS…` with the admin certificate; its stdout.
@@ -212,7 +205,7 @@ fn a_known_outage_shows_as_down_time_everywhere_and_survives_sigkill_and_retenti
         .expect("the target's uptime cell");
     let shown: f64 = cell.split('>').nth(1).and_then(|t| t.split('%').next()).and_then(|p| p.parse().ok()).expect(cell);
     assert!((shown - month).abs() < 0.1, "the page shows {shown}%, /v1/status {month}%");
-    let target_page = get(&c, &format!("/target?url={}", encode(&url)));
+    let target_page = get(&c, &format!("/target?url={}", query_encode(&url)));
     assert!(target_page.contains("Availability: <span data-window=\"24h\">24h <b>"), "{target_page}");
     assert!(target_page.contains("down, 1 incident)"), "{target_page}");
 
@@ -234,7 +227,7 @@ fn a_known_outage_shows_as_down_time_everywhere_and_survives_sigkill_and_retenti
         number("incidents") as u64,
     );
     let json: Value =
-        serde_json::from_str(&get(&c, &format!("/v1/uptime?window=24h&target={}", encode(&url)))).unwrap();
+        serde_json::from_str(&get(&c, &format!("/v1/uptime?window=24h&target={}", query_encode(&url)))).unwrap();
     assert_eq!(json["targets"].as_array().unwrap().len(), 1);
     assert_eq!(json["targets"][0]["regions"].as_array().unwrap().len(), 3);
     let down_before = seconds(&json["targets"][0]["windows"][0]["down_seconds"]);

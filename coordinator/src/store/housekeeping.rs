@@ -10,8 +10,8 @@ use redb::ReadableTable;
 
 use super::db::{Store, StoreError, corrupt};
 use super::tables::{
-    ALERT_BY_SUBJECT, ALERT_ORDER, ALERT_PENDING, ALERTS, INCIDENTS, INCIDENTS_CLOSED, SILENCES, TRANSITIONS,
-    TRANSITIONS_BY_TIME,
+    ALERT_BY_SUBJECT, ALERT_ORDER, ALERT_PENDING, ALERTS, INCIDENTS, INCIDENTS_CLOSED, LATENCY_BY_DAY, LATENCY_DAYS,
+    SILENCES, TRANSITIONS, TRANSITIONS_BY_TIME, UPTIME_BY_DAY, UPTIME_DAYS,
 };
 use crate::alert::{AlertRecord, Silence};
 
@@ -198,12 +198,12 @@ impl Store {
                 (rows, true)
             }
             PruneStage::Rollups => {
-                let (rows, finished) = super::uptime::prune_days(&txn, pruning.rollups_before_day, max)?;
+                let (rows, finished) = prune_days(&txn, UPTIME_DAYS, UPTIME_BY_DAY, pruning.rollups_before_day, max)?;
                 done.rollups += rows;
                 (rows, finished)
             }
             PruneStage::LatencyRollups => {
-                let (rows, finished) = super::latency::prune_days(&txn, pruning.rollups_before_day, max)?;
+                let (rows, finished) = prune_days(&txn, LATENCY_DAYS, LATENCY_BY_DAY, pruning.rollups_before_day, max)?;
                 done.rollups += rows;
                 (rows, finished)
             }
@@ -303,6 +303,40 @@ fn prune_alerts(
     }
     let next = if seen.len() < max { None } else { seen.last().cloned() };
     Ok((removed, next))
+}
+
+/// A roll-up table: rows by (target, region, day), and its index by day.
+type DayRows = redb::TableDefinition<'static, (&'static str, &'static str, i64), &'static [u8]>;
+type DayIndex = redb::TableDefinition<'static, (i64, &'static str, &'static str), ()>;
+
+/// Removes up to `max` rows of a roll-up table (availability or latency) of days before
+/// `before_day`, oldest first. Returns the rows removed and whether none older is left.
+fn prune_days(
+    txn: &redb::WriteTransaction,
+    rows: DayRows,
+    by_day: DayIndex,
+    before_day: i64,
+    max: usize,
+) -> Result<(u64, bool), StoreError> {
+    let mut index = txn.open_table(by_day)?;
+    let mut days = txn.open_table(rows)?;
+    let old: Vec<(i64, String, String)> = index
+        .range((i64::MIN, "", "")..(before_day, "", ""))?
+        .take(max + 1)
+        .map(|row| {
+            let (k, _) = row?;
+            let (d, u, r) = k.value();
+            Ok((d, u.to_owned(), r.to_owned()))
+        })
+        .collect::<Result<_, StoreError>>()?;
+    let finished = old.len() <= max;
+    let mut removed = 0;
+    for (day, url, region) in old.into_iter().take(max) {
+        index.remove((day, url.as_str(), region.as_str()))?;
+        days.remove((url.as_str(), region.as_str(), day))?;
+        removed += 1;
+    }
+    Ok((removed, finished))
 }
 
 #[cfg(test)]

@@ -242,30 +242,6 @@ pub(super) fn latency_write(
     Ok(if step.moved { rows.max(1) } else { rows })
 }
 
-/// Removes up to `max` latency roll-up rows of days before `before_day`, oldest first; returns
-/// how many, and whether none older is left.
-pub(super) fn prune_days(txn: &redb::WriteTransaction, before_day: i64, max: usize) -> Result<(u64, bool), StoreError> {
-    let mut index = txn.open_table(LATENCY_BY_DAY)?;
-    let mut days = txn.open_table(LATENCY_DAYS)?;
-    let old: Vec<(i64, String, String)> = index
-        .range((i64::MIN, "", "")..(before_day, "", ""))?
-        .take(max + 1)
-        .map(|row| {
-            let (k, _) = row?;
-            let (d, u, r) = k.value();
-            Ok((d, u.to_owned(), r.to_owned()))
-        })
-        .collect::<Result<_, StoreError>>()?;
-    let finished = old.len() <= max;
-    let mut removed = 0;
-    for (day, url, region) in old.into_iter().take(max) {
-        index.remove((day, url.as_str(), region.as_str()))?;
-        days.remove((url.as_str(), region.as_str(), day))?;
-        removed += 1;
-    }
-    Ok((removed, finished))
-}
-
 /// Each region's rolled-up hours of one target, oldest first.
 pub type LatencyHours = BTreeMap<String, Vec<(i64, Summary)>>;
 

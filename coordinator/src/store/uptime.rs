@@ -182,31 +182,6 @@ pub(super) fn end_target(txn: &redb::WriteTransaction, url: &str, at_ms: i64) ->
     write_opinions(txn, &changes)
 }
 
-/// Removes up to `max` roll-up rows of days before `before_day`, oldest first. Returns the rows
-/// removed and whether none older is left.
-pub(super) fn prune_days(txn: &redb::WriteTransaction, before_day: i64, max: usize) -> Result<(u64, bool), StoreError> {
-    let mut index = txn.open_table(UPTIME_BY_DAY)?;
-    let mut days = txn.open_table(UPTIME_DAYS)?;
-    let old: Vec<(i64, String, String)> = index
-        .range((i64::MIN, "", "")..(before_day, "", ""))?
-        .take(max + 1)
-        .map(|row| {
-            row.map(|(k, _)| {
-                let (d, u, r) = k.value();
-                (d, u.to_owned(), r.to_owned())
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    let finished = old.len() <= max;
-    let mut removed = 0;
-    for (day, url, region) in old.into_iter().take(max) {
-        index.remove((day, url.as_str(), region.as_str()))?;
-        days.remove((url.as_str(), region.as_str(), day))?;
-        removed += 1;
-    }
-    Ok((removed, finished))
-}
-
 impl Store {
     /// The roll-ups of `urls` for days `from_day..=to_day`, with their open spans; each region's
     /// too when `regions`. One read transaction.
