@@ -85,6 +85,7 @@ impl Store {
         txn.open_table(tables::FACTS)?;
         txn.open_table(tables::RECENT)?;
         txn.open_table(tables::BLOCKS)?;
+        txn.open_table(tables::HOUSEKEEPING)?;
         agents::open_tables(&txn)?;
         time_index::open_time_indexes(&txn)?;
         alerts::open_tables(&txn)?;

@@ -379,6 +379,16 @@ mod tests {
     }
 
     #[test]
+    fn a_pass_on_a_fresh_store_finds_nothing_and_fails_nothing() {
+        let dir = temp_dir("latency-fresh");
+        let store = Store::open(&dir).unwrap();
+        add_targets(&store, &["https://a.example/"]);
+        let done = prune(&store, pass(BASE + 3, BASE - 24), 100);
+        assert_eq!(done.latency_hours, 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn an_hour_with_more_results_than_a_page_counts_each_once() {
         let dir = temp_dir("latency-pages");
         let store = Store::open(&dir).unwrap();
