@@ -20,6 +20,39 @@ pub fn curl(method: &str, url: &str, token: Option<&str>) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_owned())
 }
 
+/// A response read with its headers: status code, lower-cased header names and values, body.
+pub struct Got {
+    pub code: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Got {
+    /// The value of header `name` (lower case), or "".
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.iter().find(|(n, _)| n == name).map_or("", |(_, v)| v.as_str())
+    }
+}
+
+/// GET `url` with real curl, sending `headers` (`Name: value`), and read the response whole.
+pub fn curl_get(url: &str, headers: &[&str]) -> Got {
+    let mut command = Command::new("curl");
+    command.args(["-s", "-i"]);
+    for header in headers {
+        command.args(["-H", header]);
+    }
+    let out = command.arg(url).output().expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let code = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Got { code, headers, body: body.to_owned() }
+}
+
 /// One unlabelled sample of `/metrics` at `http` (`http://host:port`).
 pub fn metric(http: &str, name: &str, token: Option<&str>) -> Option<f64> {
     let (status, text) = curl("GET", &format!("{http}/metrics"), token);

@@ -4,48 +4,21 @@
 //! by python3's xml.etree), cacheable (max-age, ETag, 304), refused without the token, and a
 //! clear 404/400 for an unknown target or a bad window (README: "Status page").
 
-use std::process::Command;
-
 use vantage_e2e::cluster::{Cluster, READ_TOKEN};
-use vantage_e2e::reload::wait_for_verdict;
+use vantage_e2e::reload::{Got, curl_get, wait_for_verdict};
 use vantage_e2e::{badge_texts, query_encode};
 
 const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
 
-/// A response: status code, lower-cased headers, body.
-struct Got {
-    code: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Got {
-    fn header(&self, name: &str) -> &str {
-        self.headers.iter().find(|(n, _)| n == name).map_or("", |(_, v)| v.as_str())
-    }
-}
-
 /// GET `path` on the coordinator's HTTP port with real curl, with the read token if `token`.
 fn get(c: &Cluster, path: &str, token: bool, extra: &[&str]) -> Got {
     let url = format!("http://{}{path}", c.http_addr.expect("the HTTP port"));
-    let mut curl = Command::new("curl");
-    curl.args(["-s", "-i"]);
+    let auth = format!("Authorization: Bearer {READ_TOKEN}");
+    let mut headers = extra.to_vec();
     if token {
-        curl.args(["-H", &format!("Authorization: Bearer {READ_TOKEN}")]);
+        headers.push(&auth);
     }
-    for header in extra {
-        curl.args(["-H", header]);
-    }
-    let out = curl.arg(&url).output().expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let code = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Got { code, headers, body: body.to_owned() }
+    curl_get(&url, &headers)
 }
 
 /// A badge served as a user embeds it: 200, SVG, cacheable, valid; its (label, value) texts.

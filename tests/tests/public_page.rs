@@ -7,13 +7,12 @@
 //! phone and reads in a dark colour scheme (screenshots under `target/artifacts/status-page/`);
 //! and a reload adds, refuses (a duplicate slug) and removes pages (README: "Status page").
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use vantage_e2e::browser::{Browser, artifacts};
 use vantage_e2e::cluster::{ADMIN_TOKEN, Cluster};
-use vantage_e2e::reload::curl;
+use vantage_e2e::reload::{Got, curl, curl_get};
 use vantage_e2e::watch::Watch;
 use vantage_e2e::{badge_texts, query_encode};
 use vantage_shared::FailureCode;
@@ -23,32 +22,10 @@ const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
 const SELECTOR: &str = "pub-sel-7f3a";
 const SECRET_TEAM: &str = "team-internal-42";
 
-/// A response: status code, lower-cased headers, body.
-struct Got {
-    code: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Got {
-    fn header(&self, name: &str) -> &str {
-        self.headers.iter().find(|(n, _)| n == name).map_or("", |(_, v)| v.as_str())
-    }
-}
-
 /// GET `path` with real curl and no credentials, as the public does.
 fn get(c: &Cluster, path: &str) -> Got {
     let url = format!("http://{}{path}", c.http_addr.expect("the HTTP port"));
-    let out = Command::new("curl").args(["-s", "-i", &url]).output().expect("curl runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let code = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Got { code, headers, body: body.to_owned() }
+    curl_get(&url, &[])
 }
 
 /// Fetches `path` until `done` holds for its body (the page is drawn at most every 5 s).
